@@ -1,0 +1,151 @@
+"""The ``toolrelay`` command."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+import msgspec
+
+from app import __version__
+from app.config import ConfigError, Settings, load_settings
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # aiohttp and uvicorn repeat what our access line says, at a cost per request.
+    for noisy in ("uvicorn.access", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def banner(settings: Settings, services: Any, host: str, port: int) -> str:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown_host}:{port}/v1"
+    models = [m for m, _ in services.router.served_models()]
+    auth_on = bool(getattr(services.gate, "enabled", False))
+    lines = [
+        f"toolrelay {__version__} listening on http://{host}:{port}",
+        f"  OpenAI base URL : {base}",
+        f"  models          : {', '.join(models) or '(none)'}",
+    ]
+    if services.agent is not None and models:
+        lines.append(f"  agent models    : {', '.join('agent/' + m for m in models)}")
+    lines.append(f"  default model   : {settings.default_model}")
+    lines.append(f"  authentication  : {'on (API keys required)' if auth_on else 'off (no API keys configured; loopback only)'}")
+    for key, value in services.ready_extras().items():
+        if isinstance(value, dict) and "backend" in value:
+            lines.append(f"  {key:<16}: {value['backend']}" + (f" ({value.get('reason')})" if value.get("reason") else ""))
+    auth_header = ' -H "Authorization: Bearer $TOOLRELAY_API_KEY"' if auth_on else ""
+    lines.append("  try it:")
+    lines.append(
+        f"    curl -s {base}/chat/completions -H 'Content-Type: application/json'{auth_header} "
+        f"-d '{{\"model\": \"{settings.default_model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Say hello\"}}]}}'"
+    )
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"toolrelay: {exc}", file=sys.stderr)
+        return 2
+    server = settings.server
+    overrides: dict[str, Any] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if overrides:
+        settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, **overrides))
+        server = settings.server
+    configure_logging(server.log_level)
+
+    from app.server import create_app
+
+    try:
+        asgi, services = create_app(settings)
+    except ConfigError as exc:
+        print(f"toolrelay: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(server.host) and not getattr(services.gate, "enabled", False) and not server.allow_unauthenticated_public:
+        print(
+            f"toolrelay: refusing to listen on {server.host} without API keys: anyone who can reach it could spend "
+            "your upstream credits. Create a key (`toolrelay keys create --name NAME`), or set "
+            "server.allow_unauthenticated_public = true if this network is private.",
+            file=sys.stderr,
+        )
+        return 2
+
+    import uvicorn
+
+    async def announce() -> None:
+        print(banner(settings, services, server.host, server.port), flush=True)
+
+    services.on_start(announce)
+    config = uvicorn.Config(
+        asgi,
+        host=server.host,
+        port=server.port,
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toolrelay", description="OpenAI-compatible server for tool-using agents.")
+    parser.add_argument("--version", action="version", version=f"toolrelay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--config", help="TOML config file (default: $TOOLRELAY_CONFIG)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--data-dir", help="data directory (default ./data or $TOOLRELAY_DATA)")
+    serve.set_defaults(func=cmd_serve)
+
+    from app.admin_cli import register as register_admin
+
+    register_admin(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

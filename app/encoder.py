@@ -1,0 +1,254 @@
+"""The one place that knows the Chat Completions wire format.
+
+:class:`SSEEncoder` turns events into ``data: {chunk}\\n\\n`` lines with the
+rules strict clients depend on (one id and ``created`` for the whole stream,
+``role`` in the first delta of each choice, a ``finish_reason`` key on every
+choice, ``usage: null`` on every chunk only when usage was asked for, a
+usage-only chunk with ``choices: []`` before ``[DONE]``).
+
+:class:`BodyCollector` folds the same events into one ``chat.completion``
+object for non-streaming requests, merging deltas the way the OpenAI SDK's
+stream accumulator does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+
+from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+# Top-level fields an upstream may set that clients read; everything else it
+# invents stays out of our envelope so the shape stays the one in the spec.
+_META_FIELDS = ("system_fingerprint", "service_tier")
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    out = dict(usage)
+    out["prompt_tokens"] = prompt
+    out["completion_tokens"] = completion
+    out["total_tokens"] = int(usage.get("total_tokens") or (prompt + completion))
+    return out
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class SSEEncoder:
+    """Events in, SSE bytes out, for one streamed completion."""
+
+    __slots__ = ("completion_id", "created", "model", "include_usage", "usage", "usage_estimated", "meta", "_started", "failed")
+
+    def __init__(self, *, model: str, include_usage: bool, completion_id: str | None = None, created: int | None = None) -> None:
+        self.completion_id = completion_id or new_completion_id()
+        self.created = created or int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        self.usage: dict[str, Any] | None = None
+        self.usage_estimated = False
+        self.meta: dict[str, Any] = {}
+        self._started: set[int] = set()
+        self.failed = False
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }
+        if self.meta:
+            chunk.update(self.meta)
+        chunk["choices"] = choices
+        if self.include_usage:
+            chunk["usage"] = None
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _choice(self, index: int, delta: dict[str, Any], finish_reason: str | None, logprobs: Any) -> dict[str, Any]:
+        if index not in self._started:
+            self._started.add(index)
+            if "role" not in delta:
+                delta = {"role": "assistant", **delta}
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+
+    def encode(self, event: Event) -> bytes:
+        kind = type(event)
+        if kind is ChoiceDelta:
+            return self._chunk([self._choice(event.index, event.delta, event.finish_reason, event.logprobs)])
+        if kind is UsageReport:
+            self.usage = event.usage
+            self.usage_estimated = event.estimated
+            return b""
+        if kind is KeepAlive:
+            return KEEPALIVE
+        if kind is ResponseMeta:
+            for key in _META_FIELDS:
+                if event.fields.get(key) is not None:
+                    self.meta[key] = event.fields[key]
+            return b""
+        if kind is ChoiceMessage:
+            delta = {k: v for k, v in event.message.items() if v is not None}
+            if "tool_calls" in delta:
+                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
+            first = self._choice(event.index, delta, None, event.logprobs)
+            return self._chunk([first]) + self._chunk([self._choice(event.index, {}, event.finish_reason, None)])
+        if kind is Failure:
+            self.failed = True
+            return sse_event(event.error.payload())
+        raise TypeError(f"unknown event {event!r}")
+
+    def close(self) -> bytes:
+        """The tail of a successful stream: the usage chunk when asked for, then ``[DONE]``."""
+        if self.include_usage and self.usage is not None:
+            tail: dict[str, Any] = {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                **self.meta,
+                "choices": [],
+                "usage": normalize_usage(self.usage),
+            }
+            return sse_event(tail) + DONE
+        return DONE
+
+
+class _ChoiceState:
+    __slots__ = ("message", "finish_reason", "logprobs", "tool_calls")
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+        self.finish_reason: str | None = None
+        self.logprobs: dict[str, Any] | None = None
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+
+
+def _merge_logprobs(acc: dict[str, Any] | None, new: Any) -> dict[str, Any] | None:
+    if not isinstance(new, dict):
+        return acc
+    if acc is None:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in new.items()}
+    for key, value in new.items():
+        if isinstance(value, list) and isinstance(acc.get(key), list):
+            acc[key].extend(value)
+        elif value is not None:
+            acc[key] = value
+    return acc
+
+
+class BodyCollector:
+    """Events in, one ``chat.completion`` object out."""
+
+    __slots__ = ("choices", "usage", "usage_estimated", "meta", "error")
+
+    def __init__(self) -> None:
+        self.choices: dict[int, _ChoiceState] = {}
+        self.usage: dict[str, Any] | None = None
+        self.usage_estimated = False
+        self.meta: dict[str, Any] = {}
+        self.error = None
+
+    def _state(self, index: int) -> _ChoiceState:
+        state = self.choices.get(index)
+        if state is None:
+            state = self.choices[index] = _ChoiceState()
+        return state
+
+    def add(self, event: Event) -> None:
+        kind = type(event)
+        if kind is ChoiceDelta:
+            state = self._state(event.index)
+            self._merge_delta(state, event.delta)
+            if event.finish_reason is not None:
+                state.finish_reason = event.finish_reason
+            if event.logprobs is not None:
+                state.logprobs = _merge_logprobs(state.logprobs, event.logprobs)
+        elif kind is ChoiceMessage:
+            state = self._state(event.index)
+            message = dict(event.message)
+            message.setdefault("role", "assistant")
+            message.setdefault("content", None)
+            message.setdefault("refusal", None)
+            state.message = message
+            state.finish_reason = event.finish_reason
+            state.logprobs = event.logprobs
+        elif kind is UsageReport:
+            self.usage = event.usage
+            self.usage_estimated = event.estimated
+        elif kind is ResponseMeta:
+            for key in _META_FIELDS:
+                if event.fields.get(key) is not None:
+                    self.meta[key] = event.fields[key]
+        elif kind is Failure:
+            self.error = event.error
+
+    @staticmethod
+    def _merge_delta(state: _ChoiceState, delta: dict[str, Any]) -> None:
+        message = state.message
+        for key, value in delta.items():
+            if value is None or key == "role":
+                continue
+            if key == "tool_calls":
+                for call in value:
+                    slot = state.tool_calls.get(call.get("index", 0))
+                    if slot is None:
+                        slot = state.tool_calls[call.get("index", 0)] = {
+                            "id": call.get("id") or "",
+                            "type": call.get("type") or "function",
+                            "function": {"name": "", "arguments": ""},
+                        }
+                    elif call.get("id"):
+                        slot["id"] = call["id"]
+                    function = call.get("function") or {}
+                    if function.get("name"):
+                        slot["function"]["name"] += function["name"]
+                    if function.get("arguments"):
+                        slot["function"]["arguments"] += function["arguments"]
+                continue
+            current = message.get(key)
+            if isinstance(value, str) and isinstance(current, str):
+                message[key] = current + value
+            elif isinstance(value, list) and isinstance(current, list):
+                current.extend(value)
+            elif isinstance(value, list):
+                message[key] = list(value)
+            else:
+                message[key] = value
+
+    def body(self, *, model: str, completion_id: str | None = None, created: int | None = None) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self.choices):
+            state = self.choices[index]
+            message = state.message
+            if state.tool_calls:
+                message["tool_calls"] = [state.tool_calls[i] for i in sorted(state.tool_calls)]
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "logprobs": state.logprobs,
+                    "finish_reason": state.finish_reason or "stop",
+                }
+            )
+        body: dict[str, Any] = {
+            "id": completion_id or new_completion_id(),
+            "object": "chat.completion",
+            "created": created or int(time.time()),
+            "model": model,
+            "choices": choices,
+            "usage": normalize_usage(self.usage or {}),
+        }
+        body.update(self.meta)
+        return body

@@ -1,0 +1,90 @@
+"""OpenAI-shaped errors.
+
+Every non-2xx response body is ``{"error": {"message", "type", "param",
+"code"}}`` because the OpenAI SDKs read exactly that object to pick the
+exception class and message. Raise :class:`OpenAIError` anywhere below the
+HTTP layer; the exception handlers in :mod:`app.server` render it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_STATUS_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class OpenAIError(Exception):
+    """An error the client should see, with its HTTP status and headers."""
+
+    __slots__ = ("status", "message", "type", "param", "code", "headers")
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _STATUS_TYPE.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.payload())
+
+    def __repr__(self) -> str:
+        return f"OpenAIError({self.status}, {self.message!r}, code={self.code!r})"
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+def model_not_found(model: str) -> OpenAIError:
+    return OpenAIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def upstream_unreachable(detail: str) -> OpenAIError:
+    return OpenAIError(502, f"The upstream provider could not be reached: {detail}", type="upstream_error", code="upstream_connection_error")
+
+
+def upstream_timeout(detail: str = "the upstream provider did not answer in time") -> OpenAIError:
+    return OpenAIError(504, f"Upstream timeout: {detail}", type="timeout_error", code="upstream_timeout")
+
+
+def server_error(message: str = "The server had an error while processing your request.") -> OpenAIError:
+    return OpenAIError(500, message, type="server_error", code="internal_error")

@@ -1,0 +1,54 @@
+"""The checkpoint every API request passes: who is calling, may they, and what did it cost.
+
+:class:`OpenGate` is the zero-configuration gate (local use, no keys): it
+admits everything and keeps no records. The keyed gate in :mod:`app.auth`
+replaces it when API keys exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from app.middleware import RequestInfo
+
+
+class Gate(Protocol):
+    enabled: bool
+
+    async def authenticate(self, request: Any, info: RequestInfo) -> None:
+        """Raise a 401 :class:`app.errors.OpenAIError` unless the caller is known."""
+
+    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
+        """Raise 403/404/429 unless this key may make this request now."""
+
+    async def release(self, info: RequestInfo, usage: Any) -> None:
+        """The request ended (``usage`` is None when it never reached a model)."""
+
+    def headers(self, info: RequestInfo) -> dict[str, str]:
+        """Rate-limit headers for the response."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class OpenGate:
+    enabled = False
+
+    async def authenticate(self, request: Any, info: RequestInfo) -> None:
+        info.key_id = None
+
+    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
+        return None
+
+    async def release(self, info: RequestInfo, usage: Any) -> None:
+        return None
+
+    def headers(self, info: RequestInfo) -> dict[str, str]:
+        return {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

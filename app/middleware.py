@@ -1,0 +1,96 @@
+"""The outermost ASGI layer: request id, access log line, last-resort errors.
+
+It wraps the whole Litestar app rather than being a Litestar middleware so
+that every response gets an ``x-request-id``, including the ones Litestar
+produces before routing (unknown path, wrong method).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+from app.errors import server_error
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+access_log = logging.getLogger("toolrelay.access")
+error_log = logging.getLogger("toolrelay.error")
+
+
+class RequestInfo:
+    """What the handlers learn about a request, for the access log and the usage ledger."""
+
+    __slots__ = ("request_id", "started", "model", "mode", "prompt_tokens", "completion_tokens", "status", "key_id", "upstream", "error_code")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.model: str | None = None
+        self.mode: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.status = 0
+        self.key_id: str | None = None
+        self.upstream: str | None = None
+        self.error_code: str | None = None
+
+
+def request_info(scope: dict[str, Any]) -> RequestInfo:
+    info = scope.get("toolrelay")
+    if info is None:
+        info = scope["toolrelay"] = RequestInfo("req_" + os.urandom(12).hex())
+    return info
+
+
+def wrap_app(app: ASGIApp, *, log_requests: bool = True) -> ASGIApp:
+    async def toolrelay_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        info = request_info(scope)
+        id_header = (b"x-request-id", info.request_id.encode())
+        started = False
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                info.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
+            error_log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), info.request_id)
+            if not started:
+                err = server_error()
+                info.status = err.status
+                await send({"type": "http.response.start", "status": err.status, "headers": [(b"content-type", b"application/json"), id_header]})
+                await send({"type": "http.response.body", "body": err.body()})
+        finally:
+            if log_requests:
+                _log(scope, info)
+
+    return toolrelay_asgi
+
+
+def _log(scope: dict[str, Any], info: RequestInfo) -> None:
+    # Deliberately no query string, headers or bodies: they can hold keys and user data.
+    latency_ms = (time.perf_counter() - info.started) * 1000
+    parts = [scope.get("method", "-"), scope.get("path", "-"), str(info.status), f"{latency_ms:.1f}ms"]
+    if info.model:
+        parts.append(f"model={info.model}")
+    if info.mode:
+        parts.append(f"mode={info.mode}")
+    if info.prompt_tokens is not None:
+        parts.append(f"tokens={info.prompt_tokens}+{info.completion_tokens or 0}")
+    if info.key_id:
+        parts.append(f"key={info.key_id}")
+    if info.error_code:
+        parts.append(f"error={info.error_code}")
+    parts.append(f"id={info.request_id}")
+    access_log.info(" ".join(parts))

@@ -1,0 +1,1 @@
+"""HTTP route handlers, each built by a factory that receives its dependencies."""

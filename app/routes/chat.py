@@ -1,0 +1,245 @@
+"""``POST /v1/chat/completions``: validate, route by model id, encode the events.
+
+Both modes end here: proxy mode gets its events from a provider, agent mode
+from the agent loop; :mod:`app.encoder` writes either as SSE or one JSON body.
+Errors known before the first event become an HTTP error status; after that,
+one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import orjson
+from litestar import Request, post
+from litestar.response import Response, Stream
+
+from app.encoder import BodyCollector, SSEEncoder, new_completion_id
+from app.errors import OpenAIError, invalid_request, model_not_found
+from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
+from app.middleware import RequestInfo, request_info
+from app.providers.base import UpstreamCall
+from app.providers.router import AGENT_PREFIX, Route
+from app.validation import check_request
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+log = logging.getLogger("toolrelay.chat")
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def parse_json_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        # orjson refuses integers beyond 64 bits (a large `seed`, say); the
+        # stdlib parser does not, and we forward such values unchanged.
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request(
+            "We could not parse the JSON body of your request. The API expects a JSON payload; "
+            "what was sent was not valid JSON.",
+            code="invalid_json",
+        ) from None
+
+
+class UsageTracker:
+    """Passes events through and, when the upstream reports no usage, estimates it with tiktoken."""
+
+    __slots__ = ("services", "route", "payload", "info", "usage", "estimated", "_texts")
+
+    def __init__(self, services: "Services", route: Route, payload: dict[str, Any], info: RequestInfo) -> None:
+        self.services = services
+        self.route = route
+        self.payload = payload
+        self.info = info
+        self.usage: dict[str, Any] | None = None
+        self.estimated = False
+        self._texts: list[str] = []
+
+    def observe(self, event: Event) -> None:
+        kind = type(event)
+        if kind is UsageReport:
+            self.usage = event.usage
+            self.estimated = event.estimated
+        elif kind is ChoiceDelta:
+            delta = event.delta
+            content = delta.get("content")
+            if content:
+                self._texts.append(content)
+            if "tool_calls" in delta:
+                for call in delta["tool_calls"]:
+                    function = call.get("function") or {}
+                    self._texts.append((function.get("name") or "") + (function.get("arguments") or ""))
+        elif kind is ChoiceMessage:
+            content = event.message.get("content")
+            if isinstance(content, str):
+                self._texts.append(content)
+            for call in event.message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                self._texts.append((function.get("name") or "") + (function.get("arguments") or ""))
+
+    def estimate(self) -> UsageReport | None:
+        """Usage for the record when the upstream sent none (many local servers)."""
+        if self.usage is not None:
+            return None
+        tokens = self.services.tokens
+        model = self.route.upstream_model
+        prompt = tokens.count_messages(self.payload.get("messages") or [], model, self.payload.get("tools"))
+        completion = tokens.count_text("".join(self._texts), model)
+        self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        self.estimated = True
+        return UsageReport(self.usage, estimated=True)
+
+    def finish(self) -> None:
+        if self.usage is not None:
+            self.info.prompt_tokens = int(self.usage.get("prompt_tokens") or 0)
+            self.info.completion_tokens = int(self.usage.get("completion_tokens") or 0)
+
+
+def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[str, Any]:
+    body = dict(payload)
+    body["model"] = route.upstream_model
+    if stream:
+        # We meter every request, so usage is always requested; the encoder
+        # strips it again when the client did not ask for it.
+        options = payload.get("stream_options")
+        body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    return body
+
+
+def error_response(err: OpenAIError, info: RequestInfo | None = None) -> Response[bytes]:
+    if info is not None:
+        info.error_code = err.code or err.type
+    return Response(content=err.body(), status_code=err.status, media_type="application/json", headers=err.headers or None)
+
+
+def build_chat_handler(services: "Services") -> Any:
+    settings = services.settings
+    server = settings.server
+
+    @post(["/v1/chat/completions", "/chat/completions"], status_code=200, summary="Create a chat completion", description=(
+        "OpenAI Chat Completions. A plain model id is proxied to its upstream; "
+        "`agent/<model>` runs the agent loop on <model>. See docs/agent.md."
+    ), tags=["chat"])
+    async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+        info = request_info(request.scope)
+        try:
+            await services.gate.authenticate(request, info)
+            raw = await request.body()
+            if len(raw) > server.max_body_bytes:
+                raise OpenAIError(413, f"Request body too large: {len(raw)} bytes, the limit is {server.max_body_bytes}.", type="invalid_request_error", code="request_too_large")
+            payload = parse_json_body(raw)
+            check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools)
+            model = payload.get("model") or settings.default_model or ""
+            info.model = model
+            agent_mode = model.startswith(AGENT_PREFIX)
+            route = services.router.resolve(model[len(AGENT_PREFIX):] if agent_mode else model)
+            if route is None or (agent_mode and services.agent is None):
+                raise model_not_found(model)
+            info.mode = "agent" if agent_mode else "proxy"
+            info.upstream = route.provider.name
+            await services.gate.admit(request, info, payload, route)
+            stream = payload.get("stream") is True
+            options = payload.get("stream_options")
+            include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+            if agent_mode:
+                events = services.agent.run(payload=payload, route=route, model=model, request=request, info=info)
+            else:
+                if route.context_window:
+                    services.check_context(payload, route)
+                events = route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
+            tracker = UsageTracker(services, route, payload, info)
+            if stream:
+                return await _stream_response(services, events, tracker, model, include_usage, info)
+            return await _json_response(services, events, tracker, model, info)
+        except OpenAIError as err:
+            await services.gate.release(info, None)
+            return error_response(err, info)
+
+    return chat_completions
+
+
+async def _json_response(services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo) -> Response[bytes]:
+    collector = BodyCollector()
+    try:
+        async for event in events:
+            tracker.observe(event)
+            collector.add(event)
+            if collector.error is not None:
+                break
+    finally:
+        await events.aclose()
+    if collector.error is not None:
+        tracker.finish()
+        await services.gate.release(info, tracker)
+        return error_response(collector.error, info)
+    estimated = tracker.estimate()
+    if estimated is not None:
+        collector.add(estimated)
+    tracker.finish()
+    await services.gate.release(info, tracker)
+    body = collector.body(model=model)
+    return Response(content=orjson.dumps(body), media_type="application/json", headers=services.gate.headers(info))
+
+
+async def _stream_response(
+    services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, include_usage: bool, info: RequestInfo
+) -> Response[bytes] | Stream:
+    encoder = SSEEncoder(model=model, include_usage=include_usage, completion_id=new_completion_id(), created=int(time.time()))
+    # Pull until the first event that produces output, so an error the
+    # upstream reports up front still gets its real HTTP status.
+    head: list[bytes] = []
+    try:
+        async for event in events:
+            if type(event) is Failure:
+                await events.aclose()
+                await services.gate.release(info, tracker)
+                return error_response(event.error, info)
+            tracker.observe(event)
+            chunk = encoder.encode(event)
+            if chunk:
+                head.append(chunk)
+                break
+        else:
+            head.append(_stream_tail(encoder, tracker))
+    except OpenAIError:
+        await events.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        completed = bool(head) and head[-1].endswith(b"[DONE]\n\n")
+        try:
+            for chunk in head:
+                yield chunk
+            if completed:
+                return
+            async for event in events:
+                tracker.observe(event)
+                chunk = encoder.encode(event)
+                if chunk:
+                    yield chunk
+                if encoder.failed:
+                    info.error_code = "stream_error"
+                    return
+            yield _stream_tail(encoder, tracker)
+        finally:
+            await events.aclose()
+            tracker.finish()
+            await services.gate.release(info, tracker)
+
+    return Stream(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **services.gate.headers(info)})
+
+
+def _stream_tail(encoder: SSEEncoder, tracker: UsageTracker) -> bytes:
+    estimated = tracker.estimate()
+    if estimated is not None:
+        encoder.encode(estimated)
+    return encoder.close()

@@ -1,0 +1,50 @@
+"""``GET /health`` (the process is alive) and ``GET /ready`` (it can serve)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+from litestar import get
+from litestar.response import Response
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+
+def build_health_handlers(services: "Services") -> list[Any]:
+    @get("/health", summary="Liveness", tags=["health"])
+    async def health() -> Response[bytes]:
+        return Response(content=b'{"status":"ok"}', media_type="application/json")
+
+    @get("/ready", summary="Readiness: each upstream reachable or degraded, sandbox backend", tags=["health"])
+    async def ready() -> Response[bytes]:
+        results: dict[str, Any] = {}
+
+        async def check(name: str, provider: Any) -> None:
+            with anyio.move_on_after(6):
+                results[name] = await provider.health()
+                return
+            results[name] = None
+
+        async with anyio.create_task_group() as tg:
+            for name, provider in services.router.providers.items():
+                tg.start_soon(check, name, provider)
+        upstreams = []
+        for name in services.router.providers:
+            health = results.get(name)
+            if health is None:
+                upstreams.append({"name": name, "ok": False, "status": "degraded", "detail": "health check timed out"})
+            else:
+                upstreams.append({"name": name, "kind": health.kind, "ok": health.ok, "status": "reachable" if health.ok else "degraded", "detail": health.detail, **health.extra})
+        any_ok = any(u["ok"] for u in upstreams)
+        all_ok = all(u["ok"] for u in upstreams)
+        body = {
+            "status": "ready" if all_ok else ("degraded" if any_ok else "unavailable"),
+            "upstreams": upstreams,
+            **services.ready_extras(),
+        }
+        return Response(content=orjson.dumps(body), media_type="application/json", status_code=200 if any_ok else 503)
+
+    return [health, ready]

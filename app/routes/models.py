@@ -1,0 +1,52 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``; ids may contain ``/``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import orjson
+from litestar import Request, get
+from litestar.response import Response
+
+from app.errors import model_not_found
+from app.middleware import request_info
+from app.providers.router import AGENT_PREFIX
+from app.routes.chat import error_response
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+
+def _model_object(model_id: str, owner: str, created: int) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+
+
+def build_model_handlers(services: "Services") -> list[Any]:
+    def listing() -> list[dict[str, Any]]:
+        created = services.started_at
+        data = []
+        for model_id, owner in services.router.served_models():
+            data.append(_model_object(model_id, owner, created))
+        if services.agent is not None:
+            for model_id, owner in services.router.served_models():
+                data.append(_model_object(AGENT_PREFIX + model_id, "toolrelay-agent", created))
+        return data
+
+    @get(["/v1/models", "/models"], summary="List models", tags=["models"])
+    async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+        await services.gate.authenticate(request, request_info(request.scope))
+        return Response(content=orjson.dumps({"object": "list", "data": listing()}), media_type="application/json")
+
+    @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"], summary="Retrieve a model", tags=["models"])
+    async def retrieve_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+        info = request_info(request.scope)
+        await services.gate.authenticate(request, info)
+        # Clients send "agent/x" raw or as "agent%2Fx"; some proxies double-encode.
+        wanted = unquote(model_id.lstrip("/"))
+        for item in listing():
+            if item["id"] == wanted:
+                return Response(content=orjson.dumps(item), media_type="application/json")
+        return error_response(model_not_found(wanted), info)
+
+    return [list_models, retrieve_model]

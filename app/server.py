@@ -1,0 +1,84 @@
+"""Assemble the Litestar application from settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.config.cors import CORSConfig
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.response import Response
+
+from app import __version__
+from app.config import Settings
+from app.errors import OpenAIError, server_error
+from app.middleware import ASGIApp, request_info, wrap_app
+from app.routes.chat import build_chat_handler
+from app.routes.health import build_health_handlers
+from app.routes.models import build_model_handlers
+from app.services import Services
+
+log = logging.getLogger("toolrelay.error")
+
+
+def _json(err: OpenAIError, request: Request[Any, Any, Any] | None = None) -> Response[bytes]:
+    if request is not None:
+        request_info(request.scope).error_code = err.code or err.type
+    return Response(content=err.body(), status_code=err.status, media_type="application/json", headers=err.headers or None)
+
+
+def _openai_error_handler(request: Request[Any, Any, Any], exc: OpenAIError) -> Response[bytes]:
+    return _json(exc, request)
+
+
+def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status == 404:
+        err = OpenAIError(404, f"Unknown request URL: {request.method} {request.url.path}. Please check the URL for typos.", type="invalid_request_error", code="unknown_url")
+    elif status == 405:
+        err = OpenAIError(405, f"Method {request.method} is not allowed for {request.url.path}.", type="invalid_request_error", code="method_not_allowed")
+    elif status == 413:
+        err = OpenAIError(413, "Request body too large.", type="invalid_request_error", code="request_too_large")
+    elif status < 500:
+        err = OpenAIError(status, str(exc.detail or "Invalid request."), type="invalid_request_error")
+    else:
+        err = server_error()
+    return _json(err, request)
+
+
+def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, request.method, request.url.path, request_info(request.scope).request_id, exc_info=exc)
+    return _json(server_error(), request)
+
+
+def create_litestar(settings: Settings, services: Services, extra_handlers: list[Any] | None = None) -> Litestar:
+    handlers = [
+        build_chat_handler(services),
+        *build_model_handlers(services),
+        *build_health_handlers(services),
+        *(extra_handlers or []),
+    ]
+    cors = CORSConfig(allow_origins=settings.server.cors_origins, allow_headers=["*"], expose_headers=["x-request-id"]) if settings.server.cors_origins else None
+    return Litestar(
+        route_handlers=handlers,
+        on_startup=[services.start],
+        on_shutdown=[services.close],
+        exception_handlers={OpenAIError: _openai_error_handler, HTTPException: _http_error_handler, Exception: _unexpected_error_handler},
+        openapi_config=OpenAPIConfig(title="toolrelay", version=__version__, path="/docs", description="OpenAI-compatible Chat Completions server with an agent mode."),
+        request_max_body_size=settings.server.max_body_bytes,
+        cors_config=cors,
+        logging_config=None,
+        debug=False,
+    )
+
+
+def create_app(settings: Settings, services: Services | None = None) -> tuple[ASGIApp, Services]:
+    """The ASGI application to serve, and the services behind it."""
+    services = services or Services(settings)
+    from app.wiring import extend_services  # the agent, tools and admin routes plug in here
+
+    extra = extend_services(services)
+    litestar = create_litestar(settings, services, extra)
+    return wrap_app(litestar, log_requests=settings.server.access_log), services

@@ -1,0 +1,101 @@
+"""The long-lived parts of a running server, built once from settings.
+
+Route handlers receive this object explicitly; nothing lives in module
+globals, so tests can build as many independent servers as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from app.config import Settings, resolve_api_key
+from app.errors import invalid_request
+from app.gate import Gate, OpenGate
+from app.providers.base import Provider
+from app.providers.local import LocalProvider
+from app.providers.openai import OpenAIProvider
+from app.providers.router import ModelRouter, Route
+from app.tokens import TokenCounter
+
+log = logging.getLogger("toolrelay")
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, upstream in settings.upstreams.items():
+        if upstream.kind == "local":
+            providers[name] = LocalProvider(name, upstream)
+        else:
+            providers[name] = OpenAIProvider(name, upstream, resolve_api_key(upstream))
+    return providers
+
+
+class Services:
+    def __init__(self, settings: Settings, *, gate: Gate | None = None) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.server.data_dir)
+        self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken")
+        self.router = ModelRouter(settings, build_providers(settings))
+        self.gate: Gate = gate or OpenGate()
+        self.agent: Any = None
+        self.started_at = int(time.time())
+        self._closers: list[Any] = []
+        self._starters: list[Any] = []
+        self._ready_extras: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(self.tokens.warm)
+        async with anyio.create_task_group() as tg:
+            for provider in self.router.providers.values():
+                tg.start_soon(provider.start)
+        await self.router.discover()
+        await self.gate.start()
+        for starter in self._starters:
+            await starter()
+
+    def on_start(self, starter: Any) -> None:
+        """Run ``starter`` (async, no arguments) after the core is up, in registration order."""
+        self._starters.append(starter)
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                log.exception("error while shutting down")
+        await self.gate.close()
+        for provider in self.router.providers.values():
+            await provider.close()
+
+    def on_close(self, closer: Any) -> None:
+        self._closers.append(closer)
+
+    def set_ready_extra(self, key: str, value: Any) -> None:
+        self._ready_extras[key] = value
+
+    def ready_extras(self) -> dict[str, Any]:
+        extras = {key: (value() if callable(value) else value) for key, value in self._ready_extras.items()}
+        extras["models"] = len(self.router.served_models())
+        return extras
+
+    def check_context(self, payload: dict[str, Any], route: Route) -> None:
+        """Refuse a prompt that cannot fit the model's context window before spending a call on it."""
+        window = route.context_window
+        if not window:
+            return
+        prompt = self.tokens.count_messages(payload.get("messages") or [], route.upstream_model, payload.get("tools"))
+        wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
+        if prompt + wanted > window:
+            raise invalid_request(
+                f"This model's maximum context length is {window} tokens. However, your messages resulted in about {prompt} tokens"
+                + (f" and you requested {wanted} tokens for the completion" if wanted else "")
+                + ". Please reduce the length of the messages or completion.",
+                param="messages",
+                code="context_length_exceeded",
+            )
