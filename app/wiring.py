@@ -1,12 +1,40 @@
-"""Plug the optional subsystems (agent loop, built-in tools, admin API) into the services."""
+"""Plug the subsystems (agent loop, built-in tools, memory, admin API) into the services.
+
+Each tool gets its dependencies here, from settings, and nowhere else.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from agent.continuations import ContinuationStore
+from agent.runner import AgentRunner
 from app.services import Services
+from tools.current_time import CurrentTimeTool
+from tools.registry import ToolRegistry
+
+log = logging.getLogger("toolrelay")
+
+
+def build_registry(services: Services) -> ToolRegistry:
+    agent = services.settings.agent
+    registry = ToolRegistry(max_output_chars=agent.max_tool_output_chars, default_timeout=agent.tool_timeout_seconds)
+    registry.add(CurrentTimeTool())
+    return registry
 
 
 def extend_services(services: Services) -> list[Any]:
     """Attach subsystems to ``services`` and return their extra route handlers."""
-    return []
+    settings = services.settings
+    handlers: list[Any] = []
+    if settings.agent.enabled:
+        registry = build_registry(services)
+        continuations = ContinuationStore(services.data_dir / "agent.db")
+        services.agent = AgentRunner(settings.agent, registry, continuations, services.tokens)
+
+        async def close_continuations() -> None:
+            continuations.close()
+
+        services.on_close(close_continuations)
+    return handlers

@@ -1,0 +1,99 @@
+"""What the agent did before it handed client tool calls back.
+
+When a run pauses on client tool calls, the built-in steps it took (assistant
+messages with built-in calls and their results) exist only on the server: the
+client never saw them and will not send them back. They are stored here,
+keyed by the ids of the tool calls the client received, so the next request,
+which carries those ids in its ``role: "tool"`` messages, can resume with the
+full history. Records expire; a client that resends its own full history
+never needs them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS continuations (
+    run_key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    messages BLOB NOT NULL,
+    meta BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS continuation_calls (
+    call_id TEXT PRIMARY KEY,
+    run_key TEXT NOT NULL REFERENCES continuations(run_key) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS continuations_expiry ON continuations(expires_at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    run_key: str
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any]
+
+
+class ContinuationStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._last_purge = 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _save(self, run_key: str, scope: str, call_ids: list[str], messages: list[dict[str, Any]], meta: dict[str, Any], ttl: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO continuations(run_key, scope, expires_at, messages, meta) VALUES (?, ?, ?, ?, ?)",
+                    (run_key, scope, now + ttl, orjson.dumps(messages), orjson.dumps(meta)),
+                )
+                self._db.executemany("INSERT OR REPLACE INTO continuation_calls(call_id, run_key) VALUES (?, ?)", [(c, run_key) for c in call_ids])
+                if now - self._last_purge > 60:
+                    self._db.execute("DELETE FROM continuations WHERE expires_at < ?", (now,))
+                    self._last_purge = now
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _find(self, scope: str, call_ids: list[str]) -> Continuation | None:
+        if not call_ids:
+            return None
+        marks = ",".join("?" * len(call_ids))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT c.run_key, c.messages, c.meta FROM continuation_calls k JOIN continuations c ON c.run_key = k.run_key "
+                f"WHERE k.call_id IN ({marks}) AND c.scope = ? AND c.expires_at >= ? LIMIT 1",
+                (*call_ids, scope, time.time()),
+            ).fetchone()
+        if row is None:
+            return None
+        return Continuation(row[0], orjson.loads(row[1]), orjson.loads(row[2]))
+
+    async def save(self, run_key: str, scope: str, call_ids: list[str], messages: list[dict[str, Any]], meta: dict[str, Any], ttl: float) -> None:
+        await anyio.to_thread.run_sync(self._save, run_key, scope, call_ids, messages, meta, ttl)
+
+    async def find(self, scope: str, call_ids: list[str]) -> Continuation | None:
+        return await anyio.to_thread.run_sync(self._find, scope, call_ids)

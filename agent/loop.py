@@ -1,0 +1,495 @@
+"""One agent run: call the model, run built-in tools, repeat, hand client tools back.
+
+The run writes events into a queue (see :mod:`agent.runner`), so the HTTP
+side can interleave keep-alives and cancel the run when the client leaves.
+History is kept in OpenAI's native shape (assistant ``tool_calls`` + ``tool``
+messages) whatever the model's mode; constrained-mode models get it rendered
+as plain text at call time (:func:`render_constrained`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import anyio
+import orjson
+
+from agent.constrained import AnswerStreamer, instructions, parse_step, step_schema, tool_result_message
+from agent.continuations import ContinuationStore
+from agent.parsing import may_be_tool_call, parse_tool_calls
+from agent.steps import StepLog
+from app.errors import OpenAIError
+from app.events import ChoiceDelta, Event, Failure, UsageReport
+from app.providers.base import UpstreamCall
+from app.providers.router import Route
+from app.tokens import TokenCounter
+from tools.base import ToolContext
+from tools.registry import ToolOutcome, ToolRegistry
+
+log = logging.getLogger("toolrelay.agent")
+
+# Fields of the client's request that the loop manages itself per model call.
+_MANAGED = ("model", "messages", "tools", "tool_choice", "stream", "stream_options", "n", "agent_options", "functions", "function_call")
+
+NATIVE_SYSTEM_PROMPT = (
+    "You can call built-in tools ({names}) whenever they help; their results come back to you. "
+    "Use them instead of guessing facts you cannot know. When you have what you need, answer the user directly. "
+    "If you used web pages, cite their URLs."
+)
+FINAL_ANSWER_PROMPT = "Stop using tools now. Using the tool results above, write your final answer to the user's request."
+
+
+@dataclass(slots=True)
+class Limits:
+    max_steps: int
+    max_wall_seconds: float
+    max_total_tokens: int
+    tool_timeout_seconds: float
+    max_parallel_tools: int
+
+
+class LimitReached(Exception):
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.message = message
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    name: str
+    arguments: str
+    kind: str  # "builtin" | "client"
+
+
+@dataclass(slots=True)
+class Turn:
+    content: str
+    calls: list[Call]
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    raw_text: str = ""  # constrained mode: the JSON step the model wrote
+
+
+@dataclass(slots=True)
+class _StreamedCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    kind: str | None = None
+    client_index: int = -1
+    announced: bool = False
+
+
+def new_call_id() -> str:
+    return "call_" + os.urandom(12).hex()
+
+
+def _canonical(arguments: str) -> str:
+    try:
+        return orjson.dumps(orjson.loads(arguments or "{}"), option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONDecodeError:
+        return arguments
+
+
+def render_constrained(messages: list[dict[str, Any]], system_text: str) -> list[dict[str, Any]]:
+    """Native history as plain chat for models without tool support."""
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    system_parts = [system_text]
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            content = message.get("content")
+            system_parts.append(content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict)))
+        elif role == "assistant" and message.get("tool_calls"):
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                names[call.get("id", "")] = function.get("name", "")
+                try:
+                    arguments = orjson.loads(function.get("arguments") or "{}")
+                except orjson.JSONDecodeError:
+                    arguments = {}
+                out.append({"role": "assistant", "content": orjson.dumps({"tool": function.get("name"), "arguments": arguments}).decode()})
+        elif role == "tool":
+            content = message.get("content")
+            text = content if isinstance(content, str) else orjson.dumps(content).decode()
+            out.append(tool_result_message(names.get(message.get("tool_call_id", ""), "tool"), text))
+        else:
+            out.append(message)
+    return [{"role": "system", "content": "\n\n".join(p for p in system_parts if p)}, *out]
+
+
+class AgentRun:
+    def __init__(
+        self,
+        *,
+        payload: dict[str, Any],
+        route: Route,
+        registry: ToolRegistry,
+        builtin_names: list[str],
+        limits: Limits,
+        continuations: ContinuationStore,
+        continuation_ttl: float,
+        tokens: TokenCounter,
+        context: ToolContext,
+        emit: Callable[[Event], Awaitable[None]],
+        system_prompt: str | None,
+        recall: Callable[[str], Awaitable[str | None]] | None = None,
+    ) -> None:
+        self.payload = payload
+        self.route = route
+        self.registry = registry
+        self.limits = limits
+        self.continuations = continuations
+        self.continuation_ttl = continuation_ttl
+        self.tokens = tokens
+        self.context = context
+        self._emit = emit
+        self.recall = recall
+        self.system_prompt = system_prompt
+        self.constrained = route.tool_calling == "constrained"
+        self.steps = StepLog()
+        self.started = time.monotonic()
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self.emitted = False
+        self.step = 0
+        self.seen_calls: set[tuple[str, str]] = set()
+
+        self.client_tools = [t for t in payload.get("tools") or [] if isinstance(t, dict) and t.get("type", "function") == "function"]
+        self.client_names = {t["function"]["name"] for t in self.client_tools if isinstance(t.get("function"), dict)}
+        # A client function that shares a built-in's name wins: the client asked for it explicitly.
+        self.builtin_names = [n for n in builtin_names if n not in self.client_names]
+        choice = payload.get("tool_choice")
+        self.client_choice = choice if choice is not None else "auto"
+        self.parallel_client_calls = payload.get("parallel_tool_calls") is not False
+
+    # -- plumbing -------------------------------------------------------
+
+    async def emit(self, event: Event) -> None:
+        self.emitted = True
+        await self._emit(event)
+
+    def remaining_wall(self) -> float:
+        return self.limits.max_wall_seconds - (time.monotonic() - self.started)
+
+    def _tools_for_turn(self, final: bool) -> tuple[list[dict[str, Any]], Any]:
+        """(tools offered, upstream tool_choice) for the next model call."""
+        builtin = [] if final else self.registry.schemas(self.builtin_names)
+        client = [] if self.client_choice == "none" else self.client_tools
+        tools = [*builtin, *client]
+        if final:
+            return tools, ("none" if tools else None)
+        choice = self.client_choice
+        if choice == "none":
+            choice = "auto"
+        return tools, (choice if tools else None)
+
+    def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: Any, final: bool) -> dict[str, Any]:
+        body = {k: v for k, v in self.payload.items() if k not in _MANAGED}
+        body["model"] = self.route.upstream_model
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        if self.constrained:
+            offered = [] if final else tools
+            allow_answer = final or tool_choice not in ("required",) and not isinstance(tool_choice, dict)
+            if isinstance(tool_choice, dict):
+                wanted = (tool_choice.get("function") or {}).get("name")
+                offered = [t for t in offered if (t.get("function") or {}).get("name") == wanted] or offered
+            system = instructions(offered, allow_answer=allow_answer or not offered)
+            if final:
+                system += "\n" + FINAL_ANSWER_PROMPT
+            body["messages"] = render_constrained(messages, system)
+            body["response_format"] = step_schema(offered, allow_answer=allow_answer or not offered)
+            return body
+        body["messages"] = messages
+        if tools:
+            body["tools"] = tools
+            if tool_choice is not None:
+                body["tool_choice"] = tool_choice
+        else:
+            body.pop("parallel_tool_calls", None)
+        return body
+
+    def _account(self, usage: dict[str, Any] | None, body: dict[str, Any], text: str) -> None:
+        if usage is None:
+            prompt = self.tokens.count_messages(body.get("messages") or [], self.route.upstream_model, body.get("tools"))
+            usage = {"prompt_tokens": prompt, "completion_tokens": self.tokens.count_text(text, self.route.upstream_model)}
+        for key in ("prompt_tokens", "completion_tokens"):
+            self.usage[key] += int(usage.get(key) or 0)
+        self.usage["total_tokens"] = self.usage["prompt_tokens"] + self.usage["completion_tokens"]
+
+    def _classify(self, name: str, final: bool) -> str:
+        if final:
+            return "ignored"
+        if name in self.builtin_names:
+            return "builtin"
+        if name in self.client_names and self.client_choice != "none":
+            return "client"
+        return "unknown"
+
+    # -- one model call -------------------------------------------------
+
+    async def _model_turn(self, messages: list[dict[str, Any]], final: bool = False) -> Turn:
+        tools, tool_choice = self._tools_for_turn(final)
+        body = self._body(messages, tools, tool_choice, final)
+        events = self.route.provider.complete(UpstreamCall(body, stream=True, request_id=self.context.request_id))
+        try:
+            if self.constrained:
+                turn = await self._read_constrained(events, final)
+            else:
+                turn = await self._read_native(events, final)
+        finally:
+            await events.aclose()
+        self._account(turn.usage, body, turn.raw_text or turn.content)
+        return turn
+
+    async def _read_native(self, events: Any, final: bool) -> Turn:
+        content: list[str] = []
+        holding = True
+        streamed: dict[int, _StreamedCall] = {}
+        client_count = 0
+        finish_reason = None
+        usage = None
+
+        async def announce(call: _StreamedCall) -> None:
+            nonlocal client_count
+            if call.kind is None:
+                call.kind = self._classify(call.name, final)
+                if call.kind == "client":
+                    if self.parallel_client_calls or client_count == 0:
+                        call.client_index = client_count
+                        client_count += 1
+                    else:
+                        call.kind = "ignored"
+            if call.kind == "client" and not call.announced:
+                call.announced = True
+                call.id = call.id or new_call_id()
+                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": "".join(call.arguments)}}]}))
+
+        async for event in events:
+            kind = type(event)
+            if kind is UsageReport:
+                usage = event.usage
+                continue
+            if kind is Failure:
+                raise event.error
+            if kind is not ChoiceDelta or event.index != 0:
+                continue
+            delta = event.delta
+            text = delta.get("content")
+            if text:
+                content.append(text)
+                if holding and not may_be_tool_call("".join(content)):
+                    holding = False
+                    await self.emit(ChoiceDelta(0, {"content": "".join(content)}))
+                elif not holding:
+                    await self.emit(ChoiceDelta(0, {"content": text}))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                await self.emit(ChoiceDelta(0, {"reasoning_content": reasoning, "reasoning": reasoning}))
+            for fragment in delta.get("tool_calls") or ():
+                position = fragment.get("index", 0)
+                call = streamed.get(position)
+                if call is None:
+                    # A new call starts: the previous ones' names are complete.
+                    for earlier in streamed.values():
+                        if earlier.name:
+                            await announce(earlier)
+                    call = streamed[position] = _StreamedCall()
+                if fragment.get("id"):
+                    call.id = fragment["id"]
+                function = fragment.get("function") or {}
+                if function.get("name"):
+                    call.name += function["name"]
+                arguments = function.get("arguments")
+                if arguments:
+                    if call.kind is None and call.name:
+                        call.arguments.append(arguments)
+                        await announce(call)
+                        continue
+                    call.arguments.append(arguments)
+                    if call.kind == "client" and call.announced:
+                        await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "function": {"arguments": arguments}}]}))
+            if event.finish_reason:
+                finish_reason = event.finish_reason
+        for call in streamed.values():
+            if call.name:
+                await announce(call)
+
+        text = "".join(content)
+        calls = []
+        for c in streamed.values():
+            if c.name and c.kind in ("builtin", "client", "unknown"):
+                c.id = c.id or new_call_id()
+                calls.append(Call(c.id, c.name, "".join(c.arguments) or "{}", c.kind))
+        if holding and text:
+            parsed = [] if final else parse_tool_calls(text, {*self.builtin_names, *self.client_names})
+            if parsed:
+                text = ""
+                for p in parsed:
+                    call = _StreamedCall(name=p.name, arguments=[p.arguments])
+                    await announce(call)
+                    if call.kind in ("builtin", "client", "unknown"):
+                        call.id = call.id or new_call_id()
+                        calls.append(Call(call.id, call.name, p.arguments, call.kind))
+            else:
+                await self.emit(ChoiceDelta(0, {"content": text}))
+        return Turn(text, calls, finish_reason, usage)
+
+    async def _read_constrained(self, events: Any, final: bool) -> Turn:
+        streamer = AnswerStreamer()
+        usage = None
+        finish_reason = None
+        async for event in events:
+            kind = type(event)
+            if kind is UsageReport:
+                usage = event.usage
+                continue
+            if kind is Failure:
+                raise event.error
+            if kind is not ChoiceDelta or event.index != 0:
+                continue
+            text = event.delta.get("content")
+            if text:
+                answer_piece = streamer.feed(text)
+                if answer_piece:
+                    await self.emit(ChoiceDelta(0, {"content": answer_piece}))
+            if event.finish_reason:
+                finish_reason = event.finish_reason
+        raw = streamer.buffer
+        answered = ""
+        step = parse_step(raw)
+        if step is not None and step[0] == "answer":
+            if not streamer._started:
+                await self.emit(ChoiceDelta(0, {"content": step[1]}))
+            return Turn(step[1], [], finish_reason, usage, raw_text=raw)
+        if streamer._started:
+            # The answer began streaming but the JSON never closed (max_tokens): keep what was said.
+            answered = streamer.answer
+            return Turn(answered, [], finish_reason or "length", usage, raw_text=raw)
+        if step is not None and step[0] == "call" and not final:
+            name, arguments = step[1]
+            kind = self._classify(name, final)
+            call = Call(new_call_id(), name, arguments, kind)
+            if kind == "client":
+                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": call.id, "type": "function", "function": {"name": name, "arguments": arguments}}]}))
+            return Turn("", [call], "tool_calls", usage, raw_text=raw)
+        # Not a valid step (the upstream ignored the schema): read it leniently, else it is the answer.
+        parsed = parse_tool_calls(raw, self.builtin_names) if not final else []
+        if parsed:
+            return Turn("", [Call(new_call_id(), p.name, p.arguments, "builtin") for p in parsed], "tool_calls", usage, raw_text=raw)
+        await self.emit(ChoiceDelta(0, {"content": raw}))
+        return Turn(raw, [], finish_reason, usage, raw_text=raw)
+
+    # -- tools ------------------------------------------------------------
+
+    async def _run_builtins(self, calls: list[Call]) -> list[ToolOutcome]:
+        outcomes: list[ToolOutcome | None] = [None] * len(calls)
+        limiter = anyio.CapacityLimiter(max(1, self.limits.max_parallel_tools))
+        for call in calls:
+            try:
+                shown: Any = orjson.loads(call.arguments or "{}")
+            except orjson.JSONDecodeError:
+                shown = call.arguments
+            await self.emit(self.steps.tool_call(self.step, call.id, call.name, shown))
+
+        async def run_one(i: int, call: Call) -> None:
+            async with limiter:
+                timeout = max(0.1, min(self.limits.tool_timeout_seconds, self.remaining_wall()))
+                if call.kind == "builtin":
+                    outcome = await self.registry.call(call.name, call.arguments, self.context, timeout=timeout)
+                else:
+                    available = ", ".join([*self.builtin_names, *sorted(self.client_names)])
+                    outcome = ToolOutcome(call.name, "unknown_tool", f"error: there is no tool named {call.name!r}. Available tools: {available}.", 0.0)
+            outcomes[i] = outcome
+            await self.emit(self.steps.tool_result(self.step, call.id, outcome))
+
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                tg.start_soon(run_one, i, call)
+        return [o for o in outcomes if o is not None]
+
+    # -- the run ------------------------------------------------------------
+
+    async def execute(self, messages: list[dict[str, Any]], history_prefix_len: int) -> None:
+        if self.builtin_names and not self.constrained:
+            prompt = (self.system_prompt or NATIVE_SYSTEM_PROMPT).format(names=", ".join(self.builtin_names))
+            messages = [{"role": "system", "content": prompt}, *messages]
+            history_prefix_len += 1
+        if self.recall is not None:
+            latest = next((m.get("content") for m in reversed(messages) if m.get("role") == "user" and isinstance(m.get("content"), str)), None)
+            if latest:
+                memory = await self.recall(latest)
+                if memory:
+                    messages = [{"role": "system", "content": memory}, *messages]
+                    history_prefix_len += 1
+        new_from = len(messages)
+        finish = "stop"
+        try:
+            with anyio.fail_after(max(0.1, self.remaining_wall())):
+                finish = await self._loop(messages, new_from)
+        except TimeoutError:
+            await self.emit(self.steps.note("limit", f"Stopped: the run reached its wall-time limit of {self.limits.max_wall_seconds:g} s.", limit="max_wall_seconds"))
+            finish = "length"
+        except LimitReached as limit:
+            await self.emit(self.steps.note("limit", limit.message, limit=limit.limit))
+            finish = "length"
+        await self.emit(ChoiceDelta(0, {}, finish_reason=finish))
+        await self.emit(UsageReport(dict(self.usage)))
+
+    def _check_tokens(self) -> None:
+        if self.usage["total_tokens"] >= self.limits.max_total_tokens:
+            raise LimitReached("max_total_tokens", f"Stopped: the run used {self.usage['total_tokens']} tokens, its limit is {self.limits.max_total_tokens}.")
+
+    async def _loop(self, messages: list[dict[str, Any]], new_from: int) -> str:
+        force_final = False
+        limit_note: str | None = None
+        while True:
+            turn = await self._model_turn(messages, final=force_final)
+            if force_final or not turn.calls:
+                if limit_note:
+                    return "length"
+                return "length" if turn.finish_reason == "length" else "stop"
+            builtin = [c for c in turn.calls if c.kind in ("builtin", "unknown")]
+            client = [c for c in turn.calls if c.kind == "client"]
+            repeated = [c for c in builtin if (c.name, _canonical(c.arguments)) in self.seen_calls]
+            if repeated and not client:
+                await self.emit(self.steps.note("repeat", f"Stopped a repeated call of {repeated[0].name} with the same arguments; asking for the final answer."))
+                force_final = True
+                continue
+            self._check_tokens()
+            if builtin and self.step >= self.limits.max_steps:
+                limit_note = f"Stopped: the run reached its limit of {self.limits.max_steps} tool steps."
+                await self.emit(self.steps.note("limit", limit_note, limit="max_steps"))
+                force_final = True
+                continue
+            assistant: dict[str, Any] = {
+                "role": "assistant",
+                "content": turn.content or None,
+                "tool_calls": [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in turn.calls],
+            }
+            messages.append(assistant)
+            if builtin:
+                self.step += 1
+                for c in builtin:
+                    self.seen_calls.add((c.name, _canonical(c.arguments)))
+                outcomes = await self._run_builtins(builtin)
+                for call, outcome in zip(builtin, outcomes):
+                    messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
+            if client:
+                await self.continuations.save(
+                    run_key="run_" + os.urandom(12).hex(),
+                    scope=self.context.scope,
+                    call_ids=[c.id for c in client],
+                    messages=messages[new_from:],
+                    meta={"steps": self.step},
+                    ttl=self.continuation_ttl,
+                )
+                return "tool_calls"
+            self._check_tokens()

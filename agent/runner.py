@@ -1,0 +1,182 @@
+"""The agent as the HTTP layer sees it: one call that returns an event stream.
+
+The run itself executes in its own task and writes events into a queue; the
+generator returned here reads them, sends a keep-alive when nothing has come
+for a while (long tool runs), and cancels the run when the consumer stops
+early (client disconnect). Errors before the first event are raised, so the
+client gets a real HTTP status; later ones arrive as a ``Failure`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import msgspec
+
+from agent.continuations import ContinuationStore
+from agent.loop import AgentRun, Limits
+from app.config import AgentSettings
+from app.errors import OpenAIError, invalid_request, server_error
+from app.events import Event, Failure, KeepAlive
+from app.providers.router import Route
+from app.tokens import TokenCounter
+from memory.scope import scope_for
+from tools.base import ToolContext
+from tools.registry import ToolRegistry
+
+log = logging.getLogger("toolrelay.agent")
+
+_END = object()
+
+
+class AgentOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The optional ``agent_options`` object of a request. Limits can only be lowered."""
+
+    builtin_tools: list[str] | None = None
+    max_steps: int | None = None
+    max_wall_seconds: float | None = None
+    max_total_tokens: int | None = None
+    auto_recall: bool | None = None
+
+
+def _options(payload: dict[str, Any]) -> AgentOptions:
+    raw = payload.get("agent_options")
+    if raw is None:
+        return AgentOptions()
+    try:
+        return msgspec.convert(raw, AgentOptions)
+    except msgspec.ValidationError as exc:
+        raise invalid_request(f"Invalid 'agent_options': {exc}", param="agent_options", code="invalid_value") from None
+
+
+def _lower(server: float, requested: float | None) -> Any:
+    return server if requested is None else min(server, max(0, requested))
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        registry: ToolRegistry,
+        continuations: ContinuationStore,
+        tokens: TokenCounter,
+        *,
+        recall: Callable[[str, str, int], Awaitable[str | None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.continuations = continuations
+        self.tokens = tokens
+        self.recall = recall
+        disabled = set(settings.disabled_tools)
+        self.enabled_builtins = [n for n in settings.builtin_tools if n in registry and n not in disabled]
+
+    def builtins_for(self, options: AgentOptions) -> list[str]:
+        if options.builtin_tools is None:
+            return list(self.enabled_builtins)
+        unknown = [n for n in options.builtin_tools if n not in self.enabled_builtins]
+        if unknown:
+            raise invalid_request(
+                f"Invalid 'agent_options.builtin_tools': {', '.join(repr(u) for u in unknown)} not available. Available: {', '.join(self.enabled_builtins) or 'none'}.",
+                param="agent_options.builtin_tools",
+                code="invalid_value",
+            )
+        return [n for n in self.enabled_builtins if n in options.builtin_tools]
+
+    async def restore(self, messages: list[dict[str, Any]], scope: str) -> list[dict[str, Any]]:
+        """Put back the built-in steps that preceded each client tool-call pause."""
+        restored: list[dict[str, Any]] = []
+        for message in messages:
+            if message.get("role") == "assistant" and message.get("tool_calls"):
+                ids = [c["id"] for c in message["tool_calls"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
+                record = await self.continuations.find(scope, ids)
+                if record is not None:
+                    restored.extend(record.messages)
+                    continue
+            restored.append(message)
+        return restored
+
+    def run(self, *, payload: dict[str, Any], route: Route, model: str, request: Any, info: Any) -> AsyncIterator[Event]:
+        if (payload.get("n") or 1) != 1:
+            raise invalid_request("Agent models support only n=1.", param="n", code="invalid_value")
+        options = _options(payload)
+        settings = self.settings
+        limits = Limits(
+            max_steps=int(_lower(settings.max_steps, options.max_steps)),
+            max_wall_seconds=float(_lower(settings.max_wall_seconds, options.max_wall_seconds)),
+            max_total_tokens=int(_lower(settings.max_total_tokens, options.max_total_tokens)),
+            tool_timeout_seconds=settings.tool_timeout_seconds,
+            max_parallel_tools=settings.max_parallel_tools,
+        )
+        builtin_names = self.builtins_for(options)
+        user = payload.get("user") if isinstance(payload.get("user"), str) else None
+        scope = scope_for(info.key_id, user)
+        context = ToolContext(scope=scope, request_id=info.request_id, user=user)
+        use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
+        return self._stream(payload, route, limits, builtin_names, context, use_recall)
+
+    async def _stream(self, payload: dict[str, Any], route: Route, limits: Limits, builtin_names: list[str], context: ToolContext, use_recall: bool) -> AsyncIterator[Event]:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+        recall = None
+        if use_recall and self.recall is not None:
+            recall_fn = self.recall
+            limit = self.settings.auto_recall_limit
+
+            async def recall(text: str) -> str | None:
+                return await recall_fn(context.scope, text, limit)
+
+        run = AgentRun(
+            payload=payload,
+            route=route,
+            registry=self.registry,
+            builtin_names=builtin_names,
+            limits=limits,
+            continuations=self.continuations,
+            continuation_ttl=self.settings.continuation_ttl_seconds,
+            tokens=self.tokens,
+            context=context,
+            emit=queue.put,
+            system_prompt=self.settings.system_prompt,
+            recall=recall,
+        )
+
+        async def produce() -> None:
+            try:
+                messages = await self.restore(list(payload["messages"]), context.scope)
+                await run.execute(messages, len(messages))
+                await queue.put(_END)
+            except OpenAIError as err:
+                await queue.put(Failure(err) if run.emitted else err)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
+                log.exception("agent run failed (request %s)", context.request_id)
+                err = server_error(f"The agent run failed: {type(exc).__name__}.")
+                await queue.put(Failure(err) if run.emitted else err)
+
+        task = asyncio.create_task(produce())
+        keepalive = max(0.5, self.settings.keepalive_seconds)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(keepalive):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield KeepAlive()
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, OpenAIError):
+                    raise item
+                yield item
+                if type(item) is Failure:
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already reported
+                pass
