@@ -97,6 +97,14 @@ def _canonical(arguments: str) -> str:
         return arguments
 
 
+_NO_TOOLS_HINTS = ("does not support tools", "tool choice requires", "tool_choice requires", "tools are not supported", "does not support tool", "tool calling is not supported", "enable-auto-tool-choice")
+
+
+def _says_no_tool_support(err: OpenAIError) -> bool:
+    message = err.message.lower()
+    return err.status in (400, 422, 500, 501) and any(hint in message for hint in _NO_TOOLS_HINTS)
+
+
 def render_constrained(messages: list[dict[str, Any]], system_text: str) -> list[dict[str, Any]]:
     """Native history as plain chat for models without tool support."""
     out: list[dict[str, Any]] = []
@@ -141,6 +149,8 @@ class AgentRun:
         emit: Callable[[Event], Awaitable[None]],
         system_prompt: str | None,
         recall: Callable[[str], Awaitable[str | None]] | None = None,
+        builtin_choice: Any = None,
+        on_no_native_tools: Callable[[], None] | None = None,
     ) -> None:
         self.payload = payload
         self.route = route
@@ -154,6 +164,7 @@ class AgentRun:
         self.recall = recall
         self.system_prompt = system_prompt
         self.constrained = route.tool_calling == "constrained"
+        self.on_no_native_tools = on_no_native_tools
         self.steps = StepLog()
         self.started = time.monotonic()
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -168,6 +179,8 @@ class AgentRun:
         choice = payload.get("tool_choice")
         self.client_choice = choice if choice is not None else "auto"
         self.parallel_client_calls = payload.get("parallel_tool_calls") is not False
+        # agent_options.tool_choice: force the first step to use a built-in ("required" or a name).
+        self.builtin_choice = builtin_choice
 
     # -- plumbing -------------------------------------------------------
 
@@ -188,6 +201,8 @@ class AgentRun:
         choice = self.client_choice
         if choice == "none":
             choice = "auto"
+        if self.builtin_choice is not None and self.step == 0 and choice == "auto" and builtin:
+            choice = self.builtin_choice
         return tools, (choice if tools else None)
 
     def _body(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: Any, final: bool) -> dict[str, Any]:
@@ -196,6 +211,9 @@ class AgentRun:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         if self.constrained:
+            if "temperature" not in self.payload:
+                # Greedy steps: small models pick tools and emit JSON far more reliably.
+                body["temperature"] = 0
             offered = [] if final else tools
             allow_answer = final or tool_choice not in ("required",) and not isinstance(tool_choice, dict)
             if isinstance(tool_choice, dict):
@@ -236,6 +254,20 @@ class AgentRun:
     # -- one model call -------------------------------------------------
 
     async def _model_turn(self, messages: list[dict[str, Any]], final: bool = False) -> Turn:
+        try:
+            return await self._model_turn_once(messages, final)
+        except OpenAIError as err:
+            if self.constrained or self.route.tool_calling != "auto" or not _says_no_tool_support(err):
+                raise
+        # The upstream told us this model cannot take `tools` (Ollama, vLLM
+        # without a tool parser): switch to the constrained format for good.
+        log.info("model %s does not support native tool calls; using constrained steps", self.route.model_id)
+        self.constrained = True
+        if self.on_no_native_tools is not None:
+            self.on_no_native_tools()
+        return await self._model_turn_once(messages, final)
+
+    async def _model_turn_once(self, messages: list[dict[str, Any]], final: bool = False) -> Turn:
         tools, tool_choice = self._tools_for_turn(final)
         body = self._body(messages, tools, tool_choice, final)
         events = self.route.provider.complete(UpstreamCall(body, stream=True, request_id=self.context.request_id))

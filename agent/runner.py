@@ -39,6 +39,8 @@ class AgentOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_wall_seconds: float | None = None
     max_total_tokens: int | None = None
     auto_recall: bool | None = None
+    # "auto" | "required" | a built-in tool name: what the first step must do.
+    tool_choice: str | None = None
 
 
 def _options(payload: dict[str, Any]) -> AgentOptions:
@@ -70,8 +72,16 @@ class AgentRunner:
         self.continuations = continuations
         self.tokens = tokens
         self.recall = recall
+        # Models whose upstream said "no tools"; their runs start constrained.
+        self.constrained_models: set[str] = set()
         disabled = set(settings.disabled_tools)
         self.enabled_builtins = [n for n in settings.builtin_tools if n in registry and n not in disabled]
+
+    def register_tool(self, tool: Any, *, enabled: bool = True) -> None:
+        """Add a built-in tool after start-up (plugins, tests)."""
+        self.registry.add(tool)
+        if enabled and tool.name not in self.settings.disabled_tools:
+            self.enabled_builtins.append(tool.name)
 
     def builtins_for(self, options: AgentOptions) -> list[str]:
         if options.builtin_tools is None:
@@ -111,13 +121,31 @@ class AgentRunner:
             max_parallel_tools=settings.max_parallel_tools,
         )
         builtin_names = self.builtins_for(options)
+        builtin_choice = self._builtin_choice(options, builtin_names)
         user = payload.get("user") if isinstance(payload.get("user"), str) else None
         scope = scope_for(info.key_id, user)
         context = ToolContext(scope=scope, request_id=info.request_id, user=user)
         use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
-        return self._stream(payload, route, limits, builtin_names, context, use_recall)
+        return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice)
 
-    async def _stream(self, payload: dict[str, Any], route: Route, limits: Limits, builtin_names: list[str], context: ToolContext, use_recall: bool) -> AsyncIterator[Event]:
+    @staticmethod
+    def _builtin_choice(options: AgentOptions, builtin_names: list[str]) -> Any:
+        choice = options.tool_choice
+        if choice is None or choice == "auto":
+            return None
+        if choice == "required":
+            return "required"
+        if choice in builtin_names:
+            return {"type": "function", "function": {"name": choice}}
+        raise invalid_request(
+            f"Invalid 'agent_options.tool_choice': {choice!r}. Use 'auto', 'required' or one of: {', '.join(builtin_names) or 'no built-in tools'}.",
+            param="agent_options.tool_choice",
+            code="invalid_value",
+        )
+
+    async def _stream(
+        self, payload: dict[str, Any], route: Route, limits: Limits, builtin_names: list[str], context: ToolContext, use_recall: bool, builtin_choice: Any
+    ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = None
         if use_recall and self.recall is not None:
@@ -140,7 +168,11 @@ class AgentRunner:
             emit=queue.put,
             system_prompt=self.settings.system_prompt,
             recall=recall,
+            builtin_choice=builtin_choice,
+            on_no_native_tools=lambda: self.constrained_models.add(route.model_id),
         )
+        if route.model_id in self.constrained_models:
+            run.constrained = True
 
         async def produce() -> None:
             try:

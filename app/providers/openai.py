@@ -172,19 +172,27 @@ class OpenAIProvider:
             raise RuntimeError(f"provider {self.name} used before start()")
         return self._session
 
+    async def _post(self, call: UpstreamCall) -> aiohttp.ClientResponse:
+        data = orjson.dumps(call.body)
+        timeout = self._timeout_stream if call.stream else self._timeout_plain
+        for attempt in (1, 2):
+            try:
+                return await self.session.post(self._completions_url, data=data, timeout=timeout)
+            except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+                raise upstream_timeout(f"'{self.name}' did not answer in time") from None
+            except aiohttp.ClientConnectorError as exc:
+                raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # A pooled keep-alive connection the upstream had already closed:
+                # nothing was processed, so one retry on a fresh connection is safe.
+                if attempt == 2:
+                    raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
+            except aiohttp.ClientError as exc:
+                raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")
+
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
-        try:
-            response = await self.session.post(
-                self._completions_url,
-                data=orjson.dumps(call.body),
-                timeout=self._timeout_stream if call.stream else self._timeout_plain,
-            )
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-            raise upstream_timeout(f"'{self.name}' did not answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
-        except aiohttp.ClientError as exc:
-            raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
+        response = await self._post(call)
         finished = False
         try:
             if response.status >= 400:

@@ -8,6 +8,8 @@ one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -159,6 +161,9 @@ def build_chat_handler(services: "Services") -> Any:
             tracker = UsageTracker(services, route, payload, info)
             if stream:
                 return await _stream_response(services, events, tracker, model, include_usage, info)
+            if agent_mode:
+                # Agent runs are long; stop spending tokens when the client gives up.
+                return await _until_disconnect(request, _json_response(services, events, tracker, model, info), info)
             return await _json_response(services, events, tracker, model, info)
         except OpenAIError as err:
             await services.gate.release(info, None)
@@ -167,26 +172,51 @@ def build_chat_handler(services: "Services") -> Any:
     return chat_completions
 
 
+async def _wait_for_disconnect(request: Request[Any, Any, Any]) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _until_disconnect(request: Request[Any, Any, Any], work: Any, info: RequestInfo) -> Response[bytes]:
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    info.error_code = "client_disconnected"
+    # Nobody is listening; 499 is the conventional "client closed request" status for the log.
+    return Response(content=b"", status_code=499)
+
+
 async def _json_response(services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo) -> Response[bytes]:
     collector = BodyCollector()
     try:
-        async for event in events:
-            tracker.observe(event)
-            collector.add(event)
-            if collector.error is not None:
-                break
+        try:
+            async for event in events:
+                tracker.observe(event)
+                collector.add(event)
+                if collector.error is not None:
+                    break
+        finally:
+            await events.aclose()
+        if collector.error is not None:
+            return error_response(collector.error, info)
+        estimated = tracker.estimate()
+        if estimated is not None:
+            collector.add(estimated)
+        body = collector.body(model=model)
     finally:
-        await events.aclose()
-    if collector.error is not None:
+        # Also on cancellation (client gone): the gate must free the slot and book the usage.
         tracker.finish()
         await services.gate.release(info, tracker)
-        return error_response(collector.error, info)
-    estimated = tracker.estimate()
-    if estimated is not None:
-        collector.add(estimated)
-    tracker.finish()
-    await services.gate.release(info, tracker)
-    body = collector.body(model=model)
     return Response(content=orjson.dumps(body), media_type="application/json", headers=services.gate.headers(info))
 
 
