@@ -113,7 +113,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="warning",
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it already handled gracefully.
+        pass
     return 0
 
 
