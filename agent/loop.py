@@ -234,8 +234,9 @@ class AgentRun:
             body.pop("parallel_tool_calls", None)
         return body
 
-    def _account(self, usage: dict[str, Any] | None, body: dict[str, Any], text: str) -> None:
+    async def _account(self, usage: dict[str, Any] | None, body: dict[str, Any], text: str) -> None:
         if usage is None:
+            await self.tokens.prepare(self.route.upstream_model)
             prompt = self.tokens.count_messages(body.get("messages") or [], self.route.upstream_model, body.get("tools"))
             usage = {"prompt_tokens": prompt, "completion_tokens": self.tokens.count_text(text, self.route.upstream_model)}
         for key in ("prompt_tokens", "completion_tokens"):
@@ -278,7 +279,7 @@ class AgentRun:
                 turn = await self._read_native(events, final)
         finally:
             await events.aclose()
-        self._account(turn.usage, body, turn.raw_text or turn.content)
+        await self._account(turn.usage, body, turn.raw_text or turn.content)
         return turn
 
     async def _read_native(self, events: Any, final: bool) -> Turn:

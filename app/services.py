@@ -20,7 +20,7 @@ from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.openai import OpenAIProvider
 from app.providers.router import ModelRouter, Route
-from app.tokens import TokenCounter
+from app.tokens import TokenCounter, install_offline_vocabularies
 
 log = logging.getLogger("toolrelay")
 
@@ -50,7 +50,8 @@ class Services:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        await anyio.to_thread.run_sync(self.tokens.warm)
+        # Unpack the offline vocabularies now (cheap: files only); they load on first use.
+        await anyio.to_thread.run_sync(install_offline_vocabularies, self.data_dir / "cache" / "tiktoken")
         async with anyio.create_task_group() as tg:
             for provider in self.router.providers.values():
                 tg.start_soon(provider.start)
@@ -84,11 +85,12 @@ class Services:
         extras["models"] = len(self.router.served_models())
         return extras
 
-    def check_context(self, payload: dict[str, Any], route: Route) -> None:
+    async def check_context(self, payload: dict[str, Any], route: Route) -> None:
         """Refuse a prompt that cannot fit the model's context window before spending a call on it."""
         window = route.context_window
         if not window:
             return
+        await self.tokens.prepare(route.upstream_model)
         prompt = self.tokens.count_messages(payload.get("messages") or [], route.upstream_model, payload.get("tools"))
         wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
         if prompt + wanted > window:

@@ -88,12 +88,13 @@ class UsageTracker:
                 function = call.get("function") or {}
                 self._texts.append((function.get("name") or "") + (function.get("arguments") or ""))
 
-    def estimate(self) -> UsageReport | None:
+    async def estimate(self) -> UsageReport | None:
         """Usage for the record when the upstream sent none (many local servers)."""
         if self.usage is not None:
             return None
         tokens = self.services.tokens
         model = self.route.upstream_model
+        await tokens.prepare(model)
         prompt = tokens.count_messages(self.payload.get("messages") or [], model, self.payload.get("tools"))
         completion = tokens.count_text("".join(self._texts), model)
         self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -156,7 +157,7 @@ def build_chat_handler(services: "Services") -> Any:
                 events = services.agent.run(payload=payload, route=route, model=model, request=request, info=info)
             else:
                 if route.context_window:
-                    services.check_context(payload, route)
+                    await services.check_context(payload, route)
                 events = route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
             tracker = UsageTracker(services, route, payload, info)
             if stream:
@@ -209,7 +210,7 @@ async def _json_response(services: "Services", events: AsyncIterator[Event], tra
             await events.aclose()
         if collector.error is not None:
             return error_response(collector.error, info)
-        estimated = tracker.estimate()
+        estimated = await tracker.estimate()
         if estimated is not None:
             collector.add(estimated)
         body = collector.body(model=model)
@@ -239,7 +240,7 @@ async def _stream_response(
                 head.append(chunk)
                 break
         else:
-            head.append(_stream_tail(encoder, tracker))
+            head.append(await _stream_tail(encoder, tracker))
     except OpenAIError:
         await events.aclose()
         raise
@@ -259,7 +260,7 @@ async def _stream_response(
                 if encoder.failed:
                     info.error_code = "stream_error"
                     return
-            yield _stream_tail(encoder, tracker)
+            yield await _stream_tail(encoder, tracker)
         finally:
             await events.aclose()
             tracker.finish()
@@ -268,8 +269,8 @@ async def _stream_response(
     return Stream(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **services.gate.headers(info)})
 
 
-def _stream_tail(encoder: SSEEncoder, tracker: UsageTracker) -> bytes:
-    estimated = tracker.estimate()
+async def _stream_tail(encoder: SSEEncoder, tracker: UsageTracker) -> bytes:
+    estimated = await tracker.estimate()
     if estimated is not None:
         encoder.encode(estimated)
     return encoder.close()
