@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 import anyio
 import orjson
 
+from agent.citations import find_citations
 from agent.constrained import AnswerStreamer, instructions, parse_step, step_schema, tool_result_message
 from agent.continuations import ContinuationStore
 from agent.parsing import may_be_tool_call, parse_tool_calls
@@ -171,6 +172,8 @@ class AgentRun:
         self.emitted = False
         self.step = 0
         self.seen_calls: set[tuple[str, str]] = set()
+        self.sources: list[Any] = []
+        self.answer = ""
 
         self.client_tools = [t for t in payload.get("tools") or [] if isinstance(t, dict) and t.get("type", "function") == "function"]
         self.client_names = {t["function"]["name"] for t in self.client_tools if isinstance(t.get("function"), dict)}
@@ -441,6 +444,7 @@ class AgentRun:
                     available = ", ".join([*self.builtin_names, *sorted(self.client_names)])
                     outcome = ToolOutcome(call.name, "unknown_tool", f"error: there is no tool named {call.name!r}. Available tools: {available}.", 0.0)
             outcomes[i] = outcome
+            self.sources.extend(outcome.sources)
             await self.emit(self.steps.tool_result(self.step, call.id, outcome))
 
         async with anyio.create_task_group() as tg:
@@ -473,6 +477,10 @@ class AgentRun:
         except LimitReached as limit:
             await self.emit(self.steps.note("limit", limit.message, limit=limit.limit))
             finish = "length"
+        if self.sources and self.answer:
+            annotations = find_citations(self.answer, self.sources)
+            if annotations:
+                await self.emit(ChoiceDelta(0, {"annotations": annotations}))
         await self.emit(ChoiceDelta(0, {}, finish_reason=finish))
         await self.emit(UsageReport(dict(self.usage)))
 
@@ -486,6 +494,7 @@ class AgentRun:
         while True:
             turn = await self._model_turn(messages, final=force_final)
             if force_final or not turn.calls:
+                self.answer = turn.content
                 if limit_note:
                     return "length"
                 return "length" if turn.finish_reason == "length" else "stop"

@@ -10,17 +10,28 @@ from typing import Any
 
 from agent.continuations import ContinuationStore
 from agent.runner import AgentRunner
+from app.config import section
 from app.services import Services
 from tools.current_time import CurrentTimeTool
+from tools.fetch_page import FetchPageSettings, FetchPageTool
 from tools.registry import ToolRegistry
+from tools.web_search import WebSearchSettings, WebSearchTool
 
 log = logging.getLogger("toolrelay")
 
 
 def build_registry(services: Services) -> ToolRegistry:
-    agent = services.settings.agent
+    settings = services.settings
+    agent = settings.agent
     registry = ToolRegistry(max_output_chars=agent.max_tool_output_chars, default_timeout=agent.tool_timeout_seconds)
     registry.add(CurrentTimeTool())
+
+    search = WebSearchTool(section(settings, "web_search", WebSearchSettings))
+    registry.add(search)
+    services.on_close(search.aclose)
+    fetch = FetchPageTool(section(settings, "fetch_page", FetchPageSettings))
+    registry.add(fetch)
+    services.on_close(fetch.aclose)
     return registry
 
 
