@@ -1,0 +1,745 @@
+"""A scripted OpenAI Chat Completions server on 127.0.0.1, for proxy and agent tests.
+
+:class:`FakeUpstream` is a real HTTP server (aiohttp) running on its own event
+loop in a daemon thread, so synchronous clients in a test (``openai.OpenAI``,
+``httpx.Client``) never deadlock with it. It records every request and answers
+``POST /v1/chat/completions`` following a script of :class:`Reply` objects.
+
+Typical use (the ``fake`` fixture in ``tests/conftest.py`` hands out a started,
+freshly reset instance)::
+
+    fake.enqueue(Reply(content="Hi there"))                     # next answer
+    fake.enqueue(Reply(tool_calls=[{"name": "lookup", "arguments": {"q": "x"}}]))
+    fake.responder = lambda body: Reply(content="done") if has_tool_result(body) else None
+    ...
+    body = fake.last_body                                       # what the upstream received
+    assert body["stream_options"] == {"include_usage": True}
+
+Which reply answers a request, first match wins:
+
+1. the oldest reply queued with :meth:`FakeUpstream.enqueue`;
+2. ``fake.responder(body)`` if set and it returns a :class:`Reply` (``None``
+   falls through);
+3. ``fake.default_reply``.
+
+Streaming (``"stream": true`` in the request) follows OpenAI exactly: every
+chunk has the same ``id``/``created``; the first delta of each choice carries
+``role: "assistant"``; a tool call's ``id``, ``type`` and ``function.name``
+appear only in its first delta, followed by ``function.arguments`` fragments;
+the last chunk of each choice carries ``finish_reason``; when the request has
+``stream_options.include_usage`` every chunk has ``"usage": null`` and one
+usage chunk with ``"choices": []`` precedes ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["AUTO", "FakeUpstream", "RecordedRequest", "Reply", "word_count"]
+
+
+class _Auto:
+    """Sentinel: "work it out from the request and the other fields"."""
+
+    _instance: "_Auto | None" = None
+
+    def __new__(cls) -> "_Auto":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "AUTO"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+AUTO: Any = _Auto()
+DEFAULT_CONTENT = "Hello from the fake upstream."
+
+
+def word_count(text: str | None) -> int:
+    """The fake's own token count: whitespace-separated words."""
+    return len(re.findall(r"\S+", text or ""))
+
+
+@dataclass
+class Reply:
+    """One scripted answer of :class:`FakeUpstream` to a chat completion request.
+
+    Content and calls:
+
+    - ``content``: the assistant text. Defaults to ``"Hello from the fake
+      upstream."`` when there are no ``tool_calls``/``refusal``, else ``None``.
+    - ``tool_calls``: ``[{"name": str, "arguments": str | dict, "id"?: str}]``;
+      dict arguments are JSON-encoded (set ``dict_arguments=True`` to send them
+      as a JSON object instead, the way some non-compliant servers do). Ids
+      default to ``call_<choice>_<n>_<random>``.
+    - ``finish_reason``: defaults to ``"tool_calls"`` when there are tool calls,
+      else ``"stop"``.
+    - ``reasoning_content``: sent as ``message.reasoning_content`` /
+      ``delta.reasoning_content`` (DeepSeek/vLLM style) before the content.
+    - ``refusal``: ``message.refusal``.
+    - ``contents``: per-choice content when the request asks for ``n > 1``
+      (choice ``i`` gets ``contents[i]``; missing entries reuse ``content``).
+    - ``extra_message``: extra fields merged into the message (and into the
+      first content delta when streaming), e.g. ``{"annotations": [...]}``.
+
+    HTTP level:
+
+    - ``status`` (default 200); for a non-200 the body is ``error`` (default an
+      OpenAI-shaped ``{"error": {...}}`` object for that status).
+    - ``headers``: extra response headers (``{"retry-after": "7"}``).
+    - ``raw_body``: bytes sent verbatim as the whole response body (with
+      ``status`` and ``content_type``), for malformed upstream answers.
+    - ``delay``: seconds to wait before answering (cancelled if the client
+      goes away).
+    - ``drop``: after ``delay``, reset the connection without sending any
+      response at all (an upstream that crashes while handling the request).
+
+    Streaming:
+
+    - ``chunk_tokens``: how content/reasoning is cut into chunks: ``None`` one
+      word (with its trailing space) per chunk, an ``int`` that many words per
+      chunk, or an explicit list of string pieces for the content.
+    - ``arg_chunks``: number of fragments each tool call's arguments are split
+      into (default 3).
+    - ``chunk_delay``: seconds between chunks.
+    - ``break_after``: after that many ``data:`` events, reset the TCP
+      connection (``SO_LINGER`` 0 then abort): a failure mid-stream.
+    - ``chunks``: send exactly these events instead of the generated ones; a
+      dict is JSON-encoded as ``data: {...}``, bytes are written verbatim.
+      ``send_done`` (default True) appends ``data: [DONE]``.
+    - ``stream``: force a streamed (True) or plain JSON (False) answer
+      regardless of the request's ``stream``.
+
+    Metering and metadata:
+
+    - ``usage``: the usage object; default computed from word counts
+      (``prompt_tokens`` = words in the request's messages, ``completion_tokens``
+      = words in content, reasoning and tool arguments, over all choices).
+    - ``send_usage=False``: send no usage at all (neither key nor usage chunk).
+    - ``model``: the model name in the answer (default: echo the request's).
+    - ``logprobs``: ``AUTO`` (default) generates per-word logprobs when the
+      request has ``logprobs: true`` (with ``top_logprobs`` alternatives) and
+      ``null`` otherwise; anything else is sent as the choice's ``logprobs``
+      (non-streaming) verbatim.
+    - ``system_fingerprint`` (default ``"fp_fake"``), ``completion_id``.
+    """
+
+    content: Any = AUTO
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+    reasoning_content: str | None = None
+    refusal: str | None = None
+    contents: list[str | None] | None = None
+    extra_message: dict[str, Any] = field(default_factory=dict)
+    dict_arguments: bool = False
+
+    status: int = 200
+    error: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_body: bytes | None = None
+    content_type: str = "application/json"
+    delay: float = 0.0
+    drop: bool = False
+
+    chunk_tokens: int | list[str] | None = None
+    arg_chunks: int = 3
+    chunk_delay: float = 0.0
+    break_after: int | None = None
+    chunks: list[dict[str, Any] | bytes] | None = None
+    send_done: bool = True
+    stream: bool | None = None
+
+    usage: dict[str, Any] | None = None
+    send_usage: bool = True
+    model: str | None = None
+    logprobs: Any = AUTO
+    system_fingerprint: str | None = "fp_fake"
+    completion_id: str | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def content_for(self, choice: int) -> str | None:
+        if self.contents is not None and choice < len(self.contents):
+            return self.contents[choice]
+        if self.content is AUTO:
+            return None if (self.tool_calls or self.refusal is not None) else DEFAULT_CONTENT
+        return self.content
+
+    def resolved_finish_reason(self) -> str:
+        if self.finish_reason:
+            return self.finish_reason
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def error_body(self) -> Any:
+        if self.error is not None:
+            return self.error
+        kinds = {
+            400: ("invalid_request_error", None),
+            401: ("invalid_request_error", "invalid_api_key"),
+            404: ("invalid_request_error", "model_not_found"),
+            429: ("rate_limit_error", "rate_limit_exceeded"),
+        }
+        err_type, code = kinds.get(self.status, ("server_error" if self.status >= 500 else "invalid_request_error", None))
+        return {"error": {"message": f"Fake upstream error (HTTP {self.status}).", "type": err_type, "param": None, "code": code}}
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake received it.
+
+    ``headers`` has lower-case names; ``body`` is the JSON body parsed with the
+    standard library (integers beyond 64 bits stay exact) or ``None``;
+    ``outcome`` is ``"pending"`` while the answer is being written, then
+    ``"completed"``, ``"disconnected"`` (the client closed the connection
+    before the answer was finished), ``"aborted"`` (the fake reset the
+    connection on purpose, ``Reply.break_after``) or ``"error"`` (the fake
+    itself failed, e.g. a responder raised). ``chunks_sent`` counts SSE
+    ``data:`` events written.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    raw: bytes
+    body: Any
+    received_at: float = field(default_factory=time.monotonic)
+    reply: Reply | None = None
+    outcome: str = "pending"
+    chunks_sent: int = 0
+    generation: int = 0
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def wait_done(self, timeout: float = 10.0) -> bool:
+        """Block until the answer finished one way or another; True if it did in time."""
+        return self._done.wait(timeout)
+
+    @property
+    def is_stream(self) -> bool:
+        return isinstance(self.body, dict) and self.body.get("stream") is True
+
+
+def _split_words(text: str, per_chunk: int) -> list[str]:
+    words = re.findall(r"\S+\s*|\s+", text)
+    if not words:
+        return [text] if text else []
+    return ["".join(words[i:i + per_chunk]) for i in range(0, len(words), per_chunk)]
+
+
+def _split_n(text: str, parts: int) -> list[str]:
+    if not text:
+        return [""]
+    parts = max(1, min(parts, len(text)))
+    size = -(-len(text) // parts)
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def _logprob_entries(text: str, top: int) -> list[dict[str, Any]]:
+    out = []
+    for token in re.findall(r"\S+\s*", text or ""):
+        entry: dict[str, Any] = {"token": token, "logprob": -0.25, "bytes": list(token.encode())}
+        entry["top_logprobs"] = [{"token": token, "logprob": -0.25, "bytes": list(token.encode())}] + [
+            {"token": f"alt{k}", "logprob": -3.0 - k, "bytes": list(f"alt{k}".encode())} for k in range(1, top)
+        ] if top else []
+        out.append(entry)
+    return out
+
+
+def _message_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(p.get("text", "") for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+class FakeUpstream:
+    """A scripted OpenAI-compatible upstream on ``127.0.0.1:<free port>``.
+
+    Lifecycle: :meth:`start` (returns self), :meth:`stop`, or use it as a
+    context manager. :meth:`reset` clears the queue, the records, the
+    responder and the counters between tests.
+
+    Script: :meth:`enqueue`, :attr:`responder` (``fn(body: dict) -> Reply |
+    None``), :attr:`default_reply`. ``GET /v1/models`` lists :attr:`models`
+    (or answers :attr:`models_status` if it is not 200).
+
+    Observation: :attr:`requests` (every request, in arrival order),
+    :attr:`chat_requests` (only chat completion calls), :attr:`last_body`,
+    :meth:`wait_for_requests`, :attr:`disconnects` and
+    :meth:`wait_for_disconnect` (streams or delayed answers the client
+    abandoned before the fake finished them).
+    """
+
+    def __init__(self, models: list[str] | None = None, *, default_reply: Reply | None = None) -> None:
+        self.models: list[str] = list(models or ["fake-model"])
+        self._initial_models = list(self.models)
+        self.models_status = 200
+        self.default_reply = default_reply or Reply()
+        self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
+        self._initial_default = self.default_reply
+        self._queue: deque[Reply] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._disconnects = 0
+        # Bumped by reset(): an answer still running from before a reset (a
+        # test that left a slow request behind) no longer counts as a disconnect.
+        self._generation = 0
+        #: Exceptions raised while answering (a responder that failed, say).
+        self.errors: list[BaseException] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "FakeUpstream":
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_server())
+            except BaseException as exc:  # noqa: BLE001 - reported to start()
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        if not ready.wait(30) or failure:
+            raise RuntimeError(f"FakeUpstream did not start: {failure[0] if failure else 'timeout'}")
+        return self
+
+    async def _start_server(self) -> None:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._handle_chat)
+        app.router.add_post("/chat/completions", self._handle_chat)
+        app.router.add_get("/v1/models", self._handle_models)
+        app.router.add_get("/models", self._handle_models)
+        app.router.add_route("*", "/{tail:.*}", self._handle_other)
+        # handler_cancellation: a client that goes away cancels the handler,
+        # which is how a disconnect during `delay` or `chunk_delay` is seen.
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server  # noqa: SLF001 - the only way to learn the bound port
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if self._runner is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(15)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(15)
+        self._thread = None
+        self._loop = None
+        self._runner = None
+
+    def __enter__(self) -> "FakeUpstream":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ script
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``, what an OpenAI client or upstream config wants."""
+        if self.port is None:
+            raise RuntimeError("FakeUpstream not started")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path if path.startswith('/') else '/' + path}"
+
+    def enqueue(self, *replies: Reply) -> None:
+        """Queue replies; each answers one chat completion request, oldest first."""
+        with self._lock:
+            self._queue.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """Queued replies not yet used."""
+        with self._lock:
+            return len(self._queue)
+
+    def reset(self) -> None:
+        """Back to the state after construction: no queued replies, records, responder or
+        counters; the default reply, :attr:`models` and :attr:`models_status` restored."""
+        with self._lock:
+            self._queue.clear()
+            self._requests.clear()
+            self._disconnects = 0
+            self._generation += 1
+            self.errors.clear()
+            self.responder = None
+            self.default_reply = self._initial_default
+            self.models = list(self._initial_models)
+            self.models_status = 200
+
+    def _pick(self, body: Any) -> Reply:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+            responder = self.responder
+        if responder is not None:
+            reply = responder(body if isinstance(body, dict) else {})
+            if reply is not None:
+                return reply
+        return self.default_reply
+
+    # ------------------------------------------------------------------ observation
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received since the last :meth:`reset` (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        """Only the ``POST .../chat/completions`` requests."""
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+    @property
+    def last_request(self) -> RecordedRequest:
+        reqs = self.chat_requests
+        if not reqs:
+            raise AssertionError("the fake upstream received no chat completion request")
+        return reqs[-1]
+
+    @property
+    def last_body(self) -> dict[str, Any]:
+        """JSON body of the last chat completion request."""
+        return self.last_request.body
+
+    def wait_for_requests(self, count: int = 1, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Wait until at least ``count`` chat completion requests arrived; return them."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                chats = [r for r in self._requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+                if len(chats) >= count:
+                    return chats
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {count} chat requests at the fake upstream, got {len(chats)}")
+                self._changed.wait(remaining)
+
+    @property
+    def disconnects(self) -> int:
+        """How many answers the client abandoned (closed the connection) before they finished."""
+        with self._lock:
+            return self._disconnects
+
+    def wait_for_disconnect(self, count: int = 1, timeout: float = 5.0) -> bool:
+        """Block until :attr:`disconnects` reaches ``count``; True if it did within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._disconnects < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+            return True
+
+    def _record(self, rec: RecordedRequest) -> None:
+        with self._changed:
+            rec.generation = self._generation
+            self._requests.append(rec)
+            self._changed.notify_all()
+
+    def _finish(self, rec: RecordedRequest, outcome: str) -> None:
+        with self._changed:
+            if rec.outcome != "pending":
+                return
+            rec.outcome = outcome
+            if outcome == "disconnected" and rec.generation == self._generation:
+                self._disconnects += 1
+            self._changed.notify_all()
+        rec._done.set()  # noqa: SLF001
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _recorded(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        rec = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            raw=raw,
+            body=body,
+        )
+        self._record(rec)
+        return rec
+
+    async def _handle_models(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._recorded(request)
+        try:
+            if self.models_status != 200:
+                return web.json_response(Reply(status=self.models_status).error_body(), status=self.models_status)
+            data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "fake"} for m in self.models]
+            return web.json_response({"object": "list", "data": data})
+        finally:
+            self._finish(rec, "completed")
+
+    async def _handle_other(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._recorded(request)
+        self._finish(rec, "completed")
+        return web.json_response(Reply(status=404, error={"error": {"message": f"Unknown path {request.path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}}).error_body(), status=404)
+
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._recorded(request)
+        body = rec.body
+        try:
+            reply = self._pick(body)
+            rec.reply = reply
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if reply.drop:
+                await self._reset_connection(request, rec, settle=0.0)
+                raise asyncio.CancelledError  # nothing more to send; aiohttp must not answer either
+            if reply.raw_body is not None:
+                response = web.Response(body=reply.raw_body, status=reply.status, headers={"content-type": reply.content_type, **reply.headers})
+            elif reply.status != 200:
+                response = web.json_response(reply.error_body(), status=reply.status, headers=reply.headers)
+            elif not isinstance(body, dict):
+                response = web.json_response(Reply(status=400).error_body(), status=400)
+            else:
+                stream = body.get("stream") is True if reply.stream is None else reply.stream
+                if stream:
+                    return await self._stream(request, rec, body, reply)
+                response = web.json_response(self._completion(body, reply), headers=reply.headers, dumps=json.dumps)
+            await response.prepare(request)
+            await response.write_eof()
+            self._finish(rec, "completed")
+            return response
+        except (asyncio.CancelledError, ConnectionError):
+            self._finish(rec, "disconnected")
+            raise
+        except Exception as exc:
+            with self._lock:
+                self.errors.append(exc)
+            raise
+        finally:
+            # Anything else that ended the handler early (a bug in a responder,
+            # say) is recorded as such; it does not count as a disconnect.
+            self._finish(rec, "error")
+
+    # ------------------------------------------------------------------ bodies
+
+    def _choice_count(self, body: dict[str, Any]) -> int:
+        n = body.get("n")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+    def _calls(self, reply: Reply, choice: int) -> list[dict[str, Any]]:
+        calls = []
+        for j, call in enumerate(reply.tool_calls):
+            args = call.get("arguments", "{}")
+            if not reply.dict_arguments and not isinstance(args, str):
+                args = json.dumps(args)
+            calls.append(
+                {
+                    "id": call.get("id") or f"call_{choice}_{j}_{os.urandom(6).hex()}",
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": args},
+                }
+            )
+        return calls
+
+    def _usage(self, body: dict[str, Any], reply: Reply, n: int) -> dict[str, Any]:
+        if reply.usage is not None:
+            return reply.usage
+        prompt = sum(word_count(_message_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
+        completion = 0
+        for i in range(n):
+            completion += word_count(reply.content_for(i)) + word_count(reply.reasoning_content)
+            for call in reply.tool_calls:
+                args = call.get("arguments", "")
+                completion += word_count(args if isinstance(args, str) else json.dumps(args)) + 1
+        prompt = max(prompt, 1)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _logprobs(self, body: dict[str, Any], reply: Reply, text: str | None) -> Any:
+        if reply.logprobs is not AUTO:
+            return reply.logprobs
+        if body.get("logprobs") is not True:
+            return None
+        top = body.get("top_logprobs") or 0
+        return {"content": _logprob_entries(text or "", top), "refusal": None}
+
+    def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        n = self._choice_count(body)
+        choices = []
+        for i in range(n):
+            content = reply.content_for(i)
+            message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": reply.refusal}
+            if reply.reasoning_content is not None:
+                message["reasoning_content"] = reply.reasoning_content
+            calls = self._calls(reply, i)
+            if calls:
+                message["tool_calls"] = calls
+            message.update(reply.extra_message)
+            choices.append({"index": i, "message": message, "logprobs": self._logprobs(body, reply, content), "finish_reason": reply.resolved_finish_reason()})
+        out: dict[str, Any] = {
+            "id": reply.completion_id or "chatcmpl-fake" + os.urandom(8).hex(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model or body.get("model"),
+            "choices": choices,
+        }
+        if reply.system_fingerprint is not None:
+            out["system_fingerprint"] = reply.system_fingerprint
+        if reply.send_usage:
+            out["usage"] = self._usage(body, reply, n)
+        return out
+
+    def _choice_deltas(self, body: dict[str, Any], reply: Reply, i: int) -> list[tuple[dict[str, Any], str | None, Any]]:
+        """(delta, finish_reason, logprobs) for every chunk of choice ``i``."""
+        content = reply.content_for(i)
+        logprobs_on = reply.logprobs is AUTO and body.get("logprobs") is True
+        top = body.get("top_logprobs") or 0
+        per = reply.chunk_tokens if isinstance(reply.chunk_tokens, int) else 1
+        out: list[tuple[dict[str, Any], str | None, Any]] = []
+        out.append(({"role": "assistant", "content": "" if content is not None else None, "refusal": None}, None, None))
+        if reply.reasoning_content:
+            for piece in _split_words(reply.reasoning_content, per):
+                out.append(({"reasoning_content": piece}, None, None))
+        if content:
+            pieces = list(reply.chunk_tokens) if isinstance(reply.chunk_tokens, list) else _split_words(content, per)
+            for k, piece in enumerate(pieces):
+                delta: dict[str, Any] = {"content": piece}
+                if k == 0 and reply.extra_message:
+                    delta.update(reply.extra_message)
+                lp = {"content": _logprob_entries(piece, top), "refusal": None} if logprobs_on else None
+                out.append((delta, None, lp))
+        elif reply.extra_message:
+            out.append((dict(reply.extra_message), None, None))
+        if reply.refusal:
+            for piece in _split_words(reply.refusal, per):
+                out.append(({"refusal": piece}, None, None))
+        for j, call in enumerate(self._calls(reply, i)):
+            function = call["function"]
+            args = function["arguments"]
+            first = {"index": j, "id": call["id"], "type": "function", "function": {"name": function["name"], "arguments": ""}}
+            if not isinstance(args, str):
+                first["function"]["arguments"] = args  # dict_arguments: the non-compliant shape, whole
+                out.append(({"tool_calls": [first]}, None, None))
+                continue
+            out.append(({"tool_calls": [first]}, None, None))
+            for fragment in _split_n(args, reply.arg_chunks):
+                if fragment:
+                    out.append(({"tool_calls": [{"index": j, "function": {"arguments": fragment}}]}, None, None))
+        out.append(({}, reply.resolved_finish_reason(), None))
+        return out
+
+    def _stream_events(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any] | bytes]:
+        if reply.chunks is not None:
+            return list(reply.chunks)
+        n = self._choice_count(body)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        envelope: dict[str, Any] = {
+            "id": reply.completion_id or "chatcmpl-fake" + os.urandom(8).hex(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": reply.model or body.get("model"),
+        }
+        if reply.system_fingerprint is not None:
+            envelope["system_fingerprint"] = reply.system_fingerprint
+        per_choice = [self._choice_deltas(body, reply, i) for i in range(n)]
+        events: list[dict[str, Any] | bytes] = []
+        longest = max(len(c) for c in per_choice)
+        for position in range(longest):  # interleave the choices like OpenAI does
+            for i, deltas in enumerate(per_choice):
+                if position < len(deltas):
+                    delta, finish, lp = deltas[position]
+                    chunk = {**envelope, "choices": [{"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}]}
+                    if include_usage:
+                        chunk["usage"] = None
+                    events.append(chunk)
+        if include_usage and reply.send_usage:
+            events.append({**envelope, "choices": [], "usage": self._usage(body, reply, n)})
+        return events
+
+    async def _stream(self, request: web.Request, rec: RecordedRequest, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"content-type": "text/event-stream", "cache-control": "no-cache", **reply.headers})
+        await response.prepare(request)
+        events = self._stream_events(body, reply)
+        for k, event in enumerate(events):
+            if reply.break_after is not None and k >= reply.break_after:
+                await self._reset_connection(request, rec)
+                return response
+            if k and reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            data = event if isinstance(event, bytes) else b"data: " + json.dumps(event).encode() + b"\n\n"
+            await response.write(data)
+            rec.chunks_sent += 1
+        if reply.break_after is not None and reply.break_after >= len(events):
+            await self._reset_connection(request, rec)
+            return response
+        if reply.send_done:
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        self._finish(rec, "completed")
+        return response
+
+    async def _reset_connection(self, request: web.Request, rec: RecordedRequest, settle: float = 0.1) -> None:
+        # Give the bytes already written time to reach the client, then send
+        # an RST instead of a FIN: the mid-stream "connection reset" case.
+        if settle:
+            await asyncio.sleep(settle)
+        self._finish(rec, "aborted")
+        transport = request.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        transport.abort()
