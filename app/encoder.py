@@ -49,7 +49,7 @@ def sse_event(payload: dict[str, Any]) -> bytes:
 class SSEEncoder:
     """Events in, SSE bytes out, for one streamed completion."""
 
-    __slots__ = ("completion_id", "created", "model", "include_usage", "usage", "usage_estimated", "meta", "_started", "failed")
+    __slots__ = ("completion_id", "created", "model", "include_usage", "usage", "usage_estimated", "meta", "_started", "_finished", "failed")
 
     def __init__(self, *, model: str, include_usage: bool, completion_id: str | None = None, created: int | None = None) -> None:
         self.completion_id = completion_id or new_completion_id()
@@ -60,6 +60,7 @@ class SSEEncoder:
         self.usage_estimated = False
         self.meta: dict[str, Any] = {}
         self._started: set[int] = set()
+        self._finished: set[int] = set()
         self.failed = False
 
     def _chunk(self, choices: list[dict[str, Any]]) -> bytes:
@@ -77,6 +78,8 @@ class SSEEncoder:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _choice(self, index: int, delta: dict[str, Any], finish_reason: str | None, logprobs: Any) -> dict[str, Any]:
+        if finish_reason is not None:
+            self._finished.add(index)
         if index not in self._started:
             self._started.add(index)
             if "role" not in delta:
@@ -111,6 +114,9 @@ class SSEEncoder:
 
     def close(self) -> bytes:
         """The tail of a successful stream: the usage chunk when asked for, then ``[DONE]``."""
+        # Clients treat a choice without finish_reason as cut off; some
+        # upstreams end with [DONE] alone, which still means a normal stop.
+        unfinished = b"".join(self._chunk([self._choice(i, {}, "stop", None)]) for i in sorted(self._started - self._finished))
         if self.include_usage and self.usage is not None:
             tail: dict[str, Any] = {
                 "id": self.completion_id,
@@ -121,8 +127,8 @@ class SSEEncoder:
                 "choices": [],
                 "usage": normalize_usage(self.usage),
             }
-            return sse_event(tail) + DONE
-        return DONE
+            return unfinished + sse_event(tail) + DONE
+        return unfinished + DONE
 
 
 class _ChoiceState:

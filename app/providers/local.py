@@ -67,7 +67,9 @@ class LocalProvider:
         self._server = await anyio.to_thread.run_sync(self._load, key)
         address = self._server.listening_address
         inner_settings = UpstreamSettings(base_url=f"{address}/v1", timeout=self.settings.timeout, connect_timeout=5.0, max_connections=64)
-        self._inner = OpenAIProvider(self.name, inner_settings, key)
+        # llama.cpp's server closes connections after a streamed answer; reusing
+        # one fails on the next request, so every call gets a fresh loopback connection.
+        self._inner = OpenAIProvider(self.name, inner_settings, key, force_close=True)
         await self._inner.start()
 
     def _load(self, key: str) -> Any:

@@ -9,6 +9,7 @@ rather than line by line.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Any, AsyncIterator
 
@@ -33,6 +34,14 @@ _RETRY_HEADERS = (
     "x-ratelimit-reset-tokens",
     "x-should-retry",
 )
+
+
+def dumps_body(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # Integers beyond 64 bits (a huge `seed`): the stdlib keeps them exact.
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def map_upstream_error(status: int, raw: bytes, headers: Any, upstream: str) -> OpenAIError:
@@ -78,18 +87,45 @@ def map_upstream_error(status: int, raw: bytes, headers: Any, upstream: str) -> 
     return OpenAIError(status, message, type=err_type, param=param, code=code, headers=kept)
 
 
-def _fix_tool_calls(calls: list[Any], streaming: bool) -> list[Any]:
-    """Repair the tool-call shapes some servers get wrong (no index, dict arguments)."""
+class MalformedUpstream(Exception):
+    """The upstream sent a body or chunk that is not the shape the protocol says."""
+
+
+def _bad(upstream: str) -> OpenAIError:
+    return OpenAIError(502, f"The upstream provider '{upstream}' returned a malformed response.", type="upstream_error", code="bad_upstream_response")
+
+
+def _fix_tool_calls(calls: Any, streaming: bool, seen: set[tuple[int, int]] | None = None, choice: int = 0) -> list[Any]:
+    """Repair the tool-call shapes some servers get wrong.
+
+    Missing ``index``, arguments sent as an object, and (LiteLLM, some
+    re-chunkers) ``id``/``type``/``name`` repeated in every delta: the OpenAI
+    SDK concatenates repeated strings, so a repeated id would arrive as
+    ``call_xcall_x``.
+    """
+    if not isinstance(calls, list):
+        raise MalformedUpstream("tool_calls is not a list")
     fixed = []
     for position, call in enumerate(calls):
         if not isinstance(call, dict):
-            continue
+            raise MalformedUpstream("tool call is not an object")
         call = dict(call)
+        function = call.get("function")
+        if function is not None and not isinstance(function, dict):
+            raise MalformedUpstream("tool call function is not an object")
         if streaming and not isinstance(call.get("index"), int):
             call["index"] = position
-        function = call.get("function")
         if isinstance(function, dict) and not isinstance(function.get("arguments"), (str, type(None))):
-            call["function"] = {**function, "arguments": orjson.dumps(function["arguments"]).decode()}
+            function = call["function"] = {**function, "arguments": orjson.dumps(function["arguments"]).decode()}
+        if streaming and seen is not None:
+            key = (choice, call["index"])
+            if key in seen:
+                call.pop("id", None)
+                call.pop("type", None)
+                if isinstance(function, dict) and "name" in function:
+                    call["function"] = {k: v for k, v in function.items() if k != "name"}
+            elif call.get("id") or (isinstance(function, dict) and function.get("name")):
+                seen.add(key)
         if not streaming:
             call.setdefault("type", "function")
             if not call.get("id"):
@@ -101,36 +137,52 @@ def _fix_tool_calls(calls: list[Any], streaming: bool) -> list[Any]:
 def events_from_completion(payload: Any, upstream: str) -> list[Event]:
     """Events for a non-streamed ``chat.completion`` body."""
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
-        raise OpenAIError(502, f"The upstream provider '{upstream}' returned a malformed response.", type="upstream_error", code="bad_upstream_response")
+        raise _bad(upstream)
     events: list[Event] = []
     meta = {k: payload[k] for k in _META_FIELDS if payload.get(k) is not None}
     if meta:
         events.append(ResponseMeta(meta))
-    for position, choice in enumerate(payload["choices"]):
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message") or {}
-        if isinstance(message.get("tool_calls"), list):
-            message = {**message, "tool_calls": _fix_tool_calls(message["tool_calls"], streaming=False)}
-        events.append(ChoiceMessage(choice.get("index", position), message, choice.get("finish_reason") or "stop", choice.get("logprobs")))
+    try:
+        for position, choice in enumerate(payload["choices"]):
+            if not isinstance(choice, dict):
+                raise MalformedUpstream("choice is not an object")
+            message = choice.get("message") or {}
+            if not isinstance(message, dict):
+                raise MalformedUpstream("message is not an object")
+            if message.get("tool_calls") is not None:
+                message = {**message, "tool_calls": _fix_tool_calls(message["tool_calls"], streaming=False)}
+            index = choice.get("index", position)
+            events.append(ChoiceMessage(index if isinstance(index, int) else position, message, choice.get("finish_reason") or "stop", choice.get("logprobs")))
+    except MalformedUpstream:
+        raise _bad(upstream) from None
     if isinstance(payload.get("usage"), dict):
         events.append(UsageReport(payload["usage"]))
     return events
 
 
-def events_from_chunk(chunk: Any) -> list[Event]:
-    """Events for one streamed ``chat.completion.chunk``."""
-    events: list[Event] = []
+def events_from_chunk(chunk: Any, seen: set[tuple[int, int]] | None = None) -> list[Event]:
+    """Events for one streamed ``chat.completion.chunk``; raises :class:`MalformedUpstream`."""
     if not isinstance(chunk, dict):
-        return events
-    for choice in chunk.get("choices") or ():
+        raise MalformedUpstream("chunk is not an object")
+    events: list[Event] = []
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise MalformedUpstream("choices is not a list")
+    for choice in choices or ():
+        if not isinstance(choice, dict):
+            raise MalformedUpstream("choice is not an object")
         delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise MalformedUpstream("delta is not an object")
+        index = choice.get("index", 0)
+        if not isinstance(index, int):
+            raise MalformedUpstream("choice index is not an integer")
         tool_calls = delta.get("tool_calls")
         if tool_calls:
-            delta = {**delta, "tool_calls": _fix_tool_calls(tool_calls, streaming=True)}
-        events.append(ChoiceDelta(choice.get("index", 0), delta, choice.get("finish_reason"), choice.get("logprobs")))
+            delta = {**delta, "tool_calls": _fix_tool_calls(tool_calls, True, seen, index)}
+        events.append(ChoiceDelta(index, delta, choice.get("finish_reason"), choice.get("logprobs")))
     usage = chunk.get("usage")
-    if usage:
+    if isinstance(usage, dict) and usage:
         events.append(UsageReport(usage))
     return events
 
@@ -140,8 +192,9 @@ class OpenAIProvider:
 
     kind = "openai"
 
-    def __init__(self, name: str, settings: UpstreamSettings, api_key: str | None) -> None:
+    def __init__(self, name: str, settings: UpstreamSettings, api_key: str | None, *, force_close: bool = False) -> None:
         self.name = name
+        self._force_close = force_close
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self._completions_url = self.base_url + "/chat/completions"
@@ -155,7 +208,12 @@ class OpenAIProvider:
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=self.settings.max_connections, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=self.settings.max_connections,
+                    limit_per_host=self.settings.max_connections,
+                    ttl_dns_cache=300,
+                    force_close=self._force_close,
+                ),
                 headers=self._headers,
                 # Ignore HTTP_PROXY & co: an operator's shell proxy must not reroute upstream traffic silently.
                 trust_env=False,
@@ -173,23 +231,17 @@ class OpenAIProvider:
         return self._session
 
     async def _post(self, call: UpstreamCall) -> aiohttp.ClientResponse:
-        data = orjson.dumps(call.body)
+        # No retry here: a connection that dies after the upstream read the
+        # request may still be billed, and the client SDKs retry a 502 themselves.
         timeout = self._timeout_stream if call.stream else self._timeout_plain
-        for attempt in (1, 2):
-            try:
-                return await self.session.post(self._completions_url, data=data, timeout=timeout)
-            except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-                raise upstream_timeout(f"'{self.name}' did not answer in time") from None
-            except aiohttp.ClientConnectorError as exc:
-                raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # A pooled keep-alive connection the upstream had already closed:
-                # nothing was processed, so one retry on a fresh connection is safe.
-                if attempt == 2:
-                    raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
-            except aiohttp.ClientError as exc:
-                raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
-        raise AssertionError("unreachable")
+        try:
+            return await self.session.post(self._completions_url, data=dumps_body(call.body), timeout=timeout)
+        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+            raise upstream_timeout(f"'{self.name}' did not answer in time") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
+        except aiohttp.ClientError as exc:
+            raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         response = await self._post(call)
@@ -211,7 +263,17 @@ class OpenAIProvider:
                 try:
                     payload = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    raise OpenAIError(502, f"The upstream provider '{self.name}' returned a body that is not JSON.", type="upstream_error", code="bad_upstream_response") from None
+                    raise _bad(self.name) from None
+                for event in events_from_completion(payload, self.name):
+                    yield event
+                finished = True
+                return
+            if response.content_type == "application/json":
+                # Some servers ignore `stream` and answer with one JSON body; that is still an answer.
+                try:
+                    payload = orjson.loads(await response.read())
+                except (orjson.JSONDecodeError, aiohttp.ClientError, asyncio.TimeoutError):
+                    raise _bad(self.name) from None
                 for event in events_from_completion(payload, self.name):
                     yield event
                 finished = True
@@ -233,6 +295,7 @@ class OpenAIProvider:
         data_lines: list[bytes] = []
         saw_finish = False
         saw_done = False
+        seen_calls: set[tuple[int, int]] = set()
         try:
             async for raw in response.content.iter_any():
                 buffer += raw
@@ -266,7 +329,12 @@ class OpenAIProvider:
                         meta = {k: chunk[k] for k in _META_FIELDS if chunk.get(k) is not None}
                         if meta:
                             yield ResponseMeta(meta)
-                    for event in events_from_chunk(chunk):
+                    try:
+                        events = events_from_chunk(chunk, seen_calls)
+                    except MalformedUpstream:
+                        yield Failure(_bad(self.name))
+                        return
+                    for event in events:
                         if type(event) is ChoiceDelta and event.finish_reason is not None:
                             saw_finish = True
                         yield event

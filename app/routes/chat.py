@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -35,14 +36,18 @@ log = logging.getLogger("toolrelay.chat")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+# 20+ digits: possibly beyond 64 bits, which orjson silently turns into a float.
+_HUGE_INT = re.compile(rb"\d{20}")
+
+
 def parse_json_body(raw: bytes) -> Any:
+    if not _HUGE_INT.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        # orjson refuses integers beyond 64 bits (a large `seed`, say); the
-        # stdlib parser does not, and we forward such values unchanged.
+        # The stdlib keeps huge integers (a large `seed`) exact, so they are forwarded unchanged.
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise invalid_request(
@@ -103,8 +108,12 @@ class UsageTracker:
 
     def finish(self) -> None:
         if self.usage is not None:
-            self.info.prompt_tokens = int(self.usage.get("prompt_tokens") or 0)
-            self.info.completion_tokens = int(self.usage.get("completion_tokens") or 0)
+            try:
+                self.info.prompt_tokens = int(self.usage.get("prompt_tokens") or 0)
+                self.info.completion_tokens = int(self.usage.get("completion_tokens") or 0)
+            except (TypeError, ValueError):
+                # An upstream's nonsense usage must not break the response or the books.
+                self.usage = None
 
 
 def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[str, Any]:
@@ -160,41 +169,53 @@ def build_chat_handler(services: "Services") -> Any:
                     await services.check_context(payload, route)
                 events = route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
             tracker = UsageTracker(services, route, payload, info)
-            if stream:
-                return await _stream_response(services, events, tracker, model, include_usage, info)
-            if agent_mode:
-                # Agent runs are long; stop spending tokens when the client gives up.
-                return await _until_disconnect(request, _json_response(services, events, tracker, model, info), info)
-            return await _json_response(services, events, tracker, model, info)
+            # Until the response starts, nobody else reads `receive`; watch it so a
+            # client that gives up stops the upstream call (and the agent run).
+            watch = DisconnectWatch(request)
+            try:
+                if stream:
+                    return await _stream_response(services, events, tracker, model, include_usage, info)
+                return await _json_response(services, events, tracker, model, info)
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                info.error_code = "client_disconnected"
+                # Nobody is listening; 499 is the conventional "client closed request" status for the log.
+                return Response(content=b"", status_code=499)
+            finally:
+                watch.stop()
         except OpenAIError as err:
             await services.gate.release(info, None)
             return error_response(err, info)
+        except Exception:
+            await services.gate.release(info, None)
+            raise
 
     return chat_completions
 
 
-async def _wait_for_disconnect(request: Request[Any, Any, Any]) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
+class DisconnectWatch:
+    """Cancels the handler's task when the client disconnects, until :meth:`stop`."""
 
+    __slots__ = ("fired", "_task", "_watcher")
 
-async def _until_disconnect(request: Request[Any, Any, Any], work: Any, info: RequestInfo) -> Response[bytes]:
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    info.error_code = "client_disconnected"
-    # Nobody is listening; 499 is the conventional "client closed request" status for the log.
-    return Response(content=b"", status_code=499)
+    def __init__(self, request: Request[Any, Any, Any]) -> None:
+        self.fired = False
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(request.receive))
+
+    async def _watch(self, receive: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.fired = True
+                if self._task is not None:
+                    self._task.cancel()
+                return
+
+    def stop(self) -> None:
+        self._watcher.cancel()
 
 
 async def _json_response(services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo) -> Response[bytes]:
@@ -244,6 +265,13 @@ async def _stream_response(
     except OpenAIError:
         await events.aclose()
         raise
+    except BaseException:
+        # Cancelled (client gone) or broken before the first byte: stop the
+        # upstream call and free what the gate holds for this request.
+        await events.aclose()
+        tracker.finish()
+        await services.gate.release(info, tracker)
+        raise
 
     async def body() -> AsyncIterator[bytes]:
         completed = bool(head) and head[-1].endswith(b"[DONE]\n\n")
@@ -262,9 +290,11 @@ async def _stream_response(
                     return
             yield await _stream_tail(encoder, tracker)
         finally:
-            await events.aclose()
-            tracker.finish()
-            await services.gate.release(info, tracker)
+            try:
+                await events.aclose()
+            finally:
+                tracker.finish()
+                await services.gate.release(info, tracker)
 
     return Stream(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **services.gate.headers(info)})
 

@@ -39,7 +39,8 @@ def build_model_handlers(services: "Services") -> list[Any]:
         return Response(content=orjson.dumps({"object": "list", "data": listing()}), media_type="application/json")
 
     @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"], summary="Retrieve a model", tags=["models"])
-    async def retrieve_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+    async def retrieve_model(request: Request[Any, Any, Any]) -> Response[bytes]:
+        model_id = str(request.path_params.get("model_id", ""))
         info = request_info(request.scope)
         await services.gate.authenticate(request, info)
         # Clients send "agent/x" raw or as "agent%2Fx"; some proxies double-encode.

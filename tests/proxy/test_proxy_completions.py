@@ -259,12 +259,16 @@ def test_reasoning_content_streams_through(http: httpx.Client, fake: FakeUpstrea
     assert content_of(chunks) == "Yes."
 
 
-def test_upstream_json_answer_to_streaming_request_is_a_clean_502(client: openai.OpenAI, http: httpx.Client, fake: FakeUpstream) -> None:
-    """An upstream that ignores `stream` and answers one JSON body: not streamable, so a clean 502 up front."""
+def test_upstream_json_answer_to_streaming_request_is_streamed(client: openai.OpenAI, fake: FakeUpstream) -> None:
+    """An upstream that ignores `stream` and answers one JSON body: the answer still reaches the client as a stream."""
     fake.enqueue(Reply(content="whole answer", stream=False))
-    response, raw = stream_raw(http, chat_body(stream=True))
-    assert_openai_error(response, 502)
-    assert b"[DONE]" not in raw
+    chunks = list(client.chat.completions.create(model="fake-model", messages=USER, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "whole answer"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
     assert_still_serving(client, fake)
 
 

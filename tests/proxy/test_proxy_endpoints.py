@@ -145,11 +145,6 @@ def test_wrong_method_is_openai_shaped_405(http: httpx.Client, method: str, path
     assert method in err["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app/server.py _http_error_handler rebuilds 405 (and every HTTPException) as an OpenAIError without the "
-    "exception's headers, so the `Allow` header Litestar computes is lost (RFC 9110 section 15.5.6: a 405 MUST carry Allow)",
-)
 def test_405_carries_allow_header(http: httpx.Client) -> None:
     response = http.get("/v1/chat/completions")
     assert response.status_code == 405

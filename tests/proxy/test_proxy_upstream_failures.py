@@ -173,12 +173,6 @@ def test_connection_refused_is_502(client: openai.OpenAI, http: httpx.Client, fa
     assert_still_serving(client, fake)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (judgment call): app/providers/openai.py OpenAIProvider._post retries once on ServerDisconnectedError/"
-    "ClientOSError assuming 'nothing was processed' (a stale pooled connection), but the same errors occur when the "
-    "upstream received the whole request and then died: the request is replayed and processed (billed) twice",
-)
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_upstream_that_drops_the_connection_is_not_sent_the_request_twice(http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream, stream: bool) -> None:
     fake.enqueue(Reply(drop=True), Reply(content="second copy"))
@@ -317,12 +311,6 @@ async def test_async_client_closing_stream_cancels_upstream(aclient: openai.Asyn
     assert fake.last_request.outcome == "disconnected"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app/routes/chat.py _json_response never watches for the client going away, so a non-streaming "
-    "request keeps its upstream call running to the end after the client disconnects (design.md section 7: a client "
-    "disconnect cancels the upstream request)",
-)
 def test_client_disconnect_non_streaming_cancels_the_upstream_request(relay: Any, fake: FakeUpstream) -> None:
     fake.enqueue(Reply(content="late", delay=6))
     with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http:
@@ -331,12 +319,6 @@ def test_client_disconnect_non_streaming_cancels_the_upstream_request(relay: Any
     assert fake.wait_for_disconnect(1, timeout=3), "the upstream request outlived its client"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: app/routes/chat.py _stream_response pulls the first upstream event before returning the Stream, without "
-    "watching for the client going away, so a streaming client that disconnects before the first token (long "
-    "time-to-first-token) leaves the upstream call running until the upstream produces output",
-)
 def test_client_disconnect_before_first_chunk_cancels_the_upstream_request(relay: Any, fake: FakeUpstream) -> None:
     fake.enqueue(Reply(content="late", delay=6))
     with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http:
