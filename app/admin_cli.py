@@ -1,9 +1,358 @@
-"""Operator subcommands (keys, usage); filled in by the auth module."""
+"""Operator subcommands: ``toolrelay keys create|list|show|revoke`` and ``toolrelay usage``.
+
+They work on the data directory's SQLite files directly, so they need no
+running server; a running server sees their changes on its next request
+(see :mod:`app.auth.keystore`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import msgspec
+import orjson
+
+from app.config import ConfigError, Settings, load_settings
 
 
 def register(sub: Any) -> None:
-    return None
+    keys = sub.add_parser("keys", help="manage API keys (create, list, show, revoke)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+
+    create = keys_sub.add_parser("create", help="create a key; it is printed once")
+    _common(create)
+    create.add_argument("--name", required=True, help="a label for the key (who or what uses it)")
+    create.add_argument("--models", action="append", default=[], help="model ids or '*' patterns it may use, comma-separated or repeated (e.g. 'gpt-4o-mini,agent/*'); default: all")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens per minute (prompt + max_tokens before the call, real usage after)")
+    create.add_argument("--max-parallel", type=int, help="requests in flight at once (a stream holds its slot until it ends)")
+    create.add_argument("--budget-usd", type=float, help="spend limit in USD per budget period")
+    create.add_argument("--budget-period", default="monthly", choices=["daily", "weekly", "monthly", "total"], help="budget period (UTC; default monthly)")
+    create.add_argument("--expires", help="expiry: a duration from now (30d, 12h) or a date/time (2026-01-31)")
+    create.set_defaults(func=cmd_keys_create)
+
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    _common(listing)
+    listing.add_argument("--active", action="store_true", help="hide revoked and expired keys")
+    listing.set_defaults(func=cmd_keys_list)
+
+    show = keys_sub.add_parser("show", help="show one key and its spend this period")
+    _common(show)
+    show.add_argument("key_id", help="key id (with or without the tr- prefix)")
+    show.set_defaults(func=cmd_keys_show)
+
+    revoke = keys_sub.add_parser("revoke", help="revoke a key; a running server refuses it on the next request")
+    _common(revoke)
+    revoke.add_argument("key_id", help="key id (with or without the tr- prefix)")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+    usage = sub.add_parser("usage", help="usage and cost per key and model, from the ledger")
+    _common(usage)
+    usage.add_argument("--since", help="start: a date/time (2025-01-31) or a duration back from now (24h, 7d); default: everything")
+    usage.add_argument("--until", help="end (exclusive), same forms as --since")
+    usage.add_argument("--group-by", default="key,model", help="comma-separated: key, model, mode, upstream, status, day, hour (default key,model)")
+    usage.add_argument("--key", dest="key_id", help="only this key")
+    usage.set_defaults(func=cmd_usage)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (default: $TOOLRELAY_CONFIG)")
+    parser.add_argument("--data-dir", help="data directory (default from the config, ./data or $TOOLRELAY_DATA)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+class _Fail(Exception):
+    pass
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        raise _Fail(str(exc)) from None
+    if args.data_dir:
+        settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(settings.server, data_dir=args.data_dir))
+    return settings
+
+
+def _run(func: Any, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    try:
+        return func(args, out or sys.stdout)
+    except _Fail as exc:
+        print(f"toolrelay: {exc}", file=sys.stderr)
+        return 2
+
+
+def _key_store(settings: Settings) -> Any:
+    from app.auth import keys_path
+    from app.auth.keystore import KeyStore
+
+    return KeyStore(keys_path(settings))
+
+
+def _ledger(settings: Settings) -> Any:
+    from app.auth import usage_path
+    from app.auth.ledger import Ledger
+
+    return Ledger(usage_path(settings))
+
+
+def _spent(settings: Settings, key: Any) -> float | None:
+    """Spend this period from this host's ledger (with Redis, the server's view may include other hosts)."""
+    if key.budget_usd is None:
+        return None
+    from app.auth.periods import period_bounds
+
+    start, _ = period_bounds(key.budget_period, time.time())
+    return _ledger(settings).spent_nano(key.id, start) / 1e9
+
+
+def cmd_keys_create(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_keys_create, args, out)
+
+
+def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
+    from app.auth import keyspec
+
+    settings = _settings(args)
+    models = [m.strip() for chunk in args.models for m in chunk.split(",") if m.strip()]
+    spec = keyspec.KeySpec(
+        name=args.name,
+        models=models,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_parallel=args.max_parallel,
+        budget_usd=args.budget_usd,
+        budget_period=args.budget_period,
+        expires=args.expires,
+    )
+    store = _key_store(settings)
+    try:
+        key, full = keyspec.create(store, spec, time.time())
+    except keyspec.KeySpecError as exc:
+        raise _Fail(str(exc)) from None
+    finally:
+        store.close()
+    if args.json:
+        out.write(orjson.dumps({**key.public(), "value": full}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out.write(f"Created key '{key.name}' (id {key.id}).\n\n    {full}\n\n")
+    out.write("Copy it now: it is shown only this once (only its hash is stored).\n")
+    out.write(_describe(key, None))
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_keys_list, args, out)
+
+
+def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
+    from app.auth import keyspec
+
+    settings = _settings(args)
+    store = _key_store(settings)
+    try:
+        keys = store.all()
+    finally:
+        store.close()
+    now = time.time()
+    if args.active:
+        keys = [k for k in keys if k.status(now) == "active"]
+    spent = {k.id: _spent(settings, k) for k in keys}
+    if args.json:
+        out.write(orjson.dumps(keyspec.public_list(keys, spent), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    rows = [
+        [
+            k.id,
+            k.name,
+            k.status(now),
+            ",".join(k.models) or "*",
+            _limits_text(k),
+            _budget_text(k, spent.get(k.id)),
+            _date(k.expires_at),
+        ]
+        for k in keys
+    ]
+    out.write(_table(["ID", "NAME", "STATUS", "MODELS", "LIMITS", "BUDGET", "EXPIRES"], rows) if rows else "No keys. Create one with `toolrelay keys create --name NAME`.\n")
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_keys_show, args, out)
+
+
+def _find(store: Any, raw: str) -> Any:
+    from app.auth import keyspec
+
+    key_id = keyspec.normalize_id(raw)
+    key = store.load(key_id) if key_id else None
+    if key is None:
+        raise _Fail(f"no key with id {key_id!r}" if key_id else "that is not a key id (12 hex characters, optionally after 'tr-')")
+    return key
+
+
+def _keys_show(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    store = _key_store(settings)
+    try:
+        key = _find(store, args.key_id)
+    finally:
+        store.close()
+    spent = _spent(settings, key)
+    if args.json:
+        out.write(orjson.dumps(key.public(spent_usd=spent), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out.write(_describe(key, spent))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_keys_revoke, args, out)
+
+
+def _keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(args)
+    store = _key_store(settings)
+    try:
+        key = _find(store, args.key_id)
+        revoked = store.revoke(key.id)
+    finally:
+        store.close()
+    if args.json:
+        out.write(orjson.dumps(revoked.public(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(f"Revoked key {key.id} ('{key.name}').\n")
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_usage, args, out)
+
+
+def _usage(args: argparse.Namespace, out: TextIO) -> int:
+    from app.auth import keyspec
+    from app.auth.durations import iso, parse_when
+
+    settings = _settings(args)
+    now = time.time()
+    try:
+        since = parse_when(args.since, now=now, future=False) if args.since else None
+        until = parse_when(args.until, now=now, future=False) if args.until else None
+    except ValueError as exc:
+        raise _Fail(str(exc)) from None
+    key_id = None
+    if args.key_id:
+        key_id = keyspec.normalize_id(args.key_id) or (args.key_id if args.key_id == "admin" else None)
+        if key_id is None:
+            raise _Fail("--key is not a key id")
+    group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
+    if not Path(settings.server.data_dir).exists():
+        raise _Fail(f"data directory {settings.server.data_dir} does not exist")
+    try:
+        rows = _ledger(settings).summary(since=since, until=until, group_by=group_by, key_id=key_id)
+    except ValueError as exc:
+        raise _Fail(str(exc)) from None
+    store = _key_store(settings)
+    try:
+        names = {k.id: k.name for k in store.all()}
+    finally:
+        store.close()
+    if "key" in group_by:
+        for row in rows:
+            row["key_name"] = names.get(row["key"]) if row["key"] else None
+    if args.json:
+        out.write(orjson.dumps({"object": "list", "data": rows, "since": iso(since), "until": iso(until), "group_by": group_by}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    span = f"{iso(since) or 'the beginning'} to {iso(until) or 'now'}"
+    if not rows:
+        out.write(f"No usage recorded from {span}.\n")
+        return 0
+    headers = [g.upper() for g in group_by]
+    if "key" in group_by:
+        headers.insert(group_by.index("key") + 1, "NAME")
+    headers += ["REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "COST USD"]
+    table: list[list[str]] = []
+    for row in rows:
+        cells = []
+        for g in group_by:
+            value = row[g]
+            cells.append("-" if value is None else str(value))
+            if g == "key":
+                cells.append(row.get("key_name") or "-")
+        cells += [str(row["requests"]), str(row["errors"]), str(row["prompt_tokens"]), str(row["completion_tokens"]), f"{row['cost_usd']:.6f}"]
+        table.append(cells)
+    total = [""] * (len(headers) - 5)
+    if total:
+        total[0] = "TOTAL"
+    total += [
+        str(sum(r["requests"] for r in rows)),
+        str(sum(r["errors"] for r in rows)),
+        str(sum(r["prompt_tokens"] for r in rows)),
+        str(sum(r["completion_tokens"] for r in rows)),
+        f"{sum(r['cost_usd'] for r in rows):.6f}",
+    ]
+    table.append(total)
+    out.write(f"Usage from {span}:\n")
+    out.write(_table(headers, table))
+    return 0
+
+
+# -------------------------------------------------------------- formatting
+
+
+def _date(ts: float | None) -> str:
+    from app.auth.durations import iso
+
+    return iso(ts) or "-"
+
+
+def _limits_text(key: Any) -> str:
+    parts = []
+    if key.rpm:
+        parts.append(f"{key.rpm} rpm")
+    if key.tpm:
+        parts.append(f"{key.tpm} tpm")
+    if key.max_parallel:
+        parts.append(f"{key.max_parallel} parallel")
+    return ", ".join(parts) or "-"
+
+
+def _budget_text(key: Any, spent: float | None) -> str:
+    if key.budget_usd is None:
+        return "-"
+    used = f"${spent:.2f} of " if spent is not None else ""
+    return f"{used}${key.budget_usd:.2f} {key.budget_period}"
+
+
+def _describe(key: Any, spent: float | None) -> str:
+    from app.auth.keyformat import redacted
+
+    lines = [
+        f"id          {key.id}",
+        f"name        {key.name}",
+        f"key         {redacted(key.id, key.tail)}",
+        f"status      {key.status(time.time())}",
+        f"models      {', '.join(key.models) or '* (all)'}",
+        f"limits      {_limits_text(key)}",
+        f"budget      {_budget_text(key, spent)}",
+        f"created     {_date(key.created_at)}",
+        f"expires     {_date(key.expires_at)}",
+    ]
+    if key.revoked_at is not None:
+        lines.append(f"revoked     {_date(key.revoked_at)}")
+    return "\n".join(lines) + "\n"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    numeric = {i for i, h in enumerate(headers) if h in ("REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "COST USD")}
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)]) + "\n"

@@ -87,7 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"toolrelay: {exc}", file=sys.stderr)
         return 2
-    if not _is_loopback(server.host) and not getattr(services.gate, "enabled", False) and not server.allow_unauthenticated_public:
+    gate = services.gate
+    has_credentials = bool(getattr(gate, "admin_enabled", False) or getattr(getattr(gate, "keys", None), "any_keys", False))
+    if not _is_loopback(server.host) and not has_credentials and not server.allow_unauthenticated_public:
         print(
             f"toolrelay: refusing to listen on {server.host} without API keys: anyone who can reach it could spend "
             "your upstream credits. Create a key (`toolrelay keys create --name NAME`), or set "

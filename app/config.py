@@ -128,6 +128,7 @@ _SHORTCUTS = {
     "TOOLRELAY_PORT": ("server", "port"),
     "TOOLRELAY_DATA": ("server", "data_dir"),
     "TOOLRELAY_DEFAULT_MODEL": ("default_model",),
+    "TOOLRELAY_ADMIN_KEY": ("auth", "admin_key"),
 }
 
 

@@ -27,6 +27,9 @@ class Gate(Protocol):
     def headers(self, info: RequestInfo) -> dict[str, str]:
         """Rate-limit headers for the response."""
 
+    def allows_model(self, info: RequestInfo, model_id: str) -> bool:
+        """Whether the authenticated caller may use ``model_id`` (filters /v1/models)."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -46,6 +49,9 @@ class OpenGate:
 
     def headers(self, info: RequestInfo) -> dict[str, str]:
         return {}
+
+    def allows_model(self, info: RequestInfo, model_id: str) -> bool:
+        return True
 
     async def start(self) -> None:
         return None

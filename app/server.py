@@ -38,7 +38,8 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
     if status == 404:
         err = OpenAIError(404, f"Unknown request URL: {request.method} {request.url.path}. Please check the URL for typos.", type="invalid_request_error", code="unknown_url")
     elif status == 405:
-        err = OpenAIError(405, f"Method {request.method} is not allowed for {request.url.path}.", type="invalid_request_error", code="method_not_allowed")
+        allow = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+        err = OpenAIError(405, f"Method {request.method} is not allowed for {request.url.path}.", type="invalid_request_error", code="method_not_allowed", headers=allow)
     elif status == 413:
         err = OpenAIError(413, "Request body too large.", type="invalid_request_error", code="request_too_large")
     elif status < 500:

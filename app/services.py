@@ -15,7 +15,7 @@ import anyio
 
 from app.config import Settings, resolve_api_key
 from app.errors import invalid_request
-from app.gate import Gate, OpenGate
+from app.gate import Gate
 from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.openai import OpenAIProvider
@@ -41,7 +41,11 @@ class Services:
         self.data_dir = Path(settings.server.data_dir)
         self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken")
         self.router = ModelRouter(settings, build_providers(settings))
-        self.gate: Gate = gate or OpenGate()
+        if gate is None:
+            from app.auth import build_gate
+
+            gate = build_gate(settings, self.tokens)
+        self.gate: Gate = gate
         self.agent: Any = None
         self.started_at = int(time.time())
         self._closers: list[Any] = []

@@ -10,6 +10,8 @@ from typing import Any
 
 from agent.continuations import ContinuationStore
 from agent.runner import AgentRunner
+from app.auth import AuthGate
+from app.auth.admin import build_admin_handlers
 from app.config import section
 from app.services import Services
 from tools.current_time import CurrentTimeTool
@@ -48,4 +50,6 @@ def extend_services(services: Services) -> list[Any]:
             continuations.close()
 
         services.on_close(close_continuations)
+    if isinstance(services.gate, AuthGate):
+        handlers.extend(build_admin_handlers(services.gate))
     return handlers

@@ -23,7 +23,7 @@ def _model_object(model_id: str, owner: str, created: int) -> dict[str, Any]:
 
 
 def build_model_handlers(services: "Services") -> list[Any]:
-    def listing() -> list[dict[str, Any]]:
+    def listing(info: Any) -> list[dict[str, Any]]:
         created = services.started_at
         data = []
         for model_id, owner in services.router.served_models():
@@ -31,12 +31,13 @@ def build_model_handlers(services: "Services") -> list[Any]:
         if services.agent is not None:
             for model_id, owner in services.router.served_models():
                 data.append(_model_object(AGENT_PREFIX + model_id, "toolrelay-agent", created))
-        return data
+        return [item for item in data if services.gate.allows_model(info, item["id"])]
 
     @get(["/v1/models", "/models"], summary="List models", tags=["models"])
     async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
-        await services.gate.authenticate(request, request_info(request.scope))
-        return Response(content=orjson.dumps({"object": "list", "data": listing()}), media_type="application/json")
+        info = request_info(request.scope)
+        await services.gate.authenticate(request, info)
+        return Response(content=orjson.dumps({"object": "list", "data": listing(info)}), media_type="application/json")
 
     @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"], summary="Retrieve a model", tags=["models"])
     async def retrieve_model(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -45,7 +46,7 @@ def build_model_handlers(services: "Services") -> list[Any]:
         await services.gate.authenticate(request, info)
         # Clients send "agent/x" raw or as "agent%2Fx"; some proxies double-encode.
         wanted = unquote(model_id.lstrip("/"))
-        for item in listing():
+        for item in listing(info):
             if item["id"] == wanted:
                 return Response(content=orjson.dumps(item), media_type="application/json")
         return error_response(model_not_found(wanted), info)

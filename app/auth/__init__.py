@@ -1,0 +1,72 @@
+"""API keys, per-key limits and budgets, and the usage ledger (issue #6).
+
+Modules, one concern each:
+
+- :mod:`.settings`    typed ``[auth]``, ``[limits]``, ``[pricing]``, ``[redis]``
+- :mod:`.keyformat`   key format, hashing, masking
+- :mod:`.keystore`    keys in SQLite, mirrored in memory
+- :mod:`.keyspec`     validation of new keys (CLI and admin API)
+- :mod:`.access`      which model ids a key may use
+- :mod:`.limiter`     sliding-window limits, slots, spend; in-process backend
+- :mod:`.redis_backend` the same, shared through Redis
+- :mod:`.pricing`     per-model prices and request cost
+- :mod:`.periods`     budget periods
+- :mod:`.ledger`      the usage ledger (queue + writer thread)
+- :mod:`.gate`        :class:`AuthGate`, the :class:`app.gate.Gate` that ties them together
+- :mod:`.admin`       ``/admin/keys`` and ``/admin/usage``
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from app.auth.gate import AuthGate, is_loopback
+from app.auth.keystore import KeyStore
+from app.auth.ledger import Ledger
+from app.auth.limiter import LimitBackend, MemoryBackend
+from app.auth.pricing import PriceTable
+from app.auth.settings import GateSettings, load_auth_settings
+from app.config import Settings
+
+__all__ = ["AuthGate", "build_gate", "keys_path", "usage_path"]
+
+
+def keys_path(settings: Settings) -> Path:
+    return Path(settings.server.data_dir) / "keys.db"
+
+
+def usage_path(settings: Settings) -> Path:
+    return Path(settings.server.data_dir) / "usage.db"
+
+
+def build_backend(config: GateSettings) -> LimitBackend:
+    if config.redis.url:
+        from app.auth.redis_backend import RedisBackend
+
+        return RedisBackend(
+            config.redis.url,
+            prefix=config.redis.prefix,
+            slot_ttl_seconds=config.limits.slot_ttl_seconds,
+            socket_timeout=config.redis.socket_timeout,
+            connect_timeout=config.redis.connect_timeout,
+        )
+    return MemoryBackend(slot_ttl_seconds=config.limits.slot_ttl_seconds)
+
+
+def build_gate(settings: Settings, tokens: Any, environ: Mapping[str, str] | None = None) -> AuthGate:
+    """The gate for ``settings``; ``tokens`` is the server's :class:`app.tokens.TokenCounter`."""
+    config = load_auth_settings(settings, os.environ if environ is None else environ)
+    server = settings.server
+    local = frozenset(name for name, upstream in settings.upstreams.items() if upstream.kind == "local")
+    ledger = Ledger(usage_path(settings), flush_seconds=config.auth.ledger_flush_seconds) if config.auth.ledger else None
+    return AuthGate(
+        config=config,
+        keys=KeyStore(keys_path(settings)),
+        backend=build_backend(config),
+        prices=PriceTable(config.pricing, local),
+        ledger=ledger,
+        tokens=tokens,
+        public_bind=not is_loopback(server.host) and not server.allow_unauthenticated_public,
+    )

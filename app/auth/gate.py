@@ -1,0 +1,430 @@
+"""The keyed gate: who is calling (API key), may they (models, limits, budget), what did it cost.
+
+It implements :class:`app.gate.Gate`. The request path touches only memory:
+the key table is a dict (refreshed from SQLite only when ``PRAGMA
+data_version`` says another connection wrote), limits are in-process
+counters or one Redis round trip, and the usage row goes onto a queue that a
+thread writes. State that must live from ``admit`` to ``release`` is a
+:class:`Ticket` keyed by the request id (RequestInfo has fixed slots).
+
+Auth is on when any key exists (revoked ones included: revoking the last key
+must not open the server), when an admin key is set, when ``auth.required``
+is true, or when the server binds a non-loopback address. With auth off,
+requests carry no key id and the per-address limits apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import ipaddress
+import logging
+import time
+from typing import Any
+
+import anyio
+
+from app.auth import errors
+from app.auth.durations import go_duration
+from app.auth.keyformat import mask, matches, parse_key_id
+from app.auth.keystore import ApiKey, KeyStore
+from app.auth.ledger import Ledger
+from app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key_bucket
+from app.auth.periods import PeriodClock
+from app.auth.pricing import NANO, Price, PriceTable
+from app.auth.settings import GateSettings
+from app.errors import OpenAIError, model_not_found
+from app.middleware import RequestInfo
+
+log = logging.getLogger("toolrelay.auth")
+
+ADMIN_KEY_ID = "admin"
+# Longer than any key we issue or any sane admin key: refuse without hashing 64 KB.
+MAX_CREDENTIAL_CHARS = 1024
+_MAX_STASHED = 10_000
+_RECENT_RELEASES = 4096
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_token(scope: dict[str, Any]) -> str | None:
+    """The credential of ``Authorization: Bearer <key>`` (scheme case-insensitive, surrounding blanks ignored)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return rest.strip() or None
+    return None
+
+
+def client_address(scope: dict[str, Any], trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        for name, value in scope.get("headers") or ():
+            if name == b"x-forwarded-for":
+                # The last hop is the one our own proxy appended; earlier ones are the client's word.
+                hop = value.decode("latin-1").rsplit(",", 1)[-1].strip()
+                if hop:
+                    return hop[:64]
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def requested_max_tokens(payload: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+class Ticket:
+    """What ``admit`` decided, for ``headers`` and ``release``."""
+
+    __slots__ = ("price", "ask", "decision", "headers", "headers_taken", "created")
+
+    def __init__(self, price: Price) -> None:
+        self.price = price
+        self.ask: Ask | None = None
+        self.decision: Decision | None = None
+        self.headers: dict[str, str] = {}
+        self.headers_taken = False
+        self.created = time.monotonic()
+
+
+def rate_headers(policy: Policy, decision: Decision) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if policy.rpm:
+        headers["x-ratelimit-limit-requests"] = str(policy.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, decision.requests_remaining))
+        headers["x-ratelimit-reset-requests"] = go_duration(decision.requests_reset_ms)
+    if policy.tpm:
+        headers["x-ratelimit-limit-tokens"] = str(policy.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, decision.tokens_remaining))
+        headers["x-ratelimit-reset-tokens"] = go_duration(decision.tokens_reset_ms)
+    return headers
+
+
+def _count(usage: dict[str, Any] | None, field: str) -> int:
+    value = usage.get(field) if usage else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _needs_settle(ask: Ask, tokens: int, cost_nano: int) -> bool:
+    """Skip the backend (a Redis round trip) when the request left nothing to undo or book."""
+    policy = ask.policy
+    return bool(policy.max_parallel or (policy.tpm and tokens != ask.tokens) or (cost_nano and policy.budget_nano is not None))
+
+
+class AuthGate:
+    def __init__(
+        self,
+        *,
+        config: GateSettings,
+        keys: KeyStore,
+        backend: LimitBackend,
+        prices: PriceTable,
+        ledger: Ledger | None,
+        tokens: Any,
+        public_bind: bool = False,
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.backend = backend
+        self.prices = prices
+        self.ledger = ledger
+        self.tokens = tokens
+        self._force = bool(config.auth.required or config.admin_key or public_bind)
+        self._admin_hash = hashlib.sha256(config.admin_key.encode()).digest() if config.admin_key else None
+        limits = config.limits
+        ip_policy = Policy(limits.ip_rpm, limits.ip_tpm, limits.ip_max_parallel)
+        self._ip_policy = ip_policy if ip_policy.active else None
+        self._cap_nano = round(limits.max_request_cost_usd * NANO)
+        self._completion_estimate = limits.completion_estimate_tokens
+        self._fail_open = limits.fail_open
+        self._trust_xff = limits.trust_forwarded_for
+        self._slot_ttl = limits.slot_ttl_seconds
+        self._periods = PeriodClock()
+        self._policies: dict[str, tuple[ApiKey, Policy]] = {}
+        self._tickets: dict[str, Ticket] = {}
+        self._late_headers: dict[str, dict[str, str]] = {}
+        self._released: dict[str, None] = {}  # recent request ids, oldest first
+        self._backend_error_logged = 0.0
+
+    # -- state ---------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._force or self.keys.any_keys
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self._admin_hash is not None
+
+    def is_admin(self, token: str | None) -> bool:
+        if self._admin_hash is None or not token or len(token) > MAX_CREDENTIAL_CHARS:
+            return False
+        return hmac.compare_digest(hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest(), self._admin_hash)
+
+    def policy_for(self, key: ApiKey) -> Policy:
+        cached = self._policies.get(key.id)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        budget = round(key.budget_usd * NANO) if key.budget_usd is not None else None
+        policy = Policy(key.rpm or 0, key.tpm or 0, key.max_parallel or 0, budget, key.budget_period)
+        self._policies[key.id] = (key, policy)
+        return policy
+
+    def allows_model(self, info: RequestInfo, model_id: str) -> bool:
+        """May the caller of ``info`` use ``model_id``? (For /v1/models listings.)"""
+        key_id = info.key_id
+        if key_id is None or key_id == ADMIN_KEY_ID:
+            return True
+        key = self.keys.get(key_id)
+        return key is not None and key.access.allows(model_id)
+
+    # -- Gate protocol ---------------------------------------------------
+
+    async def authenticate(self, request: Any, info: RequestInfo) -> None:
+        keys = self.keys
+        keys.refresh()
+        if not (self._force or keys.any_keys):
+            info.key_id = None
+            return
+        token = bearer_token(request.scope)
+        if token is None:
+            raise errors.missing_key()
+        if len(token) > MAX_CREDENTIAL_CHARS:
+            raise errors.incorrect_key(mask(token))
+        key_id = parse_key_id(token)
+        if key_id is not None:
+            key = keys.get(key_id)
+            if key is not None and matches(token, key.key_hash):
+                if key.revoked_at is not None:
+                    raise OpenAIError(401, f"The API key tr-{key.id} has been revoked.", type="authentication_error", code="invalid_api_key")
+                if key.expires_at is not None and time.time() >= key.expires_at:
+                    raise errors.expired_key(key.id)
+                info.key_id = key.id
+                return
+        elif self.is_admin(token):
+            info.key_id = ADMIN_KEY_ID
+            return
+        raise errors.incorrect_key(mask(token))
+
+    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
+        key_id = info.key_id
+        key: ApiKey | None = None
+        policy: Policy | None = None
+        bucket = ""
+        if key_id is None:
+            policy = self._ip_policy
+            if policy is not None:
+                bucket = ip_bucket(client_address(request.scope, self._trust_xff))
+        elif key_id != ADMIN_KEY_ID:
+            key = self.keys.get(key_id)
+            if key is None:  # removed from keys.db by hand since authenticate
+                raise errors.incorrect_key(f"tr-{key_id}-***")
+            if not key.access.allows(info.model or ""):
+                # As OpenAI does for a model the key cannot use: the same 404 as an unknown one.
+                raise model_not_found(info.model or "")
+            policy = self.policy_for(key)
+            if not policy.active:
+                policy = None
+            bucket = key_bucket(key.id)
+        price = self.prices.for_route(route)
+        tokens = 0
+        if (policy is not None and policy.tpm) or (self._cap_nano and not price.free):
+            # Vocabularies load lazily, off the loop, once per process.
+            await self.tokens.prepare(route.upstream_model)
+            tokens = self._estimate(payload, route, price)
+        ticket = Ticket(price)
+        if policy is not None:
+            period_start, period_end = 0, float("inf")
+            if policy.budget_nano is not None:
+                period_start, period_end = self._periods.bounds(policy.budget_period, time.time())
+            ask = Ask(bucket, info.request_id, policy, tokens, period_start, period_end)
+            try:
+                decision = await self.backend.acquire(ask)
+            except Exception as exc:  # noqa: BLE001 - a backend outage must not become a 500
+                self._backend_failed(exc)
+                if not self._fail_open:
+                    raise errors.limiter_unavailable() from None
+            else:
+                if not decision.ok:
+                    raise self._refusal(decision, ask, key, info)
+                ticket.ask = ask
+                ticket.decision = decision
+                ticket.headers = rate_headers(policy, decision)
+        tickets = self._tickets
+        if len(tickets) >= _MAX_STASHED:
+            self._sweep_tickets()
+        tickets[info.request_id] = ticket
+
+    async def release(self, info: RequestInfo, usage: Any) -> None:
+        # Idempotent: some exit paths release twice (an upstream error raised
+        # through the JSON path is released there and again by the handler).
+        released = self._released
+        if info.request_id in released:
+            return
+        released[info.request_id] = None
+        if len(released) > _RECENT_RELEASES:
+            del released[next(iter(released))]
+        ticket = self._tickets.pop(info.request_id, None)
+        try:
+            await self._release(info, usage, ticket)
+        except Exception:  # noqa: BLE001 - accounting trouble must not break a response
+            log.exception("could not account for request %s", info.request_id)
+
+    def headers(self, info: RequestInfo) -> dict[str, str]:
+        ticket = self._tickets.get(info.request_id)
+        if ticket is not None:
+            ticket.headers_taken = True
+            return ticket.headers
+        return self._late_headers.pop(info.request_id, None) or {}
+
+    async def start(self) -> None:
+        await self.backend.start()
+        if self.ledger is not None:
+            self.ledger.start()
+            await self._seed_budgets()
+
+    async def close(self) -> None:
+        try:
+            await self.backend.close()
+        finally:
+            if self.ledger is not None:
+                await anyio.to_thread.run_sync(self.ledger.close)
+            self.keys.close()
+
+    # -- internals -------------------------------------------------------
+
+    def _estimate(self, payload: dict[str, Any], route: Any, price: Price) -> int:
+        """Prompt tokens (tiktoken) plus the most the completion may use; checks the cost cap on the way."""
+        prompt = self.tokens.count_messages(payload.get("messages") or [], route.upstream_model, payload.get("tools"))
+        wanted = requested_max_tokens(payload)
+        completion = wanted if wanted is not None else self._completion_estimate
+        if self._cap_nano and not price.free:
+            worst = price.estimate_nano(prompt, completion)
+            if worst > self._cap_nano:
+                prompt_only = price.estimate_nano(prompt, 0)
+                cap = self._cap_nano / NANO
+                if prompt_only > self._cap_nano:
+                    raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param="messages", suggestion=f"The prompt alone (about {prompt} tokens) costs ${prompt_only / NANO:.4f}; shorten the messages.")
+                affordable = int((self._cap_nano - prompt_only) / price.output) if price.output else completion
+                field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+                hint = f"Set {field} to at most {affordable}." if wanted is not None else f"Set {field} to at most {affordable} (without it, {completion} completion tokens are assumed)."
+                raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param=field, suggestion=hint)
+        return prompt + completion
+
+    def _refusal(self, decision: Decision, ask: Ask, key: ApiKey | None, info: RequestInfo) -> OpenAIError:
+        policy = ask.policy
+        subject = f"key tr-{key.id}" if key is not None else f"address {ask.bucket[3:]}"
+        reason = decision.reason
+        if reason == "budget":
+            return errors.quota_exceeded(key_id=key.id if key else "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period)
+        if reason == "parallel":
+            return errors.too_many_parallel(subject=subject, limit=policy.max_parallel, retry_ms=decision.retry_ms)
+        if reason == "requests":
+            headers = {"x-ratelimit-limit-requests": str(policy.rpm), "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": go_duration(decision.retry_ms)}
+            return errors.rate_limited("requests", subject=subject, model=info.model, limit=policy.rpm, used=decision.used, requested=1, retry_ms=decision.retry_ms, headers=headers)
+        headers = {
+            "x-ratelimit-limit-tokens": str(policy.tpm),
+            "x-ratelimit-remaining-tokens": str(max(0, policy.tpm - decision.used)),
+            "x-ratelimit-reset-tokens": go_duration(decision.retry_ms),
+        }
+        if reason == "too_large":
+            return errors.too_large(subject=subject, limit=policy.tpm, requested=ask.tokens, headers=headers)
+        return errors.rate_limited("tokens", subject=subject, model=info.model, limit=policy.tpm, used=decision.used, requested=ask.tokens, retry_ms=decision.retry_ms, headers=headers)
+
+    async def _release(self, info: RequestInfo, usage: Any, ticket: Ticket | None) -> None:
+        if ticket is None and info.key_id is None and self.enabled:
+            return  # refused at authentication: nothing to account, and no row an attacker could multiply
+        report = getattr(usage, "usage", None) if usage is not None else None
+        if report is None and usage is not None and info.status == 200 and hasattr(usage, "estimate"):
+            # The stream started and then stopped without a usage report (the
+            # client went away): the upstream still billed what it produced.
+            pending = usage.estimate()
+            if inspect.isawaitable(pending):
+                await pending
+            report = usage.usage
+        if not isinstance(report, dict):
+            report = None  # an upstream sent something else as "usage"; nothing to book
+        prompt = _count(report, "prompt_tokens")
+        completion = _count(report, "completion_tokens")
+        cost = ticket.price.cost_nano(report) if ticket is not None else 0
+        if ticket is not None:
+            if ticket.headers and not ticket.headers_taken and usage is not None and info.error_code is None:
+                # A JSON success asks for its headers just after release.
+                late = self._late_headers
+                if len(late) >= _MAX_STASHED:
+                    del late[next(iter(late))]  # the oldest: its response is long gone
+                late[info.request_id] = ticket.headers
+            ask = ticket.ask
+            if ask is not None and ticket.decision is not None and _needs_settle(ask, prompt + completion, cost):
+                try:
+                    await self.backend.settle(ask, ticket.decision, prompt + completion, cost)
+                except Exception as exc:  # noqa: BLE001 - slots expire on their own (slot_ttl_seconds)
+                    self._backend_failed(exc)
+        if self.ledger is not None:
+            elapsed = time.perf_counter() - info.started
+            self.ledger.record(
+                info,
+                ts=time.time() - elapsed,
+                key_id=info.key_id,
+                model=info.model,
+                mode=info.mode,
+                upstream=info.upstream,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_nano=cost,
+                latency_ms=elapsed * 1000,
+                estimated=bool(getattr(usage, "estimated", False)),
+            )
+
+    async def _seed_budgets(self) -> None:
+        """Start each budgeted key's spend from the ledger, so a restart does not reset budgets."""
+        now = time.time()
+        wanted = []
+        for key in self.keys.all():
+            if key.budget_usd is not None and key.revoked_at is None:
+                start, end = self._periods.bounds(key.budget_period, now)
+                wanted.append((key.id, start, end))
+        if not wanted or self.ledger is None:
+            return
+        ledger = self.ledger
+        spent = await anyio.to_thread.run_sync(lambda: [ledger.spent_nano(kid, start) for kid, start, _ in wanted])
+        for (kid, start, end), nano in zip(wanted, spent):
+            try:
+                await self.backend.seed_spend(kid, start, end, nano)
+            except Exception as exc:  # noqa: BLE001
+                self._backend_failed(exc)
+
+    async def spent_usd(self, key: ApiKey) -> float | None:
+        if key.budget_usd is None:
+            return None
+        start, _ = self._periods.bounds(key.budget_period, time.time())
+        try:
+            return await self.backend.spent(key.id, start) / NANO
+        except Exception as exc:  # noqa: BLE001
+            self._backend_failed(exc)
+            return None
+
+    def _backend_failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._backend_error_logged > 10:
+            self._backend_error_logged = now
+            log.error("rate-limit backend error: %s: %s (%s)", type(exc).__name__, exc, "serving without limits" if self._fail_open else "refusing with 503")
+
+    def _sweep_tickets(self) -> None:
+        """Drop tickets whose release never came (a bug or a crash between admit and release)."""
+        cutoff = time.monotonic() - self._slot_ttl
+        for rid in [rid for rid, t in self._tickets.items() if t.created < cutoff]:
+            del self._tickets[rid]

@@ -1,0 +1,101 @@
+"""A new key's settings, as the CLI and the admin API accept them, checked in one place."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from app.auth.durations import parse_when
+from app.auth.keystore import ApiKey, KeyStore
+from app.auth.settings import BUDGET_PERIODS
+
+
+class KeySpecError(ValueError):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class KeySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    # Model ids or "*" patterns ("agent/*"); empty = every model.
+    models: list[str] = []
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "monthly"
+    # Either an absolute Unix time, or "30d"/"12h"/ISO date in ``expires``.
+    expires_at: float | None = None
+    expires: str | None = None
+
+
+_PATH = re.compile(r"at `\$\.([A-Za-z_]+)|required field `([A-Za-z_]+)`")
+
+
+def spec_from_json(raw: bytes) -> KeySpec:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=KeySpec)
+    except msgspec.ValidationError as exc:
+        match = _PATH.search(str(exc))
+        raise KeySpecError(f"Invalid key settings: {exc}", (match.group(1) or match.group(2)) if match else None) from None
+    except msgspec.DecodeError:
+        raise KeySpecError("We could not parse the JSON body of your request.") from None
+
+
+def check(spec: KeySpec, now: float) -> float | None:
+    """Validate ``spec``; returns the expiry time (or None)."""
+    if not spec.name.strip() or len(spec.name) > 200:
+        raise KeySpecError("'name' must be 1 to 200 characters.", "name")
+    for field in ("rpm", "tpm", "max_parallel"):
+        value = getattr(spec, field)
+        if value is not None and value < 0:
+            raise KeySpecError(f"'{field}' must be a positive integer (0 or absent: no limit).", field)
+    if spec.budget_usd is not None and spec.budget_usd < 0:
+        raise KeySpecError("'budget_usd' must not be negative.", "budget_usd")
+    if spec.budget_period not in BUDGET_PERIODS:
+        raise KeySpecError(f"'budget_period' must be one of {', '.join(BUDGET_PERIODS)}.", "budget_period")
+    if any(not isinstance(m, str) or not m.strip() or len(m) > 256 for m in spec.models):
+        raise KeySpecError("'models' must be a list of model ids or '*' patterns.", "models")
+    expires_at = spec.expires_at
+    if spec.expires:
+        try:
+            expires_at = parse_when(spec.expires, now=now, future=True)
+        except ValueError as exc:
+            raise KeySpecError(str(exc), "expires") from None
+    if expires_at is not None and expires_at <= now:
+        raise KeySpecError("The expiry is in the past.", "expires")
+    return expires_at
+
+
+def create(store: KeyStore, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
+    expires_at = check(spec, now)
+    return store.create(
+        name=spec.name.strip(),
+        models=spec.models,
+        rpm=spec.rpm or None,
+        tpm=spec.tpm or None,
+        max_parallel=spec.max_parallel or None,
+        budget_usd=spec.budget_usd,
+        budget_period=spec.budget_period,
+        expires_at=expires_at,
+        now=now,
+    )
+
+
+def normalize_id(text: str) -> str | None:
+    """A key id from ``abc123...``, ``tr-abc123...`` or a whole key; None if it is none of those."""
+    text = text.strip()
+    if text.startswith("tr-"):
+        text = text[3:]
+    candidate = text[:12]
+    if len(candidate) == 12 and all(c in "0123456789abcdef" for c in candidate) and (len(text) == 12 or text[12] == "-"):
+        return candidate
+    return None
+
+
+def public_list(keys: list[ApiKey], spent: dict[str, float | None] | None = None) -> dict[str, Any]:
+    data = [k.public(spent_usd=(spent or {}).get(k.id)) for k in keys]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None, "has_more": False}

@@ -1,0 +1,230 @@
+"""API keys in SQLite (``<data_dir>/keys.db``, WAL), mirrored in memory for the hot path.
+
+The server answers every request from an in-memory dict. Changes made by any
+other connection (the ``toolrelay keys`` CLI in another process, the admin
+API's writer) are noticed with ``PRAGMA data_version`` on a connection kept
+open for that purpose: it is a read of the WAL index, a few microseconds, so
+it runs on every authentication and a revoked key is refused on the very next
+request. The table is reloaded only when that number moves.
+
+Rows are never deleted: a revoked key keeps its id (the ledger refers to it)
+and keeps auth on (revoking the last key must not open the server).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+from app.auth.access import ModelAccess
+from app.auth.durations import iso
+from app.auth.keyformat import hash_key, last4, new_key, redacted
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    key_hash      BLOB NOT NULL,
+    tail          TEXT NOT NULL,
+    models        TEXT NOT NULL DEFAULT '[]',
+    rpm           INTEGER,
+    tpm           INTEGER,
+    max_parallel  INTEGER,
+    budget_usd    REAL,
+    budget_period TEXT NOT NULL DEFAULT 'monthly',
+    expires_at    REAL,
+    created_at    REAL NOT NULL,
+    revoked_at    REAL
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit (isolation_level=None): each statement is its own
+    # transaction unless we BEGIN explicitly; nothing stays open by accident,
+    # which would freeze this connection's view of the file.
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    key_hash: bytes = field(repr=False)
+    tail: str = field(repr=False)
+    models: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_usd: float | None = None
+    budget_period: str = "monthly"
+    expires_at: float | None = None
+    created_at: float = 0.0
+    revoked_at: float | None = None
+    access: ModelAccess = field(default_factory=lambda: ModelAccess(()), compare=False, repr=False)
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.rpm or self.tpm or self.max_parallel or self.budget_usd is not None)
+
+    def status(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+    def public(self, *, spent_usd: float | None = None) -> dict[str, Any]:
+        """The key as the admin API and ``keys show --json`` present it; never the secret."""
+        return {
+            "object": "api_key",
+            "id": self.id,
+            "name": self.name,
+            "redacted_value": redacted(self.id, self.tail),
+            "status": self.status(time.time()),
+            "models": list(self.models) or ["*"],
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_parallel": self.max_parallel,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
+            "spent_usd": spent_usd,
+            "created_at": int(self.created_at),
+            "expires_at": int(self.expires_at) if self.expires_at is not None else None,
+            "revoked_at": int(self.revoked_at) if self.revoked_at is not None else None,
+            "created": iso(self.created_at),
+        }
+
+
+def _row_to_key(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
+    (kid, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at) = row
+    patterns = tuple(orjson.loads(models or "[]"))
+    return ApiKey(
+        id=kid,
+        name=name,
+        key_hash=bytes(key_hash),
+        tail=tail,
+        models=patterns,
+        rpm=rpm or None,
+        tpm=tpm or None,
+        max_parallel=max_parallel or None,
+        budget_usd=budget_usd,
+        budget_period=budget_period or "monthly",
+        expires_at=expires_at,
+        created_at=created_at,
+        revoked_at=revoked_at,
+        access=ModelAccess(patterns),
+    )
+
+
+_COLUMNS = "id, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at"
+
+
+class KeyStore:
+    """The keys table and its in-memory mirror. Reads are dict lookups; writes go through SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._watch = connect(self.path)
+        self._watch.executescript(SCHEMA)
+        self._version = -1
+        self._keys: dict[str, ApiKey] = {}
+        self.refresh()
+
+    # -- hot path ------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Reload when another connection committed since the last look; True if it did."""
+        version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version:
+            return False
+        self._version = version
+        self._keys = {k.id: k for k in map(_row_to_key, self._watch.execute(f"SELECT {_COLUMNS} FROM api_keys"))}
+        return True
+
+    def get(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
+    @property
+    def any_keys(self) -> bool:
+        return bool(self._keys)
+
+    def all(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    # -- writes (CLI, admin API; off the hot path) ---------------------
+
+    def create(
+        self,
+        *,
+        name: str,
+        models: Iterable[str] = (),
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: str = "monthly",
+        expires_at: float | None = None,
+        now: float | None = None,
+    ) -> tuple[ApiKey, str]:
+        """Store a new key; returns it and the full key, which exists nowhere else afterwards."""
+        created = time.time() if now is None else now
+        patterns = [m.strip() for m in models if m and m.strip()]
+        with _Writer(self.path) as conn:
+            for _ in range(5):
+                key_id, full = new_key()
+                try:
+                    conn.execute(
+                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (key_id, name, hash_key(full), last4(full), orjson.dumps(patterns).decode(), rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created, None),
+                    )
+                    break
+                except sqlite3.IntegrityError:  # 48-bit id collision: draw again
+                    continue
+            else:  # pragma: no cover - five collisions in a row
+                raise RuntimeError("could not allocate a key id")
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _row_to_key(row), full
+
+    def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None:
+        """Mark the key revoked (idempotent); None if there is no such key."""
+        with _Writer(self.path) as conn:
+            conn.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time() if now is None else now, key_id))
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _row_to_key(row) if row else None
+
+    def load(self, key_id: str) -> ApiKey | None:
+        """Read one key straight from the file (for the CLI, which keeps no mirror)."""
+        with _Writer(self.path) as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _row_to_key(row) if row else None
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+class _Writer:
+    """A short-lived connection per write, so the watcher connection sees it as someone else's commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn = connect(self.path)
+        self.conn.executescript(SCHEMA)
+        return self.conn
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.conn is not None
+        self.conn.close()

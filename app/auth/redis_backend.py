@@ -1,0 +1,232 @@
+"""The limit backend shared by every worker and host: Redis, one Lua script per decision.
+
+Litestar's stores offer get/set/delete with expiry, which cannot express
+"count the window, check the limit and add this request" atomically; two
+small scripts can, and each request costs one round trip to admit and one to
+settle. Time comes from Redis (``TIME``), so hosts with skewed clocks still
+share one window. Every key of a bucket carries the same hash tag
+(``{k:<id>}``), so the scripts also run on Redis Cluster.
+
+Layout, per bucket ``b`` under the configured prefix ``p``:
+
+- ``p:{b}:req``  sorted set, request id scored by admission time (ms)
+- ``p:{b}:tok``  sorted set, ``<request id>:<tokens>`` scored by time
+- ``p:{b}:toks`` running sum of the token set, so no scan per request
+- ``p:{b}:par``  sorted set, request id scored by slot expiry (ms)
+- ``p:{b}:spend:<period start>``  nano-dollars spent in that budget period
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from app.auth.limiter import WINDOW_MS, Ask, Decision, key_bucket
+
+log = logging.getLogger("toolrelay.auth")
+
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rid = ARGV[1]
+local window = tonumber(ARGV[2])
+local rpm = tonumber(ARGV[3])
+local tpm = tonumber(ARGV[4])
+local tokens = tonumber(ARGV[5])
+local par = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[7])
+local budget = tonumber(ARGV[8])
+local member = ARGV[9]
+local cutoff = now - window
+
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if spent >= budget then return {1, 0, spent} end
+end
+if par > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  local held = redis.call('ZCARD', KEYS[4])
+  if held >= par then return {2, 1000, held} end
+end
+local rcount = 0
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+  rcount = redis.call('ZCARD', KEYS[1])
+  if rcount >= rpm then
+    local e = redis.call('ZRANGE', KEYS[1], rcount - rpm, rcount - rpm, 'WITHSCORES')
+    return {3, math.max(1, tonumber(e[2]) + window - now), rcount}
+  end
+end
+local tsum = 0
+if tpm > 0 then
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff, 'LIMIT', 0, 500)
+    if #old == 0 then break end
+    local freed = 0
+    for i = 1, #old do
+      freed = freed + tonumber(string.match(old[i], ':(%d+)$') or '0')
+    end
+    redis.call('ZREM', KEYS[2], unpack(old))
+    redis.call('DECRBY', KEYS[3], freed)
+  end
+  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[3]) end
+  tsum = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if tokens > tpm then return {5, 0, tsum} end
+  if tsum + tokens > tpm then
+    local need = tsum + tokens - tpm
+    local freed = 0
+    local start = 0
+    local retry = window
+    local found = false
+    while not found do
+      local batch = redis.call('ZRANGE', KEYS[2], start, start + 499, 'WITHSCORES')
+      if #batch == 0 then break end
+      for i = 1, #batch, 2 do
+        freed = freed + tonumber(string.match(batch[i], ':(%d+)$') or '0')
+        if freed >= need then
+          retry = math.max(1, tonumber(batch[i + 1]) + window - now)
+          found = true
+          break
+        end
+      end
+      start = start + 500
+    end
+    return {4, retry, tsum}
+  end
+end
+local rrem, rreset, trem, treset = -1, 0, -1, 0
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, rid)
+  redis.call('PEXPIRE', KEYS[1], window)
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  rrem = rpm - rcount - 1
+  rreset = tonumber(first[2]) + window - now
+end
+if tpm > 0 then
+  redis.call('ZADD', KEYS[2], now, member)
+  redis.call('PEXPIRE', KEYS[2], window)
+  tsum = redis.call('INCRBY', KEYS[3], tokens)
+  redis.call('PEXPIRE', KEYS[3], window)
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  trem = math.max(0, tpm - tsum)
+  treset = tonumber(first[2]) + window - now
+end
+if par > 0 then
+  redis.call('ZADD', KEYS[4], now + ttl, rid)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+return {0, 0, 0, rrem, rreset, trem, treset}
+"""
+
+_SETTLE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and ARGV[2] ~= ARGV[3] then
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+  if score then
+    redis.call('ZREM', KEYS[2], ARGV[2])
+    redis.call('ZADD', KEYS[2], score, ARGV[3])
+    local s = redis.call('INCRBY', KEYS[3], tonumber(ARGV[4]))
+    if s < 0 then redis.call('SET', KEYS[3], 0) end
+    redis.call('PEXPIRE', KEYS[2], ARGV[7])
+    redis.call('PEXPIRE', KEYS[3], ARGV[7])
+  end
+end
+local cost = tonumber(ARGV[5])
+if cost > 0 then
+  redis.call('INCRBY', KEYS[4], cost)
+  local ttl = tonumber(ARGV[6])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[4], ttl) end
+end
+return 1
+"""
+
+_REASONS = {1: "budget", 2: "parallel", 3: "requests", 4: "tokens", 5: "too_large"}
+# Spend counters outlive their period by a day, for the admin view of "yesterday".
+_SPEND_GRACE_S = 86_400
+
+
+class RedisBackend:
+    def __init__(self, url: str, *, prefix: str = "toolrelay", slot_ttl_seconds: float = 3600.0, socket_timeout: float = 1.0, connect_timeout: float = 2.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.slot_ttl_ms = int(slot_ttl_seconds * 1000)
+        self._socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self._redis: Any = None
+        self._acquire: Any = None
+        self._settle: Any = None
+
+    async def start(self) -> None:
+        # Imported here: redis is only needed when a URL is configured.
+        import redis.asyncio as aioredis
+
+        # Created on the serving event loop: the pool's connections belong to it.
+        self._redis = aioredis.Redis.from_url(
+            self.url, socket_timeout=self._socket_timeout, socket_connect_timeout=self._connect_timeout, health_check_interval=30
+        )
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._settle = self._redis.register_script(_SETTLE)
+        try:
+            await self._redis.ping()
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal: requests decide per fail_open
+            log.warning("redis at %s is not reachable yet (%s); requests needing limits wait for it (see limits.fail_open)", _safe_url(self.url), type(exc).__name__)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    def _keys(self, bucket: str) -> tuple[str, str, str, str]:
+        base = f"{self.prefix}:{{{bucket}}}"
+        return base + ":req", base + ":tok", base + ":toks", base + ":par"
+
+    def _spend_key(self, bucket: str, period_start: int) -> str:
+        return f"{self.prefix}:{{{bucket}}}:spend:{period_start}"
+
+    async def acquire(self, ask: Ask) -> Decision:
+        policy = ask.policy
+        req, tok, toks, par = self._keys(ask.bucket)
+        spend = self._spend_key(ask.bucket, ask.period_start)
+        budget = policy.budget_nano if policy.budget_nano is not None else -1
+        member = f"{ask.rid}:{ask.tokens}"
+        out = await self._acquire(
+            keys=[req, tok, toks, par, spend],
+            args=[ask.rid, WINDOW_MS, policy.rpm, policy.tpm, ask.tokens, policy.max_parallel, self.slot_ttl_ms, budget, member],
+        )
+        status = int(out[0])
+        if status:
+            return Decision(False, _REASONS[status], retry_ms=int(out[1]), used=int(out[2]))
+        decision = Decision(True)
+        decision.requests_remaining = int(out[3])
+        decision.requests_reset_ms = int(out[4])
+        decision.tokens_remaining = int(out[5])
+        decision.tokens_reset_ms = int(out[6])
+        decision.handle = member if policy.tpm else ""
+        return decision
+
+    async def settle(self, ask: Ask, decision: Decision, tokens: int, cost_nano: int) -> None:
+        _, tok, toks, par = self._keys(ask.bucket)
+        spend = self._spend_key(ask.bucket, ask.period_start)
+        old = decision.handle or ""
+        new = f"{ask.rid}:{tokens}" if old else ""
+        ttl = 0 if math.isinf(ask.period_end) else max(1, int(ask.period_end - time.time()) + _SPEND_GRACE_S)
+        cost = cost_nano if ask.policy.budget_nano is not None else 0
+        await self._settle(keys=[par, tok, toks, spend], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
+
+    async def spent(self, key_id: str, period_start: int) -> int:
+        value = await self._redis.get(self._spend_key(key_bucket(key_id), period_start))
+        return int(value or 0)
+
+    async def seed_spend(self, key_id: str, period_start: int, period_end: float, nano: int) -> None:
+        ttl = None if math.isinf(period_end) else max(1, int(period_end - time.time()) + _SPEND_GRACE_S)
+        await self._redis.set(self._spend_key(key_bucket(key_id), period_start), nano, nx=True, ex=ttl)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
