@@ -6,23 +6,32 @@ Each tool gets its dependencies here, from settings, and nowhere else.
 from __future__ import annotations
 
 import logging
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agent.continuations import ContinuationStore
 from agent.runner import AgentRunner
 from app.auth import AuthGate
 from app.auth.admin import build_admin_handlers
-from app.config import section
+from app.config import ConfigError, section
+from app.routes.memories import build_memory_handlers
 from app.services import Services
+from memory import MemoryStore
+from memory.settings import MemorySettings
 from tools.current_time import CurrentTimeTool
 from tools.fetch_page import FetchPageSettings, FetchPageTool
+from tools.memory_tools import memory_tools, recall
+from tools.python import PythonTool
+from tools.sandbox.selector import select_sandbox
+from tools.sandbox.settings import SandboxSettings
 from tools.registry import ToolRegistry
 from tools.web_search import WebSearchSettings, WebSearchTool
 
 log = logging.getLogger("toolrelay")
 
 
-def build_registry(services: Services) -> ToolRegistry:
+def build_registry(services: Services, memory_store: MemoryStore | None) -> ToolRegistry:
     settings = services.settings
     agent = settings.agent
     registry = ToolRegistry(max_output_chars=agent.max_tool_output_chars, default_timeout=agent.tool_timeout_seconds)
@@ -34,22 +43,65 @@ def build_registry(services: Services) -> ToolRegistry:
     fetch = FetchPageTool(section(settings, "fetch_page", FetchPageSettings))
     registry.add(fetch)
     services.on_close(fetch.aclose)
+    if memory_store is not None:
+        for tool in memory_tools(memory_store):
+            registry.add(tool)
     return registry
+
+
+async def start_sandbox(services: Services) -> None:
+    """Pick the sandbox backend by its self-test (fails closed) and offer the python tool."""
+    settings = services.settings
+    if "python" not in settings.agent.builtin_tools or "python" in settings.agent.disabled_tools:
+        return
+    try:
+        config = SandboxSettings.from_mapping(settings.sandbox)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid [sandbox] configuration: {exc}") from None
+    sandbox = await select_sandbox(config)
+    services.on_close(sandbox.aclose)
+    services.set_ready_extra("sandbox", sandbox.status)
+    services.agent.register_tool(PythonTool(sandbox, max_output_chars=settings.agent.max_tool_output_chars))
+    if not sandbox.available:
+        log.warning("python tool disabled: %s", sandbox.status().get("reason", "no sandbox backend passed its self-test"))
+
+
+def build_memory(services: Services) -> MemoryStore | None:
+    config = section(services.settings, "memory", MemorySettings)
+    if not config.enabled:
+        return None
+    path = Path(config.path) if config.path else services.data_dir / "memory.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"search_budget_ms": config.search_budget_ms} if config.search_budget_ms is not None else {}
+    store = MemoryStore(path, **options)
+    services.on_close(store.aclose)
+    return store
 
 
 def extend_services(services: Services) -> list[Any]:
     """Attach subsystems to ``services`` and return their extra route handlers."""
     settings = services.settings
     handlers: list[Any] = []
+    services.data_dir.mkdir(parents=True, exist_ok=True)
+    memory_store = build_memory(services)
+    if memory_store is not None:
+        handlers.extend(build_memory_handlers(services, memory_store))
     if settings.agent.enabled:
-        registry = build_registry(services)
+        registry = build_registry(services, memory_store)
         continuations = ContinuationStore(services.data_dir / "agent.db")
-        services.agent = AgentRunner(settings.agent, registry, continuations, services.tokens)
+        services.agent = AgentRunner(
+            settings.agent,
+            registry,
+            continuations,
+            services.tokens,
+            recall=partial(recall, memory_store) if memory_store is not None else None,
+        )
 
         async def close_continuations() -> None:
             continuations.close()
 
         services.on_close(close_continuations)
+        services.on_start(lambda: start_sandbox(services))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
     return handlers
