@@ -115,9 +115,28 @@ class AnswerStreamer:
                     if i + 6 > len(buf):
                         break
                     try:
-                        out.append(chr(int(buf[i + 2:i + 6], 16)))
+                        unit = int(buf[i + 2:i + 6], 16)
                     except ValueError:
-                        pass
+                        unit = 0xFFFD
+                    if 0xD800 <= unit <= 0xDBFF:
+                        # A high surrogate: wait for its low half and join them.
+                        following = buf[i + 6:i + 12]
+                        if len(following) < 6 and "\\u".startswith(following[:2]):
+                            break
+                        low = -1
+                        if buf[i + 6:i + 8] == "\\u":
+                            try:
+                                low = int(buf[i + 8:i + 12], 16)
+                            except ValueError:
+                                low = -1
+                        if 0xDC00 <= low <= 0xDFFF:
+                            out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
+                            i += 12
+                        else:
+                            out.append("\ufffd")
+                            i += 6
+                        continue
+                    out.append("\ufffd" if 0xDC00 <= unit <= 0xDFFF else chr(unit))
                     i += 6
                     continue
                 out.append(_ESCAPES.get(code, code))

@@ -21,7 +21,7 @@ import orjson
 from agent.citations import find_citations
 from agent.constrained import AnswerStreamer, instructions, parse_step, step_schema, tool_result_message
 from agent.continuations import ContinuationStore
-from agent.parsing import may_be_tool_call, parse_tool_calls
+from agent.parsing import TextGate, parse_tool_calls
 from agent.steps import StepLog
 from app.errors import OpenAIError
 from app.events import ChoiceDelta, Event, Failure, UsageReport
@@ -106,6 +106,17 @@ def _says_no_tool_support(err: OpenAIError) -> bool:
     return err.status in (400, 422, 500, 501) and any(hint in message for hint in _NO_TOOLS_HINTS)
 
 
+# Our own extension fields on assistant messages a client echoes back; strict
+# upstreams refuse unknown message properties (e.g. "reasoning_content is unsupported").
+_OWN_FIELDS = ("agent_steps", "reasoning", "reasoning_content", "annotations")
+
+
+def _upstream_message(message: dict[str, Any]) -> dict[str, Any]:
+    if message.get("role") != "assistant" or not any(k in message for k in _OWN_FIELDS):
+        return message
+    return {k: v for k, v in message.items() if k not in _OWN_FIELDS}
+
+
 def render_constrained(messages: list[dict[str, Any]], system_text: str) -> list[dict[str, Any]]:
     """Native history as plain chat for models without tool support."""
     out: list[dict[str, Any]] = []
@@ -174,6 +185,8 @@ class AgentRun:
         self.seen_calls: set[tuple[str, str]] = set()
         self.sources: list[Any] = []
         self.answer = ""
+        self.streaming = payload.get("stream") is True
+        self.separate_next = False
 
         self.client_tools = [t for t in payload.get("tools") or [] if isinstance(t, dict) and t.get("type", "function") == "function"]
         self.client_names = {t["function"]["name"] for t in self.client_tools if isinstance(t.get("function"), dict)}
@@ -196,10 +209,12 @@ class AgentRun:
 
     def _tools_for_turn(self, final: bool) -> tuple[list[dict[str, Any]], Any]:
         """(tools offered, upstream tool_choice) for the next model call."""
-        builtin = [] if final else self.registry.schemas(self.builtin_names)
+        builtin = self.registry.schemas(self.builtin_names)
         client = [] if self.client_choice == "none" else self.client_tools
         tools = [*builtin, *client]
         if final:
+            # Still offered (a history with tool calls but no tools is refused by
+            # some upstreams), but the model may not call any.
             return tools, ("none" if tools else None)
         choice = self.client_choice
         if choice == "none":
@@ -246,6 +261,12 @@ class AgentRun:
             self.usage[key] += int(usage.get(key) or 0)
         self.usage["total_tokens"] = self.usage["prompt_tokens"] + self.usage["completion_tokens"]
 
+    async def _show_answer(self, text: str) -> None:
+        if self.separate_next:
+            self.separate_next = False
+            text = "\n\n" + text
+        await self.emit(ChoiceDelta(0, {"content": text}))
+
     def _classify(self, name: str, final: bool) -> str:
         if final:
             return "ignored"
@@ -286,8 +307,8 @@ class AgentRun:
         return turn
 
     async def _read_native(self, events: Any, final: bool) -> Turn:
-        content: list[str] = []
-        holding = True
+        gate = TextGate()
+        shown: list[str] = []
         streamed: dict[int, _StreamedCall] = {}
         client_count = 0
         finish_reason = None
@@ -320,12 +341,13 @@ class AgentRun:
             delta = event.delta
             text = delta.get("content")
             if text:
-                content.append(text)
-                if holding and not may_be_tool_call("".join(content)):
-                    holding = False
-                    await self.emit(ChoiceDelta(0, {"content": "".join(content)}))
-                elif not holding:
-                    await self.emit(ChoiceDelta(0, {"content": text}))
+                visible = gate.feed(text)
+                if visible and self.streaming:
+                    shown.append(visible)
+                    await self._show_answer(visible)
+            refusal = delta.get("refusal")
+            if refusal:
+                await self.emit(ChoiceDelta(0, {"refusal": refusal}))
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if reasoning:
                 await self.emit(ChoiceDelta(0, {"reasoning_content": reasoning, "reasoning": reasoning}))
@@ -358,24 +380,39 @@ class AgentRun:
             if call.name:
                 await announce(call)
 
-        text = "".join(content)
         calls = []
         for c in streamed.values():
             if c.name and c.kind in ("builtin", "client", "unknown"):
                 c.id = c.id or new_call_id()
                 calls.append(Call(c.id, c.name, "".join(c.arguments) or "{}", c.kind))
-        if holding and text:
-            parsed = [] if final else parse_tool_calls(text, {*self.builtin_names, *self.client_names})
+        held = gate.rest()
+        call_text = ""
+        if held and not final:
+            parsed = parse_tool_calls(held, {*self.builtin_names, *self.client_names})
             if parsed:
-                text = ""
+                call_text, held = held, ""
                 for p in parsed:
                     call = _StreamedCall(name=p.name, arguments=[p.arguments])
                     await announce(call)
                     if call.kind in ("builtin", "client", "unknown"):
                         call.id = call.id or new_call_id()
                         calls.append(Call(call.id, call.name, p.arguments, call.kind))
-            else:
-                await self.emit(ChoiceDelta(0, {"content": text}))
+        if self.streaming:
+            if held:
+                await self._show_answer(held)
+            text = "".join(shown) + held
+            if calls and text.strip():
+                # Words beside tool calls were already streamed; keep the next turn's apart from them.
+                self.separate_next = True
+            return Turn(text, calls, finish_reason, usage)
+        text = gate.text[: len(gate.text) - len(call_text)] if call_text else gate.text
+        if calls:
+            # Words the model said beside its tool calls are a step, not the answer.
+            if text.strip():
+                note = text.strip() + "\n"
+                await self.emit(ChoiceDelta(0, {"reasoning_content": note, "reasoning": note}))
+        elif text:
+            await self.emit(ChoiceDelta(0, {"content": text}))
         return Turn(text, calls, finish_reason, usage)
 
     async def _read_constrained(self, events: Any, final: bool) -> Turn:
@@ -417,9 +454,13 @@ class AgentRun:
                 await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": call.id, "type": "function", "function": {"name": name, "arguments": arguments}}]}))
             return Turn("", [call], "tool_calls", usage, raw_text=raw)
         # Not a valid step (the upstream ignored the schema): read it leniently, else it is the answer.
-        parsed = parse_tool_calls(raw, self.builtin_names) if not final else []
+        known = [*self.builtin_names, *(self.client_names if self.client_choice != "none" else ())]
+        parsed = parse_tool_calls(raw, known) if not final else []
         if parsed:
-            return Turn("", [Call(new_call_id(), p.name, p.arguments, "builtin") for p in parsed], "tool_calls", usage, raw_text=raw)
+            calls = [Call(new_call_id(), p.name, p.arguments, self._classify(p.name, final)) for p in parsed]
+            for index, call in enumerate(c for c in calls if c.kind == "client"):
+                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}))
+            return Turn("", calls, "tool_calls", usage, raw_text=raw)
         await self.emit(ChoiceDelta(0, {"content": raw}))
         return Turn(raw, [], finish_reason, usage, raw_text=raw)
 
@@ -455,6 +496,7 @@ class AgentRun:
     # -- the run ------------------------------------------------------------
 
     async def execute(self, messages: list[dict[str, Any]], history_prefix_len: int) -> None:
+        messages = [_upstream_message(m) for m in messages]
         if self.builtin_names and not self.constrained:
             prompt = (self.system_prompt or NATIVE_SYSTEM_PROMPT).format(names=", ".join(self.builtin_names))
             messages = [{"role": "system", "content": prompt}, *messages]
@@ -497,7 +539,7 @@ class AgentRun:
                 self.answer = turn.content
                 if limit_note:
                     return "length"
-                return "length" if turn.finish_reason == "length" else "stop"
+                return turn.finish_reason if turn.finish_reason in ("length", "content_filter") else "stop"
             builtin = [c for c in turn.calls if c.kind in ("builtin", "unknown")]
             client = [c for c in turn.calls if c.kind == "client"]
             repeated = [c for c in builtin if (c.name, _canonical(c.arguments)) in self.seen_calls]

