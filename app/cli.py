@@ -103,9 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def announce() -> None:
         print(banner(settings, services, server.host, server.port), flush=True)
 
-    services.on_start(announce)
-    config = uvicorn.Config(
-        asgi,
+    common = dict(
         host=server.host,
         port=server.port,
         loop="uvloop" if _has("uvloop") else "asyncio",
@@ -116,7 +114,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     try:
-        uvicorn.Server(config).run()
+        if args.workers > 1:
+            # Workers rebuild the app from the environment; hand them the same settings.
+            if args.config:
+                os.environ["TOOLRELAY_CONFIG"] = os.path.abspath(args.config)
+            os.environ["TOOLRELAY_HOST"] = server.host
+            os.environ["TOOLRELAY_PORT"] = str(server.port)
+            os.environ["TOOLRELAY_DATA"] = os.path.abspath(server.data_dir)
+            print(banner(settings, services, server.host, server.port) + f"\n  workers         : {args.workers}", flush=True)
+            uvicorn.run("app.server:app_from_env", factory=True, workers=args.workers, **common)
+        else:
+            services.on_start(announce)
+            uvicorn.Server(uvicorn.Config(asgi, **common)).run()
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it already handled gracefully.
         pass
@@ -139,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--data-dir", help="data directory (default ./data or $TOOLRELAY_DATA)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (set [redis] url so limits are shared)")
     serve.set_defaults(func=cmd_serve)
 
     from app.admin_cli import register as register_admin

@@ -83,3 +83,18 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
     extra = extend_services(services)
     litestar = create_litestar(settings, services, extra)
     return wrap_app(litestar, log_requests=settings.server.access_log), services
+
+
+def app_from_env() -> ASGIApp:
+    """ASGI factory for multi-worker serving (``toolrelay serve --workers N``).
+
+    Each worker process builds its own app from the same configuration, which
+    reaches it through ``TOOLRELAY_*`` environment variables.
+    """
+    from app.cli import configure_logging
+    from app.config import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.server.log_level)
+    asgi, _ = create_app(settings)
+    return asgi

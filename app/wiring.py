@@ -25,6 +25,7 @@ from tools.memory_tools import memory_tools, recall
 from tools.python import PythonTool
 from tools.sandbox.selector import select_sandbox
 from tools.sandbox.settings import SandboxSettings
+from tools.sandbox.uidclaim import claim_uid_range
 from tools.registry import ToolRegistry
 from tools.web_search import WebSearchSettings, WebSearchTool
 
@@ -58,8 +59,14 @@ async def start_sandbox(services: Services) -> None:
         config = SandboxSettings.from_mapping(settings.sandbox)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [sandbox] configuration: {exc}") from None
-    sandbox = await select_sandbox(config)
-    services.on_close(sandbox.aclose)
+    claim = claim_uid_range(config)
+    sandbox = await select_sandbox(claim.settings)
+
+    async def close_sandbox() -> None:
+        await sandbox.aclose()
+        claim.release()
+
+    services.on_close(close_sandbox)
     services.set_ready_extra("sandbox", sandbox.status)
     services.agent.register_tool(PythonTool(sandbox, max_output_chars=settings.agent.max_tool_output_chars))
     if not sandbox.available:
