@@ -117,6 +117,19 @@ def _upstream_message(message: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in message.items() if k not in _OWN_FIELDS}
 
 
+def _latest_user_text(messages: list[dict[str, Any]]) -> str | None:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text") or None
+        return None
+    return None
+
+
 def render_constrained(messages: list[dict[str, Any]], system_text: str) -> list[dict[str, Any]]:
     """Native history as plain chat for models without tool support."""
     out: list[dict[str, Any]] = []
@@ -187,6 +200,8 @@ class AgentRun:
         self.answer = ""
         self.streaming = payload.get("stream") is True
         self.separate_next = False
+        # Everything sent as `content`, in order: citation offsets index into this.
+        self.content_sent: list[str] = []
 
         self.client_tools = [t for t in payload.get("tools") or [] if isinstance(t, dict) and t.get("type", "function") == "function"]
         self.client_names = {t["function"]["name"] for t in self.client_tools if isinstance(t.get("function"), dict)}
@@ -202,6 +217,10 @@ class AgentRun:
 
     async def emit(self, event: Event) -> None:
         self.emitted = True
+        if type(event) is ChoiceDelta:
+            text = event.delta.get("content")
+            if text:
+                self.content_sent.append(text)
         await self._emit(event)
 
     def remaining_wall(self) -> float:
@@ -502,7 +521,7 @@ class AgentRun:
             messages = [{"role": "system", "content": prompt}, *messages]
             history_prefix_len += 1
         if self.recall is not None:
-            latest = next((m.get("content") for m in reversed(messages) if m.get("role") == "user" and isinstance(m.get("content"), str)), None)
+            latest = _latest_user_text(messages)
             if latest:
                 memory = await self.recall(latest)
                 if memory:
@@ -520,7 +539,7 @@ class AgentRun:
             await self.emit(self.steps.note("limit", limit.message, limit=limit.limit))
             finish = "length"
         if self.sources and self.answer:
-            annotations = find_citations(self.answer, self.sources)
+            annotations = find_citations("".join(self.content_sent), self.sources)
             if annotations:
                 await self.emit(ChoiceDelta(0, {"annotations": annotations}))
         await self.emit(ChoiceDelta(0, {}, finish_reason=finish))
@@ -572,7 +591,7 @@ class AgentRun:
                     scope=self.context.scope,
                     call_ids=[c.id for c in client],
                     messages=messages[new_from:],
-                    meta={"steps": self.step},
+                    meta={"steps": self.step, "sources": [{"url": x.url, "title": x.title, "snippet": x.snippet} for x in self.sources]},
                     ttl=self.continuation_ttl,
                 )
                 return "tool_calls"

@@ -24,7 +24,7 @@ from app.events import Event, Failure, KeepAlive
 from app.providers.router import Route
 from app.tokens import TokenCounter
 from memory.scope import scope_for
-from tools.base import ToolContext
+from tools.base import Source, ToolContext
 from tools.registry import ToolRegistry
 
 log = logging.getLogger("toolrelay.agent")
@@ -101,7 +101,7 @@ class AgentRunner:
             )
         return [n for n in self.enabled_builtins if n in options.builtin_tools]
 
-    async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int]:
+    async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int, list[Source]]:
         """Put back the built-in steps that preceded each client tool-call pause.
 
         Also returns the step count of the latest restored run, so ``max_steps``
@@ -109,6 +109,7 @@ class AgentRunner:
         """
         restored: list[dict[str, Any]] = []
         steps = 0
+        sources: list[Source] = []
         for message in messages:
             if message.get("role") == "assistant" and message.get("tool_calls"):
                 ids = [c["id"] for c in message["tool_calls"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
@@ -116,9 +117,10 @@ class AgentRunner:
                 if record is not None:
                     restored.extend(record.messages)
                     steps = int(record.meta.get("steps") or 0)
+                    sources.extend(Source(s.get("url", ""), s.get("title", ""), s.get("snippet", "")) for s in record.meta.get("sources") or () if isinstance(s, dict))
                     continue
             restored.append(message)
-        return restored, steps
+        return restored, steps, sources
 
     def run(self, *, payload: dict[str, Any], route: Route, model: str, request: Any, info: Any) -> AsyncIterator[Event]:
         if (payload.get("n") or 1) != 1:
@@ -199,7 +201,8 @@ class AgentRunner:
 
         async def produce() -> None:
             try:
-                messages, run.step = await self.restore(list(payload["messages"]), context.scope)
+                messages, run.step, restored_sources = await self.restore(list(payload["messages"]), context.scope)
+                run.sources.extend(restored_sources)
                 await run.execute(messages, len(messages))
                 await queue.put(_END)
             except OpenAIError as err:

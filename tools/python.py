@@ -108,7 +108,9 @@ class PythonTool:
     def format(self, result: SandboxResult) -> str:
         """Compact sections, bounded by ``max_output_chars`` in total (about)."""
         s = self.sandbox.settings
-        budget = self.max_output_chars
+        # Room for the section labels, the "stopped:" line and clip markers, so
+        # the whole text fits and the registry never has to cut its end.
+        budget = max(300, self.max_output_chars - 400)
         value = _clip_middle(result.value, budget // 5) if result.value is not None else None
         left = budget - (len(value) if value else 0)
         stderr = _clip_tail(result.stderr, left // 3 if result.stdout else left)

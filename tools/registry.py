@@ -38,9 +38,12 @@ class ToolOutcome:
 
 
 def _truncate(text: str, limit: int) -> tuple[str, bool]:
+    """Cut the middle, not the end: the end of an output (a result, a traceback) matters as much as its start."""
     if len(text) <= limit:
         return text, False
-    return text[:limit] + f"\n[output truncated: {len(text) - limit} more characters not shown]", True
+    tail = limit // 4
+    head = limit - tail
+    return text[:head] + f"\n[output truncated: {len(text) - limit} characters omitted]\n" + text[len(text) - tail:], True
 
 
 class ToolRegistry:
