@@ -196,18 +196,29 @@ def build_chat_handler(services: "Services") -> Any:
 
 
 class DisconnectWatch:
-    """Cancels the handler's task when the client disconnects, until :meth:`stop`."""
+    """Cancels the handler's task when the client disconnects, until :meth:`stop`.
 
-    __slots__ = ("fired", "_task", "_watcher")
+    The watcher task starts only after ``delay``: an answer faster than that
+    costs a timer instead of a task (measured: the task alone was 0.04 ms of
+    the proxy's 0.28 ms CPU per request against a fast upstream), and a client
+    cannot lose much in that time.
+    """
 
-    def __init__(self, request: Request[Any, Any, Any]) -> None:
+    __slots__ = ("fired", "_task", "_receive", "_timer", "_watcher")
+
+    def __init__(self, request: Request[Any, Any, Any], delay: float = 0.05) -> None:
         self.fired = False
         self._task = asyncio.current_task()
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(request.receive))
+        self._receive = request.receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
 
-    async def _watch(self, receive: Any) -> None:
+    def _start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
         while True:
-            message = await receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.fired = True
                 if self._task is not None:
@@ -215,7 +226,9 @@ class DisconnectWatch:
                 return
 
     def stop(self) -> None:
-        self._watcher.cancel()
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 async def _json_response(services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo) -> Response[bytes]:
