@@ -13,13 +13,13 @@ stream accumulator does.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import orjson
 
 from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport
+from app.ids import unique_hex
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -29,7 +29,7 @@ _META_FIELDS = ("system_fingerprint", "service_tier")
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + os.urandom(12).hex()
+    return "chatcmpl-" + unique_hex()
 
 
 def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:

@@ -8,11 +8,11 @@ produces before routing (unknown path, wrong method).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Awaitable, Callable
 
 from app.errors import server_error
+from app.ids import unique_hex
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
@@ -41,7 +41,7 @@ class RequestInfo:
 def request_info(scope: dict[str, Any]) -> RequestInfo:
     info = scope.get("toolrelay")
     if info is None:
-        info = scope["toolrelay"] = RequestInfo("req_" + os.urandom(12).hex())
+        info = scope["toolrelay"] = RequestInfo("req_" + unique_hex())
     return info
 
 

@@ -104,7 +104,7 @@ def main() -> int:
                 [sys.executable, "-m", "app", "keys", "create", "--name", "bench", "--rpm", "10000000", "--tpm", "10000000000", "--json"],
                 env=env, cwd=ROOT, capture_output=True, text=True, check=True,
             )
-            api_key = json.loads(created.stdout)["key"]
+            api_key = json.loads(created.stdout)["value"]
         relay = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(relay_port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         procs.append(relay)
         wait_http(f"http://127.0.0.1:{relay_port}/health")
