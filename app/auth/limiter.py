@@ -101,11 +101,20 @@ class LimitBackend(Protocol):
 # ---------------------------------------------------------------- in-process
 
 
+# Requests within this many seconds share one log entry. A log of one entry
+# per request held 180k objects per key at 3,000 requests/s, and the garbage
+# collector's full passes over them showed up as 180 ms stalls and +0.2 ms CPU
+# per request. A shared entry takes the time of its latest request, so units
+# come back at most this much later than exactly: never more than the limit.
+_COALESCE_SECONDS = 0.1
+
+
 class _Entry:
-    __slots__ = ("t", "n", "live")
+    __slots__ = ("t", "first", "n", "live")
 
     def __init__(self, t: float, n: int) -> None:
         self.t = t
+        self.first = t
         self.n = n
         self.live = True
 
@@ -116,6 +125,19 @@ class _Log:
     def __init__(self) -> None:
         self.entries: deque[_Entry] = deque()
         self.total = 0
+
+    def add(self, now: float, n: int) -> _Entry:
+        entries = self.entries
+        self.total += n
+        if entries:
+            last = entries[-1]
+            if now - last.first < _COALESCE_SECONDS:
+                last.n += n
+                last.t = now
+                return last
+        entry = _Entry(now, n)
+        entries.append(entry)
+        return entry
 
     def expire(self, cutoff: float) -> None:
         entries = self.entries
@@ -192,7 +214,7 @@ class MemoryBackend:
         requests = bucket.requests
         if policy.rpm:
             requests.expire(cutoff)
-            count = len(requests.entries)
+            count = requests.total
             if count >= policy.rpm:
                 return Decision(False, "requests", retry_ms=requests.wait_ms(count - policy.rpm + 1, now), used=count)
         tokens = bucket.tokens
@@ -204,15 +226,11 @@ class MemoryBackend:
                 return Decision(False, "tokens", retry_ms=tokens.wait_ms(tokens.total + ask.tokens - policy.tpm, now), used=tokens.total)
         decision = Decision(True)
         if policy.rpm:
-            requests.entries.append(_Entry(now, 1))
-            requests.total += 1
-            decision.requests_remaining = policy.rpm - len(requests.entries)
+            requests.add(now, 1)
+            decision.requests_remaining = policy.rpm - requests.total
             decision.requests_reset_ms = requests.reset_ms(now)
         if policy.tpm:
-            entry = _Entry(now, ask.tokens)
-            tokens.entries.append(entry)
-            tokens.total += ask.tokens
-            decision.handle = entry
+            decision.handle = tokens.add(now, ask.tokens)
             decision.tokens_remaining = max(0, policy.tpm - tokens.total)
             decision.tokens_reset_ms = tokens.reset_ms(now)
         if policy.max_parallel:
@@ -227,9 +245,12 @@ class MemoryBackend:
         if bucket is not None:
             bucket.slots.pop(ask.rid, None)
             entry = decision.handle
-            if entry is not None and entry.live and entry.n != tokens:
-                bucket.tokens.total += tokens - entry.n
-                entry.n = tokens
+            # The entry may be shared with other requests: move it by this request's difference only.
+            delta = tokens - ask.tokens
+            if entry is not None and entry.live and delta:
+                delta = max(delta, -entry.n)
+                bucket.tokens.total += delta
+                entry.n += delta
         if cost_nano and ask.policy.budget_nano is not None:
             self._spend[ask.bucket] = (ask.period_start, self._spent(ask.bucket, ask.period_start) + cost_nano)
 
