@@ -158,6 +158,26 @@ def render_constrained(messages: list[dict[str, Any]], system_text: str) -> list
     return [{"role": "system", "content": "\n\n".join(p for p in system_parts if p)}, *out]
 
 
+class _TurnMeter:
+    """Reads one model call's events: the first choice's deltas, its usage, its failure."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] | None = None
+
+    async def deltas(self, events: Any) -> Any:
+        async for event in events:
+            kind = type(event)
+            if kind is ChoiceDelta:
+                if event.index == 0:
+                    yield event
+            elif kind is UsageReport:
+                self.usage = event.usage
+            elif kind is Failure:
+                raise event.error
+
+
 class AgentRun:
     def __init__(
         self,
@@ -331,7 +351,6 @@ class AgentRun:
         streamed: dict[int, _StreamedCall] = {}
         client_count = 0
         finish_reason = None
-        usage = None
 
         async def announce(call: _StreamedCall) -> None:
             nonlocal client_count
@@ -348,15 +367,8 @@ class AgentRun:
                 call.id = call.id or new_call_id()
                 await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": "".join(call.arguments)}}]}))
 
-        async for event in events:
-            kind = type(event)
-            if kind is UsageReport:
-                usage = event.usage
-                continue
-            if kind is Failure:
-                raise event.error
-            if kind is not ChoiceDelta or event.index != 0:
-                continue
+        meter = _TurnMeter()
+        async for event in meter.deltas(events):
             delta = event.delta
             text = delta.get("content")
             if text:
@@ -395,6 +407,7 @@ class AgentRun:
                         await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "function": {"arguments": arguments}}]}))
             if event.finish_reason:
                 finish_reason = event.finish_reason
+        usage = meter.usage
         for call in streamed.values():
             if call.name:
                 await announce(call)
@@ -436,17 +449,9 @@ class AgentRun:
 
     async def _read_constrained(self, events: Any, final: bool) -> Turn:
         streamer = AnswerStreamer()
-        usage = None
         finish_reason = None
-        async for event in events:
-            kind = type(event)
-            if kind is UsageReport:
-                usage = event.usage
-                continue
-            if kind is Failure:
-                raise event.error
-            if kind is not ChoiceDelta or event.index != 0:
-                continue
+        meter = _TurnMeter()
+        async for event in meter.deltas(events):
             text = event.delta.get("content")
             if text:
                 answer_piece = streamer.feed(text)
@@ -454,6 +459,7 @@ class AgentRun:
                     await self.emit(ChoiceDelta(0, {"content": answer_piece}))
             if event.finish_reason:
                 finish_reason = event.finish_reason
+        usage = meter.usage
         raw = streamer.buffer
         answered = ""
         step = parse_step(raw)

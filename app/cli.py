@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import sys
@@ -12,16 +11,8 @@ from typing import Any, Sequence
 import msgspec
 
 from app import __version__
+from app.auth.gate import is_loopback
 from app.config import ConfigError, Settings, load_settings
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def configure_logging(level: str) -> None:
@@ -89,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     gate = services.gate
     has_credentials = bool(getattr(gate, "admin_enabled", False) or getattr(getattr(gate, "keys", None), "any_keys", False))
-    if not _is_loopback(server.host) and not has_credentials and not server.allow_unauthenticated_public:
+    if not is_loopback(server.host) and not has_credentials and not server.allow_unauthenticated_public:
         print(
             f"toolrelay: refusing to listen on {server.host} without API keys: anyone who can reach it could spend "
             "your upstream credits. Create a key (`toolrelay keys create --name NAME`), or set "
