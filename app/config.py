@@ -42,6 +42,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_messages: int = 2048
     max_tools: int = 128
     access_log: bool = True
+    # Serve /metrics without the admin key even while authentication is on.
+    metrics_public: bool = False
     log_level: str = "info"
     cors_origins: list[str] = []
 

@@ -45,7 +45,7 @@ def request_info(scope: dict[str, Any]) -> RequestInfo:
     return info
 
 
-def wrap_app(app: ASGIApp, *, log_requests: bool = True) -> ASGIApp:
+def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None) -> ASGIApp:
     async def toolrelay_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -72,6 +72,8 @@ def wrap_app(app: ASGIApp, *, log_requests: bool = True) -> ASGIApp:
                 await send({"type": "http.response.start", "status": err.status, "headers": [(b"content-type", b"application/json"), id_header]})
                 await send({"type": "http.response.body", "body": err.body()})
         finally:
+            if metrics is not None:
+                metrics.record_request(scope.get("path", ""), info, time.perf_counter() - info.started)
             if log_requests:
                 _log(scope, info)
 

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.errors import OpenAIError, server_error
 from app.middleware import ASGIApp, request_info, wrap_app
 from app.routes.chat import build_chat_handler
-from app.routes.health import build_health_handlers
+from app.routes.health import build_health_handlers, build_metrics_handler
 from app.routes.models import build_model_handlers
 from app.services import Services
 
@@ -59,6 +59,7 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
         build_chat_handler(services),
         *build_model_handlers(services),
         *build_health_handlers(services),
+        build_metrics_handler(services),
         *(extra_handlers or []),
     ]
     cors = CORSConfig(allow_origins=settings.server.cors_origins, allow_headers=["*"], expose_headers=["x-request-id"]) if settings.server.cors_origins else None
@@ -82,7 +83,7 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
 
     extra = extend_services(services)
     litestar = create_litestar(settings, services, extra)
-    return wrap_app(litestar, log_requests=settings.server.access_log), services
+    return wrap_app(litestar, log_requests=settings.server.access_log, metrics=services.metrics), services
 
 
 def app_from_env() -> ASGIApp:

@@ -16,6 +16,7 @@ import anyio
 from app.config import Settings, resolve_api_key
 from app.errors import invalid_request
 from app.gate import Gate
+from app.metrics import Metrics
 from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.openai import OpenAIProvider
@@ -47,6 +48,7 @@ class Services:
             gate = build_gate(settings, self.tokens)
         self.gate: Gate = gate
         self.agent: Any = None
+        self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
         self.started_at = int(time.time())
         self._closers: list[Any] = []
         self._starters: list[Any] = []

@@ -35,7 +35,11 @@ log = logging.getLogger("toolrelay")
 def build_registry(services: Services, memory_store: MemoryStore | None) -> ToolRegistry:
     settings = services.settings
     agent = settings.agent
-    registry = ToolRegistry(max_output_chars=agent.max_tool_output_chars, default_timeout=agent.tool_timeout_seconds)
+    registry = ToolRegistry(
+        max_output_chars=agent.max_tool_output_chars,
+        default_timeout=agent.tool_timeout_seconds,
+        on_outcome=services.metrics.record_tool,
+    )
     registry.add(CurrentTimeTool())
 
     search = WebSearchTool(section(settings, "web_search", WebSearchSettings))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import anyio
 import orjson
@@ -47,8 +47,16 @@ def _truncate(text: str, limit: int) -> tuple[str, bool]:
 
 
 class ToolRegistry:
-    def __init__(self, tools: Iterable[Tool] = (), *, max_output_chars: int = 16_000, default_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        tools: Iterable[Tool] = (),
+        *,
+        max_output_chars: int = 16_000,
+        default_timeout: float = 60.0,
+        on_outcome: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self._tools: dict[str, Tool] = {}
+        self.on_outcome = on_outcome
         self._validators: dict[str, Any] = {}
         self.max_output_chars = max_output_chars
         self.default_timeout = default_timeout
@@ -94,6 +102,8 @@ class ToolRegistry:
 
         def outcome(status: str, content: str, arguments: Any = None, result: ToolResult | None = None) -> ToolOutcome:
             text, truncated = _truncate(content, self.max_output_chars)
+            if self.on_outcome is not None:
+                self.on_outcome(name, status, time.perf_counter() - started)
             return ToolOutcome(
                 name=name,
                 status=status,

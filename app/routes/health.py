@@ -6,8 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
-from litestar import get
+from litestar import Request, get
 from litestar.response import Response
+
+from app.auth.gate import bearer_token
+from app.errors import OpenAIError
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -48,3 +51,23 @@ def build_health_handlers(services: "Services") -> list[Any]:
         return Response(content=orjson.dumps(body), media_type="application/json", status_code=200 if any_ok else 503)
 
     return [health, ready]
+
+
+def build_metrics_handler(services: "Services") -> Any:
+    @get("/metrics", summary="Prometheus metrics", tags=["health"], include_in_schema=True)
+    async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+        gate = services.gate
+        # Open while authentication is off; otherwise the admin key (a scraper can send it as a bearer token).
+        if getattr(gate, "enabled", False) and not services.settings.server.metrics_public:
+            token = bearer_token(request.scope)
+            if not (hasattr(gate, "is_admin") and gate.is_admin(token)):
+                raise OpenAIError(401, "GET /metrics needs the admin key while authentication is on.", type="authentication_error", code="invalid_api_key")
+        gauges: dict[str, float] = {}
+        sandbox = services.ready_extras().get("sandbox")
+        if isinstance(sandbox, dict):
+            gauges["toolrelay_sandbox_running"] = float(sandbox.get("running") or 0)
+            gauges["toolrelay_sandbox_available"] = 1.0 if sandbox.get("available") else 0.0
+        body = services.metrics.render(gauges)
+        return Response(content=body.encode(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return metrics
