@@ -97,3 +97,45 @@ class ContinuationStore:
 
     async def find(self, scope: str, call_ids: list[str]) -> Continuation | None:
         return await anyio.to_thread.run_sync(self._find, scope, call_ids)
+
+
+class RedisContinuationStore:
+    """The same records in Redis, for workers on several hosts (``[redis] url``).
+
+    A record is one key holding the JSON of the paused run's messages, and one
+    small key per returned call id pointing at it, all expiring together, so
+    whichever host the client's next request reaches can resume the run.
+    """
+
+    def __init__(self, url: str, *, prefix: str = "toolrelay", socket_timeout: float = 1.0, connect_timeout: float = 2.0) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
+        self._prefix = f"{prefix}:cont"
+
+    async def save(self, run_key: str, scope: str, call_ids: list[str], messages: list[dict[str, Any]], meta: dict[str, Any], ttl: float) -> None:
+        seconds = max(1, int(ttl))
+        record = orjson.dumps({"scope": scope, "messages": messages, "meta": meta})
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(f"{self._prefix}:run:{run_key}", record, ex=seconds)
+        for call_id in call_ids:
+            pipe.set(f"{self._prefix}:call:{call_id}", run_key, ex=seconds)
+        await pipe.execute()
+
+    async def find(self, scope: str, call_ids: list[str]) -> Continuation | None:
+        if not call_ids:
+            return None
+        run_keys = await self._redis.mget([f"{self._prefix}:call:{c}" for c in call_ids])
+        for run_key in dict.fromkeys(k for k in run_keys if k):
+            name = run_key.decode() if isinstance(run_key, bytes) else str(run_key)
+            raw = await self._redis.get(f"{self._prefix}:run:{name}")
+            if raw is None:
+                continue
+            record = orjson.loads(raw)
+            if record.get("scope") != scope:
+                continue
+            return Continuation(name, record["messages"], record.get("meta") or {})
+        return None
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

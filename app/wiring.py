@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.continuations import ContinuationStore
+from agent.continuations import ContinuationStore, RedisContinuationStore
 from agent.runner import AgentRunner
 from app.auth import AuthGate
 from app.auth.admin import build_admin_handlers
@@ -77,6 +77,27 @@ async def start_sandbox(services: Services) -> None:
         log.warning("python tool disabled: %s", sandbox.status().get("reason", "no sandbox backend passed its self-test"))
 
 
+def build_continuations(services: Services) -> ContinuationStore | RedisContinuationStore:
+    """Paused agent runs: in Redis when configured (any host can resume), else SQLite in the data directory."""
+    redis = services.settings.redis
+    if redis.get("url"):
+        store: Any = RedisContinuationStore(
+            redis["url"],
+            prefix=redis.get("prefix", "toolrelay"),
+            socket_timeout=float(redis.get("socket_timeout", 1.0)),
+            connect_timeout=float(redis.get("connect_timeout", 2.0)),
+        )
+        services.on_close(store.aclose)
+        return store
+    sqlite_store = ContinuationStore(services.data_dir / "agent.db")
+
+    async def close() -> None:
+        sqlite_store.close()
+
+    services.on_close(close)
+    return sqlite_store
+
+
 def build_memory(services: Services) -> MemoryStore | None:
     config = section(services.settings, "memory", MemorySettings)
     if not config.enabled:
@@ -99,7 +120,7 @@ def extend_services(services: Services) -> list[Any]:
         handlers.extend(build_memory_handlers(services, memory_store))
     if settings.agent.enabled:
         registry = build_registry(services, memory_store)
-        continuations = ContinuationStore(services.data_dir / "agent.db")
+        continuations = build_continuations(services)
         services.agent = AgentRunner(
             settings.agent,
             registry,
@@ -108,10 +129,6 @@ def extend_services(services: Services) -> list[Any]:
             recall=partial(recall, memory_store) if memory_store is not None else None,
         )
 
-        async def close_continuations() -> None:
-            continuations.close()
-
-        services.on_close(close_continuations)
         services.on_start(lambda: start_sandbox(services))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))

@@ -86,3 +86,37 @@ def test_unreachable_redis_fails_closed_with_503(make_relay, fake: FakeUpstream,
     assert response.headers["retry-after"] == "1"
     # Keys without limits never touch Redis.
     assert httpx.post(relay.url("/v1/chat/completions"), json=CHAT, headers={"authorization": f"Bearer {free}"}, timeout=30).status_code == 200
+
+
+def test_a_paused_agent_run_resumes_on_another_host(make_relay, redis_url: str, tmp_path: Path, fake: FakeUpstream) -> None:
+    """Continuations live in Redis when it is configured: host B restores the built-in steps host A took."""
+    import openai
+
+    from .conftest import ADMIN_KEY
+
+    redis = {"url": redis_url, "prefix": "c" + tmp_path.name[-8:]}
+    host_a = make_relay(data_dir=tmp_path / "a", redis=redis)
+    host_b = make_relay(data_dir=tmp_path / "b", redis=redis)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    fake.enqueue(
+        Reply(tool_calls=[{"name": "current_time", "arguments": {}}]),
+        Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+        Reply(content="Cold in Oslo."),
+    )
+    question = {"role": "user", "content": "Weather in Oslo?"}
+    with openai.OpenAI(base_url=host_a.base_url, api_key=ADMIN_KEY, max_retries=0) as a:
+        paused = a.chat.completions.create(model="agent/fake-model", messages=[question], tools=tools)
+    call = paused.choices[0].message.tool_calls[0]
+    assert paused.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    with openai.OpenAI(base_url=host_b.base_url, api_key=ADMIN_KEY, max_retries=0) as b:
+        resumed = b.chat.completions.create(
+            model="agent/fake-model",
+            messages=[question, paused.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "-3 C"}],
+            tools=tools,
+        )
+    assert resumed.choices[0].message.content == "Cold in Oslo."
+    sent = fake.chat_requests[-1].body["messages"]
+    roles = [(m["role"], (m.get("tool_calls") or [{}])[0].get("function", {}).get("name")) for m in sent if m["role"] != "system"]
+    assert roles == [("user", None), ("assistant", "current_time"), ("tool", None), ("assistant", "get_weather"), ("tool", None)]
+    assert '"date"' in sent[-3]["content"]  # host A's current_time result, restored on host B
+    assert not (tmp_path / "b" / "agent.db").exists()  # nothing of it in host B's SQLite
