@@ -26,6 +26,7 @@ from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
 from app.middleware import RequestInfo, request_info
 from app.providers.base import UpstreamCall
 from app.providers.router import AGENT_PREFIX, Route
+from app.routes.openapi_docs import ChatCompletionOperation
 from app.validation import check_request
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def build_chat_handler(services: "Services") -> Any:
     @post(["/v1/chat/completions", "/chat/completions"], status_code=200, summary="Create a chat completion", description=(
         "OpenAI Chat Completions. A plain model id is proxied to its upstream; "
         "`agent/<model>` runs the agent loop on <model>. See docs/agent.md."
-    ), tags=["chat"])
+    ), tags=["chat"], operation_class=ChatCompletionOperation)
     async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
         info = request_info(request.scope)
         try:

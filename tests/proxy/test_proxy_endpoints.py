@@ -126,6 +126,9 @@ def test_openapi_docs_served(http: httpx.Client) -> None:
     assert spec["info"]["title"] == "toolrelay"
     assert "/v1/chat/completions" in spec["paths"]
     assert "post" in spec["paths"]["/v1/chat/completions"]
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["messages"]
+    assert body["properties"]["temperature"]["maximum"] == 2 and body["properties"]["n"]["maximum"] == 128
     assert "/v1/models" in spec["paths"]
     page = http.get("/docs")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
