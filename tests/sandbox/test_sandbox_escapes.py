@@ -275,7 +275,7 @@ print(forks)
     assert result.exception is None, result.stderr
     forks = int(result.stdout)
     assert 0 < forks <= TEST_SETTINGS.nproc
-    assert time.monotonic() - started < 5  # the sleeping children did not hold the run
+    assert time.monotonic() - started < 15  # the sleeping children did not hold the run
 
 
 async def test_uncaught_fork_failure_reports_processes_limit(sandbox, run):
@@ -304,10 +304,12 @@ print(len(chunks) * 16)
 async def test_busy_loop_is_killed_at_wall_time(sandbox, run):
     started = time.monotonic()
     result = await run(sandbox, "print('started', flush=True)\nwhile True:\n    pass", wall_seconds=2)
-    elapsed = time.monotonic() - started
     assert result.limit == "wall_time"
     assert result.stdout == "started\n"
-    assert 1.5 <= elapsed < 3.5
+    # Killed by the wall clock: not before the 2 s limit, and long before the
+    # endless loop could end on its own (wide bound: shared, noisy machines).
+    assert result.duration_ms >= 1500
+    assert time.monotonic() - started < 15
 
 
 async def test_sleep_is_killed_at_wall_time(sandbox, run):
@@ -315,7 +317,8 @@ async def test_sleep_is_killed_at_wall_time(sandbox, run):
     result = await run(sandbox, "import time\nprint('before')\ntime.sleep(3600)", wall_seconds=1.5)
     assert result.limit == "wall_time"
     assert "before" in result.stdout  # buffered output was flushed before the kill
-    assert time.monotonic() - started < 3
+    assert result.duration_ms >= 1000
+    assert time.monotonic() - started < 15  # sleep(3600) would hold it for an hour
 
 
 async def test_blocked_signal_handler_still_killed(sandbox, run):
@@ -325,14 +328,14 @@ async def test_blocked_signal_handler_still_killed(sandbox, run):
     started = time.monotonic()
     result = await run(sandbox, code, wall_seconds=1.5)
     assert result.limit == "wall_time"
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 15
 
 
 async def test_cpu_limit(sandbox, run):
     started = time.monotonic()
     result = await run(sandbox, "while True:\n    pass", cpu_seconds=1, wall_seconds=5)
-    assert result.limit == "cpu"
-    assert time.monotonic() - started < 4
+    assert result.limit == "cpu"  # the 1 s CPU limit fired, not the 5 s wall clock
+    assert time.monotonic() - started < 15
 
 
 async def test_writing_1_gb_is_capped(sandbox, run):
@@ -417,7 +420,7 @@ async def test_huge_output_is_cut(sandbox, run):
     assert result.limit == "output"
     assert result.stdout_truncated
     assert len(result.stdout) == TEST_SETTINGS.output_bytes
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 15
     err = await run(sandbox, "import sys\nsys.stderr.write('e' * (10 * 1024 * 1024))")
     assert err.limit == "output" and err.stderr_truncated
     assert len(err.stderr) == TEST_SETTINGS.output_bytes
