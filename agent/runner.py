@@ -10,6 +10,7 @@ client gets a real HTTP status; later ones arrive as a ``Failure`` event.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -174,11 +175,7 @@ class AgentRunner:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = None
         if use_recall and self.recall is not None:
-            recall_fn = self.recall
-            limit = self.settings.auto_recall_limit
-
-            async def recall(text: str) -> str | None:
-                return await recall_fn(context.scope, text, limit)
+            recall = functools.partial(self.recall, context.scope, limit=self.settings.auto_recall_limit)
 
         run = AgentRun(
             payload=payload,

@@ -21,7 +21,7 @@ from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.openai import OpenAIProvider
 from app.providers.router import ModelRouter, Route
-from app.tokens import TokenCounter, install_offline_vocabularies
+from app.tokens import TokenCounter
 
 log = logging.getLogger("toolrelay")
 
@@ -57,7 +57,7 @@ class Services:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Unpack the offline vocabularies now (cheap: files only); they load on first use.
-        await anyio.to_thread.run_sync(install_offline_vocabularies, self.data_dir / "cache" / "tiktoken")
+        await anyio.to_thread.run_sync(self.tokens.install)
         async with anyio.create_task_group() as tg:
             for provider in self.router.providers.values():
                 tg.start_soon(provider.start)

@@ -64,13 +64,18 @@ class TokenCounter:
         self._lock = threading.Lock()
         self._installed = False
 
+    def install(self) -> None:
+        """Unpack the offline vocabularies (files only, cheap); the encodings still load on first use."""
+        with self._lock:
+            if not self._installed:
+                install_offline_vocabularies(self._cache_dir)
+                self._installed = True
+
     def encoding(self, name: str) -> tiktoken.Encoding:
         enc = self._encodings.get(name)
         if enc is None:
+            self.install()
             with self._lock:
-                if not self._installed:
-                    install_offline_vocabularies(self._cache_dir)
-                    self._installed = True
                 enc = self._encodings.get(name) or tiktoken.get_encoding(name)
                 self._encodings[name] = enc
         return enc

@@ -9,7 +9,6 @@ one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re

@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 from .base import RunLimits
 from .process import (
@@ -144,29 +143,12 @@ class BwrapSandbox(ProcessSandbox):
                 else:
                     mine[name], child[name] = r, w
             argv = self.as_uid(uid, self._argv(limits, child))
-            started = time.monotonic()
-            proc = subprocess.Popen(
-                argv,
-                stdin=child["stdin"], stdout=child["stdout"], stderr=child["stderr"],
-                pass_fds=[child[k] for k in ("passwd", "group", "runner", "seccomp", "result", "info")],
-                close_fds=True,
-                env={},  # bwrap's own pid-1 helper would otherwise expose the server's env
-                cwd="/",
-                start_new_session=True,
-                umask=0o077,
-            )
         except BaseException:
-            close_quietly(*mine.values())
+            close_quietly(*mine.values(), *child.values())
             raise
-        finally:
-            close_quietly(*child.values())
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except OSError:
-            proc.kill()
-            proc.wait()
-            close_quietly(*mine.values())
-            raise
+        proc, pidfd, started = self.start_child(
+            argv, child, mine, [child[k] for k in ("passwd", "group", "runner", "seccomp", "result", "info")], cwd="/"
+        )
         outputs = {k: mine[k] for k in ("stdout", "stderr", "result", "info")}
         launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid,
                         started=started)

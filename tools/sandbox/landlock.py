@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -199,31 +198,14 @@ class LandlockSandbox(ProcessSandbox):
                 "runner_args": self.runner_args(child["result"], limits),
             }
             argv = self.as_uid(uid, [self._python, "-I", "-S", "-B", "-c", BOOT_SOURCE, json.dumps(cfg)])
-            started = time.monotonic()
-            proc = subprocess.Popen(
-                argv,
-                stdin=child["stdin"], stdout=child["stdout"], stderr=child["stderr"],
-                pass_fds=[child["seccomp"], child["result"], child["lifeline"]],
-                close_fds=True,
-                env={},
-                cwd=workdir,
-                start_new_session=True,
-                umask=0o077,
-            )
         except BaseException:
-            close_quietly(*mine.values())
+            close_quietly(*mine.values(), *child.values())
             remove_workdir(workdir, mounted)
             raise
-        finally:
-            close_quietly(*child.values())
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except OSError:
-            proc.kill()
-            proc.wait()
-            close_quietly(*mine.values())
-            remove_workdir(workdir, mounted)
-            raise
+        proc, pidfd, started = self.start_child(
+            argv, child, mine, [child["seccomp"], child["result"], child["lifeline"]], cwd=workdir,
+            cleanup=lambda: remove_workdir(workdir, mounted),
+        )
         outputs = {k: mine[k] for k in ("stdout", "stderr", "result")}
         launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid,
                         started=started, extra={"workdir": workdir, "mounted": mounted, "lifeline": mine["lifeline"]})

@@ -234,6 +234,50 @@ class ProcessSandbox(Sandbox):
         setpriv = getattr(self, "_setpriv", None) or self.settings.setpriv
         return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
 
+    def start_child(
+        self,
+        argv: list[str],
+        child: dict[str, int],
+        mine: dict[str, int],
+        pass_fds: list[int],
+        cwd: str,
+        cleanup: Callable[[], None] = lambda: None,
+    ) -> tuple[subprocess.Popen[bytes], int, float]:
+        """Start the sandbox's outermost process and pin it with a pidfd.
+
+        Both backends start it the same way: an empty environment (bwrap's
+        pid-1 helper would otherwise expose the server's), only the sandbox's
+        own descriptors, a new session. The child's pipe ends are closed here
+        whatever happens; on failure ours are too and ``cleanup`` runs.
+        """
+        try:
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                argv,
+                stdin=child["stdin"], stdout=child["stdout"], stderr=child["stderr"],
+                pass_fds=pass_fds,
+                close_fds=True,
+                env={},
+                cwd=cwd,
+                start_new_session=True,
+                umask=0o077,
+            )
+        except BaseException:
+            close_quietly(*mine.values())
+            cleanup()
+            raise
+        finally:
+            close_quietly(*child.values())
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:
+            proc.kill()
+            proc.wait()
+            close_quietly(*mine.values())
+            cleanup()
+            raise
+        return proc, pidfd, started
+
     def runner_args(self, result_fd: int, limits: RunLimits) -> list[str]:
         alarm = limits.wall_seconds - ALARM_MARGIN if limits.wall_seconds > 2 * ALARM_MARGIN else 0.0
         return [str(result_fd), str(self.settings.value_chars), str(self.settings.max_code_bytes),
