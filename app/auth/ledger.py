@@ -9,17 +9,37 @@ The HTTP status is read when the row is written, not when it is queued: the
 gate's ``release`` runs before a non-streaming response's status line goes
 out. Rows therefore wait ``min_age_seconds`` (50 ms) in the queue; by then
 the status has been sent (it does not depend on the client reading).
+
+Robustness (issue 10, item 4: one row with a lone surrogate in ``model``
+killed the writer, and nothing was booked again until restart):
+
+- every value is made storable before it is written (:func:`clean_row`: lone
+  surrogates become U+FFFD, strings are truncated, NaN and infinities become
+  NULL, integers are clamped to SQLite's 64 bits);
+- a batch that still fails is retried row by row; a row SQLite refuses is
+  logged and dropped (``dropped_bad``), the others are written; a database
+  that is busy or full (``OperationalError``) keeps its rows for the next
+  round;
+- the writer loop survives any exception, and a writer thread that died
+  anyway is restarted by the next ``record``/``flush`` (``restarts``);
+- the queue is bounded (``max_queued_rows``): when the writer falls that far
+  behind, the oldest unwritten rows are dropped, counted (``dropped_overflow``)
+  and logged at most every 10 s. Budgets are re-read from the ledger at
+  start-up, so a dropped row is spend a restart forgets; the cap only bounds
+  memory while the disk is stalled.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -74,10 +94,66 @@ GROUPS = {
 }
 ROW_FIELDS = ("ts", "request_id", "key_id", "model", "mode", "upstream", "prompt_tokens", "completion_tokens", "cost_nano", "latency_ms", "status", "error_code", "estimated")
 
+# Longest text kept in a ledger column: ids and model names are short; a
+# client-chosen model string of megabytes must not become a megabyte row.
+MAX_TEXT_CHARS = 256
+_INT64 = (-(2**63), 2**63 - 1)
+# Rows queued while the writer is behind (disk stalled, database locked).
+# A row is about 0.5 KB with its RequestInfo, so the default bounds the
+# backlog near 50 MB: hours of traffic at realistic rates.
+DEFAULT_MAX_QUEUED_ROWS = 100_000
+_DROP_LOG_INTERVAL = 10.0
+# Right after the writer died: wait before running again, so a fault that
+# repeats does not spin a core.
+_RESTART_PAUSE = 0.5
+# Rounds in a row the loop may fail on the same rows before they are dropped.
+_MAX_FAILED_ROUNDS = 3
+
+
+def clean_value(value: Any) -> Any:
+    """``value`` as something SQLite and JSON both accept (NULL when nothing sensible)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return min(max(value, _INT64[0]), _INT64[1])
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if not isinstance(value, str):
+        try:
+            value = str(value)
+        except Exception:  # noqa: BLE001 - an object whose __str__ raises
+            return None
+    value = value[:MAX_TEXT_CHARS]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: SQLite and orjson refuse them
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
+
+
+def clean_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row every column of which can be stored; NOT NULL numbers default to 0."""
+    out = [clean_value(v) for v in row]
+    for i in _NOT_NULL_NUMBERS:
+        if not isinstance(out[i], (int, float)):
+            out[i] = 0
+    if not isinstance(out[0], (int, float)) or not out[0]:
+        out[0] = time.time()  # ts
+    if not isinstance(out[1], str) or not out[1]:
+        out[1] = "unknown"  # request_id
+    return tuple(out)
+
+
+# Columns of ROW_FIELDS that are NOT NULL numbers.
+_NOT_NULL_NUMBERS = (6, 7, 8, 12)
+
+
 class _Pending:
     """A row waiting for its status; ``info`` is the request's :class:`app.middleware.RequestInfo`."""
 
-    __slots__ = ("queued", "info", "values", "estimated")
+    __slots__ = ("estimated", "info", "queued", "values")
 
     def __init__(self, info: Any, values: tuple[Any, ...], estimated: bool) -> None:
         self.queued = time.monotonic()
@@ -87,24 +163,43 @@ class _Pending:
 
     def row(self) -> tuple[Any, ...]:
         info = self.info
-        return (*self.values, info.status or None, info.error_code, int(self.estimated))
+        status = getattr(info, "status", None)
+        return clean_row((*self.values, status or None, getattr(info, "error_code", None), int(self.estimated)))
 
 
 class Ledger:
-    def __init__(self, path: Path, *, flush_seconds: float = 0.25, min_age_seconds: float = 0.05) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        flush_seconds: float = 0.25,
+        min_age_seconds: float = 0.05,
+        max_queued_rows: int = DEFAULT_MAX_QUEUED_ROWS,
+    ) -> None:
         self.path = Path(path)
         self.flush_seconds = max(0.01, flush_seconds)
         self.min_age = min_age_seconds
+        self.max_queued_rows = max(1, int(max_queued_rows))
         # A deque, not a queue.Queue: appending never wakes the writer (a
         # futex wake plus a GIL hand-over per request cost more than
         # everything else the gate does); the writer polls every flush_seconds.
-        self._rows: deque[_Pending] = deque()
+        # maxlen makes a full deque drop its oldest row on append (counted in record).
+        self._rows: deque[_Pending] = deque(maxlen=self.max_queued_rows)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._waiters: list[threading.Event] = []
         self._stop = False
+        self._started = False
         self._thread: threading.Thread | None = None
+        # Rows the writer took from the queue but has not written yet; kept
+        # here (not in the thread's frame) so a restarted writer finds them.
+        self._pending: list[_Pending] = []
         self.written = 0
+        self.dropped_bad = 0  # rows SQLite refused even after cleaning
+        self.dropped_overflow = 0  # rows dropped because the queue was full
+        self.restarts = 0  # writer threads restarted after dying
+        self._failures = 0  # consecutive failed rounds of the writer loop
+        self._drop_logged = 0.0
         conn = connect(self.path)
         conn.executescript(SCHEMA)
         conn.close()
@@ -112,10 +207,26 @@ class Ledger:
     # -- writing -------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop = False
-            self._thread = threading.Thread(target=self._run, name="toolrelay-ledger", daemon=True)
-            self._thread.start()
+        with self._lock:
+            if self._thread is None:
+                self._stop = False
+                self._started = True
+                self._spawn()
+
+    def _spawn(self) -> None:
+        self._thread = threading.Thread(target=self._supervised, name="toolrelay-ledger", daemon=True)
+        self._thread.start()
+
+    def _ensure_writer(self) -> None:
+        """Restart the writer if it died (it should not: its loop catches everything)."""
+        thread = self._thread
+        if thread is None or thread.is_alive() or self._stop or not self._started:
+            return
+        with self._lock:
+            if self._thread is thread and not thread.is_alive() and not self._stop:
+                self.restarts += 1
+                log.error("usage ledger writer had stopped; restarting it (restart %d)", self.restarts)
+                self._spawn()
 
     def record(
         self,
@@ -132,11 +243,32 @@ class Ledger:
         latency_ms: float,
         estimated: bool,
     ) -> None:
-        values = (ts, info.request_id, key_id, model, mode, upstream, prompt_tokens, completion_tokens, cost_nano, round(latency_ms, 3))
-        self._rows.append(_Pending(info, values, estimated))
+        try:
+            latency = round(latency_ms, 3)
+        except (TypeError, ValueError, OverflowError):
+            latency = None
+        values = (ts, info.request_id, key_id, model, mode, upstream, prompt_tokens, completion_tokens, cost_nano, latency)
+        rows = self._rows
+        if len(rows) >= self.max_queued_rows:
+            self._overflowed()
+        rows.append(_Pending(info, values, estimated))
+        if len(rows) >= 1024:  # the writer is behind: make sure there is one
+            self._ensure_writer()
+
+    def _overflowed(self) -> None:
+        self.dropped_overflow += 1
+        now = time.monotonic()
+        if now - self._drop_logged > _DROP_LOG_INTERVAL:
+            self._drop_logged = now
+            log.error(
+                "usage ledger queue is full (%d rows waiting): dropping the oldest; %d rows dropped so far",
+                self.max_queued_rows,
+                self.dropped_overflow,
+            )
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until every row recorded before this call is written (admin reads, tests)."""
+        self._ensure_writer()
         if self._thread is None or not self._thread.is_alive():
             return False
         done = threading.Event()
@@ -146,6 +278,7 @@ class Ledger:
         return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
+        self._ensure_writer()
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -155,9 +288,33 @@ class Ledger:
         if thread.is_alive():
             log.error("usage ledger writer did not finish within %.0f s; some rows may be lost", timeout)
 
+    def _supervised(self) -> None:
+        """The writer thread: runs the loop until a clean stop, whatever it raises."""
+        while True:
+            try:
+                self._run()
+                return
+            except Exception:  # the ledger must outlive any row or fault
+                log.exception("usage ledger writer failed; continuing")
+                self.restarts += 1
+                self._failures += 1
+                if self._failures >= _MAX_FAILED_ROUNDS and self._pending:
+                    # The same rows keep failing the loop: give them up rather than spin.
+                    self.dropped_bad += len(self._pending)
+                    log.error("usage ledger: dropped %d rows after %d failed rounds", len(self._pending), self._failures)
+                    self._pending.clear()
+                    self._failures = 0
+                if self._stop:
+                    try:
+                        self._run()  # one last pass to write what is left
+                    except Exception:
+                        log.exception("usage ledger could not write its last rows")
+                    return
+                time.sleep(_RESTART_PAUSE)
+
     def _run(self) -> None:
         conn = connect(self.path)
-        pending: list[_Pending] = []
+        pending = self._pending
         rows = self._rows
         try:
             while True:
@@ -168,38 +325,73 @@ class Ledger:
                 stopping = self._stop
                 while rows:
                     pending.append(rows.popleft())
+                if len(pending) > self.max_queued_rows:  # writes kept failing: bound the backlog here too
+                    excess = len(pending) - self.max_queued_rows
+                    del pending[:excess]
+                    for _ in range(excess):
+                        self._overflowed()
                 if waiters and pending and not stopping:
                     # Give the youngest row the same time to get its status as the others.
                     time.sleep(max(0.0, self.min_age - (time.monotonic() - pending[-1].queued)))
                 if stopping or waiters:
-                    ready, pending = pending, []
+                    split = len(pending)
                 else:
                     cutoff = time.monotonic() - self.min_age
                     split = 0
                     while split < len(pending) and pending[split].queued <= cutoff:
                         split += 1
-                    ready, pending = pending[:split], pending[split:]
-                if ready:
-                    self._write(conn, ready)
+                if split:
+                    # Taken off ``pending`` only once written: if the loop fails
+                    # here, the restarted loop finds them again.
+                    retry = self._write(conn, pending[:split])
+                    pending[:split] = retry  # rows to try again (database busy)
+                    self._failures = 0
                 for waiter in waiters:
                     waiter.set()
                 if stopping:
                     while rows:  # anything recorded while we wrote
                         pending.append(rows.popleft())
                     if pending:
-                        self._write(conn, pending)
+                        left = self._write(conn, pending[:])
+                        pending.clear()
+                        if left:
+                            log.error("usage ledger: %d rows could not be written at shutdown", len(left))
                     return
         finally:
             conn.close()
 
-    def _write(self, conn: sqlite3.Connection, rows: list[_Pending]) -> None:
+    def _write(self, conn: sqlite3.Connection, rows: list[_Pending]) -> list[_Pending]:
+        """Write ``rows``; return the ones to retry later (the database was busy or full)."""
         try:
+            payload = orjson.dumps([p.row() for p in rows]).decode()
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(_INSERT_BATCH, (orjson.dumps([p.row() for p in rows]).decode(),))
+                conn.execute(_INSERT_BATCH, (payload,))
             self.written += len(rows)
-        except sqlite3.Error:
-            log.exception("could not write %d usage rows", len(rows))
+            return []
+        except Exception as exc:  # noqa: BLE001 - find the bad row below
+            log.warning("usage ledger batch of %d rows failed (%s: %s); writing them one by one", len(rows), type(exc).__name__, exc)
+        retry: list[_Pending] = []
+        for pending in rows:
+            try:
+                row = pending.row()
+                with conn:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(_INSERT, row)
+                self.written += 1
+            except sqlite3.OperationalError as exc:  # locked, busy, disk full: not this row's fault
+                log.warning("usage ledger: could not write a row (%s); will retry", exc)
+                retry.append(pending)
+            except Exception as exc:  # noqa: BLE001 - this row is bad: drop it, keep the rest
+                self.dropped_bad += 1
+                log.error(
+                    "usage ledger: dropped an unwritable row for request %r (%s: %s); %d dropped so far",
+                    clean_value(getattr(pending.info, "request_id", None)),
+                    type(exc).__name__,
+                    clean_value(str(exc)),
+                    self.dropped_bad,
+                )
+        return retry
 
     # -- reading (any thread; a connection per call) --------------------
 

@@ -30,6 +30,10 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ledger: bool = True
     # How often the background writer commits a batch of ledger rows.
     ledger_flush_seconds: float = 0.25
+    # Most ledger rows held in memory while the writer is behind (disk stalled,
+    # database locked); beyond it the oldest unwritten rows are dropped, counted
+    # and logged, so a stalled disk cannot grow the process without bound.
+    ledger_max_queued_rows: int = 100_000
 
 
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -67,6 +67,10 @@ def build_metrics_handler(services: "Services") -> Any:
         if isinstance(sandbox, dict):
             gauges["toolrelay_sandbox_running"] = float(sandbox.get("running") or 0)
             gauges["toolrelay_sandbox_available"] = 1.0 if sandbox.get("available") else 0.0
+        ledger = getattr(gate, "ledger", None)
+        if ledger is not None:  # rows the usage ledger lost (see app/auth/ledger.py): alert on any
+            gauges["toolrelay_ledger_rows_dropped"] = float(ledger.dropped_bad + ledger.dropped_overflow)
+            gauges["toolrelay_ledger_writer_restarts"] = float(ledger.restarts)
         body = services.metrics.render(gauges)
         return Response(content=body.encode(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
