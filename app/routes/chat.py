@@ -9,9 +9,7 @@ one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -20,8 +18,9 @@ from litestar import Request, post
 from litestar.response import Response, Stream
 
 from app.encoder import BodyCollector, SSEEncoder, new_completion_id
-from app.errors import OpenAIError, invalid_request, model_not_found
+from app.errors import OpenAIError, model_not_found
 from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
+from app.jsonbody import parse_json_body
 from app.middleware import RequestInfo, request_info
 from app.providers.base import UpstreamCall
 from app.providers.router import AGENT_PREFIX, Route
@@ -34,27 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("toolrelay.chat")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-# 20+ digits: possibly beyond 64 bits, which orjson silently turns into a float.
-_HUGE_INT = re.compile(rb"\d{20}")
-
-
-def parse_json_body(raw: bytes) -> Any:
-    if not _HUGE_INT.search(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    try:
-        # The stdlib keeps huge integers (a large `seed`) exact, so they are forwarded unchanged.
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise invalid_request(
-            "We could not parse the JSON body of your request. The API expects a JSON payload; "
-            "what was sent was not valid JSON.",
-            code="invalid_json",
-        ) from None
 
 
 class UsageTracker:

@@ -16,6 +16,7 @@ from litestar import Request, delete, get, post
 from litestar.response import Response
 
 from app.errors import OpenAIError, invalid_request
+from app.jsonbody import parse_json_body
 from app.middleware import request_info
 from memory import MemoryStore, MemoryValidationError, scope_for
 
@@ -84,10 +85,7 @@ def build_memory_handlers(services: "Services", store: MemoryStore) -> list[Any]
     @post("/v1/memories", summary="Save a memory", tags=["memories"], status_code=200)
     async def create_memory(request: Request[Any, Any, Any]) -> Response[bytes]:
         scope = await scope_of(request)
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            raise invalid_request("We could not parse the JSON body of your request.", code="invalid_json") from None
+        body = parse_json_body(await request.body())
         if not isinstance(body, dict) or not isinstance(body.get("text"), str):
             raise invalid_request("Missing required parameter: 'text'.", param="text", code="missing_required_parameter")
         tags = body.get("tags")
