@@ -21,6 +21,7 @@ from memory import MemoryStore
 from memory.settings import MemorySettings
 from tools.current_time import CurrentTimeTool
 from tools.fetch_page import FetchPageSettings, FetchPageTool
+from tools.host_addresses import parse_addresses
 from tools.memory_tools import memory_tools, recall
 from tools.python import PythonTool
 from tools.sandbox.selector import select_sandbox
@@ -45,7 +46,11 @@ def build_registry(services: Services, memory_store: MemoryStore | None) -> Tool
     search = WebSearchTool(section(settings, "web_search", WebSearchSettings))
     registry.add(search)
     services.on_close(search.aclose)
-    fetch = FetchPageTool(section(settings, "fetch_page", FetchPageSettings))
+    # The bind address counts as this host's own even when no interface shows it (NAT, containers).
+    fetch = FetchPageTool(
+        section(settings, "fetch_page", FetchPageSettings),
+        server_addresses=sorted(parse_addresses([settings.server.host]), key=str),
+    )
     registry.add(fetch)
     services.on_close(fetch.aclose)
     if memory_store is not None:

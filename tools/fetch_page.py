@@ -31,6 +31,7 @@ from lxml import etree  # type: ignore[import-untyped]
 from lxml import html as lxml_html
 
 from tools.base import Source, ToolContext, ToolResult
+from tools.host_addresses import HostAddresses
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,26 @@ class FetchPageSettings:
     # stays refused.
     allow_networks: tuple[str, ...] = ()
     verify: bool | str = True  # TLS verification; a str is a CA bundle path
+    # Ports a URL (and every redirect hop) may name. Web pages live on these;
+    # any other port of a public address is some other service (SSH, SMTP,
+    # databases, admin consoles) that a model has no business talking HTTP
+    # to. An empty list allows every port.
+    allowed_ports: tuple[int, ...] = (80, 443, 8080, 8443)
+    # A public address of this very host passes every range check yet reaches
+    # its own services; refused unless the operator really wants self-fetches.
+    # Loopback stays governed by the loopback rule (allow_networks/allow_private).
+    allow_own_addresses: bool = False
+    # How often the host's interface addresses are re-read (interfaces change).
+    own_addresses_refresh_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_chars < 1 or self.timeout <= 0 or self.max_redirects < 0:
             raise ValueError("fetch_page settings must be positive")
+        if self.own_addresses_refresh_seconds < 0:
+            raise ValueError("fetch_page own_addresses_refresh_seconds must not be negative")
+        for port in self.allowed_ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"fetch_page allowed_ports: {port} is not a port")
         for net in self.allow_networks:
             ipaddress.ip_network(net)  # fail at startup, not at the first fetch
 
@@ -196,10 +213,18 @@ class FetchPageTool:
         "read a search result before citing it."
     )
 
-    def __init__(self, settings: FetchPageSettings | None = None, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: FetchPageSettings | None = None,
+        resolver: Resolver | None = None,
+        *,
+        server_addresses: Sequence[IPAddress] = (),
+    ) -> None:
         self.settings = settings or FetchPageSettings()
         self._resolve: Resolver = resolver or default_resolve
         self._exempt = tuple(ipaddress.ip_network(net) for net in self.settings.allow_networks)
+        # This host's interface addresses plus the ones the server is bound to.
+        self.host_addresses = HostAddresses(self.settings.own_addresses_refresh_seconds, server_addresses)
         # The loop's timeout is a backstop; our own limit fires first and
         # returns a clean error.
         self.timeout = self.settings.timeout + 5.0
@@ -265,6 +290,10 @@ class FetchPageTool:
     async def _vet(self, url: httpx.URL) -> _Target:
         host = url.raw_host.decode("ascii").lower()
         port = url.port or (443 if url.scheme == "https" else 80)
+        allowed_ports = self.settings.allowed_ports
+        if allowed_ports and port not in allowed_ports:
+            shown_ports = ", ".join(str(p) for p in allowed_ports)
+            raise FetchRefused(f"port {port} is not one of the allowed ports ({shown_ports})")
         allow = self.settings.allow_private
         literal = _parse_ip(host)
         if literal is not None:
@@ -274,14 +303,19 @@ class FetchPageTool:
                 raise FetchRefused(f"{host} is a loopback name")
             addresses = await self._lookup(host, port)
         ips: list[str] = []
+        own = frozenset() if self.settings.allow_own_addresses else await self.host_addresses.current()
         for text in addresses:
             ip = _parse_ip(text)
             if ip is None:
                 raise FetchRefused(f"the resolver returned an invalid address {text!r} for {host}")
             exempt = any(ip.version == net.version and ip in net for net in self._exempt)
+            shown = host if literal is not None else f"{host} resolves to {ip}, which"
             if not allow and not exempt and (reason := forbidden_reason(ip)):
-                shown = host if literal is not None else f"{host} resolves to {ip}, which"
                 raise FetchRefused(f"{shown} is {reason}")
+            # Loopback is this host too, but the loopback rule above already
+            # decides it (an operator's allow_networks may open it on purpose).
+            if ip in own and not ip.is_loopback:
+                raise FetchRefused(f"{shown} is an address of this host")
             ips.append(str(ip))
         if not ips:
             raise FetchRefused(f"{host} has no addresses")

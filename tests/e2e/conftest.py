@@ -100,7 +100,8 @@ def e2e_tree(fake: FakeUpstream, data_dir: Path, web_url: str, **sections: Any) 
     tree_sections: dict[str, Any] = {
         "agent": {"max_wall_seconds": 60, "tool_timeout_seconds": 30, "keepalive_seconds": 5},
         "web_search": {"backend": "searxng", "searxng_url": web_url, "timeout": 5.0, "cache_ttl_seconds": 0},
-        "fetch_page": {"allow_networks": ["127.0.0.1/32"], "timeout": 5.0},
+        # The local web server listens on an ephemeral port: every port allowed here.
+        "fetch_page": {"allow_networks": ["127.0.0.1/32"], "allowed_ports": [], "timeout": 5.0},
         "memory": {"enabled": True},
     }
     sandbox = {"sandbox_uid_base": next_uid_base(), "wall_seconds": 10.0, "max_concurrent": 2, **(sections.pop("sandbox", None) or {})}

@@ -20,6 +20,8 @@ from tools.base import Source, Tool, ToolContext
 from tools.fetch_page import FetchPageSettings, FetchPageTool
 
 LOCAL_ONLY = ("127.0.0.1/32",)
+# The test servers listen on ephemeral ports; port checks have their own tests.
+ANY_PORT: tuple[int, ...] = ()
 
 ARTICLE = (
     """<!DOCTYPE html>
@@ -51,7 +53,7 @@ ARTICLE = (
 
 
 def tool(**settings: Any) -> FetchPageTool:
-    return FetchPageTool(FetchPageSettings(**({"allow_networks": LOCAL_ONLY} | settings)))
+    return FetchPageTool(FetchPageSettings(**({"allow_networks": LOCAL_ONLY, "allowed_ports": ANY_PORT} | settings)))
 
 
 @pytest.fixture
@@ -314,7 +316,7 @@ async def test_names_resolve_once_and_the_vetted_address_is_used(site: LocalServ
     # hand out next: it must never be asked for within the same hop.
     resolver = MapResolver({"docs.example.com": [["127.0.0.1"], ["169.254.169.254"]]})
     site.route("/doc", Reply(200, "<title>Docs</title><p>pinned</p>", "text/html"))
-    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY), resolver=resolver)
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT), resolver=resolver)
     result = await fetcher.run({"url": f"http://docs.example.com:{site.port}/doc"}, ctx)
     assert not result.is_error, result.content
     assert result.content.startswith(f"URL: http://docs.example.com:{site.port}/doc\nTitle: Docs")
@@ -331,7 +333,7 @@ async def test_each_redirect_hop_is_resolved_and_pinned(site: LocalServer, ctx: 
     resolver = MapResolver({"a.example.com": ["127.0.0.1"], "b.example.com": ["127.0.0.1"]})
     site.route("/hop", Reply(302, headers={"Location": f"http://b.example.com:{site.port}/end"}))
     site.route("/end", Reply(200, "done", "text/plain"))
-    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY), resolver=resolver)
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT), resolver=resolver)
     result = await fetcher.run({"url": f"http://a.example.com:{site.port}/hop"}, ctx)
     assert result.content.endswith("done")
     assert resolver.calls == [("a.example.com", site.port), ("b.example.com", site.port)]
@@ -347,7 +349,7 @@ async def test_https_keeps_sni_and_certificate_name_while_pinned(ctx: ToolContex
         secure.route("/tls", Reply(200, "<title>Secure</title><p>over tls</p>", "text/html"))
         resolver = MapResolver({"docs.example.com": ["127.0.0.1"]})
         fetcher = FetchPageTool(
-            FetchPageSettings(allow_networks=LOCAL_ONLY, verify=CA_FILE), resolver=resolver
+            FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT, verify=CA_FILE), resolver=resolver
         )
         result = await fetcher.run({"url": f"https://docs.example.com:{secure.port}/tls"}, ctx)
         assert not result.is_error, result.content

@@ -7,6 +7,7 @@ listening at the target and the test asserts it received nothing.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,8 @@ from tools.base import ToolContext
 from tools.fetch_page import FetchPageSettings, FetchPageTool, forbidden_reason
 
 LOCAL_ONLY = ("127.0.0.1/32",)
+# The test servers listen on ephemeral ports; port checks have their own tests.
+ANY_PORT: tuple[int, ...] = ()
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ async def test_literal_private_addresses_are_refused(ctx: ToolContext, host: str
 
 async def test_refusal_happens_before_any_connection(site: LocalServer, ctx: ToolContext) -> None:
     site.route("/", Reply(200, "REACHED", "text/plain"))
-    result = await FetchPageTool().run({"url": site.url + "/"}, ctx)
+    result = await FetchPageTool(FetchPageSettings(allowed_ports=ANY_PORT)).run({"url": site.url + "/"}, ctx)
     assert_refused(result.content, result.is_error, "127.0.0.1 is a loopback address")
     assert site.hits == []
 
@@ -95,7 +98,8 @@ async def test_names_resolving_to_private_addresses_are_refused(
 ) -> None:
     site.route("/", Reply(200, "REACHED", "text/plain"))
     resolver = MapResolver({"docs.example.com": answer})
-    result = await FetchPageTool(resolver=resolver).run({"url": f"http://docs.example.com:{site.port}/"}, ctx)
+    fetcher = FetchPageTool(FetchPageSettings(allowed_ports=ANY_PORT), resolver=resolver)
+    result = await fetcher.run({"url": f"http://docs.example.com:{site.port}/"}, ctx)
     assert_refused(result.content, result.is_error, reason)
     assert resolver.calls == [("docs.example.com", site.port)]
     assert site.hits == []
@@ -107,9 +111,9 @@ async def test_allow_private_lets_the_operator_reach_the_intranet(
     site.route("/wiki", Reply(200, "<title>Intranet</title><p>internal page</p>", "text/html"))
     resolver = MapResolver({"docs.example.com": ["127.0.0.1"]})
     url = f"http://docs.example.com:{site.port}/wiki"
-    refused = await FetchPageTool(resolver=resolver).run({"url": url}, ctx)
+    refused = await FetchPageTool(FetchPageSettings(allowed_ports=ANY_PORT), resolver=resolver).run({"url": url}, ctx)
     assert refused.is_error and site.hits == []
-    allowed = await FetchPageTool(FetchPageSettings(allow_private=True), resolver=resolver).run(
+    allowed = await FetchPageTool(FetchPageSettings(allow_private=True, allowed_ports=ANY_PORT), resolver=resolver).run(
         {"url": url}, ctx
     )
     assert not allowed.is_error
@@ -119,7 +123,7 @@ async def test_allow_private_lets_the_operator_reach_the_intranet(
 
 async def test_allow_networks_is_narrow(secret: LocalServer, ctx: ToolContext) -> None:
     # 127.0.0.1 is exempt, 127.0.0.2 (same loopback interface) is not.
-    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY))
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT))
     result = await fetcher.run({"url": secret.url + "/secret"}, ctx)
     assert_refused(result.content, result.is_error, "127.0.0.2 is a loopback address")
     assert secret.hits == []
@@ -155,7 +159,7 @@ async def test_redirect_to_a_private_address_is_refused(
     site: LocalServer, secret: LocalServer, ctx: ToolContext
 ) -> None:
     site.route("/go", Reply(302, headers={"Location": secret.url + "/secret"}))
-    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY))
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT))
     result = await fetcher.run({"url": site.url + "/go"}, ctx)
     assert_refused(result.content, result.is_error, "redirect to", "127.0.0.2 is a loopback address")
     assert site.count("/go") == 1
@@ -167,7 +171,7 @@ async def test_redirect_to_a_name_resolving_inward_is_refused(
 ) -> None:
     resolver = MapResolver({"public.example.com": ["127.0.0.1"], "internal.example.com": ["127.0.0.2"]})
     site.route("/go", Reply(301, headers={"Location": f"http://internal.example.com:{secret.port}/secret"}))
-    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY), resolver=resolver)
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT), resolver=resolver)
     result = await fetcher.run({"url": f"http://public.example.com:{site.port}/go"}, ctx)
     assert_refused(result.content, result.is_error, "internal.example.com resolves to 127.0.0.2")
     assert [name for name, _ in resolver.calls] == ["public.example.com", "internal.example.com"]
@@ -185,7 +189,7 @@ async def test_redirect_to_a_name_resolving_inward_is_refused(
 )
 async def test_redirect_to_forbidden_targets(site: LocalServer, ctx: ToolContext, location: str) -> None:
     site.route("/go", Reply(302, headers={"Location": location}))
-    result = await FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY)).run(
+    result = await FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT)).run(
         {"url": site.url + "/go"}, ctx
     )
     assert_refused(result.content, result.is_error, "redirect to")
@@ -244,7 +248,7 @@ async def test_unusual_port_on_an_allowed_host_works(site: LocalServer, ctx: Too
     # The local server sits on an ephemeral high port: ports are not the defence.
     site.route("/p", Reply(200, "port ok", "text/plain"))
     resolver = MapResolver({"docs.example.com": ["127.0.0.1"]})
-    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY), resolver=resolver)
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT), resolver=resolver)
     result = await fetcher.run({"url": f"http://docs.example.com:{site.port}/p"}, ctx)
     assert result.content.endswith("port ok")
 
@@ -294,3 +298,111 @@ def test_mapped_public_address_is_still_refused() -> None:
     # A resolver has no business returning an IPv4-mapped address, so even a
     # public IPv4 inside one is not trusted.
     assert forbidden_reason(ipaddress.ip_address("::ffff:8.8.8.8")) is not None
+
+
+# -- ports and this host's own addresses (issue 10 item 19) ----------------------------
+
+
+def host_address() -> str | None:
+    """A non-loopback IPv4 address of this host's own interfaces (the route a packet out would take)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP: nothing is sent, the kernel only picks a source
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+@pytest.fixture
+def own_site() -> Iterator[LocalServer]:
+    address = host_address()
+    if address is None:
+        pytest.skip("this host has no non-loopback IPv4 address")
+    with LocalServer(host=address) as server:
+        server.route("/admin", Reply(200, "HOST-INTERNAL", "text/plain"))
+        yield server
+
+
+async def test_a_port_outside_the_allowed_list_is_refused_before_connecting(
+    site: LocalServer, ctx: ToolContext
+) -> None:
+    site.route("/p", Reply(200, "REACHED", "text/plain"))
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY))  # default ports
+    result = await fetcher.run({"url": f"{site.url}/p"}, ctx)
+    assert_refused(result.content, result.is_error, f"port {site.port} is not one of the allowed ports (80, 443, 8080, 8443)")
+    assert site.hits == []
+    # The same server is reachable once its port is listed: the refusal was the port rule.
+    listed = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=(site.port,)))
+    assert (await listed.run({"url": f"{site.url}/p"}, ctx)).content.endswith("REACHED")
+
+
+@pytest.mark.parametrize(("url", "port"), [("http://docs.example.com:22/", 22), ("https://docs.example.com:6379/", 6379)])
+async def test_odd_ports_of_public_names_are_refused(ctx: ToolContext, url: str, port: int) -> None:
+    resolver = MapResolver({"docs.example.com": ["93.184.215.14"]})
+    result = await FetchPageTool(resolver=resolver).run({"url": url}, ctx)
+    assert_refused(result.content, result.is_error, f"port {port} is not one of the allowed ports")
+    assert resolver.calls == []  # decided from the URL alone
+
+
+async def test_a_redirect_to_a_refused_port_is_refused(site: LocalServer, secret: LocalServer, ctx: ToolContext) -> None:
+    site.route("/go", Reply(302, headers={"Location": f"http://127.0.0.1:{secret.port}/secret"}))
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=("127.0.0.0/8",), allowed_ports=(site.port,)))
+    result = await fetcher.run({"url": site.url + "/go"}, ctx)
+    assert_refused(result.content, result.is_error, "redirect to", f"port {secret.port} is not one of the allowed ports")
+    assert site.count("/go") == 1 and secret.hits == []
+
+
+def test_allowed_ports_are_checked_at_startup() -> None:
+    with pytest.raises(ValueError, match="not a port"):
+        FetchPageSettings(allowed_ports=(0,))
+
+
+async def test_this_hosts_own_address_is_refused_even_inside_allow_networks(
+    own_site: LocalServer, ctx: ToolContext
+) -> None:
+    # allow_networks opens the whole network the host sits in (an intranet),
+    # and the host's own address still stays closed: its services are not
+    # "another machine of the intranet".
+    network = f"{own_site.host}/32"
+    fetcher = FetchPageTool(FetchPageSettings(allow_networks=(network,), allowed_ports=ANY_PORT))
+    result = await fetcher.run({"url": f"{own_site.url}/admin"}, ctx)
+    assert_refused(result.content, result.is_error, f"{own_site.host} is an address of this host")
+    assert own_site.hits == []
+    # Listening and reachable: the refusal is the own-address rule, not a dead port.
+    opted_in = FetchPageTool(
+        FetchPageSettings(allow_networks=(network,), allowed_ports=ANY_PORT, allow_own_addresses=True)
+    )
+    assert (await opted_in.run({"url": f"{own_site.url}/admin"}, ctx)).content.endswith("HOST-INTERNAL")
+
+
+async def test_a_name_or_redirect_leading_to_this_host_is_refused(
+    site: LocalServer, own_site: LocalServer, ctx: ToolContext
+) -> None:
+    resolver = MapResolver({"public.example.com": ["127.0.0.1"], "mirror.example.com": [own_site.host]})
+    site.route("/go", Reply(302, headers={"Location": f"http://mirror.example.com:{own_site.port}/admin"}))
+    settings = FetchPageSettings(allow_networks=(LOCAL_ONLY[0], f"{own_site.host}/32"), allowed_ports=ANY_PORT)
+    fetcher = FetchPageTool(settings, resolver=resolver)
+    result = await fetcher.run({"url": f"http://public.example.com:{site.port}/go"}, ctx)
+    assert_refused(result.content, result.is_error, f"mirror.example.com resolves to {own_site.host}, which is an address of this host")
+    assert site.count("/go") == 1 and own_site.hits == []
+
+
+async def test_the_servers_bind_address_counts_as_its_own(ctx: ToolContext) -> None:
+    # Behind NAT or in a container the public address the server is bound to
+    # may not show on any interface; the operator's bind address is passed in.
+    public = ipaddress.ip_address("93.184.215.14")
+    resolver = MapResolver({"docs.example.com": [str(public)]})
+    fetcher = FetchPageTool(resolver=resolver, server_addresses=[public])
+    result = await fetcher.run({"url": "http://docs.example.com/"}, ctx)
+    assert_refused(result.content, result.is_error, "resolves to 93.184.215.14, which is an address of this host")
+
+
+def test_interface_enumeration_finds_the_hosts_addresses() -> None:
+    from tools.host_addresses import interface_addresses
+
+    found = interface_addresses()
+    assert ipaddress.ip_address("127.0.0.1") in found
+    address = host_address()
+    if address is not None:
+        assert ipaddress.ip_address(address) in found

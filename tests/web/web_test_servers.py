@@ -129,7 +129,7 @@ class _RecordingServer(ThreadingHTTPServer):
 
 
 class LocalServer:
-    """An HTTP(S) server on an ephemeral 127.0.0.1 port with per-path routes."""
+    """An HTTP(S) server on an ephemeral 127.0.0.1 (or ``host``) port with per-path routes."""
 
     def __init__(
         self,
@@ -146,6 +146,7 @@ class LocalServer:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port: int = self._server.server_address[1]
         self.scheme = "https" if tls is not None else "http"
+        self.host = host
         self.url = f"{self.scheme}://{host}:{self.port}"
         # A short poll interval keeps shutdown (one per test) from costing 0.5 s.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
