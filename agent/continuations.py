@@ -21,6 +21,8 @@ from typing import Any
 import anyio
 import orjson
 
+from app.private_files import private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS continuations (
     run_key TEXT PRIMARY KEY,
@@ -47,7 +49,7 @@ class Continuation:
 class ContinuationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 before SQLite creates it, parents 0700 (issue 10 item 16)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

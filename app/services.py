@@ -17,6 +17,7 @@ from app.config import Settings, resolve_api_key
 from app.errors import invalid_request
 from app.gate import Gate
 from app.metrics import Metrics
+from app.private_files import secure_dir
 from app.providers.base import Provider
 from app.providers.local import LocalProvider
 from app.providers.openai import OpenAIProvider
@@ -40,6 +41,8 @@ class Services:
     def __init__(self, settings: Settings, *, gate: Gate | None = None) -> None:
         self.settings = settings
         self.data_dir = Path(settings.server.data_dir)
+        # 0700 before anything (keys.db, usage.db) is created in it (issue 10 item 16).
+        secure_dir(self.data_dir)
         self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken")
         self.router = ModelRouter(settings, build_providers(settings))
         if gate is None:
@@ -55,7 +58,7 @@ class Services:
         self._ready_extras: dict[str, Any] = {}
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_dir(self.data_dir)
         # Unpack the offline vocabularies now (cheap: files only); they load on first use.
         await anyio.to_thread.run_sync(self.tokens.install)
         async with anyio.create_task_group() as tg:

@@ -35,7 +35,9 @@ _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "c
 def install_offline_vocabularies(cache_dir: Path | None = None) -> Path:
     """Make tiktoken's standard encodings loadable without network access."""
     target = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or cache_dir or Path(tempfile.gettempdir()) / "toolrelay-tiktoken")
-    target.mkdir(parents=True, exist_ok=True)
+    # Private like the rest of the data directory (issue 10 item 16): 0700, files 0600.
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # <data_dir>/cache
+    target.mkdir(exist_ok=True, mode=0o700)
     for name, expected in _EXPECTED_SHA256.items():
         cache_file = target / hashlib.sha1(_BLOB_URL.format(name).encode()).hexdigest()
         if cache_file.exists() and hashlib.sha256(cache_file.read_bytes()).hexdigest() == expected:
@@ -44,7 +46,9 @@ def install_offline_vocabularies(cache_dir: Path | None = None) -> Path:
         if hashlib.sha256(data).hexdigest() != expected:
             raise RuntimeError(f"bundled tiktoken vocabulary {name} is corrupted")
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         tmp.replace(cache_file)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(target)
     return target

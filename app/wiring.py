@@ -15,6 +15,7 @@ from agent.runner import AgentRunner
 from app.auth import AuthGate
 from app.auth.admin import build_admin_handlers
 from app.config import ConfigError, section
+from app.private_files import secure_dir
 from app.routes.memories import build_memory_handlers
 from app.services import Services
 from memory import MemoryStore
@@ -108,7 +109,6 @@ def build_memory(services: Services) -> MemoryStore | None:
     if not config.enabled:
         return None
     path = Path(config.path) if config.path else services.data_dir / "memory.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"search_budget_ms": config.search_budget_ms} if config.search_budget_ms is not None else {}
     store = MemoryStore(path, **options)
     services.on_close(store.aclose)
@@ -119,7 +119,7 @@ def extend_services(services: Services) -> list[Any]:
     """Attach subsystems to ``services`` and return their extra route handlers."""
     settings = services.settings
     handlers: list[Any] = []
-    services.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_dir(services.data_dir)
     memory_store = build_memory(services)
     if memory_store is not None:
         handlers.extend(build_memory_handlers(services, memory_store))

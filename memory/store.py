@@ -61,6 +61,8 @@ import anyio
 import anyio.to_thread
 import sqlite_utils
 
+from app.private_files import private_file
+
 from .models import Memory, MemoryHit, MemoryPage, MemoryStoreClosed, MemoryValidationError
 from .query import MatchMode, build_match, is_plain_ascii_word, query_terms, quote_term, tokenize
 
@@ -434,13 +436,13 @@ class SyncMemoryStore:
         self._write_lock = threading.RLock()
         self._df_cache = _DfCache()
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as db:
             self._init_schema(db, fts_detail)
 
     # -- connections -------------------------------------------------------
 
     def _connect(self) -> sqlite_utils.Database:
+        private_file(self.path)  # 0600 before SQLite creates it (issue 10 item 16)
         conn = sqlite3.connect(
             str(self.path),
             timeout=self._busy_timeout,

@@ -24,6 +24,7 @@ import orjson
 from app.auth.access import ModelAccess
 from app.auth.durations import iso
 from app.auth.keyformat import hash_key, last4, new_key, redacted
+from app.private_files import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -45,7 +46,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)  # 0600 before SQLite creates it (issue 10 item 16)
     # Autocommit (isolation_level=None): each statement is its own
     # transaction unless we BEGIN explicitly; nothing stays open by accident,
     # which would freeze this connection's view of the file.
