@@ -210,7 +210,7 @@ class AgentRun:
         self.system_prompt = system_prompt
         self.constrained = route.tool_calling == "constrained"
         self.on_no_native_tools = on_no_native_tools
-        self.steps = StepLog()
+        self.steps = StepLog(streaming=payload.get("stream") is True)
         self.started = time.monotonic()
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self.emitted = False
@@ -548,7 +548,7 @@ class AgentRun:
             annotations = find_citations("".join(self.content_sent), self.sources)
             if annotations:
                 await self.emit(ChoiceDelta(0, {"annotations": annotations}))
-        await self.emit(ChoiceDelta(0, {}, finish_reason=finish))
+        await self.emit(ChoiceDelta(0, self.steps.closing_fields(), finish_reason=finish))
         await self.emit(UsageReport(dict(self.usage)))
 
     def _check_tokens(self) -> None:

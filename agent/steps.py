@@ -1,12 +1,19 @@
 """How the agent's intermediate steps reach the client.
 
-Each step is emitted twice in one delta: as readable text in
-``reasoning_content`` and ``reasoning`` (what chat UIs show), and as a
-structured record in the ``agent_steps`` extension field (what programs
-read). Records carry a unique integer ``index`` because the OpenAI SDK's
-stream accumulator merges list entries by ``index`` and raises on entries
-without one; with unique indexes the accumulated message holds every record,
-exactly like a non-streaming response's ``message.agent_steps``.
+Each step is emitted as readable text in ``reasoning_content`` and
+``reasoning`` (what chat UIs show) and as a structured record (what programs
+read). Records carry a unique integer ``index``.
+
+Non-streaming, the records are the message's ``agent_steps`` list. Streaming,
+two SDK stream accumulators disagree on unknown delta fields: the Python SDK's
+``accumulate_delta`` merges list entries by ``index`` (and adds numbers and
+concatenates strings of an entry sent twice, so a record must never be re-sent
+in the same field), while the Node SDK's ``ChatCompletionStream`` does
+``Object.assign(message, delta)``, keeping only the last value of the field.
+So each record is streamed once, live, in ``agent_steps_delta`` (a one-entry
+list), and the complete ``agent_steps`` list is sent once, in the chunk that
+carries the finish reason: both accumulators then end with every record in
+``message.agent_steps``, exactly like a non-streaming response.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import orjson
 from app.events import ChoiceDelta
 
 STEPS_FIELD = "agent_steps"
+# Streaming only: the records new in this chunk (see the module docstring).
+LIVE_STEPS_FIELD = "agent_steps_delta"
 _SUMMARY_CHARS = 300
 
 
@@ -29,13 +38,21 @@ def summarize(text: str, limit: int = _SUMMARY_CHARS) -> str:
 class StepLog:
     """Numbers step records and renders them as deltas."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, streaming: bool = False) -> None:
         self.records: list[dict[str, Any]] = []
+        self.streaming = streaming
 
     def _delta(self, record: dict[str, Any], text: str) -> ChoiceDelta:
         record = {"index": len(self.records), **record}
         self.records.append(record)
-        return ChoiceDelta(0, {"reasoning_content": text, "reasoning": text, STEPS_FIELD: [record]})
+        field = LIVE_STEPS_FIELD if self.streaming else STEPS_FIELD
+        return ChoiceDelta(0, {"reasoning_content": text, "reasoning": text, field: [record]})
+
+    def closing_fields(self) -> dict[str, Any]:
+        """Fields for the stream's finishing delta: every record, once, for SDKs that keep only a field's last value."""
+        if not self.streaming or not self.records:
+            return {}
+        return {STEPS_FIELD: list(self.records)}
 
     def tool_call(self, step: int, call_id: str, name: str, arguments: Any) -> ChoiceDelta:
         shown = orjson.dumps(arguments).decode() if not isinstance(arguments, str) else arguments

@@ -110,7 +110,22 @@ def content_of(chunks: list[dict[str, Any]]) -> str:
 
 
 def streamed_steps(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [s for d in choice_deltas(chunks) for s in d.get("agent_steps") or []]
+    """The step records streamed live (``agent_steps_delta``), checked against the closing ``agent_steps`` list.
+
+    A finished stream repeats every record once, in the delta that carries the
+    finish reason, so an accumulator that keeps only a field's last value (the
+    Node SDK's) still ends with all of them.
+    """
+    live = [s for d in choice_deltas(chunks) for s in d.get("agent_steps_delta") or []]
+    choices = [c for chunk in chunks for c in chunk.get("choices") or []]
+    closing = [c for c in choices if "agent_steps" in c["delta"]]
+    assert len(closing) <= 1, closing
+    finished = any(c.get("finish_reason") for c in choices)
+    if live and finished:
+        assert closing and closing[0]["finish_reason"], "a finished stream with steps must close with the whole agent_steps list"
+    if closing:
+        assert closing[0]["delta"]["agent_steps"] == live, (closing, live)
+    return live
 
 
 def streamed_tool_calls(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -134,11 +134,11 @@ def test_builtin_then_answer_raw_sse(ahttp: httpx.Client, fake: FakeUpstream, in
     check_time_steps(steps)
     # Each step record travels with its readable text, in both reasoning fields.
     for delta in choice_deltas(chunks):
-        if delta.get("agent_steps"):
+        if delta.get("agent_steps_delta"):
             assert delta["reasoning_content"] and delta["reasoning"] == delta["reasoning_content"], delta
             assert not delta.get("content"), delta
     # Steps come before the answer.
-    order = [("step" if d.get("agent_steps") else "content") for d in choice_deltas(chunks) if d.get("agent_steps") or d.get("content")]
+    order = [("step" if d.get("agent_steps_delta") else "content") for d in choice_deltas(chunks) if d.get("agent_steps_delta") or d.get("content")]
     assert order == sorted(order, key=lambda k: k == "content"), order
     assert streamed_tool_calls(chunks) == []  # built-in calls never appear as tool_calls
     if include_usage:

@@ -226,7 +226,7 @@ def test_streaming_client_disconnect_cancels_the_run(ahttp: httpx.Client, fake: 
     with ahttp.stream("POST", "/v1/chat/completions", json={"model": "agent/fake-model", "messages": USER, "stream": True}) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
-            if '"agent_steps"' in line:
+            if '"agent_steps_delta"' in line:
                 break  # the tool has started (or is about to): hang up
     (start,) = test_tools.slow.wait_for("start", timeout=5)
     test_tools.slow.wait_for("cancelled", timeout=5)
