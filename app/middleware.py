@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from app.errors import server_error
 from app.ids import unique_hex
@@ -23,7 +24,7 @@ error_log = logging.getLogger("toolrelay.error")
 class RequestInfo:
     """What the handlers learn about a request, for the access log and the usage ledger."""
 
-    __slots__ = ("request_id", "started", "model", "mode", "prompt_tokens", "completion_tokens", "status", "key_id", "upstream", "error_code")
+    __slots__ = ("completion_tokens", "error_code", "key_id", "mode", "model", "prompt_tokens", "request_id", "started", "status", "upstream")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -45,7 +46,9 @@ def request_info(scope: dict[str, Any]) -> RequestInfo:
     return info
 
 
-def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None) -> ASGIApp:
+def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None, guard: Any = None) -> ASGIApp:
+    """``guard`` (:class:`app.http_guard.HttpGuard`) refuses cross-site and rebinding requests before any handler."""
+
     async def toolrelay_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -63,7 +66,13 @@ def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None) ->
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            refusal = guard.check(scope) if guard is not None else None
+            if refusal is None:
+                await app(scope, receive, send_with_id)
+            else:
+                info.error_code = refusal.code
+                await send_with_id({"type": "http.response.start", "status": refusal.status, "headers": [(b"content-type", b"application/json")]})
+                await send_with_id({"type": "http.response.body", "body": refusal.body()})
         except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
             error_log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), info.request_id)
             if not started:
@@ -73,26 +82,49 @@ def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None) ->
                 await send({"type": "http.response.body", "body": err.body()})
         finally:
             if metrics is not None:
-                metrics.record_request(scope.get("path", ""), info, time.perf_counter() - info.started)
+                metrics.record_request(scope, info, time.perf_counter() - info.started)
             if log_requests:
                 _log(scope, info)
 
     return toolrelay_asgi
 
 
+# Client-controlled text in the access line is bounded and made single-line:
+# a newline in a model id would forge log lines, a 5 MB id would bloat the log.
+_MAX_MODEL_CHARS = 128
+_MAX_PATH_CHARS = 512
+_MAX_FIELD_CHARS = 64
+
+
+def log_safe(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters with control and other unprintable characters escaped (``\\n``, ``\\x1b``)."""
+    cut = len(value) > limit
+    if cut:
+        value = value[:limit]
+    if not value.isprintable() or " " in value or "\\" in value:
+        # Spaces too (they would forge "key=..." fields), and backslashes so escapes stay unambiguous.
+        value = "".join(c if c.isprintable() and c != " " and c != "\\" else _escape_char(c) for c in value)
+    return value + "..." if cut else value
+
+
+def _escape_char(c: str) -> str:
+    return repr(c)[1:-1] if c != " " else "\\x20"
+
+
 def _log(scope: dict[str, Any], info: RequestInfo) -> None:
     # Deliberately no query string, headers or bodies: they can hold keys and user data.
     latency_ms = (time.perf_counter() - info.started) * 1000
-    parts = [scope.get("method", "-"), scope.get("path", "-"), str(info.status), f"{latency_ms:.1f}ms"]
-    if info.model:
-        parts.append(f"model={info.model}")
+    parts = [log_safe(str(scope.get("method", "-")), _MAX_FIELD_CHARS), log_safe(str(scope.get("path", "-")), _MAX_PATH_CHARS), str(info.status), f"{latency_ms:.1f}ms"]
+    if info.model and info.mode:
+        # Only a routed model: an unknown id is the client's text, not something this server served.
+        parts.append(f"model={log_safe(info.model, _MAX_MODEL_CHARS)}")
     if info.mode:
         parts.append(f"mode={info.mode}")
     if info.prompt_tokens is not None:
         parts.append(f"tokens={info.prompt_tokens}+{info.completion_tokens or 0}")
     if info.key_id:
-        parts.append(f"key={info.key_id}")
+        parts.append(f"key={log_safe(info.key_id, _MAX_FIELD_CHARS)}")
     if info.error_code:
-        parts.append(f"error={info.error_code}")
+        parts.append(f"error={log_safe(info.error_code, _MAX_FIELD_CHARS)}")
     parts.append(f"id={info.request_id}")
     access_log.info(" ".join(parts))

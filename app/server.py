@@ -14,6 +14,7 @@ from litestar.response import Response
 from app import __version__
 from app.config import Settings
 from app.errors import OpenAIError, server_error
+from app.http_guard import HttpGuard
 from app.middleware import ASGIApp, request_info, wrap_app
 from app.routes.chat import build_chat_handler
 from app.routes.health import build_health_handlers, build_metrics_handler
@@ -83,7 +84,10 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
 
     extra = extend_services(services)
     litestar = create_litestar(settings, services, extra)
-    return wrap_app(litestar, log_requests=settings.server.access_log, metrics=services.metrics), services
+    gate = services.gate
+    # Asked per request only for a Host the guard does not know: keys created later turn auth on.
+    guard = HttpGuard(settings.server, auth_enabled=lambda: bool(getattr(gate, "enabled", False)))
+    return wrap_app(litestar, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard), services
 
 
 def app_from_env() -> ASGIApp:
