@@ -48,6 +48,14 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     cors_origins: list[str] = []
 
 
+    # Host names (besides loopback names, IP addresses and the bound host)
+    # this server answers to. With authentication off other Host headers get
+    # 403 (DNS rebinding); once set, the list is enforced with auth on too.
+    # "name", ".suffix" / "*.suffix" for subdomains, "*" for any.
+    allowed_hosts: list[str] = []
+    # /ready reuses one upstream probe for this long (each probe is a call
+    # with the operator's upstream key; concurrent hits share one probe).
+    ready_cache_seconds: float = 10.0
 class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     kind: Literal["openai", "local"] = "openai"
     base_url: str = ""
