@@ -45,6 +45,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # Serve /metrics without the admin key even while authentication is on.
     metrics_public: bool = False
     log_level: str = "info"
+    # Browser origins allowed to call the API (CORS), "*" for any; other
+    # origins and cross-site requests are refused with 403 (app/http_guard.py).
     cors_origins: list[str] = []
 
 
