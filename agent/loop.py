@@ -19,7 +19,7 @@ import anyio
 import orjson
 
 from agent.citations import find_citations
-from agent.constrained import AnswerStreamer, instructions, parse_step, step_schema, tool_result_message
+from agent.constrained import AnswerStreamer, JsonAnswerStreamer, client_answer_schema, instructions, parse_step, step_schema, tool_result_message
 from agent.continuations import ContinuationStore
 from agent.parsing import TextGate, parse_tool_calls
 from agent.steps import StepLog
@@ -232,6 +232,8 @@ class AgentRun:
         self.parallel_client_calls = payload.get("parallel_tool_calls") is not False
         # agent_options.tool_choice: force the first step to use a built-in ("required" or a name).
         self.builtin_choice = builtin_choice
+        # Constrained mode: the client's structured-output schema, enforced on the answer branch of each step.
+        self.answer_schema = client_answer_schema(payload.get("response_format"))
 
     # -- plumbing -------------------------------------------------------
 
@@ -276,11 +278,11 @@ class AgentRun:
             if isinstance(tool_choice, dict):
                 wanted = (tool_choice.get("function") or {}).get("name")
                 offered = [t for t in offered if (t.get("function") or {}).get("name") == wanted] or offered
-            system = instructions(offered, allow_answer=allow_answer or not offered)
+            system = instructions(offered, allow_answer=allow_answer or not offered, answer_schema=self.answer_schema)
             if final:
                 system += "\n" + FINAL_ANSWER_PROMPT
             body["messages"] = render_constrained(messages, system)
-            body["response_format"] = step_schema(offered, allow_answer=allow_answer or not offered)
+            body["response_format"] = step_schema(offered, allow_answer=allow_answer or not offered, answer_schema=self.answer_schema)
             return body
         body["messages"] = messages
         if tools:
@@ -448,7 +450,8 @@ class AgentRun:
         return Turn(text, calls, finish_reason, usage)
 
     async def _read_constrained(self, events: Any, final: bool) -> Turn:
-        streamer = AnswerStreamer()
+        json_answer = self.answer_schema is not None
+        streamer: AnswerStreamer | JsonAnswerStreamer = JsonAnswerStreamer() if json_answer else AnswerStreamer()
         finish_reason = None
         meter = _TurnMeter()
         async for event in meter.deltas(events):
@@ -462,11 +465,12 @@ class AgentRun:
         usage = meter.usage
         raw = streamer.buffer
         answered = ""
-        step = parse_step(raw)
+        step = parse_step(raw, json_answer=json_answer)
         if step is not None and step[0] == "answer":
             if not streamer._started:
                 await self.emit(ChoiceDelta(0, {"content": step[1]}))
-            return Turn(step[1], [], finish_reason, usage, raw_text=raw)
+                return Turn(step[1], [], finish_reason, usage, raw_text=raw)
+            return Turn(streamer.answer, [], finish_reason, usage, raw_text=raw)
         if streamer._started:
             # The answer began streaming but the JSON never closed (max_tokens): keep what was said.
             answered = streamer.answer
