@@ -41,6 +41,21 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_body_bytes: int = 32 * 1024 * 1024
     max_messages: int = 2048
     max_tools: int = 128
+    # Client JSON Schemas (tool parameters, response_format): jsonschema's
+    # meta-validation costs 0.35 s per 1,000 properties, so a request's
+    # schemas are capped in total bytes and objects, and each in depth, before
+    # anything else; then checked after admission in a few worker threads
+    # under a time limit (app/schema_check.py).
+    max_schema_bytes: int = 512 * 1024
+    max_schema_objects: int = 10_000
+    max_schema_depth: int = 64
+    schema_check_seconds: float = 10.0
+    schema_check_threads: int = 2
+    # Token estimates (tiktoken) run in this many worker threads; text beyond
+    # token_count_exact_chars per request is bounded by its UTF-8 length
+    # instead of being encoded (a 10-million-character word took 6-13 s).
+    token_count_threads: int = 2
+    token_count_exact_chars: int = 1_000_000
     access_log: bool = True
     # Serve /metrics without the admin key even while authentication is on.
     metrics_public: bool = False

@@ -10,14 +10,15 @@ over the parsed dict rather than a schema engine.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any
 
-import orjson
-from jsonschema import exceptions as jsonschema_exceptions
-from jsonschema import validators
-
 from app.errors import OpenAIError, invalid_request
+from app.schema_check import (
+    DEFAULT_LIMITS,
+    SchemaBudget,
+    SchemaLimits,
+    check_schema_shape,
+)
 
 _ROLES = frozenset(("system", "developer", "user", "assistant", "tool", "function"))
 _USER_PART_TYPES = frozenset(("text", "image_url", "input_audio", "file"))
@@ -86,26 +87,12 @@ def _string(body: dict[str, Any], key: str, prefix: str = "") -> None:
         raise _wrong_type(prefix + key, "a string", value)
 
 
-@lru_cache(maxsize=512)
-def _schema_problem(schema_json: bytes) -> str | None:
-    schema = orjson.loads(schema_json)
-    try:
-        validators.validator_for(schema).check_schema(schema)
-    except jsonschema_exceptions.SchemaError as exc:
-        return exc.message
-    return None
-
-
-def check_json_schema(schema: Any, param: str) -> None:
+def check_json_schema(schema: Any, param: str, budget: SchemaBudget) -> None:
+    """The cheap part only: an object, within the size and depth caps. Meta-validation
+    is :class:`app.schema_check.SchemaChecker`'s, after authentication and admission."""
     if not isinstance(schema, dict):
         raise _wrong_type(param, "an object", schema)
-    try:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        raise invalid_request(f"Invalid schema for '{param}'.", param=param, code="invalid_schema") from None
-    problem = _schema_problem(key)
-    if problem is not None:
-        raise invalid_request(f"Invalid schema for '{param}': {problem}", param=param, code="invalid_function_parameters" if "tools" in param else "invalid_schema")
+    check_schema_shape(schema, param, budget)
 
 
 def _check_content_parts(parts: list[Any], allowed: frozenset[str], param: str) -> None:
@@ -209,7 +196,7 @@ def check_messages(messages: Any, max_messages: int) -> None:
             _check_content(message, role, param, required=True)
 
 
-def check_tools(tools: Any, max_tools: int) -> None:
+def check_tools(tools: Any, max_tools: int, budget: SchemaBudget) -> None:
     if not isinstance(tools, list):
         raise _wrong_type("tools", "an array", tools)
     if len(tools) > max_tools:
@@ -245,7 +232,7 @@ def check_tools(tools: Any, max_tools: int) -> None:
         _string(function, "description", f"{where}.function.")
         _bool(function, "strict", f"{where}.function.")
         if function.get("parameters") is not None:
-            check_json_schema(function["parameters"], f"{where}.function.parameters")
+            check_json_schema(function["parameters"], f"{where}.function.parameters", budget)
 
 
 def check_tool_choice(body: dict[str, Any]) -> None:
@@ -279,7 +266,7 @@ def check_tool_choice(body: dict[str, Any]) -> None:
             )
 
 
-def check_response_format(value: Any) -> None:
+def check_response_format(value: Any, budget: SchemaBudget) -> None:
     if value is None:
         return
     if not isinstance(value, dict):
@@ -305,7 +292,7 @@ def check_response_format(value: Any) -> None:
                 code="invalid_value",
             )
         if spec.get("schema") is not None:
-            check_json_schema(spec["schema"], "response_format.json_schema.schema")
+            check_json_schema(spec["schema"], "response_format.json_schema.schema", budget)
 
 
 def check_stop(value: Any) -> None:
@@ -340,7 +327,7 @@ def check_logit_bias(value: Any) -> None:
             )
 
 
-def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128) -> None:
+def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128, schema_limits: SchemaLimits = DEFAULT_LIMITS) -> None:
     """Raise :class:`OpenAIError` (400) for a request OpenAI would refuse."""
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.", code="invalid_json")
@@ -377,10 +364,11 @@ def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128) 
         raise invalid_request("Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.", param="top_logprobs", code=None)
     check_stop(body.get("stop"))
     check_logit_bias(body.get("logit_bias"))
-    check_response_format(body.get("response_format"))
+    budget = SchemaBudget(schema_limits)
+    check_response_format(body.get("response_format"), budget)
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _wrong_type("metadata", "an object", metadata)
     if body.get("tools") is not None:
-        check_tools(body["tools"], max_tools)
+        check_tools(body["tools"], max_tools, budget)
     check_tool_choice(body)

@@ -26,6 +26,7 @@ from app.providers.base import UpstreamCall
 from app.providers.router import AGENT_PREFIX, Route
 from app.routes.openapi_docs import ChatCompletionOperation
 from app.validation import check_request
+from app.schema_check import SchemaChecker, SchemaLimits
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -127,12 +128,13 @@ def build_chat_handler(services: "Services") -> Any:
             if len(raw) > server.max_body_bytes:
                 raise OpenAIError(413, f"Request body too large: {len(raw)} bytes, the limit is {server.max_body_bytes}.", type="invalid_request_error", code="request_too_large")
             payload = parse_json_body(raw)
-            check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools)
+            check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
             model = payload.get("model") or settings.default_model or ""
             info.model = model
             agent_mode = model.startswith(AGENT_PREFIX)
             route = services.router.resolve(model[len(AGENT_PREFIX):] if agent_mode else model)
             if route is None or (agent_mode and services.agent is None):
+    schema_checker = SchemaChecker(SchemaLimits.from_server(server))
                 raise model_not_found(model)
             info.mode = "agent" if agent_mode else "proxy"
             info.upstream = route.provider.name
@@ -156,6 +158,8 @@ def build_chat_handler(services: "Services") -> Any:
                 return await _json_response(services, events, tracker, model, info)
             except asyncio.CancelledError:
                 if not watch.fired:
+            # The slow part of validation, only for callers the gate let in.
+            await schema_checker.check(payload)
                     raise
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 info.error_code = "client_disconnected"
