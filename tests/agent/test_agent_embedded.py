@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import openai
 import pytest
 
@@ -72,3 +73,22 @@ def test_unforced_date_question_uses_the_tool(local_client: openai.OpenAI) -> No
     completion = local_client.chat.completions.create(model="agent/local", messages=QUESTION, max_tokens=120)
     date = tool_date(steps_of(completion.choices[0].message))
     assert date in (completion.choices[0].message.content or "")
+
+
+def test_structured_output_answer_matches_the_clients_schema(local_client: openai.OpenAI) -> None:
+    """Issue 10 item 24: the client's json_schema becomes the step's answer branch, so the grammar enforces it."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    completion = local_client.chat.completions.create(
+        model="agent/local",
+        messages=[{"role": "user", "content": "Paris is the capital of which country? Reply with the city and its country."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "capital", "strict": True, "schema": schema}},
+        max_tokens=120,
+    )
+    content = completion.choices[0].message.content or ""
+    answer = json.loads(content)
+    jsonschema.validate(answer, schema)
