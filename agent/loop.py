@@ -23,6 +23,7 @@ from agent.constrained import AnswerStreamer, JsonAnswerStreamer, client_answer_
 from agent.continuations import ContinuationStore
 from agent.parsing import TextGate, parse_tool_calls
 from agent.steps import StepLog
+from agent.taint import RunTaint, TaintPolicy
 from app.errors import OpenAIError
 from app.events import ChoiceDelta, Event, Failure, UsageReport
 from app.providers.base import UpstreamCall
@@ -196,8 +197,11 @@ class AgentRun:
         recall: Callable[[str], Awaitable[str | None]] | None = None,
         builtin_choice: Any = None,
         on_no_native_tools: Callable[[], None] | None = None,
+        taint: RunTaint | None = None,
     ) -> None:
         self.payload = payload
+        # Untrusted content seen so far, and the tools it closes (agent/taint.py).
+        self.taint = taint or RunTaint(TaintPolicy(refuse_fetch_after_memory_read=False, refuse_memory_writes_after_web=False))
         self.route = route
         self.registry = registry
         self.limits = limits
@@ -505,15 +509,22 @@ class AgentRun:
                 shown = call.arguments
             await self.emit(self.steps.tool_call(self.step, call.id, call.name, shown))
 
+        # Decided before any call of the turn runs: calls of one turn cannot see each other's results.
+        refusals = [self.taint.refusal(call.name) if call.kind == "builtin" else None for call in calls]
+
         async def run_one(i: int, call: Call) -> None:
             async with limiter:
                 timeout = max(0.1, min(self.limits.tool_timeout_seconds, self.remaining_wall()))
-                if call.kind == "builtin":
+                if refusals[i] is not None:
+                    outcome = ToolOutcome(call.name, "error", refusals[i] or "", 0.0, data={"refused": True})
+                elif call.kind == "builtin":
                     outcome = await self.registry.call(call.name, call.arguments, self.context, timeout=timeout)
                 else:
                     available = ", ".join([*self.builtin_names, *sorted(self.client_names)])
                     outcome = ToolOutcome(call.name, "unknown_tool", f"error: there is no tool named {call.name!r}. Available tools: {available}.", 0.0)
             outcomes[i] = outcome
+            if call.kind == "builtin":
+                self.taint.observe(call.name, outcome)
             self.sources.extend(outcome.sources)
             await self.emit(self.steps.tool_result(self.step, call.id, outcome))
 
@@ -537,6 +548,9 @@ class AgentRun:
                 if memory:
                     messages = [{"role": "system", "content": memory}, *messages]
                     history_prefix_len += 1
+                    self.taint.note_memory_read("auto_recall")
+        # A resumed run: built-in steps restored from before the pause count too.
+        self.taint.observe_history(messages)
         new_from = len(messages)
         finish = "stop"
         try:

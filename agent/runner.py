@@ -19,6 +19,7 @@ import msgspec
 from agent.continuations import ContinuationStore
 from agent.hints import hinted_tool
 from agent.loop import AgentRun, Limits
+from agent.taint import RunTaint, TaintPolicy
 from app.config import AgentSettings
 from app.errors import OpenAIError, invalid_request, server_error
 from app.events import Event, Failure, KeepAlive
@@ -192,6 +193,12 @@ class AgentRunner:
             recall=recall,
             builtin_choice=builtin_choice,
             on_no_native_tools=lambda: self.constrained_models.add(route.model_id),
+            taint=RunTaint(
+                TaintPolicy(
+                    refuse_fetch_after_memory_read=self.settings.refuse_fetch_after_memory_read,
+                    refuse_memory_writes_after_web=self.settings.refuse_memory_writes_after_web,
+                )
+            ),
         )
         if route.model_id in self.constrained_models:
             run.constrained = True

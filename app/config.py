@@ -126,6 +126,15 @@ class AgentSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     disabled_tools: list[str] = []
     auto_recall: bool = False
     auto_recall_limit: int = 3
+    # Prompt injection (agent/taint.py): once memories entered a run
+    # (memory_search, memory_forget or auto_recall), fetch_page and web_search
+    # are refused for the rest of it, so a page's instructions cannot send
+    # them out in a URL or a search query.
+    refuse_fetch_after_memory_read: bool = True
+    # Once web content entered a run, memory_save and memory_forget are
+    # refused, so a page can neither erase memories nor plant one that
+    # auto_recall would later put in front of the model.
+    refuse_memory_writes_after_web: bool = True
     system_prompt: str | None = None
 
 

@@ -77,7 +77,7 @@ class BwrapSandbox(ProcessSandbox):
             self._seccomp = build_filter(deny_connect=False)
         except Exception as exc:  # libseccomp missing or refusing
             return f"cannot build the seccomp filter: {exc}"
-        return None
+        return self.prepare_limits()
 
     def _argv(self, limits: RunLimits, fds: dict[str, int]) -> list[str]:
         s = self.settings
@@ -146,12 +146,13 @@ class BwrapSandbox(ProcessSandbox):
         except BaseException:
             close_quietly(*mine.values(), *child.values())
             raise
-        proc, pidfd, started = self.start_child(
-            argv, child, mine, [child[k] for k in ("passwd", "group", "runner", "seccomp", "result", "info")], cwd="/"
+        proc, pidfd, started, cgroup = self.start_child(
+            argv, child, mine, [child[k] for k in ("passwd", "group", "runner", "seccomp", "result", "info")], cwd="/",
+            slot=slot, limits=limits,
         )
         outputs = {k: mine[k] for k in ("stdout", "stderr", "result", "info")}
         launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid,
-                        started=started)
+                        started=started, cgroup=cgroup)
         launch.closers.append(lambda: close_quietly(launch.extra.pop("child_pidfd", None)))
         return launch
 

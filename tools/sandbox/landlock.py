@@ -125,7 +125,7 @@ class LandlockSandbox(ProcessSandbox):
             self._base = self._prepare_base()
         except OSError as exc:
             return f"cannot prepare the work dir base: {exc}"
-        return None
+        return self.prepare_limits()
 
     def _prepare_base(self) -> str:
         configured = getattr(self.settings, "workdir_base", None)
@@ -202,13 +202,14 @@ class LandlockSandbox(ProcessSandbox):
             close_quietly(*mine.values(), *child.values())
             remove_workdir(workdir, mounted)
             raise
-        proc, pidfd, started = self.start_child(
+        proc, pidfd, started, cgroup = self.start_child(
             argv, child, mine, [child["seccomp"], child["result"], child["lifeline"]], cwd=workdir,
-            cleanup=lambda: remove_workdir(workdir, mounted),
+            cleanup=lambda: remove_workdir(workdir, mounted), slot=slot, limits=limits,
         )
         outputs = {k: mine[k] for k in ("stdout", "stderr", "result")}
         launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid,
-                        started=started, extra={"workdir": workdir, "mounted": mounted, "lifeline": mine["lifeline"]})
+                        started=started, cgroup=cgroup,
+                        extra={"workdir": workdir, "mounted": mounted, "lifeline": mine["lifeline"]})
         launch.closers.append(lambda: close_quietly(launch.extra.pop("lifeline", None)))
         return launch
 

@@ -14,6 +14,7 @@ import abc
 import asyncio
 import collections
 import json
+import logging
 import os
 import shutil
 import signal
@@ -27,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .base import RunLimits, Sandbox
+from .cgroup import CgroupPool, CgroupUnavailable, RunCgroup, open_cgroups
 from .result import SandboxResult
 from .settings import SandboxSettings
+
+log = logging.getLogger("toolrelay.sandbox")
 
 RUNNER_SOURCE = (Path(__file__).with_name("runner.py")).read_text(encoding="utf-8")
 # The runner ends the run itself this long before the hard kill, so buffered
@@ -49,6 +53,7 @@ class Launch:
     started: float
     extra: dict[str, Any] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    cgroup: RunCgroup | None = None
 
 
 def pipe_pair() -> tuple[int, int]:
@@ -155,11 +160,53 @@ class ProcessSandbox(Sandbox):
         # Filled in by the selector's self-test.
         self.python_version: str | None = None
         self.self_test_ms: float | None = None
+        # Set by prepare_limits(): per-run cgroups, or rlimits only.
+        self._cgroups: CgroupPool | None = None
+        self._limits_prepared = False
+        self._no_cgroup_reason: str | None = None
+
+    @property
+    def enforcement(self) -> str:
+        """How the run-wide limits are enforced: "cgroup2", "cgroup1" or "rlimit"."""
+        return self._cgroups.mode if self._cgroups is not None else "rlimit"
+
+    def enforcement_status(self) -> dict[str, Any]:
+        """What bounds one run in total, as enforced here (docs/tools.md, "Limits")."""
+        s = self.settings
+        if self._cgroups is not None:
+            return {"mode": self.enforcement, "memory_mb_total": s.memory_mb, "processes_total": s.nproc,
+                    "cpu_cores": s.cpu_cores}
+        return {"mode": "rlimit", "memory_mb_total": s.memory_mb * s.nproc, "processes_total": s.nproc,
+                "cpu_cores": None, "reason": self._no_cgroup_reason}
+
+    def prepare_limits(self) -> str | None:
+        """Set up per-run cgroups (or the rlimit fallback); a reason only when cgroups are required."""
+        if not self._limits_prepared:
+            self._limits_prepared = True
+            if self.settings.cgroup == "off":
+                self._no_cgroup_reason = "disabled by configuration (sandbox cgroup \"off\")"
+            else:
+                try:
+                    self._cgroups = open_cgroups(self.settings.cpu_cores)
+                except CgroupUnavailable as exc:
+                    self._no_cgroup_reason = str(exc)
+            s = self.settings
+            if self._cgroups is not None:
+                log.info("sandbox limits: per-run %s (memory %d MiB, %d processes, %g CPUs per run)",
+                         self.enforcement, s.memory_mb, s.nproc, s.cpu_cores)
+            elif s.cgroup != "require":
+                log.warning("sandbox limits: no per-run cgroup (%s); falling back to per-process rlimits: "
+                            "a run may use up to %d processes x %d MiB = %d MiB and all CPUs",
+                            self._no_cgroup_reason, s.nproc, s.memory_mb, s.nproc * s.memory_mb)
+        if self._cgroups is None and self.settings.cgroup == "require":
+            return f"per-run cgroups are required (sandbox cgroup = \"require\") but unavailable: {self._no_cgroup_reason}"
+        return None
 
     def status(self) -> dict[str, Any]:
         status = super().status()
         status.update(python=self.settings.python, python_version=self.python_version,
-                      self_test_ms=self.self_test_ms, running=self.running())
+                      self_test_ms=self.self_test_ms, running=self.running(),
+                      enforcement=self.enforcement_status())
         if os.geteuid() == 0:
             base = self.settings.sandbox_uid_base
             status["uids"] = [base, base + self.settings.max_concurrent - 1]
@@ -173,6 +220,9 @@ class ProcessSandbox(Sandbox):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def aclose(self) -> None:
+        pool, self._cgroups = self._cgroups, None
+        if pool is not None:
+            await self.blocking(pool.close)
         self._executor.shutdown(wait=False)
 
     # -- hooks -------------------------------------------------------------
@@ -242,14 +292,31 @@ class ProcessSandbox(Sandbox):
         pass_fds: list[int],
         cwd: str,
         cleanup: Callable[[], None] = lambda: None,
-    ) -> tuple[subprocess.Popen[bytes], int, float]:
+        *,
+        slot: int,
+        limits: RunLimits,
+    ) -> tuple[subprocess.Popen[bytes], int, float, RunCgroup | None]:
         """Start the sandbox's outermost process and pin it with a pidfd.
 
         Both backends start it the same way: an empty environment (bwrap's
         pid-1 helper would otherwise expose the server's), only the sandbox's
-        own descriptors, a new session. The child's pipe ends are closed here
-        whatever happens; on failure ours are too and ``cleanup`` runs.
+        own descriptors, a new session. With cgroups in use, a fresh run
+        cgroup is made here and joined by ``_drive`` before the code is sent.
+        The child's pipe ends are closed here whatever happens; on failure
+        ours are too and ``cleanup`` runs.
         """
+        cgroup: RunCgroup | None = None
+        try:
+            if self._cgroups is not None:
+                try:
+                    cgroup = self._cgroups.create(slot, limits.memory_mb, self.settings.nproc)
+                except OSError as exc:
+                    raise RuntimeError(f"cannot create the run's cgroup: {exc}") from None
+        except BaseException:
+            close_quietly(*mine.values(), *child.values())
+            cleanup()
+            raise
+        undo = cleanup if cgroup is None else lambda: (cgroup.destroy(), cleanup())
         try:
             started = time.monotonic()
             proc = subprocess.Popen(
@@ -264,7 +331,7 @@ class ProcessSandbox(Sandbox):
             )
         except BaseException:
             close_quietly(*mine.values())
-            cleanup()
+            undo()
             raise
         finally:
             close_quietly(*child.values())
@@ -274,9 +341,9 @@ class ProcessSandbox(Sandbox):
             proc.kill()
             proc.wait()
             close_quietly(*mine.values())
-            cleanup()
+            undo()
             raise
-        return proc, pidfd, started
+        return proc, pidfd, started, cgroup
 
     def runner_args(self, result_fd: int, limits: RunLimits) -> list[str]:
         alarm = limits.wall_seconds - ALARM_MARGIN if limits.wall_seconds > 2 * ALARM_MARGIN else 0.0
@@ -363,6 +430,9 @@ class ProcessSandbox(Sandbox):
             self._kill(launch)
             await loop.run_in_executor(self._executor, launch.proc.wait)
         await self._after_exit(launch)
+        cgroup, launch.cgroup = launch.cgroup, None
+        if cgroup is not None and not await self.blocking(cgroup.destroy):
+            log.warning("sandbox run cgroup %s could not be removed; swept at the next start", cgroup.name)
 
     async def _reap(self, launch: Launch) -> int:
         """Wait for the child's exit through its pidfd and reap it."""
@@ -390,7 +460,7 @@ class ProcessSandbox(Sandbox):
         truncated: dict[str, bool] = {name: False for name in launch.outputs}
         open_fds: dict[str, int] = dict(launch.outputs)
         all_eof = asyncio.Event()
-        state: dict[str, Any] = {"limit": None, "killed": False}
+        state: dict[str, Any] = {"limit": None, "killed": False, "done": False}
 
         def kill(reason: str | None) -> None:
             if state["killed"]:
@@ -451,8 +521,25 @@ class ProcessSandbox(Sandbox):
                 close_quietly(launch.stdin)
                 launch.stdin = -1
 
+        def send_code(joined: asyncio.Future[None] | None = None) -> None:
+            if joined is not None and (joined.cancelled() or joined.exception() is not None):
+                if not state["killed"]:
+                    exc = None if joined.cancelled() else joined.exception()
+                    state["setup_error"] = f"cannot move the run into its cgroup: {exc}"
+                    kill(None)
+                return
+            if launch.stdin >= 0 and not state["killed"] and not state["done"]:
+                loop.add_writer(launch.stdin, on_writable)
+
         os.set_blocking(launch.stdin, False)
-        loop.add_writer(launch.stdin, on_writable)
+        if launch.cgroup is None:
+            send_code()
+        else:
+            # The code is sent only once the whole process tree is in the run
+            # cgroup; the move overlaps the interpreter's start-up.
+            cgroup, root = launch.cgroup, launch.proc.pid
+            joining = loop.run_in_executor(self._executor, cgroup.join_tree, root)
+            joining.add_done_callback(send_code)
         timer = loop.call_later(limits.wall_seconds, kill, "wall_time")
         try:
             await self._reap(launch)
@@ -471,6 +558,7 @@ class ProcessSandbox(Sandbox):
             raise
         finally:
             timer.cancel()
+            state["done"] = True
         res = SandboxResult(backend=self.backend_name)
         res.duration_ms = round((ended - launch.started) * 1000, 1)
         res.stdout = bytes(bufs.get("stdout", b"")).decode("utf-8", "replace")
@@ -478,6 +566,8 @@ class ProcessSandbox(Sandbox):
         res.stdout_truncated = truncated.get("stdout", False)
         res.stderr_truncated = truncated.get("stderr", False)
         res.limit = state["limit"]
+        if state.get("setup_error"):
+            res.error = "sandbox setup failed: " + state["setup_error"][:500]
         reports = _parse_lines(bytes(bufs.get("result", b"")))
         self._merge_report(launch, reports, res)
         self._finish_result(launch, res, limits, got_report=any("value" in r for r in reports))
@@ -491,6 +581,8 @@ class ProcessSandbox(Sandbox):
         code = launch.proc.returncode
         if res.exit_code is None:
             res.exit_code = code
+        if res.limit is None and launch.cgroup is not None and launch.cgroup.oom_kills():
+            res.limit = "memory"  # the run cgroup's OOM killer ended a process of the run
         if res.limit is None and res.exit_code is not None and res.exit_code < 0:
             sig = -res.exit_code
             cpu = launch.extra.get("cpu_seconds", 0.0)

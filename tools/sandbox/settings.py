@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 Backend = Literal["auto", "bwrap", "landlock", "off"]
 BACKENDS: tuple[str, ...] = ("auto", "bwrap", "landlock", "off")
+CgroupMode = Literal["auto", "require", "off"]
+CGROUP_MODES: tuple[str, ...] = ("auto", "require", "off")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,8 +28,18 @@ class SandboxSettings:
     # RLIMIT_CPU soft limit (hard = soft + 1); per process, so the wall clock
     # is the real bound once code forks.
     cpu_seconds: float = 10.0
-    # RLIMIT_NPROC counts every process of the uid, hence one uid per slot.
+    # RLIMIT_NPROC counts every process of the uid, hence one uid per slot;
+    # with a run cgroup it is also the run's pids.max.
     nproc: int = 64
+    # Per-run cgroup (v2, else v1) capping the run's total memory (memory_mb),
+    # processes (nproc) and CPU (cpu_cores): rlimits alone are per process, and
+    # a run forked 6 x 400 MB under a 512 MiB RLIMIT_AS (measured). "auto" falls
+    # back to rlimits with a warning when no cgroup is writable; "require"
+    # disables the tool instead; "off" never tries.
+    cgroup: CgroupMode = "auto"
+    # CPU time per wall-clock second for the whole run (cgroup cpu.max quota),
+    # so a run's busy children cannot take every core from the server.
+    cpu_cores: float = 1.0
     file_size_mb: int = 16
     nofile: int = 256
     # The interpreter run inside. Must live under /usr (the only tree bound
@@ -53,6 +65,10 @@ class SandboxSettings:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"sandbox backend must be one of {BACKENDS}, not {self.backend!r}")
+        if self.cgroup not in CGROUP_MODES:
+            raise ValueError(f"sandbox cgroup must be one of {CGROUP_MODES}, not {self.cgroup!r}")
+        if not 0.01 <= self.cpu_cores <= 1024:
+            raise ValueError("sandbox cpu_cores must be between 0.01 and 1024")
         for name in ("wall_seconds", "cpu_seconds", "queue_timeout_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"sandbox {name} must be > 0")
