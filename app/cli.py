@@ -6,13 +6,17 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
 from app import __version__
 from app.auth.gate import is_loopback
 from app.config import ConfigError, Settings, load_settings
+
+# Hosts that bind every interface (uvicorn passes "" to the socket layer as "any").
+WILDCARD_HOSTS = frozenset(("", "0.0.0.0", "::", "[::]"))
 
 
 def configure_logging(level: str) -> None:
@@ -27,19 +31,27 @@ def configure_logging(level: str) -> None:
 
 
 def banner(settings: Settings, services: Any, host: str, port: int) -> str:
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    every_interface = host.strip() in WILDCARD_HOSTS
+    shown_host = "127.0.0.1" if every_interface else host
     base = f"http://{shown_host}:{port}/v1"
     models = [m for m, _ in services.router.served_models()]
     auth_on = bool(getattr(services.gate, "enabled", False))
+    where = f"every interface, port {port} (host = {host!r})" if every_interface else f"http://{host}:{port}"
     lines = [
-        f"toolrelay {__version__} listening on http://{host}:{port}",
+        f"toolrelay {__version__} listening on {where}",
         f"  OpenAI base URL : {base}",
         f"  models          : {', '.join(models) or '(none)'}",
     ]
     if services.agent is not None and models:
         lines.append(f"  agent models    : {', '.join('agent/' + m for m in models)}")
     lines.append(f"  default model   : {settings.default_model}")
-    lines.append(f"  authentication  : {'on (API keys required)' if auth_on else 'off (no API keys configured; loopback only)'}")
+    if auth_on:
+        auth_line = "on (API keys required)"
+    elif is_loopback(host):
+        auth_line = "off (no API keys configured; loopback only)"
+    else:
+        auth_line = "OFF on a non-loopback address (allow_unauthenticated_public): anyone who can reach this port can use it"
+    lines.append(f"  authentication  : {auth_line}")
     for key, value in services.ready_extras().items():
         if isinstance(value, dict) and "backend" in value:
             lines.append(f"  {key:<16}: {value['backend']}" + (f" ({value.get('reason')})" if value.get("reason") else ""))
@@ -60,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     server = settings.server
     overrides: dict[str, Any] = {}
-    if args.host:
+    if args.host is not None:  # `--host ""` binds every interface, and is treated so
         overrides["host"] = args.host
     if args.port:
         overrides["port"] = args.port
@@ -82,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     has_credentials = bool(getattr(gate, "admin_enabled", False) or getattr(getattr(gate, "keys", None), "any_keys", False))
     if not is_loopback(server.host) and not has_credentials and not server.allow_unauthenticated_public:
         print(
-            f"toolrelay: refusing to listen on {server.host} without API keys: anyone who can reach it could spend "
+            f"toolrelay: refusing to listen on {_bind_description(server.host)} without API keys: anyone who can reach it could spend "
             "your upstream credits. Create a key (`toolrelay keys create --name NAME`), or set "
             "server.allow_unauthenticated_public = true if this network is private.",
             file=sys.stderr,
@@ -94,16 +106,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def announce() -> None:
         print(banner(settings, services, server.host, server.port), flush=True)
 
-    common = dict(
-        host=server.host,
-        port=server.port,
-        loop="uvloop" if _has("uvloop") else "asyncio",
-        http="httptools" if _has("httptools") else "h11",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    common: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop" if _has("uvloop") else "asyncio",
+        "http": "httptools" if _has("httptools") else "h11",
+        "lifespan": "on",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 10,
+    }
     try:
         if args.workers > 1:
             # Workers rebuild the app from the environment; hand them the same settings.
@@ -121,6 +133,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn re-raises the Ctrl-C it already handled gracefully.
         pass
     return 0
+
+
+def _bind_description(host: str) -> str:
+    if host.strip() in WILDCARD_HOSTS:
+        return f"every interface (host = {host!r})"
+    return f"{host} (not a loopback-only address)"
 
 
 def _has(module: str) -> bool:
