@@ -24,6 +24,9 @@ class Gate(Protocol):
     async def release(self, info: RequestInfo, usage: Any) -> None:
         """The request ended (``usage`` is None when it never reached a model)."""
 
+    async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
+        """Like :meth:`admit` for a request that calls no model (rate and parallel limits only)."""
+
     def headers(self, info: RequestInfo) -> dict[str, str]:
         """Rate-limit headers for the response."""
 
@@ -42,6 +45,9 @@ class OpenGate:
         info.key_id = None
 
     async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
+        return None
+
+    async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
         return None
 
     async def release(self, info: RequestInfo, usage: Any) -> None:

@@ -18,7 +18,7 @@ from app.config import ConfigError, section
 from app.private_files import secure_dir
 from app.routes.memories import build_memory_handlers
 from app.services import Services
-from memory import MemoryStore
+from memory import MemoryLimits, MemoryStore
 from memory.settings import MemorySettings
 from tools.current_time import CurrentTimeTool
 from tools.fetch_page import FetchPageSettings, FetchPageTool
@@ -109,7 +109,13 @@ def build_memory(services: Services) -> MemoryStore | None:
     if not config.enabled:
         return None
     path = Path(config.path) if config.path else services.data_dir / "memory.db"
-    options = {"search_budget_ms": config.search_budget_ms} if config.search_budget_ms is not None else {}
+    options: dict[str, Any] = {"search_budget_ms": config.search_budget_ms} if config.search_budget_ms is not None else {}
+    options["limits"] = MemoryLimits(
+        max_memories_per_scope=config.max_memories_per_scope,
+        max_bytes_per_scope=config.max_bytes_per_scope,
+        max_memories_per_key=config.max_memories_per_key,
+        max_bytes_per_key=config.max_bytes_per_key,
+    )
     store = MemoryStore(path, **options)
     services.on_close(store.aclose)
     return store

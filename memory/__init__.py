@@ -1,6 +1,14 @@
 """Long-term memory: SQLite + FTS5, one database file, strict per-scope isolation."""
 
-from .models import Memory, MemoryHit, MemoryPage, MemoryStoreClosed, MemoryStoreError, MemoryValidationError
+from .models import (
+    Memory,
+    MemoryHit,
+    MemoryPage,
+    MemoryQuotaExceeded,
+    MemoryStoreClosed,
+    MemoryStoreError,
+    MemoryValidationError,
+)
 from .scope import parse_scope, scope_for
 from .store import MemoryLimits, MemoryStore, SyncMemoryStore, new_memory_id
 
@@ -9,6 +17,7 @@ __all__ = [
     "MemoryHit",
     "MemoryLimits",
     "MemoryPage",
+    "MemoryQuotaExceeded",
     "MemoryStore",
     "MemoryStoreClosed",
     "MemoryStoreError",

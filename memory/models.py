@@ -15,6 +15,10 @@ class MemoryValidationError(MemoryStoreError):
     """Input the store refuses: empty or oversized text, too many tags, ..."""
 
 
+class MemoryQuotaExceeded(MemoryStoreError):
+    """The scope (or the API key owning it) holds as many memories or bytes as allowed."""
+
+
 class MemoryStoreClosed(RuntimeError):
     """The store was closed."""
 

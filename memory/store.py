@@ -11,6 +11,13 @@ Layout (created on first open, ``PRAGMA user_version`` = 1, WAL mode):
     ``(id)`` unique, ``(scope, id)``.
 ``memory_counts``
     memories per scope (and the total under the key ``''``), kept by triggers.
+``memory_usage``
+    memories and stored bytes (text, tags and metadata as stored) per owner,
+    kept by triggers: ``s:<scope>`` for each scope, ``o:<key part>`` for all
+    the scopes of one API key (``k:<key>`` and its ``k:<key>/u:...``). The
+    caps of :class:`MemoryLimits` are checked against it inside the write
+    transaction, so a key cannot fill the disk, even by minting ``user``
+    values (added after schema 1; created and filled on open).
 ``memories_fts``
     FTS5, external content (``content=memories``), ``porter unicode61
     remove_diacritics 2`` tokenizer, ``detail=full``, columns ``text``,
@@ -63,8 +70,22 @@ import sqlite_utils
 
 from app.private_files import private_file
 
-from .models import Memory, MemoryHit, MemoryPage, MemoryStoreClosed, MemoryValidationError
-from .query import MatchMode, build_match, is_plain_ascii_word, query_terms, quote_term, tokenize
+from .models import (
+    Memory,
+    MemoryHit,
+    MemoryPage,
+    MemoryQuotaExceeded,
+    MemoryStoreClosed,
+    MemoryValidationError,
+)
+from .query import (
+    MatchMode,
+    build_match,
+    is_plain_ascii_word,
+    query_terms,
+    quote_term,
+    tokenize,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -89,12 +110,16 @@ class MemoryLimits:
     """Size bounds (all inclusive)."""
 
     __slots__ = (
-        "max_text_bytes",
-        "max_tags",
-        "max_tag_chars",
+        "max_bytes_per_key",
+        "max_bytes_per_scope",
+        "max_list_limit",
+        "max_memories_per_key",
+        "max_memories_per_scope",
         "max_metadata_bytes",
         "max_search_limit",
-        "max_list_limit",
+        "max_tag_chars",
+        "max_tags",
+        "max_text_bytes",
     )
 
     def __init__(
@@ -106,6 +131,10 @@ class MemoryLimits:
         max_metadata_bytes: int = 4096,
         max_search_limit: int = 100,
         max_list_limit: int = 1000,
+        max_memories_per_scope: int = 0,
+        max_bytes_per_scope: int = 0,
+        max_memories_per_key: int = 0,
+        max_bytes_per_key: int = 0,
     ) -> None:
         self.max_text_bytes = max_text_bytes
         self.max_tags = max_tags
@@ -113,6 +142,12 @@ class MemoryLimits:
         self.max_metadata_bytes = max_metadata_bytes
         self.max_search_limit = max_search_limit
         self.max_list_limit = max_list_limit
+        # Storage caps (0: none); a "key" is every scope sharing the part
+        # before the first "/" (an API key and all its users).
+        self.max_memories_per_scope = max_memories_per_scope
+        self.max_bytes_per_scope = max_bytes_per_scope
+        self.max_memories_per_key = max_memories_per_key
+        self.max_bytes_per_key = max_bytes_per_key
 
 
 DEFAULT_LIMITS = MemoryLimits()
@@ -277,6 +312,45 @@ CREATE TRIGGER IF NOT EXISTS memories_count_ad AFTER DELETE ON memories BEGIN
     DELETE FROM memory_counts WHERE scope = old.scope AND n <= 0;
 END;
 """
+
+# The stored size of a row and the owner of its scope (the part before "/").
+_SIZE = "length(CAST({r}.text AS BLOB)) + length(CAST({r}.tags AS BLOB)) + coalesce(length(CAST({r}.metadata AS BLOB)), 0)"
+_OWNER = "'o:' || CASE WHEN instr({r}.scope, '/') > 0 THEN substr({r}.scope, 1, instr({r}.scope, '/') - 1) ELSE {r}.scope END"
+_USAGE_DDL = f"""
+CREATE TABLE IF NOT EXISTS memory_usage (
+    owner TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS memories_usage_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memory_usage(owner, n, bytes)
+    VALUES ('s:' || new.scope, 1, {_SIZE.format(r="new")}), ({_OWNER.format(r="new")}, 1, {_SIZE.format(r="new")})
+    ON CONFLICT(owner) DO UPDATE SET n = n + excluded.n, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS memories_usage_ad AFTER DELETE ON memories BEGIN
+    UPDATE memory_usage SET n = n - 1, bytes = bytes - ({_SIZE.format(r="old")})
+    WHERE owner IN ('s:' || old.scope, {_OWNER.format(r="old")});
+    DELETE FROM memory_usage WHERE owner IN ('s:' || old.scope, {_OWNER.format(r="old")}) AND n <= 0;
+END;
+CREATE TRIGGER IF NOT EXISTS memories_usage_au AFTER UPDATE ON memories BEGIN
+    UPDATE memory_usage SET bytes = bytes - ({_SIZE.format(r="old")}) + ({_SIZE.format(r="new")})
+    WHERE owner IN ('s:' || new.scope, {_OWNER.format(r="new")});
+END;
+"""
+_USAGE_BACKFILL = f"""
+INSERT INTO memory_usage(owner, n, bytes)
+SELECT owner, count(*), sum(size) FROM (
+    SELECT 's:' || m.scope AS owner, {_SIZE.format(r="m")} AS size FROM memories m
+    UNION ALL
+    SELECT {_OWNER.format(r="m")}, {_SIZE.format(r="m")} FROM memories m
+) GROUP BY owner
+"""
+
+
+def _owner_of(scope: str) -> str:
+    """The ``memory_usage`` owner of all scopes of the key ``scope`` belongs to."""
+    return "o:" + scope.split("/", 1)[0]
+
 
 _FTS_DDL = """
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
@@ -553,6 +627,10 @@ class SyncMemoryStore:
                 if "memories_fts" not in tables:
                     for stmt in _split_sql(_FTS_DDL.format(detail=detail)):
                         db.conn.execute(stmt)
+                if "memory_usage" not in tables:
+                    for stmt in _split_sql(_USAGE_DDL):
+                        db.conn.execute(stmt)
+                    db.conn.execute(_USAGE_BACKFILL)  # a database from before the caps
                 db.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.conn.execute("COMMIT")
             except BaseException:
@@ -609,6 +687,7 @@ class SyncMemoryStore:
         _check_scope(scope)
         mem, row = self._prepare(scope, text, tags, metadata, int(time.time()), scope_token(scope))
         with self._write() as db:
+            self._check_room(db, scope, [row])
             db.conn.execute(self._INSERT, row)
         return mem
 
@@ -641,8 +720,38 @@ class SyncMemoryStore:
             rows.append(row)
         if rows:
             with self._write() as db:
+                self._check_room(db, scope, rows)
                 db.conn.executemany(self._INSERT, rows)
         return mems
+
+    def _check_room(self, db: sqlite_utils.Database, scope: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Raise MemoryQuotaExceeded unless ``rows`` fit the scope's and the key's caps."""
+        lim = self.limits
+        if not (lim.max_memories_per_scope or lim.max_bytes_per_scope or lim.max_memories_per_key or lim.max_bytes_per_key):
+            return
+        # Same measure as the triggers' _SIZE: text, tags JSON and metadata JSON in UTF-8.
+        adding = sum(len(r[3].encode()) + len(r[4].encode()) + (len(r[7].encode()) if r[7] else 0) for r in rows)
+        got = {
+            owner: (n, size)
+            for owner, n, size in db.conn.execute(
+                "SELECT owner, n, bytes FROM memory_usage WHERE owner IN (?, ?)", ("s:" + scope, _owner_of(scope))
+            )
+        }
+        for owner, what, max_n, max_bytes in (
+            ("s:" + scope, "this memory scope", lim.max_memories_per_scope, lim.max_bytes_per_scope),
+            (_owner_of(scope), "this API key (all its users together)", lim.max_memories_per_key, lim.max_bytes_per_key),
+        ):
+            n, size = got.get(owner, (0, 0))
+            if max_n and n + len(rows) > max_n:
+                raise MemoryQuotaExceeded(
+                    f"memory is full: {what} holds {n} memories and the limit is {max_n}; "
+                    "delete (forget) memories that are no longer needed before saving more"
+                )
+            if max_bytes and size + adding > max_bytes:
+                raise MemoryQuotaExceeded(
+                    f"memory is full: {what} holds {size} bytes of memories and the limit is {max_bytes} "
+                    f"(this adds {adding}); delete (forget) memories that are no longer needed before saving more"
+                )
 
     def delete(self, scope: str, id: str) -> bool:
         """Delete one memory of ``scope``; False if ``scope`` has none with that id."""

@@ -3,7 +3,9 @@
 Each tool is built with the :class:`memory.MemoryStore` and only ever touches
 ``context.scope`` (the API key, and within it the request's ``user``). Results
 are compact JSON the model can read: ids, text, tags, creation time (UTC, ISO
-8601) and, for searches, a relevance score (higher is better).
+8601) and, for searches, a rank (1 is the best match). Not the BM25 score:
+its IDF is computed over every scope's memories, so a score would tell a key
+how many of other keys' memories contain a word (issue 10 item 13).
 
 :func:`recall` builds the optional automatic-recall block the agent adds to
 its context before the model's first call.
@@ -40,15 +42,13 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def _memory_json(mem: Memory, score: float | None = None) -> dict[str, Any]:
+def _memory_json(mem: Memory, rank: int | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {"id": mem.id, "text": mem.text}
     if mem.tags:
         d["tags"] = list(mem.tags)
     d["created"] = mem.created_iso
-    if score is not None:
-        # 3 significant digits: in a small database bm25 scores can be tiny
-        # (FTS5 floors the idf of words in over half the rows at 1e-6).
-        d["score"] = float(f"{score:.3g}")
+    if rank is not None:
+        d["rank"] = rank
     return d
 
 
@@ -206,7 +206,7 @@ class MemorySearchTool:
             return ToolResult.error(str(exc))
         except MemoryStoreClosed:
             return ToolResult.error("long-term memory is not available right now")
-        out: dict[str, Any] = {"results": [_memory_json(h.memory, h.score) for h in hits]}
+        out: dict[str, Any] = {"results": [_memory_json(h.memory, rank) for rank, h in enumerate(hits, 1)]}
         if not hits:
             out["note"] = "no matching memories; try other keywords"
         return ToolResult(content=_dumps(out), data={"count": len(hits), "ids": [h.memory.id for h in hits]})

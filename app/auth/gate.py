@@ -33,7 +33,7 @@ from app.auth.keystore import ApiKey, KeyStore
 from app.auth.ledger import Ledger
 from app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key_bucket
 from app.auth.periods import PeriodClock
-from app.auth.pricing import NANO, Price, PriceTable
+from app.auth.pricing import FREE, NANO, Price, PriceTable
 from app.auth.settings import GateSettings
 from app.errors import OpenAIError, model_not_found
 from app.middleware import RequestInfo
@@ -45,6 +45,7 @@ ADMIN_KEY_ID = "admin"
 MAX_CREDENTIAL_CHARS = 1024
 _MAX_STASHED = 10_000
 _RECENT_RELEASES = 4096
+_FREE_PRICE = Price(FREE)
 
 
 def is_loopback(host: str) -> bool:
@@ -308,6 +309,46 @@ class AuthGate:
             ticket.headers_taken = True
             return ticket.headers
         return self._late_headers.pop(info.request_id, None) or {}
+
+    async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
+        """Admit a request that calls no model (``/v1/memories``, issue 10 item 12).
+
+        It counts against the caller's requests per minute and parallel slots,
+        costs nothing (so tokens per minute and the budget do not apply) and,
+        like every admitted request, gets a ledger row at :meth:`release`.
+        """
+        policy: Policy | None = None
+        key: ApiKey | None = None
+        bucket = ""
+        if info.key_id is None:
+            policy = self._ip_policy
+            if policy is not None:
+                bucket = ip_bucket(client_address(request.scope, self._trust_xff))
+        elif info.key_id != ADMIN_KEY_ID:
+            key = self.keys.get(info.key_id)
+            if key is None:  # removed from keys.db by hand since authenticate
+                raise errors.incorrect_key(f"tr-{info.key_id}-***")
+            full = self.policy_for(key)
+            policy = Policy(full.rpm, 0, full.max_parallel)
+            bucket = key_bucket(key.id)
+        ticket = Ticket(_FREE_PRICE)
+        if policy is not None and policy.active:
+            ask = Ask(bucket, info.request_id, policy, 0)
+            try:
+                decision = await self.backend.acquire(ask)
+            except Exception as exc:  # noqa: BLE001 - a backend outage must not become a 500
+                self._backend_failed(exc)
+                if not self._fail_open:
+                    raise errors.limiter_unavailable() from None
+            else:
+                if not decision.ok:
+                    raise self._refusal(decision, ask, key, info)
+                ticket.ask = ask
+                ticket.decision = decision
+                ticket.headers = rate_headers(policy, decision)
+        if len(self._tickets) >= _MAX_STASHED:
+            self._sweep_tickets()
+        self._tickets[info.request_id] = ticket
 
     async def start(self) -> None:
         await self.backend.start()

@@ -5,10 +5,24 @@ parameter (the same ``user`` the agent requests carried). A key can only ever
 reach its own scopes; with authentication off everything is the one local
 scope. Shapes follow OpenAI's list objects and ``{"id", "object": "...deleted",
 "deleted": true}`` deletions.
+
+Every request passes the gate like a chat request (issue 10 item 12): it is
+authenticated, counted against the key's requests per minute and parallel
+slots (it calls no model, so it costs nothing and tokens per minute and the
+budget do not apply) and booked in the usage ledger with mode ``memory``.
+
+Model allow-lists: memory is part of agent mode, so a key may use
+``/v1/memories`` only when its allow-list admits at least one ``agent/...``
+model the server serves (any served model when agent mode is off); otherwise
+403 ``memory_not_allowed``. The endpoints only ever reach the key's own
+scopes either way. Saving beyond the ``[memory]`` caps is a 403
+``memory_limit_reached``.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,7 +32,7 @@ from litestar.response import Response
 from app.errors import OpenAIError, invalid_request
 from app.jsonbody import parse_json_body
 from app.middleware import request_info
-from memory import MemoryStore, MemoryValidationError, scope_for
+from memory import MemoryQuotaExceeded, MemoryStore, MemoryValidationError, scope_for
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -34,6 +48,15 @@ def _not_found(memory_id: str) -> OpenAIError:
     return OpenAIError(404, f"No memory found with id '{memory_id}'.", type="invalid_request_error", param="memory_id", code="memory_not_found")
 
 
+def _not_allowed() -> OpenAIError:
+    return OpenAIError(
+        403,
+        "This API key may not use long-term memory: its model allow-list admits no agent model.",
+        type="invalid_request_error",
+        code="memory_not_allowed",
+    )
+
+
 def _int_param(request: Request[Any, Any, Any], name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -47,77 +70,98 @@ def _int_param(request: Request[Any, Any, Any], name: str, default: int, low: in
     return value
 
 
-def build_memory_handlers(services: "Services", store: MemoryStore) -> list[Any]:
-    async def scope_of(request: Request[Any, Any, Any]) -> str:
+def build_memory_handlers(services: Services, store: MemoryStore) -> list[Any]:
+    gate = services.gate
+
+    def may_use_memory(info: Any) -> bool:
+        if info.key_id is None or info.key_id == "admin":
+            return True
+        prefix = "agent/" if services.agent is not None else ""
+        return any(gate.allows_model(info, prefix + model_id) for model_id, _ in services.router.served_models())
+
+    @asynccontextmanager
+    async def gated(request: Request[Any, Any, Any]) -> AsyncIterator[tuple[str, dict[str, str]]]:
+        """(scope, rate-limit headers) of an admitted request; released (and booked) on the way out."""
         info = request_info(request.scope)
-        await services.gate.authenticate(request, info)
-        user = request.query_params.get("user") or None
-        return scope_for(info.key_id, user)
+        await gate.authenticate(request, info)
+        info.mode = "memory"
+        try:
+            if not may_use_memory(info):
+                raise _not_allowed()
+            await gate.admit_unpriced(request, info)
+            yield scope_for(info.key_id, request.query_params.get("user") or None), gate.headers(info)
+        finally:
+            await gate.release(info, None)
 
     @get("/v1/memories", summary="List memories", tags=["memories"])
     async def list_memories(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        limit = _int_param(request, "limit", 20, 1, _MAX_PAGE)
-        order = request.query_params.get("order") or "desc"
-        if order not in ("asc", "desc"):
-            raise invalid_request(f"Invalid 'order': '{order[:20]}'. Supported values are: 'asc' and 'desc'.", param="order", code="invalid_value")
-        tags = request.query_params.getall("tag", []) or None
-        page = await store.list(scope, limit=limit, after=request.query_params.get("after") or None, order=order, tags=tags)
-        return _json(page.to_dict())
+        async with gated(request) as (scope, headers):
+            limit = _int_param(request, "limit", 20, 1, _MAX_PAGE)
+            order = request.query_params.get("order") or "desc"
+            if order not in ("asc", "desc"):
+                raise invalid_request(f"Invalid 'order': '{order[:20]}'. Supported values are: 'asc' and 'desc'.", param="order", code="invalid_value")
+            tags = request.query_params.getall("tag", []) or None
+            page = await store.list(scope, limit=limit, after=request.query_params.get("after") or None, order=order, tags=tags)
+            return _json(page.to_dict(), headers=headers)
 
     @get("/v1/memories/export", summary="Export all memories of a scope as JSON", tags=["memories"])
     async def export_memories(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        memories = await store.export(scope)
-        return _json(
-            {"object": "list", "data": [m.to_dict() for m in memories]},
-            headers={"content-disposition": 'attachment; filename="memories.json"'},
-        )
+        async with gated(request) as (scope, headers):
+            memories = await store.export(scope)
+            return _json(
+                {"object": "list", "data": [m.to_dict() for m in memories]},
+                headers={**headers, "content-disposition": 'attachment; filename="memories.json"'},
+            )
 
     @get("/v1/memories/search", summary="Search memories", tags=["memories"])
     async def search_memories(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        query = request.query_params.get("q") or request.query_params.get("query") or ""
-        limit = _int_param(request, "limit", 5, 1, _MAX_PAGE)
-        hits = await store.search(scope, query, limit=limit)
-        return _json({"object": "list", "data": [{**hit.memory.to_dict(), "score": hit.score} for hit in hits]})
+        async with gated(request) as (scope, headers):
+            query = request.query_params.get("q") or request.query_params.get("query") or ""
+            limit = _int_param(request, "limit", 5, 1, _MAX_PAGE)
+            hits = await store.search(scope, query, limit=limit)
+            # Ranks, not BM25 scores: a score carries the word's document frequency
+            # over every scope (one FTS5 table), so a key could count how many of
+            # other keys' memories contain a word (issue 10 item 13).
+            return _json({"object": "list", "data": [{**hit.memory.to_dict(), "rank": rank} for rank, hit in enumerate(hits, 1)]}, headers=headers)
 
     @post("/v1/memories", summary="Save a memory", tags=["memories"], status_code=200)
     async def create_memory(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        body = parse_json_body(await request.body())
-        if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-            raise invalid_request("Missing required parameter: 'text'.", param="text", code="missing_required_parameter")
-        tags = body.get("tags")
-        if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
-            raise invalid_request("Invalid 'tags': expected an array of strings.", param="tags", code="invalid_type")
-        try:
-            memory = await store.save(scope, body["text"], tags=tags)
-        except MemoryValidationError as exc:
-            raise invalid_request(str(exc), param="text", code="invalid_value") from None
-        return _json(memory.to_dict())
+        async with gated(request) as (scope, headers):
+            body = parse_json_body(await request.body())
+            if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+                raise invalid_request("Missing required parameter: 'text'.", param="text", code="missing_required_parameter")
+            tags = body.get("tags")
+            if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+                raise invalid_request("Invalid 'tags': expected an array of strings.", param="tags", code="invalid_type")
+            try:
+                memory = await store.save(scope, body["text"], tags=tags)
+            except MemoryQuotaExceeded as exc:
+                raise OpenAIError(403, str(exc)[:1].upper() + str(exc)[1:] + ".", type="invalid_request_error", param="text", code="memory_limit_reached") from None
+            except MemoryValidationError as exc:
+                raise invalid_request(str(exc), param="text", code="invalid_value") from None
+            return _json(memory.to_dict(), headers=headers)
 
     @get("/v1/memories/{memory_id:str}", summary="Retrieve a memory", tags=["memories"])
     async def get_memory(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        memory_id = str(request.path_params["memory_id"])
-        memory = await store.get(scope, memory_id)
-        if memory is None:
-            raise _not_found(memory_id)
-        return _json(memory.to_dict())
+        async with gated(request) as (scope, headers):
+            memory_id = str(request.path_params["memory_id"])
+            memory = await store.get(scope, memory_id)
+            if memory is None:
+                raise _not_found(memory_id)
+            return _json(memory.to_dict(), headers=headers)
 
     @delete("/v1/memories/{memory_id:str}", summary="Delete a memory", tags=["memories"], status_code=200)
     async def delete_memory(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        memory_id = str(request.path_params["memory_id"])
-        if not await store.delete(scope, memory_id):
-            raise _not_found(memory_id)
-        return _json({"id": memory_id, "object": "memory.deleted", "deleted": True})
+        async with gated(request) as (scope, headers):
+            memory_id = str(request.path_params["memory_id"])
+            if not await store.delete(scope, memory_id):
+                raise _not_found(memory_id)
+            return _json({"id": memory_id, "object": "memory.deleted", "deleted": True}, headers=headers)
 
     @delete("/v1/memories", summary="Delete every memory of a scope", tags=["memories"], status_code=200)
     async def delete_all_memories(request: Request[Any, Any, Any]) -> Response[bytes]:
-        scope = await scope_of(request)
-        count = await store.delete_all(scope)
-        return _json({"object": "memory.deleted", "deleted": True, "count": count})
+        async with gated(request) as (scope, headers):
+            count = await store.delete_all(scope)
+            return _json({"object": "memory.deleted", "deleted": True, "count": count}, headers=headers)
 
     return [list_memories, export_memories, search_memories, create_memory, get_memory, delete_memory, delete_all_memories]

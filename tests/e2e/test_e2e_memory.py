@@ -257,7 +257,8 @@ def test_export_search_and_delete(ahttp: httpx.Client, scope_user: str) -> None:
     found = ahttp.get("/v1/memories/search", params={"user": scope_user, "q": "favourite colour"}).json()
     assert found["object"] == "list"
     assert [m["id"] for m in found["data"]][:1] == [teal["id"]]
-    assert isinstance(found["data"][0]["score"], float)
+    assert [m["rank"] for m in found["data"]] == list(range(1, len(found["data"]) + 1))
+    assert "score" not in found["data"][0]
 
     deleted = ahttp.delete(f"/v1/memories/{teal['id']}", params={"user": scope_user})
     assert deleted.status_code == 200

@@ -83,8 +83,8 @@ async def test_save_then_search(tools, ctx) -> None:
     assert mem["created"].endswith("Z") and len(mem["created"]) == 20
     found = _json(await tools["memory_search"].run({"query": "coffee milk"}, ctx))
     assert [r["id"] for r in found["results"]] == [mem["id"]]
-    assert found["results"][0]["score"] > 0
-    assert set(found["results"][0]) == {"id", "text", "tags", "created", "score"}
+    assert found["results"][0]["rank"] == 1
+    assert set(found["results"][0]) == {"id", "text", "tags", "created", "rank"}
 
 
 async def test_save_is_idempotent_for_identical_text(tools, ctx, store: MemoryStore) -> None:
