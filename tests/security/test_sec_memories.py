@@ -142,3 +142,23 @@ def test_search_results_do_not_reveal_other_scopes_statistics(relay_factory: Any
         assert _save(owner, f"zebra note {i}").status_code == 200
     after = probe()
     assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)
+
+
+def test_caps_hold_for_a_database_from_before_them(tmp_path: Any) -> None:
+    from memory import MemoryLimits, MemoryQuotaExceeded, SyncMemoryStore
+
+    path = tmp_path / "memory.db"
+    with SyncMemoryStore(path) as old:
+        old.save_many("k:a", ["one", "two", "three"])
+        old.save("k:a/u:x", "four")
+        with old._write() as db:  # as a database written before the caps existed
+            for trigger in ("memories_usage_ai", "memories_usage_ad", "memories_usage_au"):
+                db.conn.execute(f"DROP TRIGGER {trigger}")
+            db.conn.execute("DROP TABLE memory_usage")
+    with SyncMemoryStore(path, limits=MemoryLimits(max_memories_per_scope=3, max_memories_per_key=5)) as store:
+        with pytest.raises(MemoryQuotaExceeded):
+            store.save("k:a", "five")
+        store.save("k:a/u:y", "five")
+        with pytest.raises(MemoryQuotaExceeded, match="all its users"):
+            store.save("k:a/u:z", "six")
+        store.save("k:b", "other keys are not affected")
