@@ -52,7 +52,7 @@ def _exclusive_uid_pools() -> Iterator[None]:
                     break
                 time.sleep(0.2)
         # Leftovers of an interrupted earlier session would fail the checks.
-        for base in (61000, 61100, 61200, 61300):
+        for base in (61000, 61100, 61200, 61300, 61400, 61402):
             kill_pool_processes(replace(TEST_SETTINGS, sandbox_uid_base=base))
         yield
         for sandbox in _instances.values():

@@ -61,7 +61,8 @@ def make_sandbox(name: str, settings: SandboxSettings = TEST_SETTINGS) -> Proces
 
 
 def discard(sandbox: ProcessSandbox) -> None:
-    """Remove the host state a backend made (the Landlock work-dir base)."""
+    """Remove the host state a backend made (the Landlock work-dir base, its cgroups)."""
+    sandbox.close_cgroups()
     base = getattr(sandbox, "_base", None)
     if base and getattr(sandbox, "_made_base", False):
         shutil.rmtree(base, ignore_errors=True)

@@ -219,10 +219,14 @@ class ProcessSandbox(Sandbox):
         """Run ``fn`` on the sandbox's own threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def aclose(self) -> None:
+    def close_cgroups(self) -> None:
+        """Remove this sandbox's cgroup directories (runs in flight are killed)."""
         pool, self._cgroups = self._cgroups, None
         if pool is not None:
-            await self.blocking(pool.close)
+            pool.close()
+
+    async def aclose(self) -> None:
+        await self.blocking(self.close_cgroups)
         self._executor.shutdown(wait=False)
 
     # -- hooks -------------------------------------------------------------
