@@ -43,6 +43,7 @@ NATIVE_SYSTEM_PROMPT = (
     "If you used web pages, cite their URLs."
 )
 FINAL_ANSWER_PROMPT = "Stop using tools now. Using the tool results above, write your final answer to the user's request."
+CLIENT_CALL_PROMPT = "Stop using the built-in tools now. Call one of the tools listed above, using the results so far."
 
 
 @dataclass(slots=True)
@@ -238,6 +239,10 @@ class AgentRun:
         self.builtin_choice = builtin_choice
         # Constrained mode: the client's structured-output schema, enforced on the answer branch of each step.
         self.answer_schema = client_answer_schema(payload.get("response_format"))
+        # tool_choice "required" (or naming one of the client's functions) with client functions:
+        # this request's answer must call one of these; built-ins may run first (docs/agent.md).
+        wanted = (self.client_choice.get("function") or {}).get("name") if isinstance(self.client_choice, dict) else None
+        self.required_client_names = sorted(self.client_names) if self.client_choice == "required" else [n for n in self.client_names if n == wanted]
 
     # -- plumbing -------------------------------------------------------
 
@@ -257,6 +262,10 @@ class AgentRun:
         builtin = self.registry.schemas(self.builtin_names)
         client = [] if self.client_choice == "none" else self.client_tools
         tools = [*builtin, *client]
+        if final and self.required_client_names:
+            # The answer must be a client call (step limit, repeat, or an answer without one): offer only those.
+            forced = [t for t in client if (t.get("function") or {}).get("name") in self.required_client_names]
+            return forced, (self.client_choice if isinstance(self.client_choice, dict) else "required")
         if final:
             # Still offered (a history with tool calls but no tools is refused by
             # some upstreams), but the model may not call any.
@@ -277,13 +286,16 @@ class AgentRun:
             if "temperature" not in self.payload:
                 # Greedy steps: small models pick tools and emit JSON far more reliably.
                 body["temperature"] = 0
-            offered = [] if final else tools
-            allow_answer = final or tool_choice not in ("required",) and not isinstance(tool_choice, dict)
+            forced = final and bool(self.required_client_names)
+            offered = [] if final and not forced else tools
+            allow_answer = not forced and (final or tool_choice not in ("required",) and not isinstance(tool_choice, dict))
             if isinstance(tool_choice, dict):
                 wanted = (tool_choice.get("function") or {}).get("name")
                 offered = [t for t in offered if (t.get("function") or {}).get("name") == wanted] or offered
             system = instructions(offered, allow_answer=allow_answer or not offered, answer_schema=self.answer_schema)
-            if final:
+            if forced:
+                system += "\n" + CLIENT_CALL_PROMPT
+            elif final:
                 system += "\n" + FINAL_ANSWER_PROMPT
             body["messages"] = render_constrained(messages, system)
             body["response_format"] = step_schema(offered, allow_answer=allow_answer or not offered, answer_schema=self.answer_schema)
@@ -314,7 +326,7 @@ class AgentRun:
 
     def _classify(self, name: str, final: bool) -> str:
         if final:
-            return "ignored"
+            return "client" if name in self.required_client_names else "ignored"
         if name in self.builtin_names:
             return "builtin"
         if name in self.client_names and self.client_choice != "none":
@@ -425,7 +437,7 @@ class AgentRun:
                 calls.append(Call(c.id, c.name, "".join(c.arguments) or "{}", c.kind))
         held = gate.rest()
         call_text = ""
-        if held and not final:
+        if held and (not final or self.required_client_names):
             parsed = parse_tool_calls(held, {*self.builtin_names, *self.client_names})
             if parsed:
                 call_text, held = held, ""
@@ -479,7 +491,7 @@ class AgentRun:
             # The answer began streaming but the JSON never closed (max_tokens): keep what was said.
             answered = streamer.answer
             return Turn(answered, [], finish_reason or "length", usage, raw_text=raw)
-        if step is not None and step[0] == "call" and not final:
+        if step is not None and step[0] == "call" and (not final or self.required_client_names):
             name, arguments = step[1]
             kind = self._classify(name, final)
             call = Call(new_call_id(), name, arguments, kind)
@@ -488,7 +500,7 @@ class AgentRun:
             return Turn("", [call], "tool_calls", usage, raw_text=raw)
         # Not a valid step (the upstream ignored the schema): read it leniently, else it is the answer.
         known = [*self.builtin_names, *(self.client_names if self.client_choice != "none" else ())]
-        parsed = parse_tool_calls(raw, known) if not final else []
+        parsed = parse_tool_calls(raw, known) if not final or self.required_client_names else []
         if parsed:
             calls = [Call(new_call_id(), p.name, p.arguments, self._classify(p.name, final)) for p in parsed]
             for index, call in enumerate(c for c in calls if c.kind == "client"):
@@ -578,7 +590,14 @@ class AgentRun:
         limit_note: str | None = None
         while True:
             turn = await self._model_turn(messages, final=force_final)
-            if force_final or not turn.calls:
+            if self.required_client_names and (force_final or not turn.calls) and not any(c.kind == "client" for c in turn.calls):
+                if force_final:
+                    names = ", ".join(self.required_client_names)
+                    raise OpenAIError(502, f"tool_choice requires a call of one of your functions ({names}), but the model did not make one.", code="tool_choice_not_satisfied")
+                # An answer without the required call (an upstream that ignores tool_choice): ask once more, offering only those functions.
+                force_final = True
+                continue
+            if (force_final and not self.required_client_names) or not turn.calls:
                 self.answer = turn.content
                 if limit_note:
                     return "length"
