@@ -25,9 +25,10 @@ from tools.fetch_page import FetchPageSettings, FetchPageTool
 from tools.host_addresses import parse_addresses
 from tools.memory_tools import memory_tools, recall
 from tools.python import PythonTool
+from tools.sandbox.base import DisabledSandbox, Sandbox
 from tools.sandbox.selector import select_sandbox
 from tools.sandbox.settings import SandboxSettings
-from tools.sandbox.uidclaim import claim_uid_range
+from tools.sandbox.uidclaim import UidClaim, UidClaimError, claim_uid_range
 from tools.registry import ToolRegistry
 from tools.web_search import WebSearchSettings, WebSearchTool
 
@@ -69,12 +70,20 @@ async def start_sandbox(services: Services) -> None:
         config = SandboxSettings.from_mapping(settings.sandbox)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid [sandbox] configuration: {exc}") from None
-    claim = claim_uid_range(config)
-    sandbox = await select_sandbox(claim.settings)
+    claim: UidClaim | None = None
+    sandbox: Sandbox
+    try:
+        claim = claim_uid_range(config, services.data_dir)
+    except (UidClaimError, OSError) as exc:
+        # Fail closed but keep serving: the python tool says why it is off.
+        sandbox = DisabledSandbox(f"no sandbox uid range could be claimed: {exc}", config)
+    else:
+        sandbox = await select_sandbox(claim.settings)
 
     async def close_sandbox() -> None:
         await sandbox.aclose()
-        claim.release()
+        if claim is not None:
+            claim.release()
 
     services.on_close(close_sandbox)
     services.set_ready_extra("sandbox", sandbox.status)
