@@ -35,6 +35,7 @@ from app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key
 from app.auth.periods import PeriodClock
 from app.auth.pricing import FREE, NANO, Price, PriceTable
 from app.auth.settings import GateSettings
+from app.auth.throttle import FailedAuthThrottle
 from app.errors import OpenAIError, model_not_found
 from app.middleware import RequestInfo
 
@@ -172,6 +173,13 @@ class AuthGate:
         self._fail_open = limits.fail_open
         self._trust_xff = limits.trust_forwarded_for
         self._slot_ttl = limits.slot_ttl_seconds
+        trust_xff = limits.trust_forwarded_for
+        # Wrong credentials per client address (brute force on the admin key, issue 10 item 21).
+        self.auth_failures = FailedAuthThrottle(
+            max_failures=config.auth.max_failed_auth,
+            window_seconds=config.auth.failed_auth_window_seconds,
+            address_of=lambda scope: client_address(scope, trust_xff),
+        )
         self._periods = PeriodClock()
         self._policies: dict[str, tuple[ApiKey, Policy]] = {}
         self._tickets: dict[str, Ticket] = {}
@@ -193,6 +201,29 @@ class AuthGate:
         if self._admin_hash is None or not token or len(token) > MAX_CREDENTIAL_CHARS:
             return False
         return hmac.compare_digest(hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest(), self._admin_hash)
+
+    def admin_credential(self, scope: dict[str, Any], token: str | None) -> bool:
+        """:meth:`is_admin` for admin-only endpoints, throttled per address.
+
+        Raises 429 for an address that guessed wrong too often (the token is
+        not looked at); a wrong token counts as a guess unless it is a real
+        API key (a key holder at the wrong door is not guessing).
+        """
+        if token is None:
+            return False
+        refusal = self.auth_failures.refusal(scope)
+        if refusal is not None:
+            raise refusal
+        if self.is_admin(token):
+            return True
+        key_id = parse_key_id(token) if len(token) <= MAX_CREDENTIAL_CHARS else None
+        if key_id is not None:
+            self.keys.refresh()
+            key = self.keys.get(key_id)
+            if key is not None and matches(token, key.key_hash):
+                return False
+        self.auth_failures.failed(scope)
+        return False
 
     def policy_for(self, key: ApiKey) -> Policy:
         cached = self._policies.get(key.id)
@@ -219,10 +250,14 @@ class AuthGate:
         if not (self._force or keys.any_keys):
             info.key_id = None
             return
+        refusal = self.auth_failures.refusal(request.scope)  # free while no address has failed recently
+        if refusal is not None:
+            raise refusal
         token = bearer_token(request.scope)
         if token is None:
             raise errors.missing_key()
         if len(token) > MAX_CREDENTIAL_CHARS:
+            self.auth_failures.failed(request.scope)
             raise errors.incorrect_key(mask(token))
         key_id = parse_key_id(token)
         if key_id is not None:
@@ -237,6 +272,7 @@ class AuthGate:
         elif self.is_admin(token):
             info.key_id = ADMIN_KEY_ID
             return
+        self.auth_failures.failed(request.scope)
         raise errors.incorrect_key(mask(token))
 
     async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:

@@ -34,6 +34,12 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # database locked); beyond it the oldest unwritten rows are dropped, counted
     # and logged, so a stalled disk cannot grow the process without bound.
     ledger_max_queued_rows: int = 100_000
+    # Brute-force guard (app/auth/throttle.py): after this many wrong
+    # credentials (admin key or API key) from one client address within
+    # failed_auth_window_seconds, that address gets 429 for the same time
+    # without its credential being checked. 0 turns the guard off.
+    max_failed_auth: int = 10
+    failed_auth_window_seconds: float = 60.0
 
 
 class LimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -103,6 +109,8 @@ def load_auth_settings(settings: Settings, environ: Mapping[str, str] | None = N
     admin_key = (auth.admin_key or env.get(ADMIN_KEY_ENV) or "").strip() or None
     if admin_key is not None and len(admin_key) < MIN_ADMIN_KEY_CHARS:
         raise ConfigError(f"auth.admin_key must be at least {MIN_ADMIN_KEY_CHARS} characters (use a random string)")
+    if auth.max_failed_auth < 0 or auth.failed_auth_window_seconds <= 0:
+        raise ConfigError("auth.max_failed_auth must not be negative and auth.failed_auth_window_seconds must be positive")
     if limits.completion_estimate_tokens < 0 or limits.max_request_cost_usd < 0:
         raise ConfigError("[limits] values must not be negative")
     if redis.url and not redis.url.startswith(("redis://", "rediss://", "unix://")):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,24 +18,69 @@ if TYPE_CHECKING:
     from app.services import Services
 
 
-def build_health_handlers(services: "Services") -> list[Any]:
+class ReadinessProbe:
+    """The upstream probe behind /ready, shared by every caller for ``ttl`` seconds.
+
+    Each probe is a ``GET /models`` per upstream with the operator's key, and
+    /ready is anonymous: uncached, anyone could make the server call its
+    upstreams as fast as they can send requests. Concurrent callers await the
+    one probe in flight (single flight); a caller that goes away does not
+    cancel it for the others.
+    """
+
+    def __init__(self, services: Services, ttl: float) -> None:
+        self._services = services
+        self._ttl = ttl
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._inflight: asyncio.Task[dict[str, Any]] | None = None
+
+    async def results(self) -> dict[str, Any]:
+        cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < self._ttl:
+            return cached[1]
+        task = self._inflight
+        if task is None:
+            task = self._inflight = asyncio.get_running_loop().create_task(self._probe())
+        return await asyncio.shield(task)
+
+    async def _probe(self) -> dict[str, Any]:
+        try:
+            results: dict[str, Any] = {}
+
+            async def check(name: str, provider: Any) -> None:
+                with anyio.move_on_after(6):
+                    results[name] = await provider.health()
+                    return
+                results[name] = None
+
+            async with anyio.create_task_group() as tg:
+                for name, provider in self._services.router.providers.items():
+                    tg.start_soon(check, name, provider)
+            self._cached = (time.monotonic(), results)
+            return results
+        finally:
+            self._inflight = None
+
+
+def build_health_handlers(services: Services) -> list[Any]:
+    probe = ReadinessProbe(services, services.settings.server.ready_cache_seconds)
+
+    def shows_details(request: Request[Any, Any, Any]) -> bool:
+        """Paths and upstream details: for the admin key; for everyone while auth is off (as /metrics)."""
+        gate = services.gate
+        if not getattr(gate, "enabled", False):
+            return True
+        admin_credential = getattr(gate, "admin_credential", None)
+        return admin_credential is not None and bool(admin_credential(request.scope, bearer_token(request.scope)))
+
     @get("/health", summary="Liveness", tags=["health"])
     async def health() -> Response[bytes]:
         return Response(content=b'{"status":"ok"}', media_type="application/json")
 
-    @get("/ready", summary="Readiness: each upstream reachable or degraded, sandbox backend", tags=["health"])
-    async def ready() -> Response[bytes]:
-        results: dict[str, Any] = {}
-
-        async def check(name: str, provider: Any) -> None:
-            with anyio.move_on_after(6):
-                results[name] = await provider.health()
-                return
-            results[name] = None
-
-        async with anyio.create_task_group() as tg:
-            for name, provider in services.router.providers.items():
-                tg.start_soon(check, name, provider)
+    @get("/ready", summary="Readiness: each upstream reachable or degraded, sandbox backend (details for the admin key)", tags=["health"])
+    async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
+        details = shows_details(request)
+        results = await probe.results()
         upstreams = []
         for name in services.router.providers:
             health = results.get(name)
@@ -43,24 +90,24 @@ def build_health_handlers(services: "Services") -> list[Any]:
                 upstreams.append({"name": name, "kind": health.kind, "ok": health.ok, "status": "reachable" if health.ok else "degraded", "detail": health.detail, **health.extra})
         any_ok = any(u["ok"] for u in upstreams)
         all_ok = all(u["ok"] for u in upstreams)
-        body = {
-            "status": "ready" if all_ok else ("degraded" if any_ok else "unavailable"),
-            "upstreams": upstreams,
-            **services.ready_extras(),
-        }
+        status = "ready" if all_ok else ("degraded" if any_ok else "unavailable")
+        body: dict[str, Any] = {"status": status}
+        if details:
+            body.update(upstreams=upstreams, **services.ready_extras())
         return Response(content=orjson.dumps(body), media_type="application/json", status_code=200 if any_ok else 503)
 
     return [health, ready]
 
 
-def build_metrics_handler(services: "Services") -> Any:
+def build_metrics_handler(services: Services) -> Any:
     @get("/metrics", summary="Prometheus metrics", tags=["health"], include_in_schema=True)
     async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         gate = services.gate
         # Open while authentication is off; otherwise the admin key (a scraper can send it as a bearer token).
         if getattr(gate, "enabled", False) and not services.settings.server.metrics_public:
             token = bearer_token(request.scope)
-            if not (hasattr(gate, "is_admin") and gate.is_admin(token)):
+            # admin_credential throttles wrong guesses per address (429 after too many).
+            if not (hasattr(gate, "admin_credential") and gate.admin_credential(request.scope, token)):
                 raise OpenAIError(401, "GET /metrics needs the admin key while authentication is on.", type="authentication_error", code="invalid_api_key")
         gauges: dict[str, float] = {}
         sandbox = services.ready_extras().get("sandbox")

@@ -44,7 +44,9 @@ def auth_tree(fake_upstream: FakeUpstream, data_dir: Path, **sections: Any) -> d
     options: dict[str, Any] = {
         "upstream_models": list(MODELS),
         "aliases": {"gpt-4": "fake-model"},
-        "auth": {"admin_key": ADMIN_KEY, "ledger_flush_seconds": 0.05},
+        # These tests share one relay and send many wrong keys on purpose from
+        # one address; the brute-force guard has its own tests (tests/security).
+        "auth": {"admin_key": ADMIN_KEY, "ledger_flush_seconds": 0.05, "max_failed_auth": 10_000},
         "pricing": PRICING,
         "limits": {"max_request_cost_usd": COST_CAP_USD},
     }

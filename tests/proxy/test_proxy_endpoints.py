@@ -110,9 +110,11 @@ def test_ready_reports_each_upstream(http: httpx.Client, fake: FakeUpstream) -> 
     assert any(r.method == "GET" and r.path == "/v1/models" for r in fake.requests)
 
 
-def test_ready_reports_an_upstream_that_errors(http: httpx.Client, fake: FakeUpstream) -> None:
+def test_ready_reports_an_upstream_that_errors(relay_factory: Any, fake: FakeUpstream) -> None:
+    # Its own relay: the session relay's /ready caches its probe (server.ready_cache_seconds).
+    relay = relay_factory(server={"ready_cache_seconds": 0})
     fake.models_status = 500
-    body = http.get("/ready").json()
+    body = httpx.get(relay.url("/ready"), timeout=30.0).json()
     upstreams = {u["name"]: u for u in body["upstreams"]}
     assert upstreams["fake"]["ok"] is False and upstreams["fake"]["status"] == "degraded"
     assert "500" in upstreams["fake"]["detail"]
