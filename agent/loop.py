@@ -311,9 +311,9 @@ class AgentRun:
 
     async def _account(self, usage: dict[str, Any] | None, body: dict[str, Any], text: str) -> None:
         if usage is None:
-            await self.tokens.prepare(self.route.upstream_model)
-            prompt = self.tokens.count_messages(body.get("messages") or [], self.route.upstream_model, body.get("tools"))
-            usage = {"prompt_tokens": prompt, "completion_tokens": self.tokens.count_text(text, self.route.upstream_model)}
+            # Off the event loop: the history holds the client's messages, any size.
+            prompt = await self.tokens.count_messages_async(body.get("messages") or [], self.route.upstream_model, body.get("tools"))
+            usage = {"prompt_tokens": prompt, "completion_tokens": await self.tokens.count_text_async(text, self.route.upstream_model)}
         for key in ("prompt_tokens", "completion_tokens"):
             self.usage[key] += int(usage.get(key) or 0)
         self.usage["total_tokens"] = self.usage["prompt_tokens"] + self.usage["completion_tokens"]

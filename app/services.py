@@ -43,7 +43,8 @@ class Services:
         self.data_dir = Path(settings.server.data_dir)
         # 0700 before anything (keys.db, usage.db) is created in it (issue 10 item 16).
         secure_dir(self.data_dir)
-        self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken")
+        server = settings.server
+        self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars)
         self.router = ModelRouter(settings, build_providers(settings))
         if gate is None:
             from app.auth import build_gate
@@ -94,13 +95,12 @@ class Services:
         extras["models"] = len(self.router.served_models())
         return extras
 
-    async def check_context(self, payload: dict[str, Any], route: Route) -> None:
+    async def check_context(self, payload: dict[str, Any], route: Route, request_id: str | None = None) -> None:
         """Refuse a prompt that cannot fit the model's context window before spending a call on it."""
         window = route.context_window
         if not window:
             return
-        await self.tokens.prepare(route.upstream_model)
-        prompt = self.tokens.count_messages(payload.get("messages") or [], route.upstream_model, payload.get("tools"))
+        prompt = await self.tokens.count_prompt(payload, route.upstream_model, request_id)
         wanted = payload.get("max_completion_tokens") or payload.get("max_tokens") or 0
         if prompt + wanted > window:
             raise invalid_request(

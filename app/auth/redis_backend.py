@@ -204,6 +204,33 @@ class RedisBackend:
         decision.tokens_remaining = int(out[5])
         decision.tokens_reset_ms = int(out[6])
         decision.handle = member if policy.tpm else ""
+# Read-only: the refusals of _ACQUIRE that do not depend on the token count.
+_PEEK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local par = tonumber(ARGV[3])
+local budget = tonumber(ARGV[4])
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if spent >= budget then return {1, 0, spent} end
+end
+if par > 0 then
+  local held = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
+  if held >= par then return {2, 1000, held} end
+end
+if rpm > 0 then
+  local cutoff = now - window
+  local rcount = redis.call('ZCOUNT', KEYS[1], '(' .. cutoff, '+inf')
+  if rcount >= rpm then
+    local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', rcount - rpm, 1)
+    return {3, math.max(1, tonumber(e[2]) + window - now), rcount}
+  end
+end
+return {0, 0, 0}
+"""
+
         return decision
 
     async def settle(self, ask: Ask, decision: Decision, tokens: int, cost_nano: int) -> None:
@@ -213,12 +240,33 @@ class RedisBackend:
         new = f"{ask.rid}:{tokens}" if old else ""
         ttl = 0 if math.isinf(ask.period_end) else max(1, int(ask.period_end - time.time()) + _SPEND_GRACE_S)
         cost = cost_nano if ask.policy.budget_nano is not None else 0
-        await self._settle(keys=[par, tok, toks, spend], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
+        await self._settle(keys=[par, tok, toks, spend, *self._reservation_keys(ask.bucket)], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
+
+    async def reserve(self, ask: Ask, total_nano: int) -> int | None:
+        budget = ask.policy.budget_nano
+        if budget is None:
+            return None
+        out = int(await self._reserve(keys=[self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], args=[ask.rid, budget, total_nano, self.slot_ttl_ms]))
+        if out >= 0:
+            return out
+        ask.cost_nano = total_nano
+        return None
+
+    async def peek(self, ask: Ask) -> Decision:
+        """What :meth:`acquire` would refuse whatever the token count, reserving nothing (one read-only script)."""
+        policy = ask.policy
+        req, _, _, par = self._keys(ask.bucket)
+        budget = policy.budget_nano if policy.budget_nano is not None else -1
+        out = await self._peek(keys=[req, par, self._spend_key(ask.bucket, ask.period_start)], args=[WINDOW_MS, policy.rpm, policy.max_parallel, budget])
+        status = int(out[0])
+        return Decision(False, _REASONS[status], retry_ms=int(out[1]), used=int(out[2])) if status else Decision(True)
 
     async def spent(self, key_id: str, period_start: int) -> int:
         value = await self._redis.get(self._spend_key(key_bucket(key_id), period_start))
         return int(value or 0)
 
+        self._peek: Any = None
+        self._reserve: Any = None
     async def seed_spend(self, key_id: str, period_start: int, period_end: float, nano: int) -> None:
         ttl = None if math.isinf(period_end) else max(1, int(period_end - time.time()) + _SPEND_GRACE_S)
         await self._redis.set(self._spend_key(key_bucket(key_id), period_start), nano, nx=True, ex=ttl)
@@ -230,3 +278,5 @@ def _safe_url(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        self._peek = self._redis.register_script(_PEEK)
+        self._reserve = self._redis.register_script(_RESERVE)

@@ -146,7 +146,7 @@ def build_chat_handler(services: "Services") -> Any:
                 events = services.agent.run(payload=payload, route=route, model=model, request=request, info=info)
             else:
                 if route.context_window:
-                    await services.check_context(payload, route)
+                    await services.check_context(payload, route, info.request_id)
                 events = route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
             tracker = UsageTracker(services, route, payload, info)
             # Until the response starts, nobody else reads `receive`; watch it so a
