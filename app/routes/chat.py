@@ -25,8 +25,8 @@ from app.middleware import RequestInfo, request_info
 from app.providers.base import UpstreamCall
 from app.providers.router import AGENT_PREFIX, Route
 from app.routes.openapi_docs import ChatCompletionOperation
-from app.validation import check_request
 from app.schema_check import SchemaChecker, SchemaLimits
+from app.validation import check_request
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -115,6 +115,7 @@ def error_response(err: OpenAIError, info: RequestInfo | None = None) -> Respons
 def build_chat_handler(services: "Services") -> Any:
     settings = services.settings
     server = settings.server
+    schema_checker = SchemaChecker(SchemaLimits.from_server(server))
 
     @post(["/v1/chat/completions", "/chat/completions"], status_code=200, summary="Create a chat completion", description=(
         "OpenAI Chat Completions. A plain model id is proxied to its upstream; "
@@ -134,11 +135,12 @@ def build_chat_handler(services: "Services") -> Any:
             agent_mode = model.startswith(AGENT_PREFIX)
             route = services.router.resolve(model[len(AGENT_PREFIX):] if agent_mode else model)
             if route is None or (agent_mode and services.agent is None):
-    schema_checker = SchemaChecker(SchemaLimits.from_server(server))
                 raise model_not_found(model)
             info.mode = "agent" if agent_mode else "proxy"
             info.upstream = route.provider.name
             await services.gate.admit(request, info, payload, route)
+            # The slow part of validation, only for callers the gate let in.
+            await schema_checker.check(payload)
             stream = payload.get("stream") is True
             options = payload.get("stream_options")
             include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
@@ -158,8 +160,6 @@ def build_chat_handler(services: "Services") -> Any:
                 return await _json_response(services, events, tracker, model, info)
             except asyncio.CancelledError:
                 if not watch.fired:
-            # The slow part of validation, only for callers the gate let in.
-            await schema_checker.check(payload)
                     raise
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 info.error_code = "client_disconnected"
