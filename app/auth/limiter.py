@@ -254,6 +254,30 @@ class MemoryBackend:
         if cost_nano and ask.policy.budget_nano is not None:
             self._spend[ask.bucket] = (ask.period_start, self._spent(ask.bucket, ask.period_start) + cost_nano)
 
+    async def peek(self, ask: Ask) -> Decision:
+        """What :meth:`acquire` would refuse whatever the token count (spent budget, parallel
+        slots, requests per minute), reserving nothing: lets the gate refuse before it
+        encodes a large prompt."""
+        policy = ask.policy
+        now = self._clock()
+        if policy.budget_nano is not None:
+            spent = self._spent(ask.bucket, ask.period_start)
+            if spent >= policy.budget_nano:
+                return Decision(False, "budget", used=spent)
+        bucket = self._buckets.get(ask.bucket)
+        if bucket is not None:
+            if policy.max_parallel:
+                held = sum(1 for expiry in bucket.slots.values() if expiry > now)
+                if held >= policy.max_parallel:
+                    return Decision(False, "parallel", retry_ms=1000, used=held)
+            requests = bucket.requests
+            if policy.rpm:
+                requests.expire(now - WINDOW_MS / 1000)
+                count = requests.total
+                if count >= policy.rpm:
+                    return Decision(False, "requests", retry_ms=requests.wait_ms(count - policy.rpm + 1, now), used=count)
+        return Decision(True)
+
     def _spent(self, bucket: str, period_start: int) -> int:
         current = self._spend.get(bucket)
         return current[1] if current is not None and current[0] == period_start else 0
@@ -286,27 +310,3 @@ def key_bucket(key_id: str) -> str:
 
 def ip_bucket(address: str) -> str:
     return "ip:" + address
-    async def peek(self, ask: Ask) -> Decision:
-        """What :meth:`acquire` would refuse whatever the token count (spent budget, parallel
-        slots, requests per minute), reserving nothing: lets the gate refuse before it
-        encodes a large prompt."""
-        policy = ask.policy
-        now = self._clock()
-        if policy.budget_nano is not None:
-            spent = self._spent(ask.bucket, ask.period_start)
-            if spent >= policy.budget_nano:
-                return Decision(False, "budget", used=spent)
-        bucket = self._buckets.get(ask.bucket)
-        if bucket is not None:
-            if policy.max_parallel:
-                held = sum(1 for expiry in bucket.slots.values() if expiry > now)
-                if held >= policy.max_parallel:
-                    return Decision(False, "parallel", retry_ms=1000, used=held)
-            requests = bucket.requests
-            if policy.rpm:
-                requests.expire(now - WINDOW_MS / 1000)
-                count = requests.total
-                if count >= policy.rpm:
-                    return Decision(False, "requests", retry_ms=requests.wait_ms(count - policy.rpm + 1, now), used=count)
-        return Decision(True)
-

@@ -142,6 +142,33 @@ end
 return 1
 """
 
+# Read-only: the refusals of _ACQUIRE that do not depend on the token count.
+_PEEK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local rpm = tonumber(ARGV[2])
+local par = tonumber(ARGV[3])
+local budget = tonumber(ARGV[4])
+if budget >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if spent >= budget then return {1, 0, spent} end
+end
+if par > 0 then
+  local held = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
+  if held >= par then return {2, 1000, held} end
+end
+if rpm > 0 then
+  local cutoff = now - window
+  local rcount = redis.call('ZCOUNT', KEYS[1], '(' .. cutoff, '+inf')
+  if rcount >= rpm then
+    local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', rcount - rpm, 1)
+    return {3, math.max(1, tonumber(e[2]) + window - now), rcount}
+  end
+end
+return {0, 0, 0}
+"""
+
 _REASONS = {1: "budget", 2: "parallel", 3: "requests", 4: "tokens", 5: "too_large"}
 # Spend counters outlive their period by a day, for the admin view of "yesterday".
 _SPEND_GRACE_S = 86_400
@@ -157,6 +184,7 @@ class RedisBackend:
         self._redis: Any = None
         self._acquire: Any = None
         self._settle: Any = None
+        self._peek: Any = None
 
     async def start(self) -> None:
         # Imported here: redis is only needed when a URL is configured.
@@ -168,6 +196,7 @@ class RedisBackend:
         )
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._settle = self._redis.register_script(_SETTLE)
+        self._peek = self._redis.register_script(_PEEK)
         try:
             await self._redis.ping()
         except Exception as exc:  # noqa: BLE001 - reported, not fatal: requests decide per fail_open
@@ -204,33 +233,6 @@ class RedisBackend:
         decision.tokens_remaining = int(out[5])
         decision.tokens_reset_ms = int(out[6])
         decision.handle = member if policy.tpm else ""
-# Read-only: the refusals of _ACQUIRE that do not depend on the token count.
-_PEEK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local rpm = tonumber(ARGV[2])
-local par = tonumber(ARGV[3])
-local budget = tonumber(ARGV[4])
-if budget >= 0 then
-  local spent = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if spent >= budget then return {1, 0, spent} end
-end
-if par > 0 then
-  local held = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')
-  if held >= par then return {2, 1000, held} end
-end
-if rpm > 0 then
-  local cutoff = now - window
-  local rcount = redis.call('ZCOUNT', KEYS[1], '(' .. cutoff, '+inf')
-  if rcount >= rpm then
-    local e = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', rcount - rpm, 1)
-    return {3, math.max(1, tonumber(e[2]) + window - now), rcount}
-  end
-end
-return {0, 0, 0}
-"""
-
         return decision
 
     async def settle(self, ask: Ask, decision: Decision, tokens: int, cost_nano: int) -> None:
@@ -240,17 +242,7 @@ return {0, 0, 0}
         new = f"{ask.rid}:{tokens}" if old else ""
         ttl = 0 if math.isinf(ask.period_end) else max(1, int(ask.period_end - time.time()) + _SPEND_GRACE_S)
         cost = cost_nano if ask.policy.budget_nano is not None else 0
-        await self._settle(keys=[par, tok, toks, spend, *self._reservation_keys(ask.bucket)], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
-
-    async def reserve(self, ask: Ask, total_nano: int) -> int | None:
-        budget = ask.policy.budget_nano
-        if budget is None:
-            return None
-        out = int(await self._reserve(keys=[self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], args=[ask.rid, budget, total_nano, self.slot_ttl_ms]))
-        if out >= 0:
-            return out
-        ask.cost_nano = total_nano
-        return None
+        await self._settle(keys=[par, tok, toks, spend], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
 
     async def peek(self, ask: Ask) -> Decision:
         """What :meth:`acquire` would refuse whatever the token count, reserving nothing (one read-only script)."""
@@ -265,8 +257,6 @@ return {0, 0, 0}
         value = await self._redis.get(self._spend_key(key_bucket(key_id), period_start))
         return int(value or 0)
 
-        self._peek: Any = None
-        self._reserve: Any = None
     async def seed_spend(self, key_id: str, period_start: int, period_end: float, nano: int) -> None:
         ttl = None if math.isinf(period_end) else max(1, int(period_end - time.time()) + _SPEND_GRACE_S)
         await self._redis.set(self._spend_key(key_bucket(key_id), period_start), nano, nx=True, ex=ttl)
@@ -278,5 +268,3 @@ def _safe_url(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-        self._peek = self._redis.register_script(_PEEK)
-        self._reserve = self._redis.register_script(_RESERVE)
