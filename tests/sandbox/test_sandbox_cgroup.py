@@ -14,10 +14,14 @@ Whichever enforcement is active here is tested against what it claims
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -112,7 +116,7 @@ class PoolWatcher:
             self.peak_count = max(self.peak_count, count)
             time.sleep(0.01)
 
-    def __enter__(self) -> PoolWatcher:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -219,3 +223,47 @@ def test_status_says_what_is_enforced(capped: ProcessSandbox) -> None:
     else:
         assert enforcement == {"mode": enforcement["mode"], "memory_mb_total": 512,
                                "processes_total": CAP_SETTINGS.nproc, "cpu_cores": 2.0}
+
+
+def _cgroup_parents(sandbox: ProcessSandbox) -> list[Path]:
+    enforcement = sandbox.enforcement_status()
+    if enforcement["mode"] == "rlimit":
+        pytest.skip(f"no run cgroups with the rlimit fallback: {enforcement['reason']}")
+    pool = sandbox._cgroups
+    assert pool is not None
+    return list(dict.fromkeys(pool.parents.values()))
+
+
+async def test_each_run_cgroup_is_removed_after_its_run(capped: ProcessSandbox, run: RunFn) -> None:
+    parents = _cgroup_parents(capped)
+    # Three children left sleeping when the run's main process ends.
+    result = await run(capped, "import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        time.sleep(30)\n")
+    assert result.exit_code == 0, result
+    for parent in parents:
+        assert [p.name for p in parent.iterdir() if p.is_dir()] == [], parent
+
+
+def test_cgroups_left_by_a_crashed_server_are_swept_at_start(capped: ProcessSandbox) -> None:
+    parents = _cgroup_parents(capped)
+    # A server that died with a run in flight: pid 4194305 is above any pid_max.
+    stale_runs = []
+    for parent in parents:
+        stale = parent.parent / "srv-4194305-1-0"
+        (stale / "run-0-dead").mkdir(parents=True)
+        stale_runs.append(stale / "run-0-dead")
+    survivor = subprocess.Popen(["/bin/sleep", "60"])
+    try:
+        for run_dir in stale_runs:
+            (run_dir / "cgroup.procs").write_text(str(survivor.pid))
+        fresh = make_sandbox(capped.backend_name, capped.settings)
+        try:
+            assert fresh.enforcement_status()["mode"] == capped.enforcement_status()["mode"]
+            assert survivor.wait(timeout=10) == -signal.SIGKILL
+            assert not any(run_dir.parent.exists() for run_dir in stale_runs)
+            # A live sandbox's directory is left alone.
+            assert all(parent.exists() for parent in parents)
+        finally:
+            discard(fresh)
+    finally:
+        survivor.kill()
+        survivor.wait()
