@@ -181,6 +181,12 @@ class _TurnMeter:
 
 
 class AgentRun:
+    # Set by the runner: awaited with (upstream body, usage so far) before every
+    # model call; raises OpenAIError to stop the run (the gate's cost cap and budget).
+    before_model_call: Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]] | None = None
+    # The body of the model call in flight: a run cut short still owes its prompt.
+    pending_call: dict[str, Any] | None = None
+
     def __init__(
         self,
         *,
@@ -352,6 +358,9 @@ class AgentRun:
     async def _model_turn_once(self, messages: list[dict[str, Any]], final: bool = False) -> Turn:
         tools, tool_choice = self._tools_for_turn(final)
         body = self._body(messages, tools, tool_choice, final)
+        if self.before_model_call is not None:
+            await self.before_model_call(body, self.usage)
+        self.pending_call = body
         events = self.route.provider.complete(UpstreamCall(body, stream=True, request_id=self.context.request_id))
         try:
             if self.constrained:
@@ -361,6 +370,7 @@ class AgentRun:
         finally:
             await events.aclose()
         await self._account(turn.usage, body, turn.raw_text or turn.content)
+        self.pending_call = None
         return turn
 
     async def _read_native(self, events: Any, final: bool) -> Turn:

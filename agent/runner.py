@@ -33,6 +33,11 @@ log = logging.getLogger("toolrelay.agent")
 
 _END = object()
 
+# check_step(upstream body, usage so far): awaited before every model call, raises to stop the run.
+StepCheck = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+# report_usage(usage of the finished model calls, body of the call in flight or None).
+UsageReceiver = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+
 
 class AgentOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The optional ``agent_options`` object of a request. Limits can only be lowered."""
@@ -124,7 +129,20 @@ class AgentRunner:
             restored.append(message)
         return restored, steps, sources
 
-    def run(self, *, payload: dict[str, Any], route: Route, model: str, request: Any, info: Any) -> AsyncIterator[Event]:
+    def run(
+        self,
+        *,
+        payload: dict[str, Any],
+        route: Route,
+        model: str,
+        request: Any,
+        info: Any,
+        check_step: StepCheck | None = None,
+        report_usage: UsageReceiver | None = None,
+    ) -> AsyncIterator[Event]:
+        """The run's events. ``check_step(body, usage so far)`` is awaited before every model
+        call and may raise (cost cap, budget); ``report_usage(usage, call in flight)`` gets
+        the run's usage when it ends, however it ends (the client may have gone away)."""
         if (payload.get("n") or 1) != 1:
             raise invalid_request("Agent models support only n=1.", param="n", code="invalid_value")
         options = _options(payload)
@@ -144,7 +162,7 @@ class AgentRunner:
         scope = scope_for(info.key_id, user)
         context = ToolContext(scope=scope, request_id=info.request_id, user=user)
         use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
-        return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice)
+        return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice, check_step, report_usage)
 
     @staticmethod
     def _hinted_choice(messages: list[dict[str, Any]], builtin_names: list[str]) -> Any:
@@ -171,7 +189,16 @@ class AgentRunner:
         )
 
     async def _stream(
-        self, payload: dict[str, Any], route: Route, limits: Limits, builtin_names: list[str], context: ToolContext, use_recall: bool, builtin_choice: Any
+        self,
+        payload: dict[str, Any],
+        route: Route,
+        limits: Limits,
+        builtin_names: list[str],
+        context: ToolContext,
+        use_recall: bool,
+        builtin_choice: Any,
+        check_step: StepCheck | None = None,
+        report_usage: UsageReceiver | None = None,
     ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = None
@@ -202,6 +229,7 @@ class AgentRunner:
         )
         if route.model_id in self.constrained_models:
             run.constrained = True
+        run.before_model_call = check_step
 
         async def produce() -> None:
             try:
@@ -248,3 +276,7 @@ class AgentRunner:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already reported
                 pass
+            finally:
+                if report_usage is not None:
+                    # After the task ended: no model call can add to the usage any more.
+                    report_usage(dict(run.usage), run.pending_call)

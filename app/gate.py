@@ -24,6 +24,10 @@ class Gate(Protocol):
     async def release(self, info: RequestInfo, usage: Any) -> None:
         """The request ended (``usage`` is None when it never reached a model)."""
 
+    async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
+        """Before each model call of an agent run (``body``, after calls that used ``spent``):
+        raise 400/429 when the run could exceed the per-request cost cap or the key's budget."""
+
     async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
         """Like :meth:`admit` for a request that calls no model (rate and parallel limits only)."""
 
@@ -51,6 +55,9 @@ class OpenGate:
         return None
 
     async def release(self, info: RequestInfo, usage: Any) -> None:
+        return None
+
+    async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
         return None
 
     def headers(self, info: RequestInfo) -> dict[str, str]:

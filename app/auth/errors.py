@@ -71,11 +71,21 @@ def too_many_parallel(*, subject: str, limit: int, retry_ms: int) -> OpenAIError
     )
 
 
-def quota_exceeded(*, key_id: str, budget_usd: float, period: str) -> OpenAIError:
+def quota_exceeded(*, key_id: str, budget_usd: float, period: str, held_and_needed: tuple[float, float] | None = None) -> OpenAIError:
+    """The budget is used up; or, with ``held_and_needed`` (USD spent plus reserved by requests
+    in flight, USD this request or agent step could cost), what is left cannot cover this one."""
     span = "in total" if period == "total" else f"for this {_PERIOD_NOUN.get(period, period)}"
+    if held_and_needed is None:
+        state = f"has used its budget of ${budget_usd:.2f} {span}"
+    else:
+        held, needed = held_and_needed
+        state = (
+            f"has ${max(0.0, budget_usd - held):.4f} left of its budget of ${budget_usd:.2f} {span} "
+            f"(counting requests still in flight), and this call could cost up to ${needed:.4f}"
+        )
     return OpenAIError(
         429,
-        f"You exceeded your current quota: key tr-{key_id} has used its budget of ${budget_usd:.2f} {span}. "
+        f"You exceeded your current quota: key tr-{key_id} {state}. "
         "Ask the operator to raise the budget, or wait for the next period.",
         type="insufficient_quota",
         code="insufficient_quota",
@@ -93,6 +103,17 @@ def cost_cap(*, estimate_usd: float, cap_usd: float, param: str, suggestion: str
         f"This request could cost up to ${estimate_usd:.4f}, above the server's per-request limit of ${cap_usd:.4f}. {suggestion}",
         type="invalid_request_error",
         param=param,
+        code="cost_cap_exceeded",
+    )
+
+
+def run_cost_cap(*, spent_usd: float, next_usd: float, cap_usd: float) -> OpenAIError:
+    return OpenAIError(
+        400,
+        f"The agent run stopped: it has cost ${spent_usd:.4f} so far and its next model call could cost up to ${next_usd:.4f}, "
+        f"above the server's per-request limit of ${cap_usd:.4f}. Lower max_tokens or agent_options.max_steps, or split the task.",
+        type="invalid_request_error",
+        param=None,
         code="cost_cap_exceeded",
     )
 

@@ -107,18 +107,28 @@ def requested_max_tokens(payload: dict[str, Any]) -> int | None:
     return None
 
 
+def requested_choices(payload: dict[str, Any]) -> int:
+    """``n``: the upstream writes (and bills) that many completions for one prompt."""
+    value = payload.get("n")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
 class Ticket:
     """What ``admit`` decided, for ``headers`` and ``release``."""
 
-    __slots__ = ("price", "ask", "decision", "headers", "headers_taken", "created")
+    __slots__ = ("price", "ask", "decision", "headers", "headers_taken", "created", "model", "completion", "streamed", "key_id")
 
-    def __init__(self, price: Price) -> None:
+    def __init__(self, price: Price, model: str = "", completion: int = 0, streamed: bool = False, key_id: str | None = None) -> None:
         self.price = price
         self.ask: Ask | None = None
         self.decision: Decision | None = None
         self.headers: dict[str, str] = {}
         self.headers_taken = False
         self.created = time.monotonic()
+        self.model = model  # the upstream's name, for token counts of agent steps
+        self.completion = completion  # the completion tokens assumed at admission (all `n` choices)
+        self.streamed = streamed
+        self.key_id = key_id
 
 
 def rate_headers(policy: Policy, decision: Decision) -> dict[str, str]:
@@ -142,7 +152,8 @@ def _count(usage: dict[str, Any] | None, field: str) -> int:
 def _needs_settle(ask: Ask, tokens: int, cost_nano: int) -> bool:
     """Skip the backend (a Redis round trip) when the request left nothing to undo or book."""
     policy = ask.policy
-    return bool(policy.max_parallel or (policy.tpm and tokens != ask.tokens) or (cost_nano and policy.budget_nano is not None))
+    budgeted = policy.budget_nano is not None
+    return bool(policy.max_parallel or (policy.tpm and tokens != ask.tokens) or (budgeted and (cost_nano or ask.cost_nano)))
 
 
 class AuthGate:
@@ -296,17 +307,21 @@ class AuthGate:
                 policy = None
             bucket = key_bucket(key.id)
         price = self.prices.for_route(route)
-        tokens = 0
-        if (policy is not None and policy.tpm) or (self._cap_nano and not price.free):
+        tokens = worst_nano = 0
+        budgeted = policy is not None and policy.budget_nano is not None
+        if (policy is not None and policy.tpm) or ((self._cap_nano or budgeted) and not price.free):
             # Vocabularies load lazily, off the loop, once per process.
             await self.tokens.prepare(route.upstream_model)
-            tokens = self._estimate(payload, route, price)
-        ticket = Ticket(price)
+            tokens, worst_nano = self._estimate(payload, route, price)
+        completion = (requested_max_tokens(payload) or self._completion_estimate) * requested_choices(payload)
+        ticket = Ticket(price, route.upstream_model, completion, payload.get("stream") is True, key.id if key is not None else None)
         if policy is not None:
             period_start, period_end = 0, float("inf")
             if policy.budget_nano is not None:
                 period_start, period_end = self._periods.bounds(policy.budget_period, time.time())
-            ask = Ask(bucket, info.request_id, policy, tokens, period_start, period_end)
+            # The worst case is held against the budget until release, so requests
+            # in flight cannot all start while the spend alone is under budget.
+            ask = Ask(bucket, info.request_id, policy, tokens, period_start, period_end, worst_nano if budgeted else 0)
             try:
                 decision = await self.backend.acquire(ask)
             except Exception as exc:  # noqa: BLE001 - a backend outage must not become a 500
@@ -386,6 +401,46 @@ class AuthGate:
             self._sweep_tickets()
         self._tickets[info.request_id] = ticket
 
+    async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
+        """Before each model call of an agent run: may the run afford it?
+
+        ``body`` is the upstream request about to be sent, ``spent`` the usage of
+        the run's model calls so far. The run so far plus this call's worst case
+        (prompt + max tokens at the model's price) must fit the per-request cap
+        (else 400 ``cost_cap_exceeded``) and what the key's budget has left after
+        the spend and other requests' reservations (else 429
+        ``insufficient_quota``); the request's reservation then becomes that sum.
+        """
+        ticket = self._tickets.get(info.request_id)
+        if ticket is None or ticket.price.free:
+            return
+        ask = ticket.ask
+        budgeted = ask is not None and ticket.decision is not None and ask.policy.budget_nano is not None
+        if not (self._cap_nano or budgeted):
+            return
+        price = ticket.price
+        await self.tokens.prepare(ticket.model)
+        prompt = self.tokens.count_messages(body.get("messages") or [], ticket.model, body.get("tools"))
+        completion = (requested_max_tokens(body) or self._completion_estimate) * requested_choices(body)
+        so_far = price.cost_nano(spent)
+        upcoming = price.estimate_nano(prompt, completion)
+        if self._cap_nano and so_far + upcoming > self._cap_nano:
+            raise errors.run_cost_cap(spent_usd=so_far / NANO, next_usd=upcoming / NANO, cap_usd=self._cap_nano / NANO)
+        if not budgeted or ask is None:
+            return
+        try:
+            held = await self.backend.reserve(ask, so_far + upcoming)
+        except Exception as exc:  # noqa: BLE001 - as at admission: 503 unless fail_open
+            self._backend_failed(exc)
+            if not self._fail_open:
+                raise errors.limiter_unavailable() from None
+            return
+        if held is not None:
+            policy = ask.policy
+            raise errors.quota_exceeded(
+                key_id=ticket.key_id or "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period, held_and_needed=((held + so_far) / NANO, upcoming / NANO)
+            )
+
     async def start(self) -> None:
         await self.backend.start()
         if self.ledger is not None:
@@ -402,30 +457,39 @@ class AuthGate:
 
     # -- internals -------------------------------------------------------
 
-    def _estimate(self, payload: dict[str, Any], route: Any, price: Price) -> int:
-        """Prompt tokens (tiktoken) plus the most the completion may use; checks the cost cap on the way."""
+    def _estimate(self, payload: dict[str, Any], route: Any, price: Price) -> tuple[int, int]:
+        """(tokens, nano-dollars) of the worst case: prompt tokens (tiktoken) plus the most
+        the completion may use, times ``n`` choices; checks the cost cap on the way."""
         prompt = self.tokens.count_messages(payload.get("messages") or [], route.upstream_model, payload.get("tools"))
         wanted = requested_max_tokens(payload)
-        completion = wanted if wanted is not None else self._completion_estimate
-        if self._cap_nano and not price.free:
-            worst = price.estimate_nano(prompt, completion)
-            if worst > self._cap_nano:
-                prompt_only = price.estimate_nano(prompt, 0)
-                cap = self._cap_nano / NANO
-                if prompt_only > self._cap_nano:
-                    raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param="messages", suggestion=f"The prompt alone (about {prompt} tokens) costs ${prompt_only / NANO:.4f}; shorten the messages.")
-                affordable = int((self._cap_nano - prompt_only) / price.output) if price.output else completion
-                field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
-                hint = f"Set {field} to at most {affordable}." if wanted is not None else f"Set {field} to at most {affordable} (without it, {completion} completion tokens are assumed)."
-                raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param=field, suggestion=hint)
-        return prompt + completion
+        per_choice = wanted if wanted is not None else self._completion_estimate
+        choices = requested_choices(payload)
+        completion = per_choice * choices
+        worst = price.estimate_nano(prompt, completion)
+        if self._cap_nano and not price.free and worst > self._cap_nano:
+            prompt_only = price.estimate_nano(prompt, 0)
+            cap = self._cap_nano / NANO
+            if prompt_only > self._cap_nano:
+                raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param="messages", suggestion=f"The prompt alone (about {prompt} tokens) costs ${prompt_only / NANO:.4f}; shorten the messages.")
+            affordable = int((self._cap_nano - prompt_only) / (price.output * choices)) if price.output else per_choice
+            field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+            hint = f"Set {field} to at most {affordable}" + (f" (for each of the n={choices} choices)." if choices > 1 else ".")
+            if wanted is None:
+                hint += f" Without it, {per_choice} completion tokens per choice are assumed."
+            if choices > 1 and affordable < 1:
+                field, hint = "n", f"{choices} choices cannot fit; lower n."
+            raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param=field, suggestion=hint)
+        return prompt + completion, worst
 
     def _refusal(self, decision: Decision, ask: Ask, key: ApiKey | None, info: RequestInfo) -> OpenAIError:
         policy = ask.policy
         subject = f"key tr-{key.id}" if key is not None else f"address {ask.bucket[3:]}"
         reason = decision.reason
         if reason == "budget":
-            return errors.quota_exceeded(key_id=key.id if key else "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period)
+            budget = policy.budget_nano or 0
+            # used < budget: spend plus the reservations of requests in flight leave too little for this one.
+            short = (decision.used / NANO, ask.cost_nano / NANO) if decision.used < budget else None
+            return errors.quota_exceeded(key_id=key.id if key else "?", budget_usd=budget / NANO, period=policy.budget_period, held_and_needed=short)
         if reason == "parallel":
             return errors.too_many_parallel(subject=subject, limit=policy.max_parallel, retry_ms=decision.retry_ms)
         if reason == "requests":
@@ -444,13 +508,21 @@ class AuthGate:
         if ticket is None and info.key_id is None and self.enabled:
             return  # refused at authentication: nothing to account, and no row an attacker could multiply
         report = getattr(usage, "usage", None) if usage is not None else None
-        if report is None and usage is not None and info.status == 200 and hasattr(usage, "estimate"):
-            # The stream started and then stopped without a usage report (the
-            # client went away): the upstream still billed what it produced.
+        disconnected = info.error_code == "client_disconnected"
+        if usage is not None and (info.status == 200 or disconnected) and hasattr(usage, "estimate"):
+            # The answer stopped without a (complete) usage report: the client went
+            # away, before or after the response started. The upstream still billed
+            # what it did: the prompt, what it produced so far, and for an agent
+            # run every model call it made (the tracker adds the one in flight).
             pending = usage.estimate()
             if inspect.isawaitable(pending):
                 await pending
             report = usage.usage
+            if disconnected and ticket is not None and not ticket.streamed and info.mode == "proxy" and isinstance(report, dict) and not _count(report, "completion_tokens"):
+                # A non-streamed upstream call writes its whole answer whether or not we
+                # wait for it: book the completion assumed at admission.
+                report = {**report, "completion_tokens": ticket.completion, "total_tokens": _count(report, "prompt_tokens") + ticket.completion}
+                usage.usage = report
         if not isinstance(report, dict):
             report = None  # an upstream sent something else as "usage"; nothing to book
         prompt = _count(report, "prompt_tokens")

@@ -9,6 +9,10 @@ entry leaves. Memory is one small entry per request per window per key.
 
 The token entry is a reservation: the estimate made before the call
 (prompt + max_tokens) is replaced by the real usage when the request ends.
+Budgets work the same way: a request's worst-case cost is reserved against
+the key's budget at admission (so requests in flight cannot all start while
+the spend alone is still under budget), an agent run raises its reservation
+before each model call, and the real cost replaces the reservation at the end.
 
 Two backends implement one contract: :class:`MemoryBackend` (this process)
 and :class:`app.auth.redis_backend.RedisBackend` (shared by every worker).
@@ -45,15 +49,17 @@ class Policy:
 class Ask:
     """One request's claim on a bucket."""
 
-    __slots__ = ("bucket", "rid", "policy", "tokens", "period_start", "period_end")
+    __slots__ = ("bucket", "rid", "policy", "tokens", "period_start", "period_end", "cost_nano")
 
-    def __init__(self, bucket: str, rid: str, policy: Policy, tokens: int, period_start: int = 0, period_end: float = float("inf")) -> None:
+    def __init__(self, bucket: str, rid: str, policy: Policy, tokens: int, period_start: int = 0, period_end: float = float("inf"), cost_nano: int = 0) -> None:
         self.bucket = bucket
         self.rid = rid
         self.policy = policy
         self.tokens = tokens
         self.period_start = period_start
         self.period_end = period_end
+        # Worst-case cost reserved against the budget (only when the policy has one); raised by `reserve`.
+        self.cost_nano = cost_nano
 
 
 class Decision:
@@ -89,7 +95,14 @@ class LimitBackend(Protocol):
     async def acquire(self, ask: Ask) -> Decision: ...
 
     async def settle(self, ask: Ask, decision: Decision, tokens: int, cost_nano: int) -> None:
-        """The request ended: free its slot, true up its token entry, add its cost to the spend."""
+        """The request ended: free its slot, true up its token entry, replace its budget reservation by its cost."""
+
+    async def reserve(self, ask: Ask, total_nano: int) -> int | None:
+        """Raise ``ask``'s budget reservation to ``total_nano`` (an agent run's next model call).
+
+        Returns None when it fits (``ask.cost_nano`` is then ``total_nano``), else
+        what is spent plus reserved by the key's other requests (nothing changes).
+        """
 
     async def spent(self, key_id: str, period_start: int) -> int:
         """Nano-dollars spent by ``key_id`` in the period that starts at ``period_start``."""
@@ -171,12 +184,42 @@ class _Bucket:
         return not (self.requests.entries or self.tokens.entries or self.slots)
 
 
+class _Reservations:
+    """Budget held by one key's requests in flight: request id -> (nano, expiry), and their sum."""
+
+    __slots__ = ("held", "total")
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[int, float]] = {}
+        self.total = 0
+
+    def put(self, rid: str, nano: int, expiry: float) -> None:
+        self.drop(rid)
+        self.held[rid] = (nano, expiry)
+        self.total += nano
+
+    def drop(self, rid: str) -> None:
+        old = self.held.pop(rid, None)
+        if old is not None:
+            self.total -= old[0]
+
+    def mine(self, rid: str) -> int:
+        entry = self.held.get(rid)
+        return entry[0] if entry is not None else 0
+
+    def expire(self, now: float) -> None:
+        """Forget reservations whose release never came (as slots do, after ``slot_ttl_seconds``)."""
+        for rid in [r for r, (_, expiry) in self.held.items() if expiry <= now]:
+            self.drop(rid)
+
+
 class MemoryBackend:
     """Counters in this process: exact for one worker; N workers would enforce N limits (use Redis)."""
 
     def __init__(self, slot_ttl_seconds: float = 3600.0, clock: Any = time.monotonic) -> None:
         self._buckets: dict[str, _Bucket] = {}
         self._spend: dict[str, tuple[int, int]] = {}  # key id -> (period start, nano)
+        self._reserved: dict[str, _Reservations] = {}  # bucket -> budget held by requests in flight
         self._slot_ttl = slot_ttl_seconds
         self._clock = clock
         self._acquires = 0
@@ -197,6 +240,10 @@ class MemoryBackend:
             spent = self._spent(ask.bucket, ask.period_start)
             if spent >= policy.budget_nano:
                 return Decision(False, "budget", used=spent)
+            if ask.cost_nano:
+                held = self._held(ask.bucket, ask.rid, now)
+                if spent + held + ask.cost_nano > policy.budget_nano:
+                    return Decision(False, "budget", used=spent + held)
         bucket = self._buckets.get(ask.bucket)
         if bucket is None:
             bucket = self._buckets[ask.bucket] = _Bucket()
@@ -235,7 +282,33 @@ class MemoryBackend:
             decision.tokens_reset_ms = tokens.reset_ms(now)
         if policy.max_parallel:
             slots[ask.rid] = now + self._slot_ttl
+        if ask.cost_nano and policy.budget_nano is not None:
+            self._reserved.setdefault(ask.bucket, _Reservations()).put(ask.rid, ask.cost_nano, now + self._slot_ttl)
         return decision
+
+    def _held(self, bucket: str, rid: str, now: float) -> int:
+        """Budget reserved by the bucket's other requests in flight (stale ones dropped first)."""
+        reservations = self._reserved.get(bucket)
+        if reservations is None:
+            return 0
+        reservations.expire(now)
+        return reservations.total - reservations.mine(rid)
+
+    async def reserve(self, ask: Ask, total_nano: int) -> int | None:
+        return self.reserve_now(ask, total_nano)
+
+    def reserve_now(self, ask: Ask, total_nano: int) -> int | None:
+        policy = ask.policy
+        if policy.budget_nano is None:
+            return None
+        now = self._clock()
+        spent = self._spent(ask.bucket, ask.period_start)
+        others = self._held(ask.bucket, ask.rid, now)
+        if spent + others + total_nano > policy.budget_nano:
+            return spent + others
+        self._reserved.setdefault(ask.bucket, _Reservations()).put(ask.rid, total_nano, now + self._slot_ttl)
+        ask.cost_nano = total_nano
+        return None
 
     async def settle(self, ask: Ask, decision: Decision, tokens: int, cost_nano: int) -> None:
         self.settle_now(ask, decision, tokens, cost_nano)
@@ -251,6 +324,11 @@ class MemoryBackend:
                 delta = max(delta, -entry.n)
                 bucket.tokens.total += delta
                 entry.n += delta
+        reservations = self._reserved.get(ask.bucket)
+        if reservations is not None:
+            reservations.drop(ask.rid)
+            if not reservations.held:
+                del self._reserved[ask.bucket]
         if cost_nano and ask.policy.budget_nano is not None:
             self._spend[ask.bucket] = (ask.period_start, self._spent(ask.bucket, ask.period_start) + cost_nano)
 
@@ -302,6 +380,11 @@ class MemoryBackend:
                 del bucket.slots[rid]
             if bucket.idle():
                 del self._buckets[name]
+        for name in list(self._reserved):
+            reservations = self._reserved[name]
+            reservations.expire(now)
+            if not reservations.held:
+                del self._reserved[name]
 
 
 def key_bucket(key_id: str) -> str:

@@ -14,6 +14,10 @@ Layout, per bucket ``b`` under the configured prefix ``p``:
 - ``p:{b}:toks`` running sum of the token set, so no scan per request
 - ``p:{b}:par``  sorted set, request id scored by slot expiry (ms)
 - ``p:{b}:spend:<period start>``  nano-dollars spent in that budget period
+- ``p:{b}:resv``  hash, request id -> nano-dollars reserved against the budget
+  by a request in flight; ``p:{b}:resvx`` the same ids scored by expiry (ms),
+  so a reservation whose release never came lapses after the slot TTL;
+  ``p:{b}:resvs`` their running sum
 """
 
 from __future__ import annotations
@@ -27,7 +31,38 @@ from app.auth.limiter import WINDOW_MS, Ask, Decision, key_bucket
 
 log = logging.getLogger("toolrelay.auth")
 
-_ACQUIRE = """
+# Shared by the scripts that reserve budget. Computed amounts go through
+# string.format('%d'): Lua would write a large number as "1e+14", which INCRBY refuses.
+_RESERVATIONS = """
+local function held_by_others(resv, resvx, sum, rid, now)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', resvx, '-inf', now, 'LIMIT', 0, 500)
+    if #old == 0 then break end
+    for i = 1, #old do
+      local v = redis.call('HGET', resv, old[i])
+      if v then
+        redis.call('DECRBY', sum, v)
+        redis.call('HDEL', resv, old[i])
+      end
+    end
+    redis.call('ZREM', resvx, unpack(old))
+  end
+  if redis.call('ZCARD', resvx) == 0 then redis.call('DEL', resv, sum) end
+  local total = tonumber(redis.call('GET', sum) or '0')
+  return total - tonumber(redis.call('HGET', resv, rid) or '0')
+end
+local function put_reservation(resv, resvx, sum, rid, nano, now, ttl)
+  local old = tonumber(redis.call('HGET', resv, rid) or '0')
+  redis.call('HSET', resv, rid, string.format('%d', nano))
+  redis.call('ZADD', resvx, now + ttl, rid)
+  redis.call('INCRBY', sum, string.format('%d', nano - old))
+  redis.call('PEXPIRE', resv, ttl)
+  redis.call('PEXPIRE', resvx, ttl)
+  redis.call('PEXPIRE', sum, ttl)
+end
+"""
+
+_ACQUIRE = _RESERVATIONS + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rid = ARGV[1]
@@ -39,11 +74,16 @@ local par = tonumber(ARGV[6])
 local ttl = tonumber(ARGV[7])
 local budget = tonumber(ARGV[8])
 local member = ARGV[9]
+local cost = tonumber(ARGV[10])
 local cutoff = now - window
 
 if budget >= 0 then
   local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
   if spent >= budget then return {1, 0, spent} end
+  if cost > 0 then
+    local held = held_by_others(KEYS[6], KEYS[7], KEYS[8], rid, now)
+    if spent + held + cost > budget then return {1, 0, spent + held} end
+  end
 end
 if par > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
@@ -117,7 +157,23 @@ if par > 0 then
   redis.call('ZADD', KEYS[4], now + ttl, rid)
   redis.call('PEXPIRE', KEYS[4], ttl)
 end
+if budget >= 0 and cost > 0 then
+  put_reservation(KEYS[6], KEYS[7], KEYS[8], rid, cost, now, ttl)
+end
 return {0, 0, 0, rrem, rreset, trem, treset}
+"""
+
+_RESERVE = _RESERVATIONS + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rid = ARGV[1]
+local budget = tonumber(ARGV[2])
+local total = tonumber(ARGV[3])
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local others = held_by_others(KEYS[2], KEYS[3], KEYS[4], rid, now)
+if spent + others + total > budget then return spent + others end
+put_reservation(KEYS[2], KEYS[3], KEYS[4], rid, total, now, tonumber(ARGV[4]))
+return -1
 """
 
 _SETTLE = """
@@ -133,9 +189,15 @@ if ARGV[2] ~= '' and ARGV[2] ~= ARGV[3] then
     redis.call('PEXPIRE', KEYS[3], ARGV[7])
   end
 end
+local held = redis.call('HGET', KEYS[5], ARGV[1])
+if held then
+  redis.call('HDEL', KEYS[5], ARGV[1])
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  if redis.call('DECRBY', KEYS[7], held) <= 0 then redis.call('DEL', KEYS[7]) end
+end
 local cost = tonumber(ARGV[5])
 if cost > 0 then
-  redis.call('INCRBY', KEYS[4], cost)
+  redis.call('INCRBY', KEYS[4], ARGV[5])
   local ttl = tonumber(ARGV[6])
   if ttl > 0 then redis.call('EXPIRE', KEYS[4], ttl) end
 end
@@ -185,6 +247,7 @@ class RedisBackend:
         self._acquire: Any = None
         self._settle: Any = None
         self._peek: Any = None
+        self._reserve: Any = None
 
     async def start(self) -> None:
         # Imported here: redis is only needed when a URL is configured.
@@ -197,6 +260,7 @@ class RedisBackend:
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._settle = self._redis.register_script(_SETTLE)
         self._peek = self._redis.register_script(_PEEK)
+        self._reserve = self._redis.register_script(_RESERVE)
         try:
             await self._redis.ping()
         except Exception as exc:  # noqa: BLE001 - reported, not fatal: requests decide per fail_open
@@ -214,6 +278,10 @@ class RedisBackend:
     def _spend_key(self, bucket: str, period_start: int) -> str:
         return f"{self.prefix}:{{{bucket}}}:spend:{period_start}"
 
+    def _reservation_keys(self, bucket: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}:{{{bucket}}}"
+        return base + ":resv", base + ":resvx", base + ":resvs"
+
     async def acquire(self, ask: Ask) -> Decision:
         policy = ask.policy
         req, tok, toks, par = self._keys(ask.bucket)
@@ -221,8 +289,8 @@ class RedisBackend:
         budget = policy.budget_nano if policy.budget_nano is not None else -1
         member = f"{ask.rid}:{ask.tokens}"
         out = await self._acquire(
-            keys=[req, tok, toks, par, spend],
-            args=[ask.rid, WINDOW_MS, policy.rpm, policy.tpm, ask.tokens, policy.max_parallel, self.slot_ttl_ms, budget, member],
+            keys=[req, tok, toks, par, spend, *self._reservation_keys(ask.bucket)],
+            args=[ask.rid, WINDOW_MS, policy.rpm, policy.tpm, ask.tokens, policy.max_parallel, self.slot_ttl_ms, budget, member, ask.cost_nano],
         )
         status = int(out[0])
         if status:
@@ -242,7 +310,17 @@ class RedisBackend:
         new = f"{ask.rid}:{tokens}" if old else ""
         ttl = 0 if math.isinf(ask.period_end) else max(1, int(ask.period_end - time.time()) + _SPEND_GRACE_S)
         cost = cost_nano if ask.policy.budget_nano is not None else 0
-        await self._settle(keys=[par, tok, toks, spend], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
+        await self._settle(keys=[par, tok, toks, spend, *self._reservation_keys(ask.bucket)], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
+
+    async def reserve(self, ask: Ask, total_nano: int) -> int | None:
+        budget = ask.policy.budget_nano
+        if budget is None:
+            return None
+        out = int(await self._reserve(keys=[self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], args=[ask.rid, budget, total_nano, self.slot_ttl_ms]))
+        if out >= 0:
+            return out
+        ask.cost_nano = total_nano
+        return None
 
     async def peek(self, ask: Ask) -> Decision:
         """What :meth:`acquire` would refuse whatever the token count, reserving nothing (one read-only script)."""

@@ -9,6 +9,7 @@ one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -39,7 +40,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 class UsageTracker:
     """Passes events through and, when the upstream reports no usage, estimates it with tiktoken."""
 
-    __slots__ = ("services", "route", "payload", "info", "usage", "estimated", "_texts")
+    __slots__ = ("services", "route", "payload", "info", "usage", "estimated", "_texts", "_pending")
 
     def __init__(self, services: "Services", route: Route, payload: dict[str, Any], info: RequestInfo) -> None:
         self.services = services
@@ -49,6 +50,14 @@ class UsageTracker:
         self.usage: dict[str, Any] | None = None
         self.estimated = False
         self._texts: list[str] = []
+        self._pending: dict[str, Any] | None = None
+
+    def take_run_usage(self, usage: dict[str, Any], pending: dict[str, Any] | None) -> None:
+        """An agent run ended: the usage of its finished model calls, and the body of the
+        call still in flight (cut short), if any. Its final UsageReport, when it sent one, wins."""
+        if self.usage is None:
+            self.usage = dict(usage)
+            self._pending = pending
 
     def observe(self, event: Event) -> None:
         kind = type(event)
@@ -74,10 +83,20 @@ class UsageTracker:
 
     async def estimate(self) -> UsageReport | None:
         """Usage for the record when the upstream sent none (many local servers)."""
-        if self.usage is not None:
-            return None
         tokens = self.services.tokens
         model = self.route.upstream_model
+        pending, self._pending = self._pending, None
+        if pending is not None and self.usage is not None:
+            # An agent run stopped during a model call: the upstream read that prompt.
+            await tokens.prepare(model)
+            prompt = tokens.count_messages(pending.get("messages") or [], model, pending.get("tools"))
+            usage = self.usage
+            usage["prompt_tokens"] = int(usage.get("prompt_tokens") or 0) + prompt
+            usage["total_tokens"] = usage["prompt_tokens"] + int(usage.get("completion_tokens") or 0)
+            self.estimated = True
+            return None
+        if self.usage is not None:
+            return None
         await tokens.prepare(model)
         prompt = tokens.count_messages(self.payload.get("messages") or [], model, self.payload.get("tools"))
         completion = tokens.count_text("".join(self._texts), model)
@@ -144,13 +163,18 @@ def build_chat_handler(services: "Services") -> Any:
             stream = payload.get("stream") is True
             options = payload.get("stream_options")
             include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+            tracker = UsageTracker(services, route, payload, info)
             if agent_mode:
-                events = services.agent.run(payload=payload, route=route, model=model, request=request, info=info)
+                # The gate checks the cost cap and budget before each model call; the
+                # tracker gets the run's usage however the run ends (failure, disconnect).
+                events = services.agent.run(
+                    payload=payload, route=route, model=model, request=request, info=info,
+                    check_step=functools.partial(services.gate.check_step, info), report_usage=tracker.take_run_usage,
+                )
             else:
                 if route.context_window:
                     await services.check_context(payload, route, info.request_id)
                 events = route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
-            tracker = UsageTracker(services, route, payload, info)
             # Until the response starts, nobody else reads `receive`; watch it so a
             # client that gives up stops the upstream call (and the agent run).
             watch = DisconnectWatch(request)
@@ -186,10 +210,11 @@ class DisconnectWatch:
     cannot lose much in that time.
     """
 
-    __slots__ = ("fired", "_task", "_receive", "_timer", "_watcher")
+    __slots__ = ("fired", "_task", "_receive", "_timer", "_watcher", "_info")
 
     def __init__(self, request: Request[Any, Any, Any], delay: float = 0.05) -> None:
         self.fired = False
+        self._info = request_info(request.scope)
         self._task = asyncio.current_task()
         self._receive = request.receive
         self._watcher: asyncio.Task[None] | None = None
@@ -203,6 +228,9 @@ class DisconnectWatch:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.fired = True
+                # Set before the cancellation: the gate's release (which runs while it
+                # unwinds) books what the upstream did instead of nothing.
+                self._info.error_code = "client_disconnected"
                 if self._task is not None:
                     self._task.cancel()
                 return
@@ -259,6 +287,9 @@ async def _stream_response(
             head.append(await _stream_tail(encoder, tracker))
     except OpenAIError:
         await events.aclose()
+        # An agent run refused before its first byte may have made model calls already.
+        tracker.finish()
+        await services.gate.release(info, tracker)
         raise
     except BaseException:
         # Cancelled (client gone) or broken before the first byte: stop the

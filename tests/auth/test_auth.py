@@ -249,11 +249,13 @@ def test_key_limited_to_models(auth_relay: RunningServer, admin: Admin, fake: Fa
             client.chat.completions.create(model="gpt-4", messages=CHAT["messages"])  # an alias is its own id
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="fake-tools", messages=CHAT["messages"], stream=True)
-        # The agent is wired: agent/fake-tools runs a loop that calls the fake upstream.
+        # The agent is wired: agent/fake-model runs a loop that calls the fake upstream. (Not
+        # agent/fake-tools: at $1 per token its first model call, with the agent's system prompt
+        # and tool schemas, could cost more than the server's $1000 per-request cap.)
         fake.enqueue(Reply(content="agent answer"))
-        answer = client.chat.completions.create(model="agent/fake-tools", messages=CHAT["messages"])
+        answer = client.chat.completions.create(model="agent/fake-model", messages=CHAT["messages"])
         assert answer.choices[0].message.content == "agent answer"
-        assert fake.last_body["model"] == "fake-tools"
+        assert fake.last_body["model"] == "fake-model"
 
 
 def test_agent_only_key(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:

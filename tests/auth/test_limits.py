@@ -177,22 +177,24 @@ def test_parallel_slot_is_freed_when_the_client_goes_away(auth_relay: RunningSer
 
 
 def test_budget_exhaustion_is_insufficient_quota_without_retry(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
-    key_id, key = admin.create_key("budget", budget_usd=5, budget_period="daily")
+    key_id, key = admin.create_key("budget", budget_usd=20, budget_period="daily")
     with sdk(auth_relay, key, max_retries=2) as client:
-        # fake-tools costs $1 per token: this request (2 + 5 tokens) spends $7 of the $5.
-        reply = client.chat.completions.create(model="fake-tools", messages=MESSAGES)
-        assert reply.usage.total_tokens == 7
+        # fake-tools costs $1 per token: the worst case (a ~10-token prompt + 5) fits the $20, so it
+        # is admitted; the upstream then reports 25 tokens, and the spend passes the budget.
+        fake.enqueue(Reply(content="five words of an answer", usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}))
+        reply = client.chat.completions.create(model="fake-tools", messages=MESSAGES, max_tokens=5)
+        assert reply.usage.total_tokens == 25
         deadline = time.monotonic() + 5
-        while admin.http.get(f"/admin/keys/{key_id}").json()["spent_usd"] < 7 and time.monotonic() < deadline:
+        while admin.http.get(f"/admin/keys/{key_id}").json()["spent_usd"] < 25 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert admin.http.get(f"/admin/keys/{key_id}").json()["spent_usd"] == pytest.approx(7.0)
+        assert admin.http.get(f"/admin/keys/{key_id}").json()["spent_usd"] == pytest.approx(25.0)
         sent = len(fake.chat_requests)
         with pytest.raises(openai.RateLimitError) as info:
             client.chat.completions.create(model="fake-model", messages=MESSAGES)
     err = info.value
     assert err.code == "insufficient_quota" and err.type == "insufficient_quota"
     assert err.response.headers["x-should-retry"] == "false"
-    assert "quota" in err.message and "$5.00" in err.message
+    assert "quota" in err.message and "$20.00" in err.message
     assert len(fake.chat_requests) == sent  # refused up front, and the SDK did not retry
 
 
@@ -200,8 +202,10 @@ def test_budget_survives_a_restart(make_relay, fake: FakeUpstream, tmp_path) -> 
     relay = make_relay(data_dir=tmp_path / "shared")
     admin = Admin(relay)
     try:
-        _, key = admin.create_key("persisted", budget_usd=5, budget_period="monthly")
-        assert chat(relay, key, model="fake-tools").status_code == 200
+        _, key = admin.create_key("persisted", budget_usd=20, budget_period="monthly")
+        # Admitted on its worst case (under $20), it really costs $25 (fake-tools: $1 per token).
+        fake.enqueue(Reply(usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}))
+        assert chat(relay, key, model="fake-tools", max_tokens=5).status_code == 200
     finally:
         admin.close()
     relay.stop()  # a clean shutdown writes the ledger

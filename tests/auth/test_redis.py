@@ -54,7 +54,7 @@ def test_parallel_slots_and_budget_are_shared(pair: tuple[RunningServer, Running
     first, second = pair
     admin = Admin(first)
     try:
-        key_id, key = admin.create_key("shared-slots", max_parallel=1, budget_usd=5, budget_period="total")
+        key_id, key = admin.create_key("shared-slots", max_parallel=1, budget_usd=20, budget_period="total")
     finally:
         admin.close()
     headers = {"authorization": f"Bearer {key}"}
@@ -67,8 +67,10 @@ def test_parallel_slots_and_budget_are_shared(pair: tuple[RunningServer, Running
     assert busy.status_code == 429 and "parallel" in busy.json()["error"]["message"]
     thread.join(10)
     assert results == [200]
-    # $1 per token on fake-tools: spent on the second server, refused by the first.
-    assert httpx.post(second.url("/v1/chat/completions"), json={**CHAT, "model": "fake-tools"}, headers=headers, timeout=30).status_code == 200
+    # $1 per token on fake-tools: admitted on its worst case (under $20), it really costs $25,
+    # spent on the second server, refused by the first.
+    fake.enqueue(Reply(usage={"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}))
+    assert httpx.post(second.url("/v1/chat/completions"), json={**CHAT, "model": "fake-tools", "max_tokens": 5}, headers=headers, timeout=30).status_code == 200
     refused = httpx.post(first.url("/v1/chat/completions"), json=CHAT, headers=headers, timeout=30)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
 
