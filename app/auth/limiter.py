@@ -241,7 +241,7 @@ class MemoryBackend:
             if spent >= policy.budget_nano:
                 return Decision(False, "budget", used=spent)
             if ask.cost_nano:
-                held = self._held(ask.bucket, ask.rid, now)
+                held = self._held(ask.bucket, ask.rid, now, spent + ask.cost_nano, policy.budget_nano)
                 if spent + held + ask.cost_nano > policy.budget_nano:
                     return Decision(False, "budget", used=spent + held)
         bucket = self._buckets.get(ask.bucket)
@@ -286,13 +286,20 @@ class MemoryBackend:
             self._reserved.setdefault(ask.bucket, _Reservations()).put(ask.rid, ask.cost_nano, now + self._slot_ttl)
         return decision
 
-    def _held(self, bucket: str, rid: str, now: float) -> int:
-        """Budget reserved by the bucket's other requests in flight (stale ones dropped first)."""
+    def _held(self, bucket: str, rid: str, now: float, needed: int, budget: int) -> int:
+        """Budget reserved by the bucket's other requests in flight.
+
+        Stale reservations are dropped only when they would make ``needed`` not
+        fit (as parallel slots are): a scan per admission would cost O(requests in flight).
+        """
         reservations = self._reserved.get(bucket)
         if reservations is None:
             return 0
-        reservations.expire(now)
-        return reservations.total - reservations.mine(rid)
+        held = reservations.total - reservations.mine(rid)
+        if needed + held > budget:
+            reservations.expire(now)
+            held = reservations.total - reservations.mine(rid)
+        return held
 
     async def reserve(self, ask: Ask, total_nano: int) -> int | None:
         return self.reserve_now(ask, total_nano)
@@ -303,7 +310,7 @@ class MemoryBackend:
             return None
         now = self._clock()
         spent = self._spent(ask.bucket, ask.period_start)
-        others = self._held(ask.bucket, ask.rid, now)
+        others = self._held(ask.bucket, ask.rid, now, spent + total_nano, policy.budget_nano)
         if spent + others + total_nano > policy.budget_nano:
             return spent + others
         self._reserved.setdefault(ask.bucket, _Reservations()).put(ask.rid, total_nano, now + self._slot_ttl)

@@ -73,6 +73,24 @@ def test_slots_budget_and_sweep() -> None:
     assert asyncio.run(backend.spent("s", 0)) == 1000
 
 
+def test_budget_reservations_hold_settle_and_lapse() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock=clock, slot_ttl_seconds=30)
+    policy = Policy(budget_nano=1000, budget_period="daily")
+    asks = {rid: Ask("k:r", rid, policy, 0, 0, cost_nano=400) for rid in "abc"}
+    a = backend.acquire_now(asks["a"])
+    assert a.ok and backend.acquire_now(asks["b"]).ok
+    refused = backend.acquire_now(asks["c"])  # 800 held + 400 > 1000, though nothing is spent yet
+    assert refused.reason == "budget" and refused.used == 800
+    backend.settle_now(asks["a"], a, 0, 10)  # a really cost 10: its 400 are free again
+    assert backend.acquire_now(asks["c"]).ok
+    # b's agent run wants 600 for its next call: 10 spent + 400 (c) + 600 > 1000.
+    assert backend.reserve_now(asks["b"], 600) == 410 and asks["b"].cost_nano == 400
+    assert backend.reserve_now(asks["b"], 590) is None and asks["b"].cost_nano == 590
+    clock.now += 31  # reservations whose release never came lapse with the slot TTL
+    assert backend.acquire_now(Ask("k:r", "d", policy, 0, 0, cost_nano=990)).ok
+
+
 def test_prices() -> None:
     table = PriceTable(
         PricingSettings(models={"mine": ModelPrice(input=1, output=2), "corp/*": ModelPrice(input=3, output=4), "corp/big*": ModelPrice(input=5, output=6)}),
