@@ -30,7 +30,8 @@ def model_probes(fake: FakeUpstream) -> int:
 
 
 def test_ready_probes_the_upstream_once_for_many_hits(relay_factory: Any, fake: FakeUpstream) -> None:
-    relay = relay_factory(extra_upstreams={})  # one upstream: one GET /models per probe
+    # One upstream: one GET /models per probe; a cache time no slow machine outlasts.
+    relay = relay_factory(extra_upstreams={}, server={"ready_cache_seconds": 300})
     before = model_probes(fake)
     url = relay.url("/ready")
     with ThreadPoolExecutor(16) as pool:
