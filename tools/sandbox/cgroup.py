@@ -30,6 +30,7 @@ vfork()ing it (46 ms against 4 ms with 1 GB RSS).
 
 from __future__ import annotations
 
+import atexit
 import errno
 import itertools
 import logging
@@ -38,6 +39,7 @@ import secrets
 import signal
 import subprocess
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,10 @@ CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 _PARENT = "toolrelay"
 _instances = itertools.count()
+# Pools still open when the interpreter exits (a server stopped without
+# aclose, a test session): their directories are removed then rather than
+# left for the next start's sweep, which only sees its own parent.
+_open_pools: weakref.WeakSet[CgroupPool] = weakref.WeakSet()
 
 
 class CgroupUnavailable(Exception):
@@ -229,7 +235,7 @@ class CgroupPool:
     version: int
     parents: dict[str, Path]  # controller ("" for v2) -> .../toolrelay/srv-...
     cpu_cores: float
-    _made: list[Path] = field(default_factory=list)
+    _owner: int = field(default_factory=os.getpid)  # a forked child must not remove its parent's
 
     @property
     def mode(self) -> str:
@@ -265,7 +271,11 @@ class CgroupPool:
         _write(run.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         _write(run.dirs["cpu"] / "cpu.cfs_quota_us", str(quota))
 
+    def __post_init__(self) -> None:
+        _open_pools.add(self)
+
     def close(self) -> None:
+        _open_pools.discard(self)
         for parent in dict.fromkeys(self.parents.values()):
             _remove_tree(parent)
             try:
@@ -422,3 +432,10 @@ def open_cgroups(cpu_cores: float) -> CgroupPool:
             if pool is not None:
                 pool.close()
     raise CgroupUnavailable("; ".join(reasons))
+
+
+@atexit.register
+def _close_open_pools() -> None:
+    for pool in list(_open_pools):
+        if pool._owner == os.getpid():
+            pool.close()
