@@ -80,7 +80,8 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
 def create_app(settings: Settings, services: Services | None = None) -> tuple[ASGIApp, Services]:
     """The ASGI application to serve, and the services behind it."""
     services = services or Services(settings)
-    from app.wiring import extend_services  # the agent, tools and admin routes plug in here
+    # The agent, tools and admin routes plug in here.
+    from app.wiring import extend_services
 
     extra = extend_services(services)
     litestar = create_litestar(settings, services, extra)
