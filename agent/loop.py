@@ -243,6 +243,9 @@ class AgentRun:
         self.parallel_client_calls = payload.get("parallel_tool_calls") is not False
         # agent_options.tool_choice: force the first step to use a built-in ("required" or a name).
         self.builtin_choice = builtin_choice
+        # A tool hint's call with the arguments the request spelled out (agent/hints.py):
+        # run as the first step instead of asking a model too small to fill them in.
+        self.first_call: tuple[str, dict[str, Any]] | None = None
         # Constrained mode: the client's structured-output schema, enforced on the answer branch of each step.
         self.answer_schema = client_answer_schema(payload.get("response_format"))
         # tool_choice "required" (or naming one of the client's functions) with client functions:
@@ -598,8 +601,21 @@ class AgentRun:
     async def _loop(self, messages: list[dict[str, Any]], new_from: int) -> str:
         force_final = False
         limit_note: str | None = None
+        answer_after_hint = False
         while True:
-            turn = await self._model_turn(messages, final=force_final)
+            if answer_after_hint:
+                force_final, answer_after_hint = True, False
+            if self.first_call is not None and self.first_call[0] in self.builtin_names and not force_final:
+                name, arguments = self.first_call
+                self.first_call = None
+                turn = Turn("", [Call(new_call_id(), name, orjson.dumps(arguments).decode(), "builtin")], "tool_calls", None)
+                # The hinted call did what the request asked; the model answers next. Measured:
+                # SmolLM2-135M, still offered tools, fed the product back into python until the
+                # repeat guard stopped it. (A client tool_choice that requires its own call still applies.)
+                answer_after_hint = not self.required_client_names
+            else:
+                self.first_call = None
+                turn = await self._model_turn(messages, final=force_final)
             if self.required_client_names and (force_final or not turn.calls) and not any(c.kind == "client" for c in turn.calls):
                 if force_final:
                     names = ", ".join(self.required_client_names)

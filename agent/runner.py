@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import msgspec
 
 from agent.continuations import ContinuationStore
-from agent.hints import hinted_tool
+from agent.hints import Hint, hint_for
 from agent.loop import AgentRun, Limits
 from agent.taint import RunTaint, TaintPolicy
 from app.config import AgentSettings
@@ -156,22 +156,27 @@ class AgentRunner:
         )
         builtin_names = self.builtins_for(options)
         builtin_choice = self._builtin_choice(options, builtin_names)
+        first_call: Hint | None = None
         if builtin_choice is None and options.tool_choice is None and route.tool_hints:
-            builtin_choice = self._hinted_choice(payload["messages"], builtin_names)
+            hint = self._hint(payload["messages"], builtin_names)
+            if hint is not None:
+                builtin_choice = {"type": "function", "function": {"name": hint.tool}}
+                # Arguments the request spells out are used as they are: the small
+                # models hints exist for copy the schema's descriptions instead.
+                first_call = hint if hint.arguments is not None else None
         user = payload.get("user") if isinstance(payload.get("user"), str) else None
         scope = scope_for(info.key_id, user)
         context = ToolContext(scope=scope, request_id=info.request_id, user=user)
         use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
-        return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice, check_step, report_usage)
+        return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice, check_step, report_usage, first_call=first_call)
 
     @staticmethod
-    def _hinted_choice(messages: list[dict[str, Any]], builtin_names: list[str]) -> Any:
+    def _hint(messages: list[dict[str, Any]], builtin_names: list[str]) -> Hint | None:
         last = messages[-1] if messages else {}
         content = last.get("content")
         if last.get("role") != "user" or not isinstance(content, str):
             return None
-        name = hinted_tool(content, builtin_names)
-        return {"type": "function", "function": {"name": name}} if name else None
+        return hint_for(content, builtin_names)
 
     @staticmethod
     def _builtin_choice(options: AgentOptions, builtin_names: list[str]) -> Any:
@@ -199,6 +204,8 @@ class AgentRunner:
         builtin_choice: Any,
         check_step: StepCheck | None = None,
         report_usage: UsageReceiver | None = None,
+        *,
+        first_call: Hint | None = None,
     ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = None
@@ -229,6 +236,8 @@ class AgentRunner:
         )
         if route.model_id in self.constrained_models:
             run.constrained = True
+        if first_call is not None and first_call.arguments is not None:
+            run.first_call = (first_call.tool, first_call.arguments)
         run.before_model_call = check_step
 
         async def produce() -> None:

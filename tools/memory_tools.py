@@ -14,6 +14,7 @@ its context before the model's first call.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from memory.models import Memory, MemoryHit, MemoryStoreClosed, MemoryStoreError
@@ -81,6 +82,13 @@ def _int_arg(arguments: dict[str, Any], name: str, default: int, lo: int, hi: in
     return value, None
 
 
+_TEMPLATE_SLOT = re.compile(r"\{\{[^{}]*\}\}|\$\{[^{}]*\}")
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split()).strip(" .'\"").casefold()
+
+
 def _same_text(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
@@ -119,6 +127,29 @@ class MemorySaveTool:
             "required": ["text"],
             "additionalProperties": False,
         }
+        # What a model may copy instead of stating a fact: every description
+        # this tool shows, and the example in its own description.
+        shown = [self.description, "Prefers answers in Python with type hints"]
+        shown += [spec["description"] for spec in self.parameters["properties"].values() if "description" in spec]
+        self._schema_texts = tuple(_normalized(t) for t in shown)
+
+    def _copied_text(self, text: str) -> str | None:
+        """Why ``text`` is not a fact but something copied from this tool's own schema, or None.
+
+        Never store junk in a user's memory: forced to call memory_save for
+        "Remember that my favourite colour is teal.", SmolLM2-135M saved this
+        schema's description of ``text``. The registry refuses a value that
+        is exactly a placeholder or its argument's description; a memory is
+        kept for good, so here a placeholder or a description anywhere in the
+        text is enough.
+        """
+        if _TEMPLATE_SLOT.search(text):
+            return "contains a template placeholder"
+        normalized = _normalized(text)
+        for copied in self._schema_texts:
+            if copied in normalized or (len(normalized.split()) >= 3 and normalized in copied):
+                return "is copied from the memory_save tool's own description"
+        return None
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         scope = _scope(context)
@@ -127,6 +158,12 @@ class MemorySaveTool:
         text = arguments.get("text")
         if not isinstance(text, str) or not text.strip():
             return ToolResult.error("text is required: the fact to remember, as a non-empty string")
+        if (junk := self._copied_text(text)) is not None:
+            return ToolResult.error(
+                f"not saved: the text {junk}, not a fact from the conversation. "
+                "Call memory_save again with the user's actual fact, in your own words.",
+                refused=True,
+            )
         tags, err = _tags_arg(arguments)
         if err:
             return ToolResult.error(err)

