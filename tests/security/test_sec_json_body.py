@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proxy.helpers import assert_openai_error
 
 from app.jsonbody import MAX_JSON_DEPTH
-from fakes.upstream import FakeUpstream
-from proxy.helpers import assert_openai_error
 
 JSON = {"content-type": "application/json"}
 HEAD = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]'

@@ -15,16 +15,16 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
-
-from app.schema_check import SchemaChecker, SchemaLimits
 from auth.conftest import ADMIN_KEY, Admin, auth_tree
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
 from proxy.helpers import assert_openai_error
+
+from app.schema_check import SchemaChecker, SchemaLimits
 
 USER = [{"role": "user", "content": "hi"}]
 MiB = 1024 * 1024
@@ -55,12 +55,12 @@ class HealthProbe:
             self.latencies.append(time.monotonic() - started)
             time.sleep(0.02)
 
-    def __enter__(self) -> HealthProbe:
+    def __enter__(self) -> Self:
         self._thread.start()
         time.sleep(0.1)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         time.sleep(0.1)
         self._stop.set()
         self._thread.join(timeout=90)

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-
-from auth.conftest import Admin, auth_tree
+from auth.conftest import Admin, auth_tree, redis_url  # noqa: F401 - the fixture
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
+
 from security.test_sec_schemas import HealthProbe
 
 MiB = 1024 * 1024
@@ -96,3 +96,21 @@ def test_key_over_its_rpm_is_refused_without_counting(token_relay: RunningServer
     assert tokens.encoded_chars == before  # nothing was encoded for the refused request
     assert elapsed < 5, elapsed
     assert len(fake.chat_requests) == 1
+
+
+def test_key_over_its_rpm_is_refused_without_counting_with_redis(fake_upstream: FakeUpstream, tmp_path: Path, redis_url: str, fake: FakeUpstream) -> None:  # noqa: F811 - the imported fixture
+    """The same with limits shared through Redis (the backend's read-only peek script)."""
+    tree = auth_tree(fake_upstream, tmp_path / "data", server={"max_body_bytes": 32 * MiB}, redis={"url": redis_url, "prefix": "sec-tokens"})
+    server = run_toolrelay(load_toml_settings(tmp_path / "toolrelay.toml", tree))
+    try:
+        key = _key(server, rpm=1, tpm=100_000_000)
+        tokens = server.services.tokens
+        with httpx.Client(base_url=server.root_url, timeout=120.0, headers={"authorization": f"Bearer {key}"}) as http:
+            assert http.post("/v1/chat/completions", json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+            before = tokens.encoded_chars
+            response = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": [{"role": "user", "content": WORD}]})
+        assert response.status_code == 429, response.text[:500]
+        assert response.json()["error"]["code"] == "rate_limit_exceeded"
+        assert tokens.encoded_chars == before
+    finally:
+        server.stop()
