@@ -149,7 +149,7 @@ def test_a_request_that_failed_upstream_gives_its_reservation_back(
     relay = _relay(relay_factory, fake, tmp_path / "data", prices={"fake-model": {"input": 1000.0, "output": 1000.0}}, **backend)
     admin = Admin(relay)
     try:
-        key_id, key = admin.create_key("failed-budget", budget_usd=1, budget_period="daily")
+        _, key = admin.create_key("failed-budget", budget_usd=1, budget_period="daily")
     finally:
         admin.close()
     body = {"model": "fake-model", "messages": MESSAGES, "max_tokens": 600}  # about $0.60 of the $1
