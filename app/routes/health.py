@@ -65,21 +65,22 @@ class ReadinessProbe:
 def build_health_handlers(services: Services) -> list[Any]:
     probe = ReadinessProbe(services, services.settings.server.ready_cache_seconds)
 
-    def shows_details(request: Request[Any, Any, Any]) -> bool:
-        """Paths and upstream details: for the admin key; for everyone while auth is off (as /metrics)."""
-        gate = services.gate
-        if not getattr(gate, "enabled", False):
-            return True
-        admin_credential = getattr(gate, "admin_credential", None)
+    def admin_caller(request: Request[Any, Any, Any]) -> bool:
+        admin_credential = getattr(services.gate, "admin_credential", None)
         return admin_credential is not None and bool(admin_credential(request.scope, bearer_token(request.scope)))
 
     @get("/health", summary="Liveness", tags=["health"])
     async def health() -> Response[bytes]:
         return Response(content=b'{"status":"ok"}', media_type="application/json")
 
-    @get("/ready", summary="Readiness: each upstream reachable or degraded, sandbox backend (details for the admin key)", tags=["health"])
+    @get("/ready", summary="Readiness: each upstream reachable or degraded, sandbox backend (details for the admin key only)", tags=["health"])
     async def ready(request: Request[Any, Any, Any]) -> Response[bytes]:
-        details = shows_details(request)
+        # Paths, upstream error texts and limits are for the admin key only.
+        # Without it: the status alone while auth is on, and a summary (names,
+        # reachability, the sandbox backend) while auth is off, which a local
+        # health check needs and which shows nothing of the host.
+        details = admin_caller(request)
+        summary = not details and not getattr(services.gate, "enabled", False)
         results = await probe.results()
         upstreams = []
         for name in services.router.providers:
@@ -94,6 +95,11 @@ def build_health_handlers(services: Services) -> list[Any]:
         body: dict[str, Any] = {"status": status}
         if details:
             body.update(upstreams=upstreams, **services.ready_extras())
+        elif summary:
+            body["upstreams"] = [{"name": u["name"], "ok": u["ok"], "status": u["status"]} for u in upstreams]
+            sandbox = services.ready_extras().get("sandbox")
+            if isinstance(sandbox, dict):
+                body["sandbox"] = {"backend": sandbox.get("backend"), "available": sandbox.get("available")}
         return Response(content=orjson.dumps(body), media_type="application/json", status_code=200 if any_ok else 503)
 
     return [health, ready]

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from e2e_helpers import agent_steps, call, extra, last_tool_text, scripted, step_records, tool_messages
+from e2e_helpers import ADMIN_KEY, agent_steps, call, extra, last_tool_text, scripted, step_records, tool_messages
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -36,8 +36,9 @@ def copy_tool_output(prefix: str):
     return lambda results: Reply(content=f"{prefix}\n{last_tool_text(results)}")
 
 
-def test_ready_reports_the_sandbox(e2e_relay: RunningServer) -> None:
-    ready = httpx.get(e2e_relay.url("/ready"), timeout=15.0)
+def test_ready_reports_the_sandbox(auth_e2e_relay: RunningServer) -> None:
+    # The limits and interpreter are details: the admin key sees them.
+    ready = httpx.get(auth_e2e_relay.url("/ready"), headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=15.0)
     assert ready.status_code == 200
     block = ready.json()["sandbox"]
     assert block["available"] is True

@@ -105,16 +105,18 @@ def test_ready_reports_each_upstream(http: httpx.Client, fake: FakeUpstream) -> 
     assert upstreams["fake"]["ok"] is True and upstreams["fake"]["status"] == "reachable"
     assert upstreams["slow"]["ok"] is True
     assert upstreams["dead"]["ok"] is False and upstreams["dead"]["status"] == "degraded"
-    assert upstreams["dead"]["detail"]
+    # Error texts name upstream addresses: only the admin key sees them.
+    assert all("detail" not in u for u in upstreams.values())
     # The readiness probe really asked the upstream.
     assert any(r.method == "GET" and r.path == "/v1/models" for r in fake.requests)
 
 
 def test_ready_reports_an_upstream_that_errors(relay_factory: Any, fake: FakeUpstream) -> None:
     # Its own relay: the session relay's /ready caches its probe (server.ready_cache_seconds).
-    relay = relay_factory(server={"ready_cache_seconds": 0})
+    admin = "ready-admin-key-0123456789abcdef"
+    relay = relay_factory(server={"ready_cache_seconds": 0}, auth={"admin_key": admin})
     fake.models_status = 500
-    body = httpx.get(relay.url("/ready"), timeout=30.0).json()
+    body = httpx.get(relay.url("/ready"), headers={"authorization": f"Bearer {admin}"}, timeout=30.0).json()
     upstreams = {u["name"]: u for u in body["upstreams"]}
     assert upstreams["fake"]["ok"] is False and upstreams["fake"]["status"] == "degraded"
     assert "500" in upstreams["fake"]["detail"]

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
@@ -141,3 +142,15 @@ def test_tracked_addresses_are_bounded() -> None:
         throttle.failed({"client": (f"2001:db8:1:2::{i + 1:x}", 1)})
     assert throttle.refusal({"client": ("2001:db8:1:2::ffff", 1)}) is not None
     assert throttle.refusal({"client": ("2001:db8:1:3::1", 1)}) is None
+
+
+def test_ready_shows_no_paths_while_auth_is_off(relay_factory: Any) -> None:
+    # The zero-config server (auth off): a summary for health checks, no host details.
+    relay = relay_factory()
+    body = httpx.get(relay.url("/ready"), timeout=30.0).json()
+    assert {u["name"] for u in body["upstreams"]} == {"fake", "slow", "dead"}
+    assert all(set(u) == {"name", "ok", "status"} for u in body["upstreams"]), body
+    assert set(body.get("sandbox") or {}) <= {"backend", "available"}, body
+    text = orjson.dumps(body).decode()
+    for leak in ("127.0.0.1", "model_path", "python_version", "limits", "uids", "/"):
+        assert leak not in text, text
