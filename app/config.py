@@ -63,8 +63,6 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # Browser origins allowed to call the API (CORS), "*" for any; other
     # origins and cross-site requests are refused with 403 (app/http_guard.py).
     cors_origins: list[str] = []
-
-
     # Host names (besides loopback names, IP addresses and the bound host)
     # this server answers to. With authentication off other Host headers get
     # 403 (DNS rebinding); once set, the list is enforced with auth on too.
@@ -73,6 +71,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # /ready reuses one upstream probe for this long (each probe is a call
     # with the operator's upstream key; concurrent hits share one probe).
     ready_cache_seconds: float = 10.0
+
+
 class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     kind: Literal["openai", "local"] = "openai"
     base_url: str = ""

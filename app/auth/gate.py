@@ -38,6 +38,7 @@ from app.auth.settings import GateSettings
 from app.auth.throttle import FailedAuthThrottle
 from app.errors import OpenAIError, model_not_found
 from app.middleware import RequestInfo
+from app.tokens import prompt_chars
 
 log = logging.getLogger("toolrelay.auth")
 
@@ -46,6 +47,9 @@ ADMIN_KEY_ID = "admin"
 MAX_CREDENTIAL_CHARS = 1024
 _MAX_STASHED = 10_000
 _RECENT_RELEASES = 4096
+# Prompts with more text than this get the cheap limit checks before their
+# tokens are counted (smaller ones cost less to count than a Redis round trip).
+_PEEK_ABOVE_CHARS = 100_000
 _FREE_PRICE = Price(FREE)
 
 
@@ -310,9 +314,13 @@ class AuthGate:
         tokens = worst_nano = 0
         budgeted = policy is not None and policy.budget_nano is not None
         if (policy is not None and policy.tpm) or ((self._cap_nano or budgeted) and not price.free):
-            # Vocabularies load lazily, off the loop, once per process.
-            await self.tokens.prepare(route.upstream_model)
-            tokens, worst_nano = self._estimate(payload, route, price)
+            if policy is not None and prompt_chars(payload, _PEEK_ABOVE_CHARS) > _PEEK_ABOVE_CHARS:
+                # A caller already over its request, parallel or budget limit is refused
+                # before its large prompt is encoded (issue 10 item 3).
+                await self._refuse_early(bucket, info, policy, key)
+            # Off the event loop, bounded, and remembered for the rest of the request.
+            prompt = await self.tokens.count_prompt(payload, route.upstream_model, info.request_id)
+            tokens, worst_nano = self._estimate(payload, route, price, prompt)
         completion = (requested_max_tokens(payload) or self._completion_estimate) * requested_choices(payload)
         ticket = Ticket(price, route.upstream_model, completion, payload.get("stream") is True, key.id if key is not None else None)
         if policy is not None:
@@ -361,6 +369,45 @@ class AuthGate:
             return ticket.headers
         return self._late_headers.pop(info.request_id, None) or {}
 
+    async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
+        """Before each model call of an agent run: may the run afford it?
+
+        ``body`` is the upstream request about to be sent, ``spent`` the usage of
+        the run's model calls so far. The run so far plus this call's worst case
+        (prompt + max tokens at the model's price) must fit the per-request cap
+        (else 400 ``cost_cap_exceeded``) and what the key's budget has left after
+        the spend and other requests' reservations (else 429
+        ``insufficient_quota``); the request's reservation then becomes that sum.
+        """
+        ticket = self._tickets.get(info.request_id)
+        if ticket is None or ticket.price.free:
+            return
+        ask = ticket.ask
+        budgeted = ask is not None and ticket.decision is not None and ask.policy.budget_nano is not None
+        if not (self._cap_nano or budgeted):
+            return
+        price = ticket.price
+        prompt = await self.tokens.count_messages_async(body.get("messages") or [], ticket.model, body.get("tools"))
+        completion = (requested_max_tokens(body) or self._completion_estimate) * requested_choices(body)
+        so_far = price.cost_nano(spent)
+        upcoming = price.estimate_nano(prompt, completion)
+        if self._cap_nano and so_far + upcoming > self._cap_nano:
+            raise errors.run_cost_cap(spent_usd=so_far / NANO, next_usd=upcoming / NANO, cap_usd=self._cap_nano / NANO)
+        if not budgeted or ask is None:
+            return
+        try:
+            held = await self.backend.reserve(ask, so_far + upcoming)
+        except Exception as exc:  # noqa: BLE001 - as at admission: 503 unless fail_open
+            self._backend_failed(exc)
+            if not self._fail_open:
+                raise errors.limiter_unavailable() from None
+            return
+        if held is not None:
+            policy = ask.policy
+            raise errors.quota_exceeded(
+                key_id=ticket.key_id or "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period, held_and_needed=((held + so_far) / NANO, upcoming / NANO)
+            )
+
     async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
         """Admit a request that calls no model (``/v1/memories``, issue 10 item 12).
 
@@ -401,46 +448,6 @@ class AuthGate:
             self._sweep_tickets()
         self._tickets[info.request_id] = ticket
 
-    async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
-        """Before each model call of an agent run: may the run afford it?
-
-        ``body`` is the upstream request about to be sent, ``spent`` the usage of
-        the run's model calls so far. The run so far plus this call's worst case
-        (prompt + max tokens at the model's price) must fit the per-request cap
-        (else 400 ``cost_cap_exceeded``) and what the key's budget has left after
-        the spend and other requests' reservations (else 429
-        ``insufficient_quota``); the request's reservation then becomes that sum.
-        """
-        ticket = self._tickets.get(info.request_id)
-        if ticket is None or ticket.price.free:
-            return
-        ask = ticket.ask
-        budgeted = ask is not None and ticket.decision is not None and ask.policy.budget_nano is not None
-        if not (self._cap_nano or budgeted):
-            return
-        price = ticket.price
-        await self.tokens.prepare(ticket.model)
-        prompt = self.tokens.count_messages(body.get("messages") or [], ticket.model, body.get("tools"))
-        completion = (requested_max_tokens(body) or self._completion_estimate) * requested_choices(body)
-        so_far = price.cost_nano(spent)
-        upcoming = price.estimate_nano(prompt, completion)
-        if self._cap_nano and so_far + upcoming > self._cap_nano:
-            raise errors.run_cost_cap(spent_usd=so_far / NANO, next_usd=upcoming / NANO, cap_usd=self._cap_nano / NANO)
-        if not budgeted or ask is None:
-            return
-        try:
-            held = await self.backend.reserve(ask, so_far + upcoming)
-        except Exception as exc:  # noqa: BLE001 - as at admission: 503 unless fail_open
-            self._backend_failed(exc)
-            if not self._fail_open:
-                raise errors.limiter_unavailable() from None
-            return
-        if held is not None:
-            policy = ask.policy
-            raise errors.quota_exceeded(
-                key_id=ticket.key_id or "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period, held_and_needed=((held + so_far) / NANO, upcoming / NANO)
-            )
-
     async def start(self) -> None:
         await self.backend.start()
         if self.ledger is not None:
@@ -457,10 +464,24 @@ class AuthGate:
 
     # -- internals -------------------------------------------------------
 
-    def _estimate(self, payload: dict[str, Any], route: Any, price: Price) -> tuple[int, int]:
-        """(tokens, nano-dollars) of the worst case: prompt tokens (tiktoken) plus the most
+    async def _refuse_early(self, bucket: str, info: RequestInfo, policy: Policy, key: ApiKey | None) -> None:
+        peek = getattr(self.backend, "peek", None)
+        if peek is None:
+            return
+        period_start, period_end = 0, float("inf")
+        if policy.budget_nano is not None:
+            period_start, period_end = self._periods.bounds(policy.budget_period, time.time())
+        ask = Ask(bucket, info.request_id, policy, 0, period_start, period_end)
+        try:
+            decision = await peek(ask)
+        except Exception:  # noqa: BLE001 - acquire (next) decides what a backend outage means
+            return
+        if not decision.ok:
+            raise self._refusal(decision, ask, key, info)
+
+    def _estimate(self, payload: dict[str, Any], route: Any, price: Price, prompt: int) -> tuple[int, int]:
+        """(tokens, nano-dollars) of the worst case: ``prompt`` tokens plus the most
         the completion may use, times ``n`` choices; checks the cost cap on the way."""
-        prompt = self.tokens.count_messages(payload.get("messages") or [], route.upstream_model, payload.get("tools"))
         wanted = requested_max_tokens(payload)
         per_choice = wanted if wanted is not None else self._completion_estimate
         choices = requested_choices(payload)

@@ -88,8 +88,7 @@ class UsageTracker:
         pending, self._pending = self._pending, None
         if pending is not None and self.usage is not None:
             # An agent run stopped during a model call: the upstream read that prompt.
-            await tokens.prepare(model)
-            prompt = tokens.count_messages(pending.get("messages") or [], model, pending.get("tools"))
+            prompt = await tokens.count_messages_async(pending.get("messages") or [], model, pending.get("tools"))
             usage = self.usage
             usage["prompt_tokens"] = int(usage.get("prompt_tokens") or 0) + prompt
             usage["total_tokens"] = usage["prompt_tokens"] + int(usage.get("completion_tokens") or 0)
@@ -97,9 +96,9 @@ class UsageTracker:
             return None
         if self.usage is not None:
             return None
-        await tokens.prepare(model)
-        prompt = tokens.count_messages(self.payload.get("messages") or [], model, self.payload.get("tools"))
-        completion = tokens.count_text("".join(self._texts), model)
+        # Off the event loop; the prompt was usually counted at admission already.
+        prompt = await tokens.count_prompt(self.payload, model, self.info.request_id)
+        completion = await tokens.count_text_async("".join(self._texts), model)
         self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         self.estimated = True
         return UsageReport(self.usage, estimated=True)

@@ -290,7 +290,7 @@ def test_fts_syntax_in_search_parameter_does_not_error(ahttp: httpx.Client, scop
         ("GET", "/v1/memories", {"params": {"order": "sideways"}}, "order"),
         ("POST", "/v1/memories", {"json": {"tags": ["x"]}}, "text"),
         ("POST", "/v1/memories", {"json": {"text": "ok", "tags": "x"}}, "tags"),
-        ("POST", "/v1/memories", {"content": b"{not json"}, None),
+        ("POST", "/v1/memories", {"content": b"{not json", "headers": {"content-type": "application/json"}}, None),
         ("GET", "/v1/memories/search", {"params": {"q": "x", "limit": 1000}}, "limit"),
     ],
 )
