@@ -16,6 +16,7 @@ The grammar then enforces the client's schema on the answer, and
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -96,6 +97,9 @@ def tool_result_message(name: str, content: str) -> dict[str, Any]:
 
 
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_SPECIAL = re.compile(r'["\\]')
+# The opening an answer step must have, token by token; whitespace may sit between.
+_OPENING = ("{", '"answer"', ":", '"')
 
 
 class AnswerStreamer:
@@ -104,83 +108,125 @@ class AnswerStreamer:
     ``feed`` returns the newly decoded answer text (possibly empty). It only
     starts emitting once the object has begun with the ``"answer"`` key, so a
     tool-call step never leaks into the answer.
+
+    Linear in the length of the output (issue 10 item 18): each character is
+    looked at once, and only a partial escape (at most 11 characters) is
+    carried from one piece to the next. The previous version re-copied the
+    whole buffer on every piece.
     """
 
     def __init__(self) -> None:
-        self.buffer = ""
-        self.answer = ""
-        self._pos = 0  # next unread position inside the answer string
+        self._parts: list[str] = []
+        self._answer: list[str] = []
+        self._opening = 0  # tokens of _OPENING matched so far
+        self._matched = ""  # the part of the current opening token seen so far
+        self._carry = ""  # an escape split across pieces
         self._started = False
+        self._never = False  # the step does not open as an answer
         self.done = False
 
+    @property
+    def buffer(self) -> str:
+        """Everything the model wrote."""
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @property
+    def answer(self) -> str:
+        """The answer text decoded so far."""
+        if len(self._answer) > 1:
+            self._answer = ["".join(self._answer)]
+        return self._answer[0] if self._answer else ""
+
+    def _open(self, text: str) -> int:
+        """Match the opening ``{"answer": "``; the offset where the string starts, or -1."""
+        i = 0
+        while i < len(text):
+            token = _OPENING[self._opening]
+            if not self._matched and text[i].isspace():
+                i += 1
+                continue
+            want = token[len(self._matched):]
+            got = text[i:i + len(want)]
+            if not want.startswith(got):
+                self._never = True
+                return -1
+            i += len(got)
+            if len(got) < len(want):
+                self._matched += got
+                return -1
+            self._matched = ""
+            self._opening += 1
+            if self._opening == len(_OPENING):
+                return i
+        return -1
+
     def feed(self, text: str) -> str:
-        self.buffer += text
-        if self.done:
+        self._parts.append(text)
+        if self.done or self._never:
             return ""
         if not self._started:
-            head = self.buffer.lstrip()
-            if not head.startswith("{"):
-                return ""
-            rest = head[1:].lstrip()
-            if not rest.startswith('"answer"'):
-                return ""
-            after = rest[len('"answer"'):].lstrip()
-            if not after.startswith(":"):
-                return ""
-            value = after[1:].lstrip()
-            if not value.startswith('"'):
+            start = self._open(text)
+            if start < 0:
                 return ""
             self._started = True
-            self._pos = len(self.buffer) - len(value) + 1
-        out = []
-        buf = self.buffer
-        i = self._pos
+            text = text[start:]
+        buf = self._carry + text
+        self._carry = ""
+        out: list[str] = []
+        i = 0
         while i < len(buf):
-            ch = buf[i]
-            if ch == '"':
+            match = _SPECIAL.search(buf, i)
+            if match is None:
+                out.append(buf[i:])
+                i = len(buf)
+                break
+            if match.start() > i:
+                out.append(buf[i:match.start()])
+            i = match.start()
+            if buf[i] == '"':
                 self.done = True
                 i += 1
                 break
-            if ch == "\\":
-                if i + 1 >= len(buf):
+            if i + 1 >= len(buf):
+                break
+            code = buf[i + 1]
+            if code == "u":
+                if i + 6 > len(buf):
                     break
-                code = buf[i + 1]
-                if code == "u":
-                    if i + 6 > len(buf):
+                try:
+                    unit = int(buf[i + 2:i + 6], 16)
+                except ValueError:
+                    unit = 0xFFFD
+                if 0xD800 <= unit <= 0xDBFF:
+                    # A high surrogate: wait for its low half and join them.
+                    following = buf[i + 6:i + 12]
+                    if len(following) < 6 and "\\u".startswith(following[:2]):
                         break
-                    try:
-                        unit = int(buf[i + 2:i + 6], 16)
-                    except ValueError:
-                        unit = 0xFFFD
-                    if 0xD800 <= unit <= 0xDBFF:
-                        # A high surrogate: wait for its low half and join them.
-                        following = buf[i + 6:i + 12]
-                        if len(following) < 6 and "\\u".startswith(following[:2]):
-                            break
-                        low = -1
-                        if buf[i + 6:i + 8] == "\\u":
-                            try:
-                                low = int(buf[i + 8:i + 12], 16)
-                            except ValueError:
-                                low = -1
-                        if 0xDC00 <= low <= 0xDFFF:
-                            out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
-                            i += 12
-                        else:
-                            out.append("\ufffd")
-                            i += 6
-                        continue
-                    out.append("\ufffd" if 0xDC00 <= unit <= 0xDFFF else chr(unit))
-                    i += 6
+                    low = -1
+                    if buf[i + 6:i + 8] == "\\u":
+                        try:
+                            low = int(buf[i + 8:i + 12], 16)
+                        except ValueError:
+                            low = -1
+                    if 0xDC00 <= low <= 0xDFFF:
+                        out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
+                        i += 12
+                    else:
+                        out.append("\ufffd")
+                        i += 6
                     continue
-                out.append(_ESCAPES.get(code, code))
-                i += 2
+                out.append("\ufffd" if 0xDC00 <= unit <= 0xDFFF else chr(unit))
+                i += 6
                 continue
-            out.append(ch)
-            i += 1
-        self._pos = i
+            out.append(_ESCAPES.get(code, code))
+            i += 2
+        if not self.done:
+            self._carry = buf[i:]
         piece = "".join(out)
-        self.answer += piece
+        if piece:
+            self._answer.append(piece)
         return piece
 
 

@@ -7,10 +7,16 @@ keyed by the ids of the tool calls the client received, so the next request,
 which carries those ids in its ``role: "tool"`` messages, can resume with the
 full history. Records expire; a client that resends its own full history
 never needs them.
+
+Lookups are by (scope, call id), never by id alone (issue 10 item 14): two
+scopes presenting the same id (upstreams such as llama.cpp and Ollama reuse
+"call_0") can neither overwrite nor read each other's runs. The ids are ours
+anyway, minted at random by the loop (:func:`agent.loop.new_call_id`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -31,9 +37,14 @@ CREATE TABLE IF NOT EXISTS continuations (
     messages BLOB NOT NULL,
     meta BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS continuation_calls (
-    call_id TEXT PRIMARY KEY,
-    run_key TEXT NOT NULL REFERENCES continuations(run_key) ON DELETE CASCADE
+-- Keyed by call id alone before issue 10 item 14; its rows expire within
+-- the hour anyway, so the old table is dropped rather than migrated.
+DROP TABLE IF EXISTS continuation_calls;
+CREATE TABLE IF NOT EXISTS paused_calls (
+    scope TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    run_key TEXT NOT NULL REFERENCES continuations(run_key) ON DELETE CASCADE,
+    PRIMARY KEY (scope, call_id)
 );
 CREATE INDEX IF NOT EXISTS continuations_expiry ON continuations(expires_at);
 """
@@ -71,7 +82,7 @@ class ContinuationStore:
                     "INSERT OR REPLACE INTO continuations(run_key, scope, expires_at, messages, meta) VALUES (?, ?, ?, ?, ?)",
                     (run_key, scope, now + ttl, orjson.dumps(messages), orjson.dumps(meta)),
                 )
-                self._db.executemany("INSERT OR REPLACE INTO continuation_calls(call_id, run_key) VALUES (?, ?)", [(c, run_key) for c in call_ids])
+                self._db.executemany("INSERT OR REPLACE INTO paused_calls(scope, call_id, run_key) VALUES (?, ?, ?)", [(scope, c, run_key) for c in call_ids])
                 if now - self._last_purge > 60:
                     self._db.execute("DELETE FROM continuations WHERE expires_at < ?", (now,))
                     self._last_purge = now
@@ -86,9 +97,9 @@ class ContinuationStore:
         marks = ",".join("?" * len(call_ids))
         with self._lock:
             row = self._db.execute(
-                f"SELECT c.run_key, c.messages, c.meta FROM continuation_calls k JOIN continuations c ON c.run_key = k.run_key "
-                f"WHERE k.call_id IN ({marks}) AND c.scope = ? AND c.expires_at >= ? LIMIT 1",
-                (*call_ids, scope, time.time()),
+                f"SELECT c.run_key, c.messages, c.meta FROM paused_calls k JOIN continuations c ON c.run_key = k.run_key "
+                f"WHERE k.scope = ? AND k.call_id IN ({marks}) AND c.scope = ? AND c.expires_at >= ? LIMIT 1",
+                (scope, *call_ids, scope, time.time()),
             ).fetchone()
         if row is None:
             return None
@@ -105,8 +116,10 @@ class RedisContinuationStore:
     """The same records in Redis, for workers on several hosts (``[redis] url``).
 
     A record is one key holding the JSON of the paused run's messages, and one
-    small key per returned call id pointing at it, all expiring together, so
-    whichever host the client's next request reaches can resume the run.
+    small key per (scope, returned call id) pointing at it, all expiring
+    together, so whichever host the client's next request reaches can resume
+    the run. The scope is hashed into the key name: it holds percent-encoded
+    user text of any length.
     """
 
     def __init__(self, url: str, *, prefix: str = "toolrelay", socket_timeout: float = 1.0, connect_timeout: float = 2.0) -> None:
@@ -121,13 +134,17 @@ class RedisContinuationStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(f"{self._prefix}:run:{run_key}", record, ex=seconds)
         for call_id in call_ids:
-            pipe.set(f"{self._prefix}:call:{call_id}", run_key, ex=seconds)
+            pipe.set(self._call_key(scope, call_id), run_key, ex=seconds)
         await pipe.execute()
+
+    def _call_key(self, scope: str, call_id: str) -> str:
+        scope_hash = hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        return f"{self._prefix}:call:{scope_hash}:{call_id}"
 
     async def find(self, scope: str, call_ids: list[str]) -> Continuation | None:
         if not call_ids:
             return None
-        run_keys = await self._redis.mget([f"{self._prefix}:call:{c}" for c in call_ids])
+        run_keys = await self._redis.mget([self._call_key(scope, c) for c in call_ids])
         for run_key in dict.fromkeys(k for k in run_keys if k):
             name = run_key.decode() if isinstance(run_key, bytes) else str(run_key)
             raw = await self._redis.get(f"{self._prefix}:run:{name}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -25,7 +26,7 @@ from agent.parsing import TextGate, parse_tool_calls
 from agent.steps import StepLog
 from agent.taint import RunTaint, TaintPolicy
 from app.errors import OpenAIError
-from app.events import ChoiceDelta, Event, Failure, UsageReport
+from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport, message_as_delta
 from app.providers.base import UpstreamCall
 from app.providers.router import Route
 from app.tokens import TokenCounter
@@ -68,6 +69,9 @@ class Call:
     name: str
     arguments: str
     kind: str  # "builtin" | "client"
+    # Client calls: the id the client sees, minted here. ``id`` stays the
+    # upstream's, which the history sent upstream keeps (issue 10 item 14).
+    client_id: str = ""
 
 
 @dataclass(slots=True)
@@ -86,11 +90,18 @@ class _StreamedCall:
     arguments: list[str] = field(default_factory=list)
     kind: str | None = None
     client_index: int = -1
+    client_id: str = ""
     announced: bool = False
 
 
 def new_call_id() -> str:
-    return "call_" + os.urandom(12).hex()
+    """An unguessable tool-call id (144 random bits).
+
+    Every client tool call gets one of these, whatever id the upstream gave
+    it: llama.cpp and Ollama send predictable, reused ids ("call_0"), and
+    paused runs are looked up by the ids the client sends back.
+    """
+    return "call_" + secrets.token_urlsafe(18)
 
 
 def _canonical(arguments: str) -> str:
@@ -161,7 +172,7 @@ def render_constrained(messages: list[dict[str, Any]], system_text: str) -> list
 
 
 class _TurnMeter:
-    """Reads one model call's events: the first choice's deltas, its usage, its failure."""
+    """Reads one model call's events: the first choice's deltas (a whole message as one delta), its usage, its failure."""
 
     __slots__ = ("usage",)
 
@@ -174,6 +185,11 @@ class _TurnMeter:
             if kind is ChoiceDelta:
                 if event.index == 0:
                     yield event
+            elif kind is ChoiceMessage:
+                # The upstream answered our streaming request with one JSON body
+                # (issue 10 item 22): read it as the stream proxy mode would send.
+                if event.index == 0:
+                    yield ChoiceDelta(0, message_as_delta(event.message), event.finish_reason, event.logprobs)
             elif kind is UsageReport:
                 self.usage = event.usage
             elif kind is Failure:
@@ -377,7 +393,8 @@ class AgentRun:
         return turn
 
     async def _read_native(self, events: Any, final: bool) -> Turn:
-        gate = TextGate()
+        # No names in a final turn: nothing it writes is run as a call, so nothing is held back.
+        gate = TextGate(self.required_client_names if final else {*self.builtin_names, *self.client_names})
         shown: list[str] = []
         streamed: dict[int, _StreamedCall] = {}
         client_count = 0
@@ -395,8 +412,8 @@ class AgentRun:
                         call.kind = "ignored"
             if call.kind == "client" and not call.announced:
                 call.announced = True
-                call.id = call.id or new_call_id()
-                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": "".join(call.arguments)}}]}))
+                call.client_id = new_call_id()
+                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": "".join(call.arguments)}}]}))
 
         meter = _TurnMeter()
         async for event in meter.deltas(events):
@@ -447,7 +464,7 @@ class AgentRun:
         for c in streamed.values():
             if c.name and c.kind in ("builtin", "client", "unknown"):
                 c.id = c.id or new_call_id()
-                calls.append(Call(c.id, c.name, "".join(c.arguments) or "{}", c.kind))
+                calls.append(Call(c.id, c.name, "".join(c.arguments) or "{}", c.kind, c.client_id))
         held = gate.rest()
         call_text = ""
         if held and (not final or self.required_client_names):
@@ -459,7 +476,7 @@ class AgentRun:
                     await announce(call)
                     if call.kind in ("builtin", "client", "unknown"):
                         call.id = call.id or new_call_id()
-                        calls.append(Call(call.id, call.name, p.arguments, call.kind))
+                        calls.append(Call(call.id, call.name, p.arguments, call.kind, call.client_id))
         if self.streaming:
             if held:
                 await self._show_answer(held)
@@ -507,17 +524,17 @@ class AgentRun:
         if step is not None and step[0] == "call" and (not final or self.required_client_names):
             name, arguments = step[1]
             kind = self._classify(name, final)
-            call = Call(new_call_id(), name, arguments, kind)
+            call = Call(new_call_id(), name, arguments, kind, new_call_id())
             if kind == "client":
-                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": call.id, "type": "function", "function": {"name": name, "arguments": arguments}}]}))
+                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": call.client_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}))
             return Turn("", [call], "tool_calls", usage, raw_text=raw)
         # Not a valid step (the upstream ignored the schema): read it leniently, else it is the answer.
         known = [*self.builtin_names, *(self.client_names if self.client_choice != "none" else ())]
         parsed = parse_tool_calls(raw, known) if not final or self.required_client_names else []
         if parsed:
-            calls = [Call(new_call_id(), p.name, p.arguments, self._classify(p.name, final)) for p in parsed]
+            calls = [Call(new_call_id(), p.name, p.arguments, self._classify(p.name, final), new_call_id()) for p in parsed]
             for index, call in enumerate(c for c in calls if c.kind == "client"):
-                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}))
+                await self.emit(ChoiceDelta(0, {"tool_calls": [{"index": index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}))
             return Turn("", calls, "tool_calls", usage, raw_text=raw)
         await self.emit(ChoiceDelta(0, {"content": raw}))
         return Turn(raw, [], finish_reason, usage, raw_text=raw)
@@ -658,9 +675,14 @@ class AgentRun:
                 await self.continuations.save(
                     run_key="run_" + os.urandom(12).hex(),
                     scope=self.context.scope,
-                    call_ids=[c.id for c in client],
+                    call_ids=[c.client_id for c in client],
                     messages=messages[new_from:],
-                    meta={"steps": self.step, "sources": [{"url": x.url, "title": x.title, "snippet": x.snippet} for x in self.sources]},
+                    meta={
+                        "steps": self.step,
+                        "sources": [{"url": x.url, "title": x.title, "snippet": x.snippet} for x in self.sources],
+                        # The client answers with our ids; the stored history (and the upstream) knows its own.
+                        "ids": {c.client_id: c.id for c in client},
+                    },
                     ttl=self.continuation_ttl,
                 )
                 return "tool_calls"

@@ -117,6 +117,9 @@ class AgentRunner:
         restored: list[dict[str, Any]] = []
         steps = 0
         sources: list[Source] = []
+        # Our call ids -> the upstream's, for the restored runs: the client's
+        # tool results must answer the ids the stored history (and the upstream) used.
+        upstream_ids: dict[str, str] = {}
         for message in messages:
             if message.get("role") == "assistant" and message.get("tool_calls"):
                 ids = [c["id"] for c in message["tool_calls"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
@@ -125,7 +128,12 @@ class AgentRunner:
                     restored.extend(record.messages)
                     steps = int(record.meta.get("steps") or 0)
                     sources.extend(Source(s.get("url", ""), s.get("title", ""), s.get("snippet", "")) for s in record.meta.get("sources") or () if isinstance(s, dict))
+                    mapping = record.meta.get("ids")
+                    if isinstance(mapping, dict):
+                        upstream_ids.update({k: v for k, v in mapping.items() if k in ids and isinstance(v, str)})
                     continue
+            elif message.get("role") == "tool" and message.get("tool_call_id") in upstream_ids:
+                message = {**message, "tool_call_id": upstream_ids[message["tool_call_id"]]}
             restored.append(message)
         return restored, steps, sources
 

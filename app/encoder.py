@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport
+from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport, message_as_delta
 from app.ids import unique_hex
 
 DONE = b"data: [DONE]\n\n"
@@ -102,10 +102,7 @@ class SSEEncoder:
                     self.meta[key] = event.fields[key]
             return b""
         if kind is ChoiceMessage:
-            delta = {k: v for k, v in event.message.items() if v is not None}
-            if "tool_calls" in delta:
-                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
-            first = self._choice(event.index, delta, None, event.logprobs)
+            first = self._choice(event.index, message_as_delta(event.message), None, event.logprobs)
             return self._chunk([first]) + self._chunk([self._choice(event.index, {}, event.finish_reason, None)])
         if kind is Failure:
             self.failed = True

@@ -63,3 +63,16 @@ class Failure:
 
 
 Event = Union[ChoiceDelta, ChoiceMessage, UsageReport, ResponseMeta, KeepAlive, Failure]
+
+
+def message_as_delta(message: dict[str, Any]) -> dict[str, Any]:
+    """A whole message as the one delta that streams it (tool calls get their ``index``).
+
+    The one conversion of a :class:`ChoiceMessage` (an upstream that answered
+    a streaming request with a JSON body) into streamed form: the SSE encoder
+    (proxy mode) and the agent loop both read such an answer through it.
+    """
+    delta = {k: v for k, v in message.items() if v is not None}
+    if "tool_calls" in delta:
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
+    return delta

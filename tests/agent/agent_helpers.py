@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -28,6 +29,17 @@ STOCK_TOOL = {
         "parameters": {"type": "object", "properties": {"ticker": {"type": "string"}}, "required": ["ticker"]},
     },
 }
+
+
+# The ids the relay mints for client tool calls, whatever the upstream sent (issue 10 item 14).
+MINTED_CALL_ID = re.compile(r"call_[A-Za-z0-9_-]{24}")
+
+
+def assert_minted(ids: list[str], count: int) -> list[str]:
+    """``count`` distinct relay-minted call ids; returns them."""
+    assert len(ids) == count and len(set(ids)) == count, ids
+    assert all(MINTED_CALL_ID.fullmatch(i) for i in ids), ids
+    return ids
 
 
 def extra(obj: Any, key: str) -> Any:

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from agent_helpers import (
+    assert_minted,
     USER,
     assert_stream_contract,
     assert_unique_indexes,
@@ -204,7 +205,8 @@ def test_client_function_shadows_builtin_of_same_name(oai: openai.OpenAI, fake: 
     completion = oai.chat.completions.create(model="agent/fake-model", messages=USER, tools=[mine])
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert [c.id for c in choice.message.tool_calls or []] == ["call_echo"]
+    assert [c.function.name for c in choice.message.tool_calls or []] == ["echo"]
+    assert_minted([c.id for c in choice.message.tool_calls or []], 1)
     assert not test_tools.echo.of("start")
     offered = fake.last_body["tools"]
     assert [t["function"]["name"] for t in offered].count("echo") == 1

@@ -14,6 +14,7 @@ from agent_helpers import (
     STOCK_TOOL,
     USER,
     WEATHER_TOOL,
+    assert_minted,
     assert_stream_contract,
     assert_unique_indexes,
     choice_deltas,
@@ -39,18 +40,25 @@ def script_builtin_then_client(fake: FakeUpstream) -> None:
     fake.enqueue(Reply(tool_calls=[TIME_CALL]), Reply(tool_calls=[WEATHER_CALL, STOCK_CALL], arg_chunks=4))
 
 
-def client_results() -> list[dict[str, Any]]:
+def client_results(ids: list[str]) -> list[dict[str, Any]]:
+    """The client's answers to its two calls, under the ids the relay gave them."""
     return [
-        {"role": "tool", "tool_call_id": "call_w1", "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": "call_s1", "content": "42.00 USD"},
+        {"role": "tool", "tool_call_id": ids[0], "content": "sunny, 21 C"},
+        {"role": "tool", "tool_call_id": ids[1], "content": "42.00 USD"},
     ]
 
 
-def plain_assistant(calls: list[dict[str, Any]]) -> dict[str, Any]:
+# What the upstream gets for them: the relay maps its ids back to the upstream's.
+UPSTREAM_RESULTS = client_results(["call_w1", "call_s1"])
+
+
+def plain_assistant(calls: list[dict[str, Any]], ids: list[str] | None = None) -> dict[str, Any]:
     return {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for c in calls],
+        "tool_calls": [
+            {"id": ids[i] if ids else c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for i, c in enumerate(calls)
+        ],
     }
 
 
@@ -70,7 +78,7 @@ def assert_restored(body: dict[str, Any], *, builtin_in_same_turn: bool = False)
     assert convo[1]["tool_calls"][0]["function"]["name"] == "current_time"
     assert convo[2]["tool_call_id"] == "call_time_x" and json.loads(convo[2]["content"])["timezone"] == "UTC"
     assert [c["id"] for c in convo[3]["tool_calls"]] == ["call_w1", "call_s1"]
-    assert convo[4:] == client_results()
+    assert convo[4:] == UPSTREAM_RESULTS
 
 
 def test_client_calls_returned_then_resume_restores_builtin_steps(oai: openai.OpenAI, fake: FakeUpstream) -> None:
@@ -79,7 +87,8 @@ def test_client_calls_returned_then_resume_restores_builtin_steps(oai: openai.Op
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls
-    assert calls is not None and [c.id for c in calls] == ["call_w1", "call_s1"]
+    assert calls is not None
+    ids = assert_minted([c.id for c in calls], 2)
     assert [c.function.name for c in calls] == ["get_weather", "get_stock"]
     assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Paris"}, {"ticker": "ACME"}]
     assert all(c.type == "function" for c in calls)
@@ -93,7 +102,7 @@ def test_client_calls_returned_then_resume_restores_builtin_steps(oai: openai.Op
     fake.enqueue(Reply(content=FINAL))
     second = oai.chat.completions.create(
         model="agent/fake-model",
-        messages=[*QUESTION, choice.message, *client_results()],  # type: ignore[list-item]
+        messages=[*QUESTION, choice.message, *client_results(ids)],  # type: ignore[list-item]
         tools=[WEATHER_TOOL, STOCK_TOOL],
     )
     assert second.choices[0].message.content == FINAL
@@ -113,7 +122,7 @@ def test_client_calls_streamed_sdk_and_raw(oai: openai.OpenAI, ahttp: httpx.Clie
     assert done == [("get_weather", 0, json.dumps({"city": "Paris"})), ("get_stock", 1, json.dumps({"ticker": "ACME"}))]
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert [c.id for c in choice.message.tool_calls or []] == ["call_w1", "call_s1"]  # a repeated id would be concatenated
+    assert_minted([c.id for c in choice.message.tool_calls or []], 2)  # a repeated id would be concatenated
     assert [s["tool"] for s in steps_of(choice.message)] == ["current_time", "current_time"]
 
     # The same turn, raw.
@@ -126,10 +135,11 @@ def test_client_calls_streamed_sdk_and_raw(oai: openai.OpenAI, ahttp: httpx.Clie
     assert deltas, chunks
     assert all(isinstance(d["index"], int) and not isinstance(d["index"], bool) for d in deltas), deltas
     assert sorted({d["index"] for d in deltas}) == [0, 1]
+    raw_ids = assert_minted([d["id"] for d in deltas if "id" in d], 2)
     for index, call in ((0, WEATHER_CALL), (1, STOCK_CALL)):
         mine = [d for d in deltas if d["index"] == index]
         head, rest = mine[0], mine[1:]
-        assert head["id"] == call["id"] and head["type"] == "function" and head["function"]["name"] == call["name"], head
+        assert head["id"] == raw_ids[index] and head["type"] == "function" and head["function"]["name"] == call["name"], head
         for d in rest:
             assert set(d) == {"index", "function"} and set(d["function"]) == {"arguments"}, d
         assert json.loads("".join(d["function"].get("arguments") or "" for d in mine)) == call["arguments"]
@@ -140,7 +150,7 @@ def test_client_calls_streamed_sdk_and_raw(oai: openai.OpenAI, ahttp: httpx.Clie
     # Resume: the restored history reaches the upstream.
     fake.enqueue(Reply(content=FINAL))
     resumed = oai.chat.completions.create(
-        model="agent/fake-model", messages=[*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL]), *client_results()], tools=[WEATHER_TOOL, STOCK_TOOL]
+        model="agent/fake-model", messages=[*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL], raw_ids), *client_results(raw_ids)], tools=[WEATHER_TOOL, STOCK_TOOL]
     )
     assert resumed.choices[0].message.content == FINAL
     assert_restored(fake.chat_requests[-1].body)
@@ -168,7 +178,8 @@ def test_continuation_scope_is_key_and_user(oai: openai.OpenAI, fake: FakeUpstre
     assert first.choices[0].finish_reason == "tool_calls"
     fake.enqueue(Reply(content=FINAL))
     kwargs = {"user": second_user} if second_user else {}
-    resume = [*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL]), *client_results()]
+    ids = assert_minted([c.id for c in first.choices[0].message.tool_calls or []], 2)
+    resume = [*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL], ids), *client_results(ids)]
     oai.chat.completions.create(model="agent/fake-model", messages=resume, tools=[WEATHER_TOOL, STOCK_TOOL], **kwargs)
     body = fake.last_body
     if restored:
@@ -185,7 +196,7 @@ def test_mixed_builtin_and_client_calls_in_one_turn(oai: openai.OpenAI, ahttp: h
     chunks = assert_stream_contract(raw, model="agent/fake-model", include_usage=False, finish_reason="tool_calls")
     deltas = streamed_tool_calls(chunks)
     assert {d["index"] for d in deltas} == {0}
-    assert [d["id"] for d in deltas if "id" in d] == ["call_w1"]
+    (minted,) = assert_minted([d["id"] for d in deltas if "id" in d], 1)
     assert "current_time" not in json.dumps(deltas)
     steps = streamed_steps(chunks)
     assert_unique_indexes(steps)
@@ -196,7 +207,7 @@ def test_mixed_builtin_and_client_calls_in_one_turn(oai: openai.OpenAI, ahttp: h
     fake.enqueue(Reply(content="Sunny, and it is noon."))
     completion = oai.chat.completions.create(
         model="agent/fake-model",
-        messages=[*QUESTION, plain_assistant([WEATHER_CALL]), {"role": "tool", "tool_call_id": "call_w1", "content": "sunny, 21 C"}],
+        messages=[*QUESTION, plain_assistant([WEATHER_CALL], [minted]), {"role": "tool", "tool_call_id": minted, "content": "sunny, 21 C"}],
         tools=[WEATHER_TOOL],
     )
     assert completion.choices[0].message.content == "Sunny, and it is noon."
@@ -208,7 +219,8 @@ def test_mixed_turn_non_streaming(oai: openai.OpenAI, fake: FakeUpstream) -> Non
     completion = oai.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=[WEATHER_TOOL])
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert [(c.id, c.function.name) for c in choice.message.tool_calls or []] == [("call_w1", "get_weather")]
+    assert [c.function.name for c in choice.message.tool_calls or []] == ["get_weather"]
+    assert_minted([c.id for c in choice.message.tool_calls or []], 1)
     assert [s["type"] for s in records(steps_of(choice.message), "tool_result", "current_time")] == ["tool_result"]
 
 
@@ -240,7 +252,8 @@ def test_tool_choice_forwarded_upstream(oai: openai.OpenAI, fake: FakeUpstream, 
     fake.enqueue(Reply(tool_calls=[WEATHER_CALL]))
     completion = oai.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=[WEATHER_TOOL], tool_choice=tool_choice)
     assert completion.choices[0].finish_reason == "tool_calls"
-    assert [c.id for c in completion.choices[0].message.tool_calls or []] == ["call_w1"]
+    assert [c.function.name for c in completion.choices[0].message.tool_calls or []] == ["get_weather"]
+    assert_minted([c.id for c in completion.choices[0].message.tool_calls or []], 1)
     body = fake.last_body
     assert body["tool_choice"] == tool_choice
     assert "get_weather" in offered_tool_names(body)
@@ -250,7 +263,8 @@ def test_parallel_tool_calls_false_returns_only_the_first_client_call(oai: opena
     fake.enqueue(Reply(tool_calls=[WEATHER_CALL, STOCK_CALL]))
     completion = oai.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=[WEATHER_TOOL, STOCK_TOOL], parallel_tool_calls=False)
     assert completion.choices[0].finish_reason == "tool_calls"
-    assert [c.id for c in completion.choices[0].message.tool_calls or []] == ["call_w1"]
+    assert [c.function.name for c in completion.choices[0].message.tool_calls or []] == ["get_weather"]
+    assert_minted([c.id for c in completion.choices[0].message.tool_calls or []], 1)
     assert fake.last_body.get("parallel_tool_calls") is False
 
     fake.enqueue(Reply(tool_calls=[WEATHER_CALL, STOCK_CALL]))
@@ -295,8 +309,9 @@ def test_client_indexes_skip_interleaved_builtin_calls(ahttp: httpx.Client, fake
     response, raw = stream_raw(ahttp, {"model": "agent/fake-model", "messages": QUESTION, "tools": [WEATHER_TOOL, STOCK_TOOL]})
     chunks = assert_stream_contract(raw, model="agent/fake-model", include_usage=False, finish_reason="tool_calls")
     deltas = streamed_tool_calls(chunks)
-    heads = [(d["index"], d["id"], d["function"]["name"]) for d in deltas if "id" in d]
-    assert heads == [(0, "call_w1", "get_weather"), (1, "call_s1", "get_stock")]
+    heads = [(d["index"], d["function"]["name"]) for d in deltas if "id" in d]
+    assert heads == [(0, "get_weather"), (1, "get_stock")]
+    assert_minted([d["id"] for d in deltas if "id" in d], 2)
     for index, call in ((0, WEATHER_CALL), (1, STOCK_CALL)):
         assert json.loads("".join(d["function"].get("arguments") or "" for d in deltas if d["index"] == index)) == call["arguments"]
     assert [s["tool"] for s in streamed_steps(chunks)] == ["current_time", "current_time"]
@@ -305,13 +320,14 @@ def test_client_indexes_skip_interleaved_builtin_calls(ahttp: httpx.Client, fake
 def test_two_pauses_in_one_conversation_restore_both(oai: openai.OpenAI, fake: FakeUpstream) -> None:
     tools = [WEATHER_TOOL, STOCK_TOOL]
     fake.enqueue(Reply(tool_calls=[TIME_CALL]), Reply(tool_calls=[WEATHER_CALL]))
-    oai.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=tools)
-    history = [*QUESTION, plain_assistant([WEATHER_CALL]), {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}]
+    first = oai.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=tools)
+    (w1,) = assert_minted([c.id for c in first.choices[0].message.tool_calls or []], 1)
+    history = [*QUESTION, plain_assistant([WEATHER_CALL], [w1]), {"role": "tool", "tool_call_id": w1, "content": "sunny"}]
     fake.enqueue(Reply(tool_calls=[{"id": "call_echo_2", "name": "echo", "arguments": {"text": "second"}}]), Reply(tool_calls=[STOCK_CALL]))
     second = oai.chat.completions.create(model="agent/fake-model", messages=history, tools=tools)
-    assert [c.id for c in second.choices[0].message.tool_calls or []] == ["call_s1"]
+    (s1,) = assert_minted([c.id for c in second.choices[0].message.tool_calls or []], 1)
     assert [s["tool"] for s in steps_of(second.choices[0].message)] == ["echo", "echo"]
-    history += [plain_assistant([STOCK_CALL]), {"role": "tool", "tool_call_id": "call_s1", "content": "42"}]
+    history += [plain_assistant([STOCK_CALL], [s1]), {"role": "tool", "tool_call_id": s1, "content": "42"}]
     fake.enqueue(Reply(content=FINAL))
     third = oai.chat.completions.create(model="agent/fake-model", messages=history, tools=tools)
     assert third.choices[0].message.content == FINAL
@@ -335,9 +351,10 @@ def test_expired_continuation_is_not_restored(agent_relay_factory: Any, fake: Fa
     server, _ = agent_relay_factory(agent={"continuation_ttl_seconds": 0})
     with openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=60) as client:
         script_builtin_then_client(fake)
-        client.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=[WEATHER_TOOL, STOCK_TOOL])
+        paused = client.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=[WEATHER_TOOL, STOCK_TOOL])
+        ids = assert_minted([c.id for c in paused.choices[0].message.tool_calls or []], 2)
         time.sleep(0.05)
         fake.enqueue(Reply(content=FINAL))
-        resume = [*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL]), *client_results()]
+        resume = [*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL], ids), *client_results(ids)]
         client.chat.completions.create(model="agent/fake-model", messages=resume, tools=[WEATHER_TOOL, STOCK_TOOL])
     assert no_system(fake.last_body["messages"]) == resume
