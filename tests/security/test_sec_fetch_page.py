@@ -24,8 +24,8 @@ _WEB_TESTS = str(Path(__file__).resolve().parent.parent / "web")
 if _WEB_TESTS not in sys.path:
     sys.path.append(_WEB_TESTS)  # web_test_servers (LocalServer), shared with tests/web
 
-from web_test_servers import LocalServer  # noqa: E402
-from web_test_servers import Reply as PageReply  # noqa: E402
+from web_test_servers import LocalServer
+from web_test_servers import Reply as PageReply
 
 
 def host_address() -> str | None:
