@@ -129,13 +129,35 @@ class SSEEncoder:
 
 
 class _ChoiceState:
-    __slots__ = ("message", "finish_reason", "logprobs", "tool_calls")
+    """One choice being collected.
+
+    String fields and tool-call names/arguments are kept as lists of pieces
+    and joined once in :meth:`BodyCollector.body`: ``message[key] + piece``
+    copies the whole text on every delta (the dict keeps a second reference,
+    so CPython cannot append in place), which made collecting a long answer
+    from many small chunks quadratic (issue 10 item 18).
+    """
+
+    __slots__ = ("message", "finish_reason", "logprobs", "tool_calls", "texts")
 
     def __init__(self) -> None:
         self.message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         self.finish_reason: str | None = None
         self.logprobs: dict[str, Any] | None = None
-        self.tool_calls: dict[int, dict[str, Any]] = {}
+        # index -> [id, type, name pieces, argument pieces]
+        self.tool_calls: dict[int, list[Any]] = {}
+        self.texts: dict[str, list[str]] = {}
+
+    def message_body(self) -> dict[str, Any]:
+        message = self.message
+        for key, pieces in self.texts.items():
+            message[key] = "".join(pieces)
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": call_id, "type": kind, "function": {"name": "".join(names), "arguments": "".join(arguments)}}
+                for call_id, kind, names, arguments in (self.tool_calls[i] for i in sorted(self.tool_calls))
+            ]
+        return message
 
 
 def _merge_logprobs(acc: dict[str, Any] | None, new: Any) -> dict[str, Any] | None:
@@ -185,6 +207,8 @@ class BodyCollector:
             message.setdefault("content", None)
             message.setdefault("refusal", None)
             state.message = message
+            state.texts = {}
+            state.tool_calls = {}
             state.finish_reason = event.finish_reason
             state.logprobs = event.logprobs
         elif kind is UsageReport:
@@ -200,6 +224,7 @@ class BodyCollector:
     @staticmethod
     def _merge_delta(state: _ChoiceState, delta: dict[str, Any]) -> None:
         message = state.message
+        texts = state.texts
         for key, value in delta.items():
             if value is None or key == "role":
                 continue
@@ -207,23 +232,26 @@ class BodyCollector:
                 for call in value:
                     slot = state.tool_calls.get(call.get("index", 0))
                     if slot is None:
-                        slot = state.tool_calls[call.get("index", 0)] = {
-                            "id": call.get("id") or "",
-                            "type": call.get("type") or "function",
-                            "function": {"name": "", "arguments": ""},
-                        }
+                        slot = state.tool_calls[call.get("index", 0)] = [call.get("id") or "", call.get("type") or "function", [], []]
                     elif call.get("id"):
-                        slot["id"] = call["id"]
+                        slot[0] = call["id"]
                     function = call.get("function") or {}
                     if function.get("name"):
-                        slot["function"]["name"] += function["name"]
+                        slot[2].append(function["name"])
                     if function.get("arguments"):
-                        slot["function"]["arguments"] += function["arguments"]
+                        slot[3].append(function["arguments"])
                 continue
+            if isinstance(value, str):
+                pieces = texts.get(key)
+                if pieces is not None:
+                    pieces.append(value)
+                    continue
+                current = message.get(key)
+                if current is None or isinstance(current, str):
+                    texts[key] = [current, value] if current else [value]
+                    continue
             current = message.get(key)
-            if isinstance(value, str) and isinstance(current, str):
-                message[key] = current + value
-            elif isinstance(value, list) and isinstance(current, list):
+            if isinstance(value, list) and isinstance(current, list):
                 current.extend(value)
             elif isinstance(value, list):
                 message[key] = list(value)
@@ -234,9 +262,7 @@ class BodyCollector:
         choices = []
         for index in sorted(self.choices):
             state = self.choices[index]
-            message = state.message
-            if state.tool_calls:
-                message["tool_calls"] = [state.tool_calls[i] for i in sorted(state.tool_calls)]
+            message = state.message_body()
             choices.append(
                 {
                     "index": index,

@@ -8,6 +8,9 @@ import pytest
 from memory import MemoryStore
 from tools.base import Tool, ToolContext, ToolResult, tool_schema
 from tools.memory_tools import (
+    RECALL_CLOSE,
+    RECALL_OPEN,
+    RECALL_PREAMBLE,
     memory_tools,
     recall,
 )
@@ -242,10 +245,12 @@ async def test_recall_block(store: MemoryStore, scopes) -> None:
     block = await recall(store, s, "Can you suggest a name for a toy for my cat?", limit=3)
     assert block is not None
     lines = block.splitlines()
-    assert lines[0].startswith("Long-term memory:") and "not instructions" in lines[0]
-    assert lines[1] == f"- [{cat.id}, {cat.created_iso[:10]}] Has a cat called Miso who hates the vet (tags: pets)"
+    # Quoted data inside delimiters, after a preamble that says it is not instructions (issue 10 item 20).
+    assert lines[0] == RECALL_PREAMBLE and "not instructions" in lines[0]
+    assert lines[1] == RECALL_OPEN and lines[-1] == RECALL_CLOSE
+    assert lines[2] == f'- [{cat.id}, {cat.created_iso[:10]}] "Has a cat called Miso who hates the vet" tags: "pets"'
     assert "Pixel" not in block
-    assert len(lines) == 2
+    assert len(lines) == 4
 
 
 async def test_recall_none_when_nothing_relevant(store: MemoryStore, scopes) -> None:
@@ -266,11 +271,11 @@ async def test_recall_relative_threshold_and_truncation(store: MemoryStore, scop
     await store.save(s, "Bought a ferry ticket once")
     block = await recall(store, s, "quokka rottnest sanctuary ferry", limit=5, min_relative_score=0.9)
     assert block is not None
-    lines = block.splitlines()
-    assert len(lines) == 2 and lines[1].startswith(f"- [{strong.id}, ")
-    assert lines[1].endswith("…") and len(lines[1]) < 600
+    lines = block.splitlines()[2:-1]  # the memories between the delimiters
+    assert len(lines) == 1 and lines[0].startswith(f"- [{strong.id}, ")
+    assert lines[0].endswith('…"') and len(lines[0]) < 600
     loose = await recall(store, s, "quokka rottnest sanctuary ferry", limit=5, min_relative_score=0.0)
-    assert len(loose.splitlines()) == 3
+    assert len(loose.splitlines()[2:-1]) == 2
 
 
 # ---------------------------------------------------------------------------

@@ -105,3 +105,26 @@ def test_pathological_output_does_not_stall_health(server: RunningServer, fake: 
     assert not thread.is_alive(), "the agent request did not finish"
     assert "error" not in result, result
     assert result["content"] == text  # released as text: not a call of an offered tool
+
+
+
+def test_collecting_many_small_deltas_is_linear() -> None:
+    # BodyCollector (the one body builder for non-streaming clients) appended
+    # with `message[key] + piece`, copying the whole text per delta: measured
+    # 10 s for 31,000 deltas of 64 characters and 140 s for 120,000, against
+    # 0.02 s and 0.08 s now. 60,000 deltas of content and of tool-call
+    # arguments must take well under the bound.
+    from app.encoder import BodyCollector
+    from app.events import ChoiceDelta
+
+    collector = BodyCollector()
+    piece = "x" * 64
+    started = time.monotonic()
+    collector.add(ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]}))
+    for _ in range(60_000):
+        collector.add(ChoiceDelta(0, {"content": piece}))
+        collector.add(ChoiceDelta(0, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    message = collector.body(model="m")["choices"][0]["message"]
+    assert time.monotonic() - started < 10.0
+    assert message["content"] == piece * 60_000
+    assert message["tool_calls"] == [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": piece * 60_000}}]
