@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
-from tools.base import Source
+from toolrelay.tools.base import Source
 
 _MARKDOWN_LINK = re.compile(r"\[([^\]\n]{1,300})\]\(\s*(<?)(https?://[^\s)>]+)\2\s*\)")
 

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import orjson
 
-from app.private_files import private_file
+from toolrelay.app.private_files import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS continuations (

@@ -19,19 +19,19 @@ from typing import Any, Awaitable, Callable
 import anyio
 import orjson
 
-from agent.citations import find_citations
-from agent.constrained import AnswerStreamer, JsonAnswerStreamer, client_answer_schema, instructions, parse_step, step_schema, tool_result_message
-from agent.continuations import ContinuationStore
-from agent.parsing import TextGate, parse_tool_calls
-from agent.steps import StepLog
-from agent.taint import RunTaint, TaintPolicy
-from app.errors import OpenAIError
-from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport, message_as_delta
-from app.providers.base import UpstreamCall
-from app.providers.router import Route
-from app.tokens import TokenCounter
-from tools.base import ToolContext
-from tools.registry import ToolOutcome, ToolRegistry
+from toolrelay.agent.citations import find_citations
+from toolrelay.agent.constrained import AnswerStreamer, JsonAnswerStreamer, client_answer_schema, instructions, parse_step, step_schema, tool_result_message
+from toolrelay.agent.continuations import ContinuationStore
+from toolrelay.agent.parsing import TextGate, parse_tool_calls
+from toolrelay.agent.steps import StepLog
+from toolrelay.agent.taint import RunTaint, TaintPolicy
+from toolrelay.app.errors import OpenAIError
+from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport, message_as_delta
+from toolrelay.app.providers.base import UpstreamCall
+from toolrelay.app.providers.router import Route
+from toolrelay.app.tokens import TokenCounter
+from toolrelay.tools.base import ToolContext
+from toolrelay.tools.registry import ToolOutcome, ToolRegistry
 
 log = logging.getLogger("toolrelay.agent")
 

@@ -16,18 +16,18 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 
-from agent.continuations import ContinuationStore
-from agent.hints import Hint, hint_for
-from agent.loop import AgentRun, Limits
-from agent.taint import RunTaint, TaintPolicy
-from app.config import AgentSettings
-from app.errors import OpenAIError, invalid_request, server_error
-from app.events import Event, Failure, KeepAlive
-from app.providers.router import Route
-from app.tokens import TokenCounter
-from memory.scope import scope_for
-from tools.base import Source, ToolContext
-from tools.registry import ToolRegistry
+from toolrelay.agent.continuations import ContinuationStore
+from toolrelay.agent.hints import Hint, hint_for
+from toolrelay.agent.loop import AgentRun, Limits
+from toolrelay.agent.taint import RunTaint, TaintPolicy
+from toolrelay.app.config import AgentSettings
+from toolrelay.app.errors import OpenAIError, invalid_request, server_error
+from toolrelay.app.events import Event, Failure, KeepAlive
+from toolrelay.app.providers.router import Route
+from toolrelay.app.tokens import TokenCounter
+from toolrelay.memory.scope import scope_for
+from toolrelay.tools.base import Source, ToolContext
+from toolrelay.tools.registry import ToolRegistry
 
 log = logging.getLogger("toolrelay.agent")
 

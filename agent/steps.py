@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from app.events import ChoiceDelta
+from toolrelay.app.events import ChoiceDelta
 
 STEPS_FIELD = "agent_steps"
 # Streaming only: the records new in this chunk (see the module docstring).

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tools.registry import ToolOutcome
+from toolrelay.tools.registry import ToolOutcome
 
 #: Tools whose results carry stored memories.
 MEMORY_READERS = frozenset({"memory_search", "memory_forget"})

@@ -16,7 +16,7 @@ from typing import Any, Sequence, TextIO
 import msgspec
 import orjson
 
-from app.config import ConfigError, Settings, load_settings
+from toolrelay.app.config import ConfigError, Settings, load_settings
 
 
 def register(sub: Any) -> None:
@@ -88,15 +88,15 @@ def _run(func: Any, args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _key_store(settings: Settings) -> Any:
-    from app.auth import keys_path
-    from app.auth.keystore import KeyStore
+    from toolrelay.app.auth import keys_path
+    from toolrelay.app.auth.keystore import KeyStore
 
     return KeyStore(keys_path(settings))
 
 
 def _ledger(settings: Settings) -> Any:
-    from app.auth import usage_path
-    from app.auth.ledger import Ledger
+    from toolrelay.app.auth import usage_path
+    from toolrelay.app.auth.ledger import Ledger
 
     return Ledger(usage_path(settings))
 
@@ -105,7 +105,7 @@ def _spent(settings: Settings, key: Any) -> float | None:
     """Spend this period from this host's ledger (with Redis, the server's view may include other hosts)."""
     if key.budget_usd is None:
         return None
-    from app.auth.periods import period_bounds
+    from toolrelay.app.auth.periods import period_bounds
 
     start, _ = period_bounds(key.budget_period, time.time())
     return _ledger(settings).spent_nano(key.id, start) / 1e9
@@ -116,7 +116,7 @@ def cmd_keys_create(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
-    from app.auth import keyspec
+    from toolrelay.app.auth import keyspec
 
     settings = _settings(args)
     models = [m.strip() for chunk in args.models for m in chunk.split(",") if m.strip()]
@@ -151,7 +151,7 @@ def cmd_keys_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
-    from app.auth import keyspec
+    from toolrelay.app.auth import keyspec
 
     settings = _settings(args)
     store = _key_store(settings)
@@ -187,7 +187,7 @@ def cmd_keys_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _find(store: Any, raw: str) -> Any:
-    from app.auth import keyspec
+    from toolrelay.app.auth import keyspec
 
     key_id = keyspec.normalize_id(raw)
     key = store.load(key_id) if key_id else None
@@ -235,8 +235,8 @@ def cmd_usage(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _usage(args: argparse.Namespace, out: TextIO) -> int:
-    from app.auth import keyspec
-    from app.auth.durations import iso, parse_when
+    from toolrelay.app.auth import keyspec
+    from toolrelay.app.auth.durations import iso, parse_when
 
     settings = _settings(args)
     now = time.time()
@@ -306,7 +306,7 @@ def _usage(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _date(ts: float | None) -> str:
-    from app.auth.durations import iso
+    from toolrelay.app.auth.durations import iso
 
     return iso(ts) or "-"
 
@@ -330,7 +330,7 @@ def _budget_text(key: Any, spent: float | None) -> str:
 
 
 def _describe(key: Any, spent: float | None) -> str:
-    from app.auth.keyformat import redacted
+    from toolrelay.app.auth.keyformat import redacted
 
     lines = [
         f"id          {key.id}",

@@ -11,9 +11,9 @@ from typing import Any
 
 import msgspec
 
-from app import __version__
-from app.auth.gate import is_loopback
-from app.config import ConfigError, Settings, load_settings
+from toolrelay.app import __version__
+from toolrelay.app.auth.gate import is_loopback
+from toolrelay.app.config import ConfigError, Settings, load_settings
 
 # Hosts that bind every interface (uvicorn passes "" to the socket layer as "any").
 WILDCARD_HOSTS = frozenset(("", "0.0.0.0", "::", "[::]"))
@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = settings.server
     configure_logging(server.log_level)
 
-    from app.server import create_app
+    from toolrelay.app.server import create_app
 
     try:
         asgi, services = create_app(settings)
@@ -125,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ["TOOLRELAY_PORT"] = str(server.port)
             os.environ["TOOLRELAY_DATA"] = os.path.abspath(server.data_dir)
             print(banner(settings, services, server.host, server.port) + f"\n  workers         : {args.workers}", flush=True)
-            uvicorn.run("app.server:app_from_env", factory=True, workers=args.workers, **common)
+            uvicorn.run("toolrelay.app.server:app_from_env", factory=True, workers=args.workers, **common)
         else:
             services.on_start(announce)
             uvicorn.Server(uvicorn.Config(asgi, **common)).run()
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (set [redis] url so limits are shared)")
     serve.set_defaults(func=cmd_serve)
 
-    from app.admin_cli import register as register_admin
+    from toolrelay.app.admin_cli import register as register_admin
 
     register_admin(sub)
     return parser

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
-from app.errors import OpenAIError
+from toolrelay.app.errors import OpenAIError
 
 
 @dataclass(slots=True)

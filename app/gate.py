@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from app.middleware import RequestInfo
+from toolrelay.app.middleware import RequestInfo
 
 
 class Gate(Protocol):

@@ -30,8 +30,8 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from app.config import ServerSettings
-from app.errors import OpenAIError
+from toolrelay.app.config import ServerSettings
+from toolrelay.app.errors import OpenAIError
 
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 _CROSS = frozenset((b"cross-site", b"same-site"))

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import OpenAIError, invalid_request
+from toolrelay.app.errors import OpenAIError, invalid_request
 
 # Real request bodies nest about 10 levels; a tool's JSON Schema adds two
 # levels per schema level (``properties`` -> name -> schema), so 128 leaves

@@ -12,8 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.errors import server_error
-from app.ids import unique_hex
+from toolrelay.app.errors import server_error
+from toolrelay.app.ids import unique_hex
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 

@@ -32,7 +32,7 @@ import orjson
 from jsonschema import exceptions as jsonschema_exceptions
 from jsonschema import validators
 
-from app.errors import OpenAIError, invalid_request
+from toolrelay.app.errors import OpenAIError, invalid_request
 
 # A refusal quotes jsonschema's message, which can quote the schema itself.
 _MAX_PROBLEM_CHARS = 300

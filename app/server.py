@@ -11,15 +11,15 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
-from app import __version__
-from app.config import Settings
-from app.errors import OpenAIError, server_error
-from app.http_guard import HttpGuard
-from app.middleware import ASGIApp, request_info, wrap_app
-from app.routes.chat import build_chat_handler
-from app.routes.health import build_health_handlers, build_metrics_handler
-from app.routes.models import build_model_handlers
-from app.services import Services
+from toolrelay.app import __version__
+from toolrelay.app.config import Settings
+from toolrelay.app.errors import OpenAIError, server_error
+from toolrelay.app.http_guard import HttpGuard
+from toolrelay.app.middleware import ASGIApp, request_info, wrap_app
+from toolrelay.app.routes.chat import build_chat_handler
+from toolrelay.app.routes.health import build_health_handlers, build_metrics_handler
+from toolrelay.app.routes.models import build_model_handlers
+from toolrelay.app.services import Services
 
 log = logging.getLogger("toolrelay.error")
 
@@ -81,7 +81,7 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
     """The ASGI application to serve, and the services behind it."""
     services = services or Services(settings)
     # The agent, tools and admin routes plug in here.
-    from app.wiring import extend_services
+    from toolrelay.app.wiring import extend_services
 
     extra = extend_services(services)
     litestar = create_litestar(settings, services, extra)
@@ -97,8 +97,8 @@ def app_from_env() -> ASGIApp:
     Each worker process builds its own app from the same configuration, which
     reaches it through ``TOOLRELAY_*`` environment variables.
     """
-    from app.cli import configure_logging
-    from app.config import load_settings
+    from toolrelay.app.cli import configure_logging
+    from toolrelay.app.config import load_settings
 
     settings = load_settings()
     configure_logging(settings.server.log_level)

@@ -13,16 +13,16 @@ from typing import Any
 
 import anyio
 
-from app.config import Settings, resolve_api_key
-from app.errors import invalid_request
-from app.gate import Gate
-from app.metrics import Metrics
-from app.private_files import secure_dir
-from app.providers.base import Provider
-from app.providers.local import LocalProvider
-from app.providers.openai import OpenAIProvider
-from app.providers.router import ModelRouter, Route
-from app.tokens import TokenCounter
+from toolrelay.app.config import Settings, resolve_api_key
+from toolrelay.app.errors import invalid_request
+from toolrelay.app.gate import Gate
+from toolrelay.app.metrics import Metrics
+from toolrelay.app.private_files import secure_dir
+from toolrelay.app.providers.base import Provider
+from toolrelay.app.providers.local import LocalProvider
+from toolrelay.app.providers.openai import OpenAIProvider
+from toolrelay.app.providers.router import ModelRouter, Route
+from toolrelay.app.tokens import TokenCounter
 
 log = logging.getLogger("toolrelay")
 
@@ -47,7 +47,7 @@ class Services:
         self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars)
         self.router = ModelRouter(settings, build_providers(settings))
         if gate is None:
-            from app.auth import build_gate
+            from toolrelay.app.auth import build_gate
 
             gate = build_gate(settings, self.tokens)
         self.gate: Gate = gate

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app.errors import OpenAIError, invalid_request
-from app.schema_check import (
+from toolrelay.app.errors import OpenAIError, invalid_request
+from toolrelay.app.schema_check import (
     DEFAULT_LIMITS,
     SchemaBudget,
     SchemaLimits,

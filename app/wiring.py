@@ -10,27 +10,27 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.continuations import ContinuationStore, RedisContinuationStore
-from agent.runner import AgentRunner
-from app.auth import AuthGate
-from app.auth.admin import build_admin_handlers
-from app.config import ConfigError, section
-from app.private_files import secure_dir
-from app.routes.memories import build_memory_handlers
-from app.services import Services
-from memory import MemoryLimits, MemoryStore
-from memory.settings import MemorySettings
-from tools.current_time import CurrentTimeTool
-from tools.fetch_page import FetchPageSettings, FetchPageTool
-from tools.host_addresses import parse_addresses
-from tools.memory_tools import memory_tools, recall
-from tools.python import PythonTool
-from tools.sandbox.base import DisabledSandbox, Sandbox
-from tools.sandbox.selector import select_sandbox
-from tools.sandbox.settings import SandboxSettings
-from tools.sandbox.uidclaim import UidClaim, UidClaimError, claim_uid_range
-from tools.registry import ToolRegistry
-from tools.web_search import WebSearchSettings, WebSearchTool
+from toolrelay.agent.continuations import ContinuationStore, RedisContinuationStore
+from toolrelay.agent.runner import AgentRunner
+from toolrelay.app.auth import AuthGate
+from toolrelay.app.auth.admin import build_admin_handlers
+from toolrelay.app.config import ConfigError, section
+from toolrelay.app.private_files import secure_dir
+from toolrelay.app.routes.memories import build_memory_handlers
+from toolrelay.app.services import Services
+from toolrelay.memory import MemoryLimits, MemoryStore
+from toolrelay.memory.settings import MemorySettings
+from toolrelay.tools.current_time import CurrentTimeTool
+from toolrelay.tools.fetch_page import FetchPageSettings, FetchPageTool
+from toolrelay.tools.host_addresses import parse_addresses
+from toolrelay.tools.memory_tools import memory_tools, recall
+from toolrelay.tools.python import PythonTool
+from toolrelay.tools.sandbox.base import DisabledSandbox, Sandbox
+from toolrelay.tools.sandbox.selector import select_sandbox
+from toolrelay.tools.sandbox.settings import SandboxSettings
+from toolrelay.tools.sandbox.uidclaim import UidClaim, UidClaimError, claim_uid_range
+from toolrelay.tools.registry import ToolRegistry
+from toolrelay.tools.web_search import WebSearchSettings, WebSearchTool
 
 log = logging.getLogger("toolrelay")
 

@@ -28,16 +28,16 @@ from typing import Any, AsyncIterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.continuations import ContinuationStore  # noqa: E402
-from agent.runner import AgentRunner  # noqa: E402
-from app.config import AgentSettings, UpstreamSettings  # noqa: E402
-from app.events import ChoiceDelta, Event, UsageReport  # noqa: E402
-from app.middleware import RequestInfo  # noqa: E402
-from app.providers.base import Health, UpstreamCall  # noqa: E402
-from app.providers.router import Route  # noqa: E402
-from app.tokens import TokenCounter  # noqa: E402
-from tools.current_time import CurrentTimeTool  # noqa: E402
-from tools.registry import ToolRegistry  # noqa: E402
+from toolrelay.agent.continuations import ContinuationStore  # noqa: E402
+from toolrelay.agent.runner import AgentRunner  # noqa: E402
+from toolrelay.app.config import AgentSettings, UpstreamSettings  # noqa: E402
+from toolrelay.app.events import ChoiceDelta, Event, UsageReport  # noqa: E402
+from toolrelay.app.middleware import RequestInfo  # noqa: E402
+from toolrelay.app.providers.base import Health, UpstreamCall  # noqa: E402
+from toolrelay.app.providers.router import Route  # noqa: E402
+from toolrelay.app.tokens import TokenCounter  # noqa: E402
+from toolrelay.tools.current_time import CurrentTimeTool  # noqa: E402
+from toolrelay.tools.registry import ToolRegistry  # noqa: E402
 
 ANSWER = [f"word{i} " for i in range(30)]
 

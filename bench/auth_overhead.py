@@ -27,11 +27,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.auth import build_gate  # noqa: E402
-from app.config import load_settings  # noqa: E402
-from app.gate import OpenGate  # noqa: E402
-from app.middleware import RequestInfo  # noqa: E402
-from app.tokens import TokenCounter  # noqa: E402
+from toolrelay.app.auth import build_gate  # noqa: E402
+from toolrelay.app.config import load_settings  # noqa: E402
+from toolrelay.app.gate import OpenGate  # noqa: E402
+from toolrelay.app.middleware import RequestInfo  # noqa: E402
+from toolrelay.app.tokens import TokenCounter  # noqa: E402
 
 PAYLOAD = {
     "model": "gpt-4o-mini",

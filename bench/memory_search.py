@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memory.scope import scope_for  # noqa: E402
-from memory.store import MemoryStore, SyncMemoryStore  # noqa: E402
+from toolrelay.memory.scope import scope_for  # noqa: E402
+from toolrelay.memory.store import MemoryStore, SyncMemoryStore  # noqa: E402
 
 FIRST = """alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert sybil trent
 victor walter xena yusuf zara mateo sofia liam emma noah ava lucas mia ethan amara kenji priya diego

@@ -101,11 +101,11 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
         if args.keys:
             created = subprocess.run(
-                [sys.executable, "-m", "app", "keys", "create", "--name", "bench", "--rpm", "10000000", "--tpm", "10000000000", "--json"],
+                [sys.executable, "-m", "toolrelay.app", "keys", "create", "--name", "bench", "--rpm", "10000000", "--tpm", "10000000000", "--json"],
                 env=env, cwd=ROOT, capture_output=True, text=True, check=True,
             )
             api_key = json.loads(created.stdout)["value"]
-        relay = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(relay_port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        relay = subprocess.Popen([sys.executable, "-m", "toolrelay.app", "serve", "--port", str(relay_port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         procs.append(relay)
         wait_http(f"http://127.0.0.1:{relay_port}/health")
         out = args.out or str(HERE / "results" / f"proxy{'-keys' if args.keys else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json")

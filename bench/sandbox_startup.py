@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.sandbox import SandboxSettings, select_sandbox  # noqa: E402
+from toolrelay.tools.sandbox import SandboxSettings, select_sandbox  # noqa: E402
 
 
 async def main() -> int:

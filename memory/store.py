@@ -68,7 +68,7 @@ import anyio
 import anyio.to_thread
 import sqlite_utils
 
-from app.private_files import private_file
+from toolrelay.app.private_files import private_file
 
 from .models import (
     Memory,

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from tools.base import ToolContext, ToolResult
+from toolrelay.tools.base import ToolContext, ToolResult
 
 
 class CurrentTimeTool:

@@ -30,8 +30,8 @@ import httpx
 from lxml import etree  # type: ignore[import-untyped]
 from lxml import html as lxml_html
 
-from tools.base import Source, ToolContext, ToolResult
-from tools.host_addresses import HostAddresses
+from toolrelay.tools.base import Source, ToolContext, ToolResult
+from toolrelay.tools.host_addresses import HostAddresses
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import json
 import re
 from typing import Any
 
-from memory.models import Memory, MemoryHit, MemoryStoreClosed, MemoryStoreError
-from memory.store import MemoryStore
+from toolrelay.memory.models import Memory, MemoryHit, MemoryStoreClosed, MemoryStoreError
+from toolrelay.memory.store import MemoryStore
 
 from .base import ToolContext, ToolResult
 

@@ -20,7 +20,7 @@ import anyio
 import orjson
 from jsonschema import validators
 
-from tools.base import Source, Tool, ToolContext, ToolResult, tool_schema
+from toolrelay.tools.base import Source, Tool, ToolContext, ToolResult, tool_schema
 
 log = logging.getLogger("toolrelay.tools")
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import anyio
 import httpx
 
-from tools.base import Source, ToolContext, ToolResult
+from toolrelay.tools.base import Source, ToolContext, ToolResult
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from app.auth.gate import AuthGate, is_loopback
-from app.auth.keystore import KeyStore
-from app.auth.ledger import Ledger
-from app.auth.limiter import LimitBackend, MemoryBackend
-from app.auth.pricing import PriceTable
-from app.auth.settings import GateSettings, load_auth_settings
-from app.config import Settings
+from toolrelay.app.auth.gate import AuthGate, is_loopback
+from toolrelay.app.auth.keystore import KeyStore
+from toolrelay.app.auth.ledger import Ledger
+from toolrelay.app.auth.limiter import LimitBackend, MemoryBackend
+from toolrelay.app.auth.pricing import PriceTable
+from toolrelay.app.auth.settings import GateSettings, load_auth_settings
+from toolrelay.app.config import Settings
 
 __all__ = ["AuthGate", "build_gate", "keys_path", "usage_path"]
 
@@ -43,7 +43,7 @@ def usage_path(settings: Settings) -> Path:
 
 def build_backend(config: GateSettings) -> LimitBackend:
     if config.redis.url:
-        from app.auth.redis_backend import RedisBackend
+        from toolrelay.app.auth.redis_backend import RedisBackend
 
         return RedisBackend(
             config.redis.url,

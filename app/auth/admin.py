@@ -17,15 +17,15 @@ from litestar import Request, delete, get, post
 from litestar.params import FromPath
 from litestar.response import Response
 
-from app.auth import errors, keyspec
-from app.auth.durations import iso, parse_when
-from app.auth.gate import ADMIN_KEY_ID, bearer_token
-from app.auth.keyformat import mask, matches, parse_key_id
-from app.errors import OpenAIError, invalid_request
-from app.middleware import request_info
+from toolrelay.app.auth import errors, keyspec
+from toolrelay.app.auth.durations import iso, parse_when
+from toolrelay.app.auth.gate import ADMIN_KEY_ID, bearer_token
+from toolrelay.app.auth.keyformat import mask, matches, parse_key_id
+from toolrelay.app.errors import OpenAIError, invalid_request
+from toolrelay.app.middleware import request_info
 
 if TYPE_CHECKING:
-    from app.auth.gate import AuthGate
+    from toolrelay.app.auth.gate import AuthGate
 
 
 def _json(body: Any, status: int = 200) -> Response[bytes]:

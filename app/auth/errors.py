@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from app.auth.durations import go_duration
-from app.errors import OpenAIError
+from toolrelay.app.auth.durations import go_duration
+from toolrelay.app.errors import OpenAIError
 
 
 def missing_key() -> OpenAIError:

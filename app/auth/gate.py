@@ -26,19 +26,19 @@ from typing import Any
 
 import anyio
 
-from app.auth import errors
-from app.auth.durations import go_duration
-from app.auth.keyformat import mask, matches, parse_key_id
-from app.auth.keystore import ApiKey, KeyStore
-from app.auth.ledger import Ledger
-from app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key_bucket
-from app.auth.periods import PeriodClock
-from app.auth.pricing import FREE, NANO, Price, PriceTable
-from app.auth.settings import GateSettings
-from app.auth.throttle import FailedAuthThrottle
-from app.errors import OpenAIError, model_not_found
-from app.middleware import RequestInfo
-from app.tokens import prompt_chars
+from toolrelay.app.auth import errors
+from toolrelay.app.auth.durations import go_duration
+from toolrelay.app.auth.keyformat import mask, matches, parse_key_id
+from toolrelay.app.auth.keystore import ApiKey, KeyStore
+from toolrelay.app.auth.ledger import Ledger
+from toolrelay.app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key_bucket
+from toolrelay.app.auth.periods import PeriodClock
+from toolrelay.app.auth.pricing import FREE, NANO, Price, PriceTable
+from toolrelay.app.auth.settings import GateSettings
+from toolrelay.app.auth.throttle import FailedAuthThrottle
+from toolrelay.app.errors import OpenAIError, model_not_found
+from toolrelay.app.middleware import RequestInfo
+from toolrelay.app.tokens import prompt_chars
 
 log = logging.getLogger("toolrelay.auth")
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from app.auth.durations import parse_when
-from app.auth.keystore import ApiKey, KeyStore
-from app.auth.settings import BUDGET_PERIODS
+from toolrelay.app.auth.durations import parse_when
+from toolrelay.app.auth.keystore import ApiKey, KeyStore
+from toolrelay.app.auth.settings import BUDGET_PERIODS
 
 
 class KeySpecError(ValueError):

@@ -21,10 +21,10 @@ from typing import Any, Iterable
 
 import orjson
 
-from app.auth.access import ModelAccess
-from app.auth.durations import iso
-from app.auth.keyformat import hash_key, last4, new_key, redacted
-from app.private_files import private_file
+from toolrelay.app.auth.access import ModelAccess
+from toolrelay.app.auth.durations import iso
+from toolrelay.app.auth.keyformat import hash_key, last4, new_key, redacted
+from toolrelay.app.private_files import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (

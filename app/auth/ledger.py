@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from app.auth.keystore import connect
+from toolrelay.app.auth.keystore import connect
 
 log = logging.getLogger("toolrelay.ledger")
 

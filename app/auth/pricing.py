@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from app.auth.settings import ModelPrice, PricingSettings
+from toolrelay.app.auth.settings import ModelPrice, PricingSettings
 
 NANO = 1_000_000_000
 

@@ -27,7 +27,7 @@ import math
 import time
 from typing import Any
 
-from app.auth.limiter import WINDOW_MS, Ask, Decision, key_bucket
+from toolrelay.app.auth.limiter import WINDOW_MS, Ask, Decision, key_bucket
 
 log = logging.getLogger("toolrelay.auth")
 

@@ -12,7 +12,7 @@ from typing import Literal, Mapping
 
 import msgspec
 
-from app.config import ConfigError, Settings, section
+from toolrelay.app.config import ConfigError, Settings, section
 
 # A shorter admin-key variable than TOOLRELAY_AUTH__ADMIN_KEY, for container setups.
 ADMIN_KEY_ENV = "TOOLRELAY_ADMIN_KEY"

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.auth.errors import retry_headers
-from app.errors import OpenAIError
+from toolrelay.app.auth.errors import retry_headers
+from toolrelay.app.errors import OpenAIError
 
 _SWEEP_EVERY = 1.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
-from app.events import Event
+from toolrelay.app.events import Event
 
 
 @dataclass(slots=True)

@@ -19,10 +19,10 @@ from typing import Any, AsyncIterator
 
 import anyio
 
-from app.config import UpstreamSettings
-from app.events import Event
-from app.providers.base import Health, UpstreamCall
-from app.providers.openai import OpenAIProvider
+from toolrelay.app.config import UpstreamSettings
+from toolrelay.app.events import Event
+from toolrelay.app.providers.base import Health, UpstreamCall
+from toolrelay.app.providers.openai import OpenAIProvider
 
 log = logging.getLogger("toolrelay.local")
 
@@ -108,7 +108,7 @@ class LocalProvider:
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         if self._inner is None:
-            from app.errors import OpenAIError
+            from toolrelay.app.errors import OpenAIError
 
             raise OpenAIError(503, f"The local model is not available: {self._error or 'still loading'}", type="service_unavailable", code="model_unavailable", headers={"retry-after": "5"})
         call = UpstreamCall(body=self.prepare(call.body), stream=call.stream, request_id=call.request_id)

@@ -16,10 +16,10 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 
-from app.config import UpstreamSettings
-from app.errors import OpenAIError, upstream_timeout, upstream_unreachable
-from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, ResponseMeta, UsageReport
-from app.providers.base import Health, UpstreamCall
+from toolrelay.app.config import UpstreamSettings
+from toolrelay.app.errors import OpenAIError, upstream_timeout, upstream_unreachable
+from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, ResponseMeta, UsageReport
+from toolrelay.app.providers.base import Health, UpstreamCall
 
 _META_FIELDS = ("system_fingerprint", "service_tier")
 # Headers an upstream 429/503 carries that the client's retry logic reads.

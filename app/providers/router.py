@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from app.config import Settings
-from app.providers.base import Provider
+from toolrelay.app.config import Settings
+from toolrelay.app.providers.base import Provider
 
 log = logging.getLogger("toolrelay.models")
 

@@ -18,19 +18,19 @@ import orjson
 from litestar import Request, post
 from litestar.response import Response, Stream
 
-from app.encoder import BodyCollector, SSEEncoder, new_completion_id
-from app.errors import OpenAIError, model_not_found
-from app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
-from app.jsonbody import parse_json_body
-from app.middleware import RequestInfo, request_info
-from app.providers.base import UpstreamCall
-from app.providers.router import AGENT_PREFIX, Route
-from app.routes.openapi_docs import ChatCompletionOperation
-from app.schema_check import SchemaChecker, SchemaLimits
-from app.validation import check_request
+from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
+from toolrelay.app.errors import OpenAIError, model_not_found
+from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
+from toolrelay.app.jsonbody import parse_json_body
+from toolrelay.app.middleware import RequestInfo, request_info
+from toolrelay.app.providers.base import UpstreamCall
+from toolrelay.app.providers.router import AGENT_PREFIX, Route
+from toolrelay.app.routes.openapi_docs import ChatCompletionOperation
+from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
+from toolrelay.app.validation import check_request
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from toolrelay.app.services import Services
 
 log = logging.getLogger("toolrelay.chat")
 

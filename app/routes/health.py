@@ -11,11 +11,11 @@ import orjson
 from litestar import Request, get
 from litestar.response import Response
 
-from app.auth.gate import bearer_token
-from app.errors import OpenAIError
+from toolrelay.app.auth.gate import bearer_token
+from toolrelay.app.errors import OpenAIError
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from toolrelay.app.services import Services
 
 
 class ReadinessProbe:

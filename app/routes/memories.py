@@ -29,13 +29,13 @@ import orjson
 from litestar import Request, delete, get, post
 from litestar.response import Response
 
-from app.errors import OpenAIError, invalid_request
-from app.jsonbody import parse_json_body
-from app.middleware import request_info
-from memory import MemoryQuotaExceeded, MemoryStore, MemoryValidationError, scope_for
+from toolrelay.app.errors import OpenAIError, invalid_request
+from toolrelay.app.jsonbody import parse_json_body
+from toolrelay.app.middleware import request_info
+from toolrelay.memory import MemoryQuotaExceeded, MemoryStore, MemoryValidationError, scope_for
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from toolrelay.app.services import Services
 
 _MAX_PAGE = 100
 

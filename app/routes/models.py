@@ -9,13 +9,13 @@ import orjson
 from litestar import Request, get
 from litestar.response import Response
 
-from app.errors import model_not_found
-from app.middleware import request_info
-from app.providers.router import AGENT_PREFIX
-from app.routes.chat import error_response
+from toolrelay.app.errors import model_not_found
+from toolrelay.app.middleware import request_info
+from toolrelay.app.providers.router import AGENT_PREFIX
+from toolrelay.app.routes.chat import error_response
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from toolrelay.app.services import Services
 
 
 def _model_object(model_id: str, owner: str, created: int) -> dict[str, Any]:

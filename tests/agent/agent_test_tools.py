@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools.base import ToolContext, ToolResult
+from toolrelay.tools.base import ToolContext, ToolResult
 
 
 @dataclass

@@ -22,7 +22,7 @@ from agent_helpers import records
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
-from agent.hints import Hint, hint_for
+from toolrelay.agent.hints import Hint, hint_for
 
 DESCRIPTION = "The fact to remember, as one self-contained sentence."
 TOOLS = ["current_time", "python", "web_search", "fetch_page", "memory_save", "memory_search", "memory_forget"]

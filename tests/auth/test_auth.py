@@ -12,7 +12,7 @@ import openai
 import orjson
 import pytest
 
-from app.cli import main as cli_main
+from toolrelay.app.cli import main as cli_main
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -233,7 +233,7 @@ def test_auth_turns_on_when_the_first_key_is_created(make_relay, fake: FakeUpstr
 
 
 def _models_route_filters() -> bool:
-    import app.routes.models as models
+    import toolrelay.app.routes.models as models
 
     return "allows_model" in inspect.getsource(models)
 

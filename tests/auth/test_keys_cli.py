@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.auth.keyformat import KEY_CHARS, mask, parse_key_id
-from app.cli import main as cli_main
+from toolrelay.app.auth.keyformat import KEY_CHARS, mask, parse_key_id
+from toolrelay.app.cli import main as cli_main
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
 
@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The real ``toolrelay`` command in another process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLRELAY_")}
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    return subprocess.run([sys.executable, "-m", "toolrelay.app", *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
 
 
 def test_key_format_and_masking() -> None:
-    from app.auth.keyformat import new_key
+    from toolrelay.app.auth.keyformat import new_key
 
     key_id, key = new_key()
     assert len(key) == KEY_CHARS and key.startswith(f"tr-{key_id}-") and parse_key_id(key) == key_id

@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from app.auth.ledger import Ledger
-from app.cli import main as cli_main
+from toolrelay.app.auth.ledger import Ledger
+from toolrelay.app.cli import main as cli_main
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply, word_count
 

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from app.auth.durations import go_duration
+from toolrelay.app.auth.durations import go_duration
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply, word_count
 

@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.auth.access import ModelAccess
-from app.auth.durations import parse_duration, parse_when
-from app.auth.limiter import Ask, MemoryBackend, Policy
-from app.auth.periods import PeriodClock, period_bounds
-from app.auth.pricing import PriceTable
-from app.auth.settings import ModelPrice, PricingSettings
+from toolrelay.app.auth.access import ModelAccess
+from toolrelay.app.auth.durations import parse_duration, parse_when
+from toolrelay.app.auth.limiter import Ask, MemoryBackend, Policy
+from toolrelay.app.auth.periods import PeriodClock, period_bounds
+from toolrelay.app.auth.pricing import PriceTable
+from toolrelay.app.auth.settings import ModelPrice, PricingSettings
 
 
 class Clock:

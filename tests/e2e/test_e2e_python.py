@@ -195,8 +195,8 @@ FORK_AND_SLEEP = (
 
 
 def pool_of(relay: RunningServer) -> list[int]:
-    from tools.sandbox.selector import pool_processes
-    from tools.sandbox.settings import SandboxSettings
+    from toolrelay.tools.sandbox.selector import pool_processes
+    from toolrelay.tools.sandbox.settings import SandboxSettings
 
     return pool_processes(SandboxSettings.from_mapping(relay.settings.sandbox))
 

@@ -20,7 +20,7 @@ import pytest
 from e2e_helpers import SearxSite, agent_steps, annotations_of, call, find_line, last_tool_text, scripted, step_records, tool_messages
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-from tools.fetch_page import default_resolve
+from toolrelay.tools.fetch_page import default_resolve
 from web_test_servers import Reply as PageReply
 
 MODEL = "agent/fake-model"

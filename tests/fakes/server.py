@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from app.config import Settings, load_settings
-from app.server import create_app
+from toolrelay.app.config import Settings, load_settings
+from toolrelay.app.server import create_app
 
 __all__ = ["RunningServer", "closed_port", "load_toml_settings", "relay_config", "run_toolrelay", "to_toml", "write_toml"]
 

@@ -10,7 +10,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from memory import MemoryStore, SyncMemoryStore, scope_for  # noqa: E402
+from toolrelay.memory import MemoryStore, SyncMemoryStore, scope_for  # noqa: E402
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from memory import SyncMemoryStore, scope_for  # noqa: E402
-from memory.query import build_match, query_terms  # noqa: E402
-from memory.store import scope_token  # noqa: E402
+from toolrelay.memory import SyncMemoryStore, scope_for  # noqa: E402
+from toolrelay.memory.query import build_match, query_terms  # noqa: E402
+from toolrelay.memory.store import scope_token  # noqa: E402
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 

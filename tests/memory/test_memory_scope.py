@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from memory.scope import MAX_USER_CHARS, parse_scope, scope_for
+from toolrelay.memory.scope import MAX_USER_CHARS, parse_scope, scope_for
 
 
 def test_format() -> None:

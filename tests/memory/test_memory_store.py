@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memory import (
+from toolrelay.memory import (
     Memory,
     MemoryHit,
     MemoryStore,
@@ -19,8 +19,8 @@ from memory import (
     SyncMemoryStore,
     scope_for,
 )
-from memory.query import query_terms
-from memory.store import new_memory_id, scope_token
+from toolrelay.memory.query import query_terms
+from toolrelay.memory.store import new_memory_id, scope_token
 
 ID_RE = re.compile(r"^mem_[0-9a-hjkmnp-tv-z]{26}$")
 
@@ -429,7 +429,7 @@ NASTY = [
 
 @pytest.mark.parametrize("query", NASTY, ids=[f"q{i}" for i in range(len(NASTY))])
 async def test_nasty_queries_never_error(store: MemoryStore, corpus: str, scopes, query: str, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="memory.store")
+    caplog.set_level(logging.WARNING, logger="toolrelay.memory.store")
     await store.save(scopes["key_b"], "coffee and tea of key b")
     await store.save(corpus, "coffee and tea of key a", tags=["drinks"])
     for match in ("any", "all"):

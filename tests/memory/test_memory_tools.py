@@ -5,9 +5,9 @@ import json
 import jsonschema
 import pytest
 
-from memory import MemoryStore
-from tools.base import Tool, ToolContext, ToolResult, tool_schema
-from tools.memory_tools import (
+from toolrelay.memory import MemoryStore
+from toolrelay.tools.base import Tool, ToolContext, ToolResult, tool_schema
+from toolrelay.tools.memory_tools import (
     RECALL_CLOSE,
     RECALL_OPEN,
     RECALL_PREAMBLE,
@@ -283,7 +283,7 @@ async def test_recall_relative_threshold_and_truncation(store: MemoryStore, scop
 
 
 async def test_through_tool_registry(store: MemoryStore, ctx, other_ctx) -> None:
-    from tools.registry import ToolRegistry
+    from toolrelay.tools.registry import ToolRegistry
 
     registry = ToolRegistry(memory_tools(store))
     assert registry.names() == ["memory_save", "memory_search", "memory_forget"]

@@ -332,7 +332,7 @@ def test_client_disconnect_before_first_chunk_cancels_the_upstream_request(relay
 
 
 def test_usage_estimated_when_upstream_sends_none(client: openai.OpenAI, fake: FakeUpstream, relay: Any) -> None:
-    from app.tokens import TokenCounter
+    from toolrelay.app.tokens import TokenCounter
 
     counter = TokenCounter()
     content = "The quick brown fox jumps over the lazy dog, twice over."

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.sandbox import SandboxResult
-from tools.sandbox.process import ProcessSandbox
-from tools.sandbox.selector import kill_pool_processes, pool_processes
+from toolrelay.tools.sandbox import SandboxResult
+from toolrelay.tools.sandbox.process import ProcessSandbox
+from toolrelay.tools.sandbox.selector import kill_pool_processes, pool_processes
 
 from .helpers import BACKENDS, RUN_TIMEOUT, TEST_SETTINGS, discard, make_sandbox, marker_processes
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from tools.sandbox import BwrapSandbox, LandlockSandbox, SandboxResult, SandboxSettings
-from tools.sandbox.process import ProcessSandbox
+from toolrelay.tools.sandbox import BwrapSandbox, LandlockSandbox, SandboxResult, SandboxSettings
+from toolrelay.tools.sandbox.process import ProcessSandbox
 
 # A uid range of its own, so a server running on the same host is not touched.
 TEST_SETTINGS = SandboxSettings(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from tools.base import Tool, ToolContext, tool_schema
-from tools.python import PythonTool
-from tools.sandbox import DisabledSandbox
+from toolrelay.tools.base import Tool, ToolContext, tool_schema
+from toolrelay.tools.python import PythonTool
+from toolrelay.tools.sandbox import DisabledSandbox
 
 from .helpers import BACKENDS, TEST_SETTINGS, make_sandbox
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tools.sandbox.base import RunLimits
-from tools.sandbox.selector import pool_processes
+from toolrelay.tools.sandbox.base import RunLimits
+from toolrelay.tools.sandbox.selector import pool_processes
 
 from .helpers import BACKENDS, TEST_SETTINGS, discard, make_sandbox
 

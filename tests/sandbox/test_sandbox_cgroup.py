@@ -25,10 +25,10 @@ from typing import Self
 
 import pytest
 
-from tools.base import ToolContext
-from tools.python import PythonTool
-from tools.sandbox import SandboxSettings
-from tools.sandbox.process import ProcessSandbox
+from toolrelay.tools.base import ToolContext
+from toolrelay.tools.python import PythonTool
+from toolrelay.tools.sandbox import SandboxSettings
+from toolrelay.tools.sandbox.process import ProcessSandbox
 
 from .conftest import RunFn
 from .helpers import BACKENDS, TEST_SETTINGS, discard, make_sandbox

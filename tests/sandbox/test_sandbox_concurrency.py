@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from tools.sandbox.selector import pool_processes
+from toolrelay.tools.sandbox.selector import pool_processes
 
 from .helpers import BACKENDS, TEST_SETTINGS, discard, make_sandbox
 

@@ -39,8 +39,8 @@ async def test_refuses_without_seccomp(landlock, monkeypatch):
 
 
 def test_unavailable_below_abi_6(monkeypatch):
-    from tools.sandbox import LandlockSandbox
-    from tools.sandbox import landlock as landlock_module
+    from toolrelay.tools.sandbox import LandlockSandbox
+    from toolrelay.tools.sandbox import landlock as landlock_module
 
     from .helpers import TEST_SETTINGS
 

@@ -7,9 +7,9 @@ import tempfile
 
 import pytest
 
-from tools.base import ToolContext
-from tools.python import PythonTool
-from tools.sandbox import (
+from toolrelay.tools.base import ToolContext
+from toolrelay.tools.python import PythonTool
+from toolrelay.tools.sandbox import (
     UNAVAILABLE,
     BwrapSandbox,
     DisabledSandbox,
@@ -17,8 +17,8 @@ from tools.sandbox import (
     select_sandbox,
     self_test,
 )
-from tools.sandbox import landlock as landlock_module
-from tools.sandbox import selector as selector_module
+from toolrelay.tools.sandbox import landlock as landlock_module
+from toolrelay.tools.sandbox import selector as selector_module
 
 from .helpers import TEST_SETTINGS, discard, make_sandbox
 
@@ -167,7 +167,7 @@ async def test_self_test_rejects_a_leaky_sandbox(leaky, expected, monkeypatch):
 def test_uid_pool_of_a_real_account_is_refused(monkeypatch):
     import pwd
 
-    from tools.sandbox.process import pool_problem
+    from toolrelay.tools.sandbox.process import pool_problem
 
     def accounts(name):
         def getpwuid(uid):

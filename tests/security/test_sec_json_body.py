@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proxy.helpers import assert_openai_error
 
-from app.jsonbody import MAX_JSON_DEPTH
+from toolrelay.app.jsonbody import MAX_JSON_DEPTH
 
 JSON = {"content-type": "application/json"}
 HEAD = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]'

@@ -19,8 +19,8 @@ import pytest
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
-from app.auth.ledger import Ledger
-from app.middleware import RequestInfo
+from toolrelay.app.auth.ledger import Ledger
+from toolrelay.app.middleware import RequestInfo
 
 ADMIN_KEY = "sec-ledger-admin-key-0123456789"
 MESSAGES = [{"role": "user", "content": "hello there"}]

@@ -145,7 +145,7 @@ def test_search_results_do_not_reveal_other_scopes_statistics(relay_factory: Any
 
 
 def test_caps_hold_for_a_database_from_before_them(tmp_path: Any) -> None:
-    from memory import MemoryLimits, MemoryQuotaExceeded, SyncMemoryStore
+    from toolrelay.memory import MemoryLimits, MemoryQuotaExceeded, SyncMemoryStore
 
     path = tmp_path / "memory.db"
     with SyncMemoryStore(path) as old:

@@ -114,8 +114,8 @@ def test_collecting_many_small_deltas_is_linear() -> None:
     # 10 s for 31,000 deltas of 64 characters and 140 s for 120,000, against
     # 0.02 s and 0.08 s now. 60,000 deltas of content and of tool-call
     # arguments must take well under the bound.
-    from app.encoder import BodyCollector
-    from app.events import ChoiceDelta
+    from toolrelay.app.encoder import BodyCollector
+    from toolrelay.app.events import ChoiceDelta
 
     collector = BodyCollector()
     piece = "x" * 64

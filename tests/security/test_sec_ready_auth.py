@@ -19,7 +19,7 @@ import pytest
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
 
-from app.auth.throttle import FailedAuthThrottle
+from toolrelay.app.auth.throttle import FailedAuthThrottle
 
 ADMIN = "ready-admin-key-0123456789abcdef"
 WINDOW = 4.0

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.sandbox.settings import SandboxSettings
-from tools.sandbox.uidclaim import RUN_DIR, UidClaimError, claim_uid_range
+from toolrelay.tools.sandbox.settings import SandboxSettings
+from toolrelay.tools.sandbox.uidclaim import RUN_DIR, UidClaimError, claim_uid_range
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root has a sandbox uid pool to lock")
 

@@ -24,7 +24,7 @@ from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
 from proxy.helpers import assert_openai_error
 
-from app.schema_check import SchemaChecker, SchemaLimits
+from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 
 USER = [{"role": "user", "content": "hi"}]
 MiB = 1024 * 1024

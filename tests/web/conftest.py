@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from web_test_servers import LocalServer
 
-from tools.base import ToolContext
+from toolrelay.tools.base import ToolContext
 
 
 @pytest.fixture

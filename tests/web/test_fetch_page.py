@@ -16,8 +16,8 @@ import jsonschema
 import pytest
 from web_test_servers import CA_FILE, LocalServer, MapResolver, Reply, server_tls_context
 
-from tools.base import Source, Tool, ToolContext
-from tools.fetch_page import FetchPageSettings, FetchPageTool
+from toolrelay.tools.base import Source, Tool, ToolContext
+from toolrelay.tools.fetch_page import FetchPageSettings, FetchPageTool
 
 LOCAL_ONLY = ("127.0.0.1/32",)
 # The test servers listen on ephemeral ports; port checks have their own tests.

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from web_test_servers import LocalServer, MapResolver, Reply
 
-from tools.base import ToolContext
-from tools.fetch_page import FetchPageSettings, FetchPageTool, forbidden_reason
+from toolrelay.tools.base import ToolContext
+from toolrelay.tools.fetch_page import FetchPageSettings, FetchPageTool, forbidden_reason
 
 LOCAL_ONLY = ("127.0.0.1/32",)
 # The test servers listen on ephemeral ports; port checks have their own tests.
@@ -399,7 +399,7 @@ async def test_the_servers_bind_address_counts_as_its_own(ctx: ToolContext) -> N
 
 
 def test_interface_enumeration_finds_the_hosts_addresses() -> None:
-    from tools.host_addresses import interface_addresses
+    from toolrelay.tools.host_addresses import interface_addresses
 
     found = interface_addresses()
     assert ipaddress.ip_address("127.0.0.1") in found

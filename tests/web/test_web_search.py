@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from web_test_servers import CA_FILE, FakeSite, LocalServer, Reply, TlsInterceptingProxy, free_port
 
-from tools.base import Source, Tool, ToolContext
-from tools.web_search import (
+from toolrelay.tools.base import Source, Tool, ToolContext
+from toolrelay.tools.web_search import (
     DdgsBackend,
     SearchHit,
     WebSearchSettings,

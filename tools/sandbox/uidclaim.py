@@ -28,7 +28,7 @@ import os
 import stat
 from pathlib import Path
 
-from tools.sandbox.settings import SandboxSettings
+from toolrelay.tools.sandbox.settings import SandboxSettings
 
 log = logging.getLogger("toolrelay.sandbox")
 
