@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-import ipaddress
 import logging
-import socket
 import time
 from typing import Any
 
@@ -51,33 +49,6 @@ _RECENT_RELEASES = 4096
 # tokens are counted (smaller ones cost less to count than a Redis round trip).
 _PEEK_ABOVE_CHARS = 100_000
 _FREE_PRICE = Price(FREE)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` listens on loopback addresses only.
-
-    ``""``, ``0.0.0.0`` and ``::`` bind every interface: public. A name
-    (``localhost`` too: /etc/hosts may say otherwise) is resolved, and is
-    loopback only when every address it resolves to is (uvicorn binds them
-    all); a name that does not resolve counts as public.
-    """
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        found = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError):
-        return False
-    try:
-        return bool(found) and all(ipaddress.ip_address(str(address).partition("%")[0]).is_loopback for address in found)
-    except ValueError:
-        return False
 
 
 def bearer_token(scope: dict[str, Any]) -> str | None:

@@ -143,9 +143,8 @@ def build_chat_handler(services: "Services") -> Any:
         info = request_info(request.scope)
         try:
             await services.gate.authenticate(request, info)
+            # Litestar enforces server.max_body_bytes while reading (413, app/server.py).
             raw = await request.body()
-            if len(raw) > server.max_body_bytes:
-                raise OpenAIError(413, f"Request body too large: {len(raw)} bytes, the limit is {server.max_body_bytes}.", type="invalid_request_error", code="request_too_large")
             payload = parse_json_body(raw)
             check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
             model = payload.get("model") or settings.default_model or ""

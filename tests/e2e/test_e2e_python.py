@@ -196,9 +196,8 @@ FORK_AND_SLEEP = (
 
 def pool_of(relay: RunningServer) -> list[int]:
     from toolrelay.tools.sandbox.selector import pool_processes
-    from toolrelay.tools.sandbox.settings import SandboxSettings
 
-    return pool_processes(SandboxSettings.from_mapping(relay.settings.sandbox))
+    return pool_processes(relay.settings.sandbox)
 
 
 def wait_pool_empty(relay: RunningServer, timeout: float = 10.0) -> list[int]:

@@ -18,14 +18,28 @@ import pytest
 from fakes.sse import parse_sse
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from toolrelay.app.encoder import DONE, KEEPALIVE, SSEEncoder
 from toolrelay.app.errors import OpenAIError
-from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport
+from toolrelay.app.events import (
+    ChoiceDelta,
+    ChoiceMessage,
+    Event,
+    Failure,
+    KeepAlive,
+    ResponseMeta,
+    UsageReport,
+)
 
 
-def run(events: list[Event], *, include_usage: bool = False, model: str = "m") -> tuple[SSEEncoder, bytes]:
-    encoder = SSEEncoder(model=model, include_usage=include_usage, completion_id="chatcmpl-test", created=1700000000)
+def run(
+    events: list[Event], *, include_usage: bool = False, model: str = "m"
+) -> tuple[SSEEncoder, bytes]:
+    encoder = SSEEncoder(
+        model=model,
+        include_usage=include_usage,
+        completion_id="chatcmpl-test",
+        created=1700000000,
+    )
     raw = b"".join(encoder.encode(e) for e in events)
     if not encoder.failed:
         raw += encoder.close()
@@ -40,9 +54,19 @@ def chunks(raw: bytes) -> list[dict[str, Any]]:
 
 
 def test_role_comes_first_once_per_choice() -> None:
-    _, raw = run([ChoiceDelta(0, {"content": "a"}), ChoiceDelta(0, {"content": "b"}), ChoiceDelta(1, {"content": "c"})])
+    _, raw = run(
+        [
+            ChoiceDelta(0, {"content": "a"}),
+            ChoiceDelta(0, {"content": "b"}),
+            ChoiceDelta(1, {"content": "c"}),
+        ]
+    )
     deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in chunks(raw)]
-    assert deltas[:3] == [(0, {"role": "assistant", "content": "a"}), (0, {"content": "b"}), (1, {"role": "assistant", "content": "c"})]
+    assert deltas[:3] == [
+        (0, {"role": "assistant", "content": "a"}),
+        (0, {"content": "b"}),
+        (1, {"role": "assistant", "content": "c"}),
+    ]
 
 
 def test_a_role_the_upstream_sent_is_not_doubled() -> None:
@@ -56,23 +80,56 @@ def test_a_role_the_upstream_sent_is_not_doubled() -> None:
         ([ChoiceDelta(0, {"content": "x"}, "length")], ["length"]),
         # An upstream that ends with [DONE] alone still closes every choice (a normal stop).
         ([ChoiceDelta(0, {"content": "x"})], ["stop"]),
-        ([ChoiceDelta(0, {"content": "x"}), ChoiceDelta(1, {"content": "y"}, "stop")], ["stop", "stop"]),
-        ([ChoiceMessage(0, {"role": "assistant", "content": "whole"}, "tool_calls")], ["tool_calls"]),
+        (
+            [
+                ChoiceDelta(0, {"content": "x"}),
+                ChoiceDelta(1, {"content": "y"}, "stop"),
+            ],
+            ["stop", "stop"],
+        ),
+        (
+            [ChoiceMessage(0, {"role": "assistant", "content": "whole"}, "tool_calls")],
+            ["tool_calls"],
+        ),
     ],
 )
-def test_every_choice_ends_with_a_finish_reason(events: list[Event], finishes: list[str]) -> None:
+def test_every_choice_ends_with_a_finish_reason(
+    events: list[Event], finishes: list[str]
+) -> None:
     _, raw = run(events)
-    got = [c["choices"][0]["finish_reason"] for c in chunks(raw) if c["choices"][0]["finish_reason"]]
+    got = [
+        c["choices"][0]["finish_reason"]
+        for c in chunks(raw)
+        if c["choices"][0]["finish_reason"]
+    ]
     assert got == finishes
 
 
 def test_a_whole_message_streams_as_one_delta_then_its_finish() -> None:
-    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "f", "arguments": "{}"},
+            }
+        ],
+    }
     _, raw = run([ChoiceMessage(0, message, "tool_calls")])
     first, last = chunks(raw)
-    assert first["choices"][0]["delta"] == {"role": "assistant", "tool_calls": [{"index": 0, **message["tool_calls"][0]}]}
+    assert first["choices"][0]["delta"] == {
+        "role": "assistant",
+        "tool_calls": [{"index": 0, **message["tool_calls"][0]}],
+    }
     assert first["choices"][0]["finish_reason"] is None
-    assert last["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
+    assert last["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "tool_calls",
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,12 +137,26 @@ def test_a_whole_message_streams_as_one_delta_then_its_finish() -> None:
     [
         (False, {"prompt_tokens": 3, "completion_tokens": 4}, None),
         (True, None, None),
-        (True, {"prompt_tokens": 3, "completion_tokens": 4}, {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
-        (True, {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 9}, {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 9}),
-        (True, {"prompt_tokens": None, "completion_tokens": 2}, {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 2}),
+        (
+            True,
+            {"prompt_tokens": 3, "completion_tokens": 4},
+            {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        ),
+        (
+            True,
+            {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 9},
+            {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 9},
+        ),
+        (
+            True,
+            {"prompt_tokens": None, "completion_tokens": 2},
+            {"prompt_tokens": 0, "completion_tokens": 2, "total_tokens": 2},
+        ),
     ],
 )
-def test_usage_chunk_only_when_asked(include_usage: bool, usage: dict[str, Any] | None, tail: dict[str, Any] | None) -> None:
+def test_usage_chunk_only_when_asked(
+    include_usage: bool, usage: dict[str, Any] | None, tail: dict[str, Any] | None
+) -> None:
     events: list[Event] = [ChoiceDelta(0, {"content": "x"}, "stop")]
     if usage is not None:
         events.append(UsageReport(usage))
@@ -105,9 +176,22 @@ def test_usage_chunk_only_when_asked(include_usage: bool, usage: dict[str, Any] 
 def test_keepalive_is_a_comment_and_meta_goes_on_later_chunks() -> None:
     encoder = SSEEncoder(model="m", include_usage=False)
     assert encoder.encode(KeepAlive()) == KEEPALIVE
-    assert encoder.encode(ResponseMeta({"system_fingerprint": "fp_1", "invented": 1, "service_tier": None})) == b""
-    chunk = orjson.loads(encoder.encode(ChoiceDelta(0, {"content": "x"}))[len(b"data: ") :])
-    assert chunk["system_fingerprint"] == "fp_1" and "invented" not in chunk and "service_tier" not in chunk
+    assert (
+        encoder.encode(
+            ResponseMeta(
+                {"system_fingerprint": "fp_1", "invented": 1, "service_tier": None}
+            )
+        )
+        == b""
+    )
+    chunk = orjson.loads(
+        encoder.encode(ChoiceDelta(0, {"content": "x"}))[len(b"data: ") :]
+    )
+    assert (
+        chunk["system_fingerprint"] == "fp_1"
+        and "invented" not in chunk
+        and "service_tier" not in chunk
+    )
 
 
 def test_failure_is_one_error_event_and_no_done() -> None:
@@ -115,7 +199,14 @@ def test_failure_is_one_error_event_and_no_done() -> None:
     encoder, raw = run([ChoiceDelta(0, {"content": "partial"}), Failure(error)])
     assert encoder.failed
     events = parse_sse(raw)
-    assert events[-1].json == {"error": {"message": "upstream broke", "type": "upstream_error", "param": None, "code": "upstream_error"}}
+    assert events[-1].json == {
+        "error": {
+            "message": "upstream broke",
+            "type": "upstream_error",
+            "param": None,
+            "code": "upstream_error",
+        }
+    }
     assert not any(e.is_done for e in events)
 
 
@@ -126,18 +217,44 @@ def test_unknown_events_are_refused() -> None:
 
 # ---------------------------------------------------------------------- properties
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+_text = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8
+)
 _delta = st.one_of(
     st.builds(lambda s: {"content": s}, _text),
     st.builds(lambda s: {"reasoning_content": s}, _text),
     st.builds(lambda s: {"refusal": s}, _text),
-    st.builds(lambda i, s: {"tool_calls": [{"index": i, "function": {"arguments": s}}]}, st.integers(0, 2), _text),
+    st.builds(
+        lambda i, s: {"tool_calls": [{"index": i, "function": {"arguments": s}}]},
+        st.integers(0, 2),
+        _text,
+    ),
 )
 _event = st.one_of(
-    st.builds(ChoiceDelta, index=st.integers(0, 2), delta=_delta, finish_reason=st.sampled_from([None, None, None, "stop", "length", "tool_calls"])),
-    st.builds(UsageReport, usage=st.fixed_dictionaries({"prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6)})),
+    st.builds(
+        ChoiceDelta,
+        index=st.integers(0, 2),
+        delta=_delta,
+        finish_reason=st.sampled_from(
+            [None, None, None, "stop", "length", "tool_calls"]
+        ),
+    ),
+    st.builds(
+        UsageReport,
+        usage=st.fixed_dictionaries(
+            {
+                "prompt_tokens": st.integers(0, 10**6),
+                "completion_tokens": st.integers(0, 10**6),
+            }
+        ),
+    ),
     st.builds(KeepAlive),
-    st.builds(ResponseMeta, fields=st.fixed_dictionaries({"system_fingerprint": st.sampled_from(["fp_a", "fp_b", None])})),
+    st.builds(
+        ResponseMeta,
+        fields=st.fixed_dictionaries(
+            {"system_fingerprint": st.sampled_from(["fp_a", "fp_b", None])}
+        ),
+    ),
 )
 
 
@@ -150,7 +267,9 @@ def test_any_stream_keeps_the_rules(events: list[Event], include_usage: bool) ->
     data = [e for e in parsed if e.data is not None]
     assert raw.endswith(DONE) and sum(e.is_done for e in data) == 1
     out = [e.json for e in data[:-1]]
-    assert {(c["id"], c["created"], c["object"], c["model"]) for c in out} <= {("chatcmpl-test", 1700000000, "chat.completion.chunk", "m")}
+    assert {(c["id"], c["created"], c["object"], c["model"]) for c in out} <= {
+        ("chatcmpl-test", 1700000000, "chat.completion.chunk", "m")
+    }
     started: set[int] = set()
     finished: set[int] = set()
     for chunk in out:
@@ -158,7 +277,9 @@ def test_any_stream_keeps_the_rules(events: list[Event], include_usage: bool) ->
         for choice in chunk["choices"]:
             assert set(choice) == {"index", "delta", "logprobs", "finish_reason"}
             index = choice["index"]
-            assert (choice["delta"].get("role") == "assistant") is (index not in started)
+            assert (choice["delta"].get("role") == "assistant") is (
+                index not in started
+            )
             started.add(index)
             if choice["finish_reason"] is not None:
                 finished.add(index)
@@ -169,4 +290,8 @@ def test_any_stream_keeps_the_rules(events: list[Event], include_usage: bool) ->
     if usage_only:
         assert usage_only[0] is out[-1]
         last_report = [e for e in events if isinstance(e, UsageReport)][-1].usage
-        assert out[-1]["usage"] == {**last_report, "total_tokens": last_report["prompt_tokens"] + last_report["completion_tokens"]}
+        assert out[-1]["usage"] == {
+            **last_report,
+            "total_tokens": last_report["prompt_tokens"]
+            + last_report["completion_tokens"],
+        }
