@@ -7,16 +7,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from toolrelay.app import __version__
-from toolrelay.app.auth.gate import is_loopback
+from toolrelay.app.bind import WILDCARD_HOSTS
 from toolrelay.app.config import ConfigError, Settings, load_settings
 
-# Hosts that bind every interface (uvicorn passes "" to the socket layer as "any").
-WILDCARD_HOSTS = frozenset(("", "0.0.0.0", "::", "[::]"))
+if TYPE_CHECKING:
+    from toolrelay.app.services import Services
 
 
 def configure_logging(level: str) -> None:
@@ -30,7 +30,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def banner(settings: Settings, services: Any, host: str, port: int) -> str:
+def banner(settings: Settings, services: Services, host: str, port: int) -> str:
     every_interface = host.strip() in WILDCARD_HOSTS
     shown_host = "127.0.0.1" if every_interface else host
     base = f"http://{shown_host}:{port}/v1"
@@ -47,7 +47,7 @@ def banner(settings: Settings, services: Any, host: str, port: int) -> str:
     lines.append(f"  default model   : {settings.default_model}")
     if auth_on:
         auth_line = "on (API keys required)"
-    elif is_loopback(host):
+    elif not services.exposure.public:
         auth_line = "off (no API keys configured; loopback only)"
     else:
         auth_line = "OFF on a non-loopback address (allow_unauthenticated_public): anyone who can reach this port can use it"
@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     gate = services.gate
     has_credentials = bool(getattr(gate, "admin_enabled", False) or getattr(getattr(gate, "keys", None), "any_keys", False))
-    if not is_loopback(server.host) and not has_credentials and not server.allow_unauthenticated_public:
+    if services.exposure.requires_auth and not has_credentials:
         print(
             f"toolrelay: refusing to listen on {_bind_description(server.host)} without API keys: anyone who can reach it could spend "
             "your upstream credits. Create a key (`toolrelay keys create --name NAME`), or set "

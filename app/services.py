@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from toolrelay.app.auth import build_gate
+from toolrelay.app.bind import Exposure
 from toolrelay.app.config import Settings, resolve_api_key
 from toolrelay.app.errors import invalid_request
 from toolrelay.app.gate import Gate
@@ -23,6 +26,9 @@ from toolrelay.app.providers.local import LocalProvider
 from toolrelay.app.providers.openai import OpenAIProvider
 from toolrelay.app.providers.router import ModelRouter, Route
 from toolrelay.app.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from toolrelay.agent.runner import AgentRunner
 
 log = logging.getLogger("toolrelay")
 
@@ -37,26 +43,32 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     return providers
 
 
+Hook = Callable[[], Awaitable[None]]
+# A /ready detail (the sandbox's status), computed when asked.
+ReadyExtra = Callable[[], dict[str, Any]]
+
+
 class Services:
+    # Set by app/wiring.py when [agent] is enabled; None serves proxy mode only.
+    agent: AgentRunner | None
+
     def __init__(self, settings: Settings, *, gate: Gate | None = None) -> None:
         self.settings = settings
         self.data_dir = Path(settings.server.data_dir)
+        # Resolved once: the CLI's refusal and banner and the gate read this.
+        self.exposure = Exposure.of(settings.server)
         # 0700 before anything (keys.db, usage.db) is created in it (issue 10 item 16).
         secure_dir(self.data_dir)
         server = settings.server
         self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars)
         self.router = ModelRouter(settings, build_providers(settings))
-        if gate is None:
-            from toolrelay.app.auth import build_gate
-
-            gate = build_gate(settings, self.tokens)
-        self.gate: Gate = gate
-        self.agent: Any = None
+        self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth)
+        self.agent = None
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
         self.started_at = int(time.time())
-        self._closers: list[Any] = []
-        self._starters: list[Any] = []
-        self._ready_extras: dict[str, Any] = {}
+        self._closers: list[Hook] = []
+        self._starters: list[Hook] = []
+        self._ready_extras: dict[str, ReadyExtra] = {}
 
     async def start(self) -> None:
         secure_dir(self.data_dir)
@@ -70,7 +82,7 @@ class Services:
         for starter in self._starters:
             await starter()
 
-    def on_start(self, starter: Any) -> None:
+    def on_start(self, starter: Hook) -> None:
         """Run ``starter`` (async, no arguments) after the core is up, in registration order."""
         self._starters.append(starter)
 
@@ -84,14 +96,14 @@ class Services:
         for provider in self.router.providers.values():
             await provider.close()
 
-    def on_close(self, closer: Any) -> None:
+    def on_close(self, closer: Hook) -> None:
         self._closers.append(closer)
 
-    def set_ready_extra(self, key: str, value: Any) -> None:
+    def set_ready_extra(self, key: str, value: ReadyExtra) -> None:
         self._ready_extras[key] = value
 
     def ready_extras(self) -> dict[str, Any]:
-        extras = {key: (value() if callable(value) else value) for key, value in self._ready_extras.items()}
+        extras: dict[str, Any] = {key: value() for key, value in self._ready_extras.items()}
         extras["models"] = len(self.router.served_models())
         return extras
 

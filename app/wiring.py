@@ -14,23 +14,20 @@ from toolrelay.agent.continuations import ContinuationStore, RedisContinuationSt
 from toolrelay.agent.runner import AgentRunner
 from toolrelay.app.auth import AuthGate
 from toolrelay.app.auth.admin import build_admin_handlers
-from toolrelay.app.config import ConfigError, section
 from toolrelay.app.private_files import secure_dir
 from toolrelay.app.routes.memories import build_memory_handlers
 from toolrelay.app.services import Services
 from toolrelay.memory import MemoryLimits, MemoryStore
-from toolrelay.memory.settings import MemorySettings
 from toolrelay.tools.current_time import CurrentTimeTool
-from toolrelay.tools.fetch_page import FetchPageSettings, FetchPageTool
+from toolrelay.tools.fetch_page import FetchPageTool
 from toolrelay.tools.host_addresses import parse_addresses
 from toolrelay.tools.memory_tools import memory_tools, recall
 from toolrelay.tools.python import PythonTool
 from toolrelay.tools.sandbox.base import DisabledSandbox, Sandbox
 from toolrelay.tools.sandbox.selector import select_sandbox
-from toolrelay.tools.sandbox.settings import SandboxSettings
 from toolrelay.tools.sandbox.uidclaim import UidClaim, UidClaimError, claim_uid_range
 from toolrelay.tools.registry import ToolRegistry
-from toolrelay.tools.web_search import WebSearchSettings, WebSearchTool
+from toolrelay.tools.web_search import WebSearchTool
 
 log = logging.getLogger("toolrelay")
 
@@ -45,12 +42,12 @@ def build_registry(services: Services, memory_store: MemoryStore | None) -> Tool
     )
     registry.add(CurrentTimeTool())
 
-    search = WebSearchTool(section(settings, "web_search", WebSearchSettings))
+    search = WebSearchTool(settings.web_search)
     registry.add(search)
     services.on_close(search.aclose)
     # The bind address counts as this host's own even when no interface shows it (NAT, containers).
     fetch = FetchPageTool(
-        section(settings, "fetch_page", FetchPageSettings),
+        settings.fetch_page,
         server_addresses=sorted(parse_addresses([settings.server.host]), key=str),
     )
     registry.add(fetch)
@@ -61,15 +58,12 @@ def build_registry(services: Services, memory_store: MemoryStore | None) -> Tool
     return registry
 
 
-async def start_sandbox(services: Services) -> None:
+async def start_sandbox(services: Services, agent: AgentRunner) -> None:
     """Pick the sandbox backend by its self-test (fails closed) and offer the python tool."""
     settings = services.settings
     if "python" not in settings.agent.builtin_tools or "python" in settings.agent.disabled_tools:
         return
-    try:
-        config = SandboxSettings.from_mapping(settings.sandbox)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid [sandbox] configuration: {exc}") from None
+    config = settings.sandbox
     claim: UidClaim | None = None
     sandbox: Sandbox
     try:
@@ -87,7 +81,7 @@ async def start_sandbox(services: Services) -> None:
 
     services.on_close(close_sandbox)
     services.set_ready_extra("sandbox", sandbox.status)
-    services.agent.register_tool(PythonTool(sandbox, max_output_chars=settings.agent.max_tool_output_chars))
+    agent.register_tool(PythonTool(sandbox, max_output_chars=settings.agent.max_tool_output_chars))
     if not sandbox.available:
         log.warning("python tool disabled: %s", sandbox.status().get("reason", "no sandbox backend passed its self-test"))
 
@@ -95,12 +89,12 @@ async def start_sandbox(services: Services) -> None:
 def build_continuations(services: Services) -> ContinuationStore | RedisContinuationStore:
     """Paused agent runs: in Redis when configured (any host can resume), else SQLite in the data directory."""
     redis = services.settings.redis
-    if redis.get("url"):
-        store: Any = RedisContinuationStore(
-            redis["url"],
-            prefix=redis.get("prefix", "toolrelay"),
-            socket_timeout=float(redis.get("socket_timeout", 1.0)),
-            connect_timeout=float(redis.get("connect_timeout", 2.0)),
+    if redis.url:
+        store = RedisContinuationStore(
+            redis.url,
+            prefix=redis.prefix,
+            socket_timeout=redis.socket_timeout,
+            connect_timeout=redis.connect_timeout,
         )
         services.on_close(store.aclose)
         return store
@@ -114,7 +108,7 @@ def build_continuations(services: Services) -> ContinuationStore | RedisContinua
 
 
 def build_memory(services: Services) -> MemoryStore | None:
-    config = section(services.settings, "memory", MemorySettings)
+    config = services.settings.memory
     if not config.enabled:
         return None
     path = Path(config.path) if config.path else services.data_dir / "memory.db"
@@ -141,15 +135,15 @@ def extend_services(services: Services) -> list[Any]:
     if settings.agent.enabled:
         registry = build_registry(services, memory_store)
         continuations = build_continuations(services)
-        services.agent = AgentRunner(
+        agent = AgentRunner(
             settings.agent,
             registry,
             continuations,
             services.tokens,
             recall=partial(recall, memory_store) if memory_store is not None else None,
         )
-
-        services.on_start(lambda: start_sandbox(services))
+        services.agent = agent
+        services.on_start(lambda: start_sandbox(services, agent))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
     return handlers

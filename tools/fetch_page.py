@@ -30,6 +30,7 @@ import httpx
 from lxml import etree  # type: ignore[import-untyped]
 from lxml import html as lxml_html
 
+from toolrelay.app.settings import FetchPageSettings
 from toolrelay.tools.base import Source, ToolContext, ToolResult
 from toolrelay.tools.host_addresses import HostAddresses
 
@@ -39,45 +40,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # resolve(host, port) -> addresses as strings; may be sync or async. Sync ones
 # run in a worker thread because the natural implementation blocks.
 Resolver = Callable[[str, int], Sequence[str] | Awaitable[Sequence[str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class FetchPageSettings:
-    max_bytes: int = 2_000_000  # decoded body bytes read before we stop reading
-    max_chars: int = 20_000  # characters of extracted text handed to the model
-    timeout: float = 20.0  # whole fetch: resolution, redirects and body
-    max_redirects: int = 5
-    user_agent: str = "Mozilla/5.0 (compatible; toolrelay-fetch/0.1)"
-    # For operators who deliberately point the agent at an intranet. Off, a
-    # model cannot reach loopback, LAN or cloud metadata addresses.
-    allow_private: bool = False
-    # Narrower than allow_private: these CIDRs (say one intranet wiki host)
-    # are reachable while the rest of the private space, metadata included,
-    # stays refused.
-    allow_networks: tuple[str, ...] = ()
-    verify: bool | str = True  # TLS verification; a str is a CA bundle path
-    # Ports a URL (and every redirect hop) may name. Web pages live on these;
-    # any other port of a public address is some other service (SSH, SMTP,
-    # databases, admin consoles) that a model has no business talking HTTP
-    # to. An empty list allows every port.
-    allowed_ports: tuple[int, ...] = (80, 443, 8080, 8443)
-    # A public address of this very host passes every range check yet reaches
-    # its own services; refused unless the operator really wants self-fetches.
-    # Loopback stays governed by the loopback rule (allow_networks/allow_private).
-    allow_own_addresses: bool = False
-    # How often the host's interface addresses are re-read (interfaces change).
-    own_addresses_refresh_seconds: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.max_bytes < 1 or self.max_chars < 1 or self.timeout <= 0 or self.max_redirects < 0:
-            raise ValueError("fetch_page settings must be positive")
-        if self.own_addresses_refresh_seconds < 0:
-            raise ValueError("fetch_page own_addresses_refresh_seconds must not be negative")
-        for port in self.allowed_ports:
-            if not 1 <= port <= 65535:
-                raise ValueError(f"fetch_page allowed_ports: {port} is not a port")
-        for net in self.allow_networks:
-            ipaddress.ip_network(net)  # fail at startup, not at the first fetch
 
 
 class FetchRefused(Exception):

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import anyio
 import httpx
 
+from toolrelay.app.settings import WebSearchSettings
 from toolrelay.tools.base import Source, ToolContext, ToolResult
 
 log = logging.getLogger(__name__)
@@ -27,40 +28,6 @@ log = logging.getLogger(__name__)
 TimeRange = Literal["day", "week", "month", "year"]
 TIME_RANGES: tuple[TimeRange, ...] = ("day", "week", "month", "year")
 _REGION_PATTERN = "^[a-z]{2}-[a-z]{2}$"
-
-
-@dataclass(frozen=True, slots=True)
-class WebSearchSettings:
-    backend: Literal["ddgs", "searxng"] = "ddgs"
-    searxng_url: str | None = None  # e.g. http://searxng:8080 (its settings.yml must allow the json format)
-    max_results: int = 5  # when the model does not ask for a number
-    max_results_cap: int = 10  # the most a model may ask for
-    timeout: float = 15.0
-    cache_ttl_seconds: float = 300.0
-    cache_size: int = 256
-    region: str = "us-en"  # DuckDuckGo style country-language; wt-wt means no region
-    safesearch: Literal["on", "moderate", "off"] = "moderate"
-    # ddgs engines: "auto" is the library's default and spreads over several
-    # engines (DuckDuckGo among them), which survives one engine rate limiting
-    # us; "duckduckgo" pins it to DuckDuckGo's HTML endpoint alone.
-    ddgs_engines: str = "auto"
-    proxy: str | None = None  # ddgs only: http/https/socks5 proxy URL
-    verify: bool | str = True  # TLS verification for both backends; a str is a CA bundle path
-    max_title_chars: int = 200
-    max_snippet_chars: int = 400
-    max_url_chars: int = 2048
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("ddgs", "searxng"):
-            raise ValueError(f"unknown web search backend {self.backend!r}")
-        if self.backend == "searxng" and not self.searxng_url:
-            raise ValueError("web search backend 'searxng' needs searxng_url")
-        if not 1 <= self.max_results <= self.max_results_cap:
-            raise ValueError("max_results must be between 1 and max_results_cap")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if not _is_region(self.region):
-            raise ValueError(f"region must look like us-en (country-language), not {self.region!r}")
 
 
 def _is_region(value: object) -> bool:

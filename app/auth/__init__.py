@@ -18,16 +18,15 @@ Modules, one concern each:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from toolrelay.app.auth.gate import AuthGate, is_loopback
+from toolrelay.app.auth.gate import AuthGate
 from toolrelay.app.auth.keystore import KeyStore
 from toolrelay.app.auth.ledger import Ledger
 from toolrelay.app.auth.limiter import LimitBackend, MemoryBackend
 from toolrelay.app.auth.pricing import PriceTable
-from toolrelay.app.auth.settings import GateSettings, load_auth_settings
+from toolrelay.app.auth.settings import GateSettings
 from toolrelay.app.config import Settings
 
 __all__ = ["AuthGate", "build_gate", "keys_path", "usage_path"]
@@ -55,10 +54,13 @@ def build_backend(config: GateSettings) -> LimitBackend:
     return MemoryBackend(slot_ttl_seconds=config.limits.slot_ttl_seconds)
 
 
-def build_gate(settings: Settings, tokens: Any, environ: Mapping[str, str] | None = None) -> AuthGate:
-    """The gate for ``settings``; ``tokens`` is the server's :class:`app.tokens.TokenCounter`."""
-    config = load_auth_settings(settings, os.environ if environ is None else environ)
-    server = settings.server
+def build_gate(settings: Settings, tokens: Any, *, force_auth: bool) -> AuthGate:
+    """The gate for ``settings``; ``tokens`` is the server's :class:`app.tokens.TokenCounter`.
+
+    ``force_auth``: the server binds a public address without
+    ``allow_unauthenticated_public`` (:class:`toolrelay.app.bind.Exposure`).
+    """
+    config = GateSettings.of(settings)
     local = frozenset(name for name, upstream in settings.upstreams.items() if upstream.kind == "local")
     ledger = Ledger(usage_path(settings), flush_seconds=config.auth.ledger_flush_seconds, max_queued_rows=config.auth.ledger_max_queued_rows) if config.auth.ledger else None
     return AuthGate(
@@ -68,5 +70,5 @@ def build_gate(settings: Settings, tokens: Any, environ: Mapping[str, str] | Non
         prices=PriceTable(config.pricing, local),
         ledger=ledger,
         tokens=tokens,
-        public_bind=not is_loopback(server.host) and not server.allow_unauthenticated_public,
+        public_bind=force_auth,
     )

@@ -22,10 +22,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from toolrelay.tools.sandbox import SandboxResult
 from toolrelay.tools.sandbox.process import ProcessSandbox

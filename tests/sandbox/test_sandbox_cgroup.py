@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from msgspec.structs import replace
 from pathlib import Path
 from typing import Self
 

@@ -6,7 +6,9 @@ import sys
 import tempfile
 
 import pytest
+from fakes.server import write_toml
 
+from toolrelay.app.config import ConfigError, load_settings
 from toolrelay.tools.base import ToolContext
 from toolrelay.tools.python import PythonTool
 from toolrelay.tools.sandbox import (
@@ -26,7 +28,7 @@ CTX = ToolContext(scope="test")
 
 
 def settings(**changes) -> SandboxSettings:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     return replace(TEST_SETTINGS, **changes)
 
@@ -189,12 +191,15 @@ def test_settings_refuse_nobody_in_pool():
         SandboxSettings(sandbox_uid_base=65533, max_concurrent=2)
 
 
-def test_settings_from_config_table():
-    s = SandboxSettings.from_mapping({"backend": "bwrap", "wall_seconds": 5, "memory_mb": 256,
-                                      "workdir_base": "/var/lib/toolrelay/sbx"})
+def test_settings_from_config_table(tmp_path):
+    """The [sandbox] table is checked by the one loader: unknown keys and wrong types are refused."""
+    def load(table):
+        return load_settings(write_toml(tmp_path / "c.toml", {"sandbox": table}), environ={}).sandbox
+
+    s = load({"backend": "bwrap", "wall_seconds": 5, "memory_mb": 256, "workdir_base": "/var/lib/toolrelay/sbx"})
     assert s.backend == "bwrap" and s.wall_seconds == 5.0 and s.memory_mb == 256
-    assert SandboxSettings.from_mapping(None) == SandboxSettings()
+    assert load({}) == SandboxSettings()
     for bad in ({"wall_secs": 5}, {"memory_mb": "lots"}, {"memory_mb": 1.5}, {"backend": "unsafe"},
                 {"nproc": True}, {"wall_seconds": -1}):
-        with pytest.raises(ValueError):
-            SandboxSettings.from_mapping(bad)
+        with pytest.raises(ConfigError, match="sandbox"):
+            load(bad)

@@ -18,7 +18,7 @@ import pytest
 from fakes.server import closed_port, relay_config, write_toml
 from fakes.upstream import FakeUpstream
 
-from toolrelay.app.auth.gate import is_loopback
+from toolrelay.app.bind import is_loopback
 from toolrelay.app.cli import banner
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
+from msgspec.structs import replace
 from pathlib import Path
 
 import pytest

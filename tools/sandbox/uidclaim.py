@@ -20,13 +20,14 @@ must be regular files we own, and are made 0600.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import logging
 import os
 import stat
 from pathlib import Path
+
+import msgspec
 
 from toolrelay.tools.sandbox.settings import SandboxSettings
 
@@ -153,7 +154,7 @@ def claim_uid_range(settings: SandboxSettings, data_dir: Path | None = None, *,
             except BlockingIOError:
                 os.close(fd)
                 continue
-            return UidClaim(dataclasses.replace(settings, sandbox_uid_base=base), fd, directory)
+            return UidClaim(msgspec.structs.replace(settings, sandbox_uid_base=base), fd, directory)
     finally:
         os.close(dir_fd)
     raise UidClaimError(

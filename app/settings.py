@@ -1,0 +1,446 @@
+"""The whole settings tree: one frozen msgspec Struct per configuration section.
+
+These are plain declarations: this module imports nothing but msgspec and the
+standard library, so the loader (:mod:`toolrelay.app.config`) and every
+feature package (auth, agent, tools, memory) can import it without importing
+one another. A section's ranges are declared once, as ``msgspec.Meta``
+constraints on its fields; they are checked when the loader converts the
+TOML/environment tree, and again when code or tests build a section directly
+(:class:`Section` re-checks on construction, which msgspec itself does not).
+Rules that span several fields live in the section's ``_check``.
+
+Documented in docs/configuration.md; tests/test_config.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from contextvars import ContextVar
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+DEFAULT_LOCAL_SYSTEM_PROMPT = (
+    "You are a helpful, concise assistant. Answer the user's question directly and correctly in English."
+)
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+NonNegativeFloat = Annotated[float, Meta(ge=0)]
+# 0 lets the operating system pick (tests bind that way).
+BindPort = Annotated[int, Meta(ge=0, le=65535)]
+MIN_ADMIN_KEY_CHARS = 16
+
+# Set while a section re-validates itself, so the nested conversion does not recurse.
+_rechecking: ContextVar[bool] = ContextVar("_rechecking", default=False)
+
+
+class Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A configuration section; constructing one checks it as loading does."""
+
+    def __post_init__(self) -> None:
+        if _rechecking.get():
+            return
+        token = _rechecking.set(True)
+        try:
+            # msgspec checks Meta constraints only while converting, so a
+            # section built in code is converted once more from its own fields.
+            msgspec.convert(msgspec.structs.asdict(self), type(self), from_attributes=True)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"{type(self).__name__}: {exc}") from None
+        finally:
+            _rechecking.reset(token)
+        self._check()
+
+    def _check(self) -> None:
+        """Rules spanning several fields; raise ValueError naming the setting."""
+
+
+# --------------------------------------------------------------------------- [server]
+
+
+class ServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: BindPort = 8000
+    data_dir: str = "./data"
+    # Binding a public address with no API key would expose every upstream
+    # key's spending power; refuse unless the operator says so.
+    allow_unauthenticated_public: bool = False
+    # Enforced by Litestar (request_max_body_size) while the body is read,
+    # content-length or chunked: the one place this limit is checked.
+    max_body_bytes: PositiveInt = 32 * 1024 * 1024
+    max_messages: PositiveInt = 2048
+    max_tools: NonNegativeInt = 128
+    # Client JSON Schemas (tool parameters, response_format): jsonschema's
+    # meta-validation costs 0.35 s per 1,000 properties, so a request's
+    # schemas are capped in total bytes and objects, and each in depth, before
+    # anything else; then checked after admission in a few worker threads
+    # under a time limit (app/schema_check.py).
+    max_schema_bytes: PositiveInt = 512 * 1024
+    max_schema_objects: PositiveInt = 10_000
+    max_schema_depth: PositiveInt = 64
+    schema_check_seconds: PositiveFloat = 10.0
+    schema_check_threads: PositiveInt = 2
+    # Token estimates (tiktoken) run in this many worker threads; text beyond
+    # token_count_exact_chars per request is bounded by its UTF-8 length
+    # instead of being encoded (a 10-million-character word took 6-13 s).
+    token_count_threads: PositiveInt = 2
+    token_count_exact_chars: NonNegativeInt = 1_000_000
+    access_log: bool = True
+    # Serve /metrics without the admin key even while authentication is on.
+    metrics_public: bool = False
+    log_level: str = "info"
+    # Browser origins allowed to call the API (CORS), "*" for any; other
+    # origins and cross-site requests are refused with 403 (app/http_guard.py).
+    cors_origins: list[str] = []
+    # Host names (besides loopback names, IP addresses and the bound host)
+    # this server answers to. With authentication off other Host headers get
+    # 403 (DNS rebinding); once set, the list is enforced with auth on too.
+    # "name", ".suffix" / "*.suffix" for subdomains, "*" for any.
+    allowed_hosts: list[str] = []
+    # /ready reuses one upstream probe for this long (each probe is a call
+    # with the operator's upstream key; concurrent hits share one probe).
+    ready_cache_seconds: NonNegativeFloat = 10.0
+
+
+# --------------------------------------------------------------------------- [upstreams.<name>], [models."<id>"]
+
+ToolCalling = Literal["auto", "native", "constrained"]
+
+
+class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["openai", "local"] = "openai"
+    base_url: str = ""
+    api_key: str | None = None
+    api_key_env: str | None = None
+    # Model ids this upstream serves, as clients name them.
+    models: list[str] = []
+    # Ask the upstream's GET /models at start-up and serve what it lists.
+    discover_models: bool = False
+    # Any "<prefix><name>" model id routes here as "<name>" (e.g. "openrouter/").
+    model_prefix: str | None = None
+    headers: dict[str, str] = {}
+    timeout: PositiveFloat = 600.0
+    connect_timeout: PositiveFloat = 10.0
+    max_connections: PositiveInt = 256
+    # "native": the model calls tools itself; "constrained": the agent forces
+    # a JSON shape; "auto": native unless the upstream is known not to.
+    tool_calling: ToolCalling = "auto"
+    # Keyword rules pick the first tool for models too small to choose (default: on for kind "local").
+    tool_hints: bool | None = None
+    context_window: PositiveInt | None = None
+    # kind = "local" only
+    model_path: str | None = None
+    n_ctx: PositiveInt = 4096
+    threads: PositiveInt = 2
+    parallel: PositiveInt = 2
+    system_prompt: str = DEFAULT_LOCAL_SYSTEM_PROMPT
+
+
+class ModelSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-model overrides, keyed by the served model id."""
+
+    tool_calling: ToolCalling | None = None
+    tool_hints: bool | None = None
+    context_window: PositiveInt | None = None
+
+
+# --------------------------------------------------------------------------- [agent]
+
+
+class AgentSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    max_steps: PositiveInt = 8
+    max_wall_seconds: PositiveFloat = 300.0
+    max_total_tokens: PositiveInt = 200_000
+    tool_timeout_seconds: PositiveFloat = 60.0
+    max_tool_output_chars: PositiveInt = 16_000
+    max_parallel_tools: PositiveInt = 8
+    keepalive_seconds: PositiveFloat = 10.0
+    # 0: a paused run's steps expire at once (the client must resend them).
+    continuation_ttl_seconds: NonNegativeInt = 3600
+    builtin_tools: list[str] = msgspec.field(
+        default_factory=lambda: ["current_time", "python", "web_search", "fetch_page", "memory_save", "memory_search", "memory_forget"]
+    )
+    disabled_tools: list[str] = []
+    auto_recall: bool = False
+    auto_recall_limit: NonNegativeInt = 3
+    # Prompt injection (agent/taint.py): once memories entered a run
+    # (memory_search, memory_forget or auto_recall), fetch_page and web_search
+    # are refused for the rest of it, so a page's instructions cannot send
+    # them out in a URL or a search query.
+    refuse_fetch_after_memory_read: bool = True
+    # Once web content entered a run, memory_save and memory_forget are
+    # refused, so a page can neither erase memories nor plant one that
+    # auto_recall would later put in front of the model.
+    refuse_memory_writes_after_web: bool = True
+    system_prompt: str | None = None
+
+
+# --------------------------------------------------------------------------- [sandbox]
+
+SandboxBackend = Literal["auto", "bwrap", "landlock", "off"]
+CgroupMode = Literal["auto", "require", "off"]
+
+
+class SandboxSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Limits and knobs of the python tool's sandbox (tools/sandbox/)."""
+
+    # There is deliberately no "unsafe"/"subprocess" value: if no isolating
+    # backend passes its self-test the tool is disabled.
+    backend: SandboxBackend = "auto"
+    wall_seconds: PositiveFloat = 10.0
+    memory_mb: PositiveInt = 512
+    # The only writable place inside (bwrap: a tmpfs; landlock: a per-run dir
+    # whose total size the supervisor polls).
+    tmpfs_mb: PositiveInt = 64
+    # Cap for stdout and for stderr, each; the run is killed when one overflows.
+    output_bytes: PositiveInt = 1_048_576
+    max_concurrent: PositiveInt = 2
+    queue_timeout_seconds: PositiveFloat = 30.0
+    # RLIMIT_CPU soft limit (hard = soft + 1); per process, so the wall clock
+    # is the real bound once code forks.
+    cpu_seconds: PositiveFloat = 10.0
+    # RLIMIT_NPROC counts every process of the uid, hence one uid per slot;
+    # with a run cgroup it is also the run's pids.max.
+    nproc: PositiveInt = 64
+    # Per-run cgroup (v2, else v1) capping the run's total memory (memory_mb),
+    # processes (nproc) and CPU (cpu_cores): rlimits alone are per process, and
+    # a run forked 6 x 400 MB under a 512 MiB RLIMIT_AS (measured). "auto" falls
+    # back to rlimits with a warning when no cgroup is writable; "require"
+    # disables the tool instead; "off" never tries.
+    cgroup: CgroupMode = "auto"
+    # CPU time per wall-clock second for the whole run (cgroup cpu.max quota),
+    # so a run's busy children cannot take every core from the server.
+    cpu_cores: Annotated[float, Meta(ge=0.01, le=1024)] = 1.0
+    file_size_mb: PositiveInt = 16
+    nofile: PositiveInt = 256
+    # The interpreter run inside. Must live under /usr (the only tree bound
+    # into the sandbox) and must never be the server's own venv.
+    python: str = "/usr/bin/python3"
+    # When the server runs as root, slot i runs as uid/gid base + i. These
+    # uids must own no files and run no other processes; below 1000 a system
+    # uid could own files.
+    sandbox_uid_base: Annotated[int, Meta(ge=1000, le=2**31)] = 60000
+    # Executables looked up on PATH when not absolute; a missing one makes
+    # the backend unavailable (the selector then fails closed).
+    bwrap: str = "bwrap"
+    prlimit: str = "prlimit"
+    # Switches to the pool uid after exec, so the server is vfork()ed rather
+    # than fork()ed (measured: 4 ms against 46 ms for a server with 1 GB RSS).
+    setpriv: str = "setpriv"
+    # Landlock per-run work dirs are created under this directory (None: a
+    # fresh private directory under the system temp dir).
+    workdir_base: str | None = None
+    max_code_bytes: PositiveInt = 256 * 1024
+    # repr() of the final expression is cut to this many characters.
+    value_chars: PositiveInt = 10_000
+
+    def _check(self) -> None:
+        if self.sandbox_uid_base <= 65534 < self.sandbox_uid_base + self.max_concurrent:
+            raise ValueError("the sandbox uid pool must not include 65534 (nobody)")
+        if self.sandbox_uid_base + self.max_concurrent > 2**31:
+            raise ValueError("sandbox_uid_base is out of range")
+
+
+# --------------------------------------------------------------------------- [web_search]
+
+_REGION = re.compile(r"^[a-z]{2}-[a-z]{2}$")
+
+
+class WebSearchSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["ddgs", "searxng"] = "ddgs"
+    searxng_url: str | None = None  # e.g. http://searxng:8080 (its settings.yml must allow the json format)
+    max_results: PositiveInt = 5  # when the model does not ask for a number
+    max_results_cap: PositiveInt = 10  # the most a model may ask for
+    timeout: PositiveFloat = 15.0
+    cache_ttl_seconds: NonNegativeFloat = 300.0
+    cache_size: NonNegativeInt = 256
+    # DuckDuckGo style country-language; wt-wt means no region
+    region: Annotated[str, Meta(pattern=_REGION.pattern)] = "us-en"
+    safesearch: Literal["on", "moderate", "off"] = "moderate"
+    # ddgs engines: "auto" is the library's default and spreads over several
+    # engines (DuckDuckGo among them), which survives one engine rate limiting
+    # us; "duckduckgo" pins it to DuckDuckGo's HTML endpoint alone.
+    ddgs_engines: str = "auto"
+    proxy: str | None = None  # ddgs only: http/https/socks5 proxy URL
+    verify: bool | str = True  # TLS verification for both backends; a str is a CA bundle path
+    max_title_chars: PositiveInt = 200
+    max_snippet_chars: PositiveInt = 400
+    max_url_chars: PositiveInt = 2048
+
+    def _check(self) -> None:
+        if self.backend == "searxng" and not self.searxng_url:
+            raise ValueError("web search backend 'searxng' needs searxng_url")
+        if self.max_results > self.max_results_cap:
+            raise ValueError("max_results must be between 1 and max_results_cap")
+
+
+# --------------------------------------------------------------------------- [fetch_page]
+
+
+class FetchPageSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_bytes: PositiveInt = 2_000_000  # decoded body bytes read before we stop reading
+    max_chars: PositiveInt = 20_000  # characters of extracted text handed to the model
+    timeout: PositiveFloat = 20.0  # whole fetch: resolution, redirects and body
+    max_redirects: NonNegativeInt = 5
+    user_agent: str = "Mozilla/5.0 (compatible; toolrelay-fetch/0.1)"
+    # For operators who deliberately point the agent at an intranet. Off, a
+    # model cannot reach loopback, LAN or cloud metadata addresses.
+    allow_private: bool = False
+    # Narrower than allow_private: these CIDRs (say one intranet wiki host)
+    # are reachable while the rest of the private space, metadata included,
+    # stays refused.
+    allow_networks: tuple[str, ...] = ()
+    verify: bool | str = True  # TLS verification; a str is a CA bundle path
+    # Ports a URL (and every redirect hop) may name. Web pages live on these;
+    # any other port of a public address is some other service (SSH, SMTP,
+    # databases, admin consoles) that a model has no business talking HTTP
+    # to. An empty list allows every port. Checked in _check, for a message
+    # that names the port.
+    allowed_ports: tuple[int, ...] = (80, 443, 8080, 8443)
+    # A public address of this very host passes every range check yet reaches
+    # its own services; refused unless the operator really wants self-fetches.
+    # Loopback stays governed by the loopback rule (allow_networks/allow_private).
+    allow_own_addresses: bool = False
+    # How often the host's interface addresses are re-read (interfaces change).
+    own_addresses_refresh_seconds: NonNegativeFloat = 30.0
+
+    def _check(self) -> None:
+        for port in self.allowed_ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"fetch_page allowed_ports: {port} is not a port")
+        for net in self.allow_networks:
+            ipaddress.ip_network(net)  # fail at startup, not at the first fetch
+
+
+# --------------------------------------------------------------------------- [memory]
+
+
+class MemorySettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    # Database file; empty means <data_dir>/memory.db.
+    path: str = ""
+    # Per-search cost budget of the ranking planner, in milliseconds (None: the store's default, 3 ms).
+    search_budget_ms: PositiveFloat | None = None
+    # Storage caps (0: none), checked on every save (HTTP and memory_save): one
+    # key could otherwise fill the disk (issue 10 item 12). A scope is one key
+    # or one `user` of a key; the per-key caps count all its users together,
+    # since a key can mint any number of `user` values.
+    max_memories_per_scope: NonNegativeInt = 10_000
+    max_bytes_per_scope: NonNegativeInt = 16 * 1024 * 1024
+    max_memories_per_key: NonNegativeInt = 100_000
+    max_bytes_per_key: NonNegativeInt = 256 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- [auth], [limits], [pricing], [redis]
+
+
+class AuthSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Enables the /admin/* API (Bearer <admin_key>); it also turns auth on.
+    # Also TOOLRELAY_ADMIN_KEY (a loader shortcut); surrounding blanks are
+    # dropped and a blank key is no key.
+    admin_key: str | None = None
+    # Require an API key even while no key exists (every request then gets 401
+    # until one is created). Auth is on anyway once any key exists, when an
+    # admin key is set, or when the server binds a non-loopback address.
+    required: bool = False
+    # Record one usage row per chat request in <data_dir>/usage.db.
+    ledger: bool = True
+    # How often the background writer commits a batch of ledger rows.
+    ledger_flush_seconds: NonNegativeFloat = 0.25
+    # Most ledger rows held in memory while the writer is behind (disk stalled,
+    # database locked); beyond it the oldest unwritten rows are dropped, counted
+    # and logged, so a stalled disk cannot grow the process without bound.
+    ledger_max_queued_rows: PositiveInt = 100_000
+    # Brute-force guard (app/auth/throttle.py): after this many wrong
+    # credentials (admin key or API key) from one client address within
+    # failed_auth_window_seconds, that address gets 429 for the same time
+    # without its credential being checked. 0 turns the guard off.
+    max_failed_auth: NonNegativeInt = 10
+    failed_auth_window_seconds: PositiveFloat = 60.0
+
+    def _check(self) -> None:
+        key = (self.admin_key or "").strip() or None
+        if key != self.admin_key:
+            msgspec.structs.force_setattr(self, "admin_key", key)
+        if key is not None and len(key) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(f"auth.admin_key must be at least {MIN_ADMIN_KEY_CHARS} characters (use a random string)")
+
+
+class LimitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Completion tokens assumed for the TPM reservation and the cost cap when
+    # a request sets neither max_completion_tokens nor max_tokens.
+    completion_estimate_tokens: NonNegativeInt = 256
+    # Refuse (400 cost_cap_exceeded) a request whose worst-case cost, prompt
+    # plus max_tokens at the model's price, is above this. 0 = no cap.
+    max_request_cost_usd: NonNegativeFloat = 0.0
+    # Limits for requests without a key (auth off), per client address. 0 = none.
+    ip_rpm: NonNegativeInt = 0
+    ip_tpm: NonNegativeInt = 0
+    ip_max_parallel: NonNegativeInt = 0
+    # Take the client address from the last X-Forwarded-For hop (the one our
+    # own reverse proxy appended). Only safe behind such a proxy.
+    trust_forwarded_for: bool = False
+    # A parallel-request slot whose release was never seen (a crash between
+    # admit and release) frees itself after this long.
+    slot_ttl_seconds: PositiveFloat = 3600.0
+    # With Redis configured but unreachable: False refuses requests with 503
+    # (limits and budgets stay enforced), True serves them unlimited.
+    fail_open: bool = False
+
+
+class ModelPrice(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """USD per one million tokens."""
+
+    input: NonNegativeFloat = 0.0
+    output: NonNegativeFloat = 0.0
+    # Price of prompt tokens served from the upstream's prompt cache
+    # (usage.prompt_tokens_details.cached_tokens); defaults to ``input``.
+    cached_input: NonNegativeFloat | None = None
+
+
+class PricingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Use the built-in table of OpenAI prices (app/auth/pricing.py) for models not listed here.
+    builtin: bool = True
+    # Exact served/upstream model ids or ``*`` patterns ("my-org/*").
+    models: dict[str, ModelPrice] = {}
+    # Price of models found nowhere (local upstreams are always free unless listed).
+    default: ModelPrice = ModelPrice()
+
+
+class RedisSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # e.g. "redis://127.0.0.1:6379/0"; empty: counters live in this process.
+    url: str = ""
+    # Namespace for every key we write, so one Redis can serve several deployments.
+    prefix: str = "toolrelay"
+    socket_timeout: PositiveFloat = 1.0
+    connect_timeout: PositiveFloat = 2.0
+
+    def _check(self) -> None:
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis.url must start with redis://, rediss:// or unix://")
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: ServerSettings = ServerSettings()
+    upstreams: dict[str, UpstreamSettings] = {}
+    aliases: dict[str, str] = {}
+    models: dict[str, ModelSettings] = {}
+    default_model: str | None = None
+    agent: AgentSettings = AgentSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    web_search: WebSearchSettings = WebSearchSettings()
+    fetch_page: FetchPageSettings = FetchPageSettings()
+    memory: MemorySettings = MemorySettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    pricing: PricingSettings = PricingSettings()
+    redis: RedisSettings = RedisSettings()
+
