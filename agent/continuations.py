@@ -17,7 +17,6 @@ anyway, minted at random by the loop (:func:`agent.loop.new_call_id`).
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import anyio
 import orjson
 
-from toolrelay.app.private_files import private_file
+from toolrelay.app.sqlite import connect, migrate, script_step, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS continuations (
@@ -48,6 +47,9 @@ CREATE TABLE IF NOT EXISTS paused_calls (
 );
 CREATE INDEX IF NOT EXISTS continuations_expiry ON continuations(expires_at);
 """
+# ``PRAGMA user_version`` steps; the first is the schema from before versions
+# (``IF NOT EXISTS``), so an agent.db of an older release opens as it is.
+MIGRATIONS = (script_step(_SCHEMA),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +62,14 @@ class Continuation:
 class ContinuationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        private_file(path)  # 0600 before SQLite creates it, parents 0700 (issue 10 item 16)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        # One connection, used by one worker thread at a time (the lock).
+        self._db = connect(path, pragmas=("foreign_keys=ON",))
+        try:
+            migrate(self._db, MIGRATIONS, name=str(path))
+        except BaseException:
+            self._db.close()
+            raise
         self._last_purge = 0.0
 
     def close(self) -> None:
@@ -75,21 +78,15 @@ class ContinuationStore:
 
     def _save(self, run_key: str, scope: str, call_ids: list[str], messages: list[dict[str, Any]], meta: dict[str, Any], ttl: float) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO continuations(run_key, scope, expires_at, messages, meta) VALUES (?, ?, ?, ?, ?)",
-                    (run_key, scope, now + ttl, orjson.dumps(messages), orjson.dumps(meta)),
-                )
-                self._db.executemany("INSERT OR REPLACE INTO paused_calls(scope, call_id, run_key) VALUES (?, ?, ?)", [(scope, c, run_key) for c in call_ids])
-                if now - self._last_purge > 60:
-                    self._db.execute("DELETE FROM continuations WHERE expires_at < ?", (now,))
-                    self._last_purge = now
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._db) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO continuations(run_key, scope, expires_at, messages, meta) VALUES (?, ?, ?, ?, ?)",
+                (run_key, scope, now + ttl, orjson.dumps(messages), orjson.dumps(meta)),
+            )
+            db.executemany("INSERT OR REPLACE INTO paused_calls(scope, call_id, run_key) VALUES (?, ?, ?)", [(scope, c, run_key) for c in call_ids])
+            if now - self._last_purge > 60:
+                db.execute("DELETE FROM continuations WHERE expires_at < ?", (now,))
+                self._last_purge = now
 
     def _find(self, scope: str, call_ids: list[str]) -> Continuation | None:
         if not call_ids:

@@ -24,7 +24,8 @@ import orjson
 from toolrelay.app.auth.access import ModelAccess
 from toolrelay.app.auth.durations import iso
 from toolrelay.app.auth.keyformat import hash_key, last4, new_key, redacted
-from toolrelay.app.private_files import private_file
+from toolrelay.app.sqlite import connect as _sqlite_connect
+from toolrelay.app.sqlite import migrate, script_step
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -44,16 +45,24 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
+# ``PRAGMA user_version`` steps; the first is the schema from before versions
+# (``IF NOT EXISTS``), so a keys.db of an older release opens as it is.
+MIGRATIONS = (script_step(SCHEMA),)
+
 
 def connect(path: Path) -> sqlite3.Connection:
-    private_file(path)  # 0600 before SQLite creates it (issue 10 item 16)
-    # Autocommit (isolation_level=None): each statement is its own
-    # transaction unless we BEGIN explicitly; nothing stays open by accident,
-    # which would freeze this connection's view of the file.
-    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    """A connection to keys.db with its schema current.
+
+    Autocommit: each statement is its own transaction unless we BEGIN
+    explicitly, so the watcher's view of the file is never frozen by a
+    transaction left open (see :mod:`toolrelay.app.sqlite`).
+    """
+    conn = _sqlite_connect(path)
+    try:
+        migrate(conn, MIGRATIONS, name=str(path))
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -137,7 +146,6 @@ class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._watch = connect(self.path)
-        self._watch.executescript(SCHEMA)
         self._version = -1
         self._keys: dict[str, ApiKey] = {}
         self.refresh()
@@ -223,7 +231,6 @@ class _Writer:
 
     def __enter__(self) -> sqlite3.Connection:
         self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
         return self.conn
 
     def __exit__(self, *exc: Any) -> None:

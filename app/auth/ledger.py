@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from toolrelay.app.auth.keystore import connect
+from toolrelay.app.sqlite import connect, migrate, script_step
 
 log = logging.getLogger("toolrelay.ledger")
 
@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_id, ts);
 """
+# ``PRAGMA user_version`` steps; the first is the schema from before versions
+# (``IF NOT EXISTS``), so a usage.db of an older release opens as it is.
+MIGRATIONS = (script_step(SCHEMA),)
 
 _INSERT = (
     "INSERT INTO usage (ts, request_id, key_id, model, mode, upstream, prompt_tokens, completion_tokens, "
@@ -201,8 +204,10 @@ class Ledger:
         self._failures = 0  # consecutive failed rounds of the writer loop
         self._drop_logged = 0.0
         conn = connect(self.path)
-        conn.executescript(SCHEMA)
-        conn.close()
+        try:
+            migrate(conn, MIGRATIONS, name=str(self.path))
+        finally:
+            conn.close()
 
     # -- writing -------------------------------------------------------
 
