@@ -19,17 +19,13 @@ from typing import Any
 import orjson
 
 from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport, message_as_delta
-from toolrelay.app.ids import unique_hex
+from toolrelay.app.ids import new_completion_id
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
 # Top-level fields an upstream may set that clients read; everything else it
 # invents stays out of our envelope so the shape stays the one in the spec.
 _META_FIELDS = ("system_fingerprint", "service_tier")
-
-
-def new_completion_id() -> str:
-    return "chatcmpl-" + unique_hex()
 
 
 def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,18 @@
 Every non-2xx response body is ``{"error": {"message", "type", "param",
 "code"}}`` because the OpenAI SDKs read exactly that object to pick the
 exception class and message. Raise :class:`OpenAIError` anywhere below the
-HTTP layer; the exception handlers in :mod:`app.server` render it.
+HTTP layer. :func:`error_response` is the one way it becomes a response
+(Litestar's exception handlers in :mod:`app.server`, the handlers that answer
+an error themselves); :func:`error_messages` is the same for the ASGI layer
+below Litestar (:mod:`app.middleware`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+from litestar.response import Response
 
 _STATUS_TYPE = {
     400: "invalid_request_error",
@@ -88,3 +92,25 @@ def upstream_timeout(detail: str = "the upstream provider did not answer in time
 
 def server_error(message: str = "The server had an error while processing your request.") -> OpenAIError:
     return OpenAIError(500, message, type="server_error", code="internal_error")
+
+
+class _Recorded(Protocol):
+    """Where a response's error code is noted for the access log and the ledger (``RequestInfo``)."""
+
+    error_code: str | None
+
+
+def error_response(err: OpenAIError, info: _Recorded | None = None) -> Response[bytes]:
+    """``err`` as a Litestar response; its code (else its type) is recorded on ``info``."""
+    if info is not None:
+        info.error_code = err.code or err.type
+    return Response(content=err.body(), status_code=err.status, media_type="application/json", headers=err.headers or None)
+
+
+_JSON = (b"content-type", b"application/json")
+
+
+def error_messages(err: OpenAIError, *headers: tuple[bytes, bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``err`` as the two ASGI messages (start, body) that send it, with ``headers`` added."""
+    raw = [_JSON, *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in err.headers.items()), *headers]
+    return {"type": "http.response.start", "status": err.status, "headers": raw}, {"type": "http.response.body", "body": err.body()}

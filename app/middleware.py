@@ -12,8 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from toolrelay.app.errors import server_error
-from toolrelay.app.ids import unique_hex
+from toolrelay.app.errors import error_messages, server_error
+from toolrelay.app.ids import new_request_id
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
@@ -42,7 +42,7 @@ class RequestInfo:
 def request_info(scope: dict[str, Any]) -> RequestInfo:
     info = scope.get("toolrelay")
     if info is None:
-        info = scope["toolrelay"] = RequestInfo("req_" + unique_hex())
+        info = scope["toolrelay"] = RequestInfo(new_request_id())
     return info
 
 
@@ -71,15 +71,15 @@ def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None, gu
                 await app(scope, receive, send_with_id)
             else:
                 info.error_code = refusal.code
-                await send_with_id({"type": "http.response.start", "status": refusal.status, "headers": [(b"content-type", b"application/json")]})
-                await send_with_id({"type": "http.response.body", "body": refusal.body()})
+                for message in error_messages(refusal):
+                    await send_with_id(message)
         except Exception:  # noqa: BLE001 - the last line of defence: never a traceback to the client
             error_log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), info.request_id)
             if not started:
                 err = server_error()
                 info.status = err.status
-                await send({"type": "http.response.start", "status": err.status, "headers": [(b"content-type", b"application/json"), id_header]})
-                await send({"type": "http.response.body", "body": err.body()})
+                for message in error_messages(err, id_header):
+                    await send(message)
         finally:
             if metrics is not None:
                 metrics.record_request(scope, info, time.perf_counter() - info.started)

@@ -13,25 +13,20 @@ from litestar.response import Response
 
 from toolrelay.app import __version__
 from toolrelay.app.config import Settings
-from toolrelay.app.errors import OpenAIError, server_error
+from toolrelay.app.errors import OpenAIError, error_response, server_error
 from toolrelay.app.http_guard import HttpGuard
 from toolrelay.app.middleware import ASGIApp, request_info, wrap_app
 from toolrelay.app.routes.chat import build_chat_handler
 from toolrelay.app.routes.health import build_health_handlers, build_metrics_handler
 from toolrelay.app.routes.models import build_model_handlers
+from toolrelay.app.routes.openapi_docs import attach_protocol_schemas
 from toolrelay.app.services import Services
 
 log = logging.getLogger("toolrelay.error")
 
 
-def _json(err: OpenAIError, request: Request[Any, Any, Any] | None = None) -> Response[bytes]:
-    if request is not None:
-        request_info(request.scope).error_code = err.code or err.type
-    return Response(content=err.body(), status_code=err.status, media_type="application/json", headers=err.headers or None)
-
-
 def _openai_error_handler(request: Request[Any, Any, Any], exc: OpenAIError) -> Response[bytes]:
-    return _json(exc, request)
+    return error_response(exc, request_info(request.scope))
 
 
 def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -47,12 +42,12 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
         err = OpenAIError(status, str(exc.detail or "Invalid request."), type="invalid_request_error")
     else:
         err = server_error()
-    return _json(err, request)
+    return error_response(err, request_info(request.scope))
 
 
 def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, request.method, request.url.path, request_info(request.scope).request_id, exc_info=exc)
-    return _json(server_error(), request)
+    return error_response(server_error(), request_info(request.scope))
 
 
 def create_litestar(settings: Settings, services: Services, extra_handlers: list[Any] | None = None) -> Litestar:
@@ -64,7 +59,7 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
         *(extra_handlers or []),
     ]
     cors = CORSConfig(allow_origins=settings.server.cors_origins, allow_headers=["*"], expose_headers=["x-request-id"]) if settings.server.cors_origins else None
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         on_startup=[services.start],
         on_shutdown=[services.close],
@@ -75,6 +70,8 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
         logging_config=None,
         debug=False,
     )
+    attach_protocol_schemas(app)
+    return app
 
 
 def create_app(settings: Settings, services: Services | None = None) -> tuple[ASGIApp, Services]:

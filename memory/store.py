@@ -54,7 +54,6 @@ import json
 import logging
 import os
 import queue
-import secrets
 import sqlite3
 import threading
 import time
@@ -68,6 +67,7 @@ import anyio
 import anyio.to_thread
 import sqlite_utils
 
+from toolrelay.app.ids import new_memory_id
 from toolrelay.app.private_files import private_file
 
 from .models import (
@@ -96,7 +96,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-ID_PREFIX = "mem_"
 
 log = logging.getLogger(__name__)
 
@@ -151,44 +150,6 @@ class MemoryLimits:
 
 
 DEFAULT_LIMITS = MemoryLimits()
-
-# ---------------------------------------------------------------------------
-# ids
-
-_B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford, ascending in ASCII
-_id_lock = threading.Lock()
-_id_last_ms = 0
-_id_last_rand = 0
-
-
-def _b32(n: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        out.append(_B32[n & 31])
-        n >>= 5
-    return "".join(reversed(out))
-
-
-def new_memory_id() -> str:
-    """``mem_`` + 10 chars of milliseconds + 16 random chars (ULID layout).
-
-    Ids sort in creation order (strictly within one process, to the
-    millisecond across processes), which is what makes ``after=<id>`` cursors
-    work even when the cursor's memory has since been deleted.
-    """
-    global _id_last_ms, _id_last_rand
-    with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _id_last_ms:
-            ms = _id_last_ms
-            rand = _id_last_rand + 1
-            if rand >= 1 << 80:  # 2**80 ids in one millisecond: move on
-                ms, rand = ms + 1, secrets.randbits(79)
-        else:
-            rand = secrets.randbits(79)  # headroom for increments
-        _id_last_ms, _id_last_rand = ms, rand
-    return ID_PREFIX + _b32(ms, 10) + _b32(rand, 16)
-
 
 def scope_token(scope: str) -> str:
     """The scope as one full-text token: 128 bits of SHA-256 in decimal.

@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import secrets
 
+from toolrelay.app.ids import new_key_id
+
 PREFIX = "tr-"
 ID_CHARS = 12
 SECRET_BYTES = 32
@@ -21,10 +23,6 @@ SECRET_CHARS = 43  # len(urlsafe_b64encode(32 bytes)) without padding
 KEY_CHARS = len(PREFIX) + ID_CHARS + 1 + SECRET_CHARS
 _HEX = frozenset("0123456789abcdef")
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def new_key_id() -> str:
-    return secrets.token_hex(ID_CHARS // 2)
 
 
 def new_key(key_id: str | None = None) -> tuple[str, str]:

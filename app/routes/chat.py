@@ -19,7 +19,7 @@ from litestar import Request, post
 from litestar.response import Response, Stream
 
 from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
-from toolrelay.app.errors import OpenAIError, model_not_found
+from toolrelay.app.errors import OpenAIError, error_response, model_not_found
 from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
@@ -122,12 +122,6 @@ def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[s
         options = payload.get("stream_options")
         body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
     return body
-
-
-def error_response(err: OpenAIError, info: RequestInfo | None = None) -> Response[bytes]:
-    if info is not None:
-        info.error_code = err.code or err.type
-    return Response(content=err.body(), status_code=err.status, media_type="application/json", headers=err.headers or None)
 
 
 def build_chat_handler(services: "Services") -> Any:

@@ -9,10 +9,10 @@ import orjson
 from litestar import Request, get
 from litestar.response import Response
 
-from toolrelay.app.errors import model_not_found
+from toolrelay.app.errors import error_response, model_not_found
 from toolrelay.app.middleware import request_info
 from toolrelay.app.providers.router import AGENT_PREFIX
-from toolrelay.app.routes.chat import error_response
+from toolrelay.app.routes.openapi_docs import ModelListOperation, ModelOperation
 
 if TYPE_CHECKING:
     from toolrelay.app.services import Services
@@ -33,13 +33,13 @@ def build_model_handlers(services: "Services") -> list[Any]:
                 data.append(_model_object(AGENT_PREFIX + model_id, "toolrelay-agent", created))
         return [item for item in data if services.gate.allows_model(info, item["id"])]
 
-    @get(["/v1/models", "/models"], summary="List models", tags=["models"])
+    @get(["/v1/models", "/models"], summary="List models", tags=["models"], operation_class=ModelListOperation)
     async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
         info = request_info(request.scope)
         await services.gate.authenticate(request, info)
         return Response(content=orjson.dumps({"object": "list", "data": listing(info)}), media_type="application/json")
 
-    @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"], summary="Retrieve a model", tags=["models"])
+    @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"], summary="Retrieve a model", tags=["models"], operation_class=ModelOperation)
     async def retrieve_model(request: Request[Any, Any, Any]) -> Response[bytes]:
         model_id = str(request.path_params.get("model_id", ""))
         info = request_info(request.scope)

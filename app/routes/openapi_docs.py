@@ -1,66 +1,165 @@
-"""OpenAPI descriptions for handlers that read their body by hand.
+"""The OpenAPI description of the OpenAI-shaped routes, generated from :mod:`app.protocol`.
 
-The chat handler parses raw bytes (the hot path cannot afford a model per
-request), so Litestar cannot infer its body; these operation classes describe
-it for the /docs page.
+The chat and model handlers read and write raw bytes (the hot path cannot
+afford a model per request), so Litestar cannot infer their bodies from
+annotations. Instead msgspec generates JSON Schemas for the protocol Structs
+(``msgspec.json.schema_components``), the operation classes below point at
+them, and :func:`attach_protocol_schemas` adds them to the document's
+``components/schemas``. They are added to the built document rather than to
+``OpenAPIConfig.components`` because Litestar replaces ``components/schemas``
+with its own registry when it builds the document.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
-from litestar.openapi.spec.enums import OpenAPIType
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-_MESSAGE = Schema(
-    type=OpenAPIType.OBJECT,
-    required=["role"],
-    properties={
-        "role": Schema(type=OpenAPIType.STRING, enum=["system", "developer", "user", "assistant", "tool", "function"]),
-        "content": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT))]),
-        "name": Schema(type=OpenAPIType.STRING),
-        "tool_calls": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT)),
-        "tool_call_id": Schema(type=OpenAPIType.STRING),
-    },
+import msgspec
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    RequestBody,
 )
 
-_CHAT_REQUEST = Schema(
-    type=OpenAPIType.OBJECT,
-    required=["messages"],
-    description=(
-        "OpenAI Chat Completions request. Every parameter the OpenAI API accepts is accepted and forwarded unchanged; "
-        "the ones below are checked here."
-    ),
-    properties={
-        "model": Schema(type=OpenAPIType.STRING, description="A served model id, an alias, or agent/<model>. Default: the server's default_model."),
-        "messages": Schema(type=OpenAPIType.ARRAY, items=_MESSAGE, min_items=1),
-        "stream": Schema(type=OpenAPIType.BOOLEAN),
-        "stream_options": Schema(type=OpenAPIType.OBJECT, properties={"include_usage": Schema(type=OpenAPIType.BOOLEAN)}),
-        "temperature": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=2),
-        "top_p": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1),
-        "n": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=128),
-        "max_tokens": Schema(type=OpenAPIType.INTEGER, minimum=1),
-        "max_completion_tokens": Schema(type=OpenAPIType.INTEGER, minimum=1),
-        "stop": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING), max_items=4)]),
-        "presence_penalty": Schema(type=OpenAPIType.NUMBER, minimum=-2, maximum=2),
-        "frequency_penalty": Schema(type=OpenAPIType.NUMBER, minimum=-2, maximum=2),
-        "logit_bias": Schema(type=OpenAPIType.OBJECT),
-        "logprobs": Schema(type=OpenAPIType.BOOLEAN),
-        "top_logprobs": Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=20),
-        "seed": Schema(type=OpenAPIType.INTEGER),
-        "user": Schema(type=OpenAPIType.STRING, description="End-user id; in agent mode also selects the memory scope within the API key."),
-        "response_format": Schema(type=OpenAPIType.OBJECT),
-        "tools": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT), max_items=128),
-        "tool_choice": Schema(one_of=[Schema(type=OpenAPIType.STRING, enum=["none", "auto", "required"]), Schema(type=OpenAPIType.OBJECT)]),
-        "parallel_tool_calls": Schema(type=OpenAPIType.BOOLEAN),
-        "agent_options": Schema(
-            type=OpenAPIType.OBJECT,
-            description="Agent mode only (docs/agent.md): builtin_tools, tool_choice, max_steps, max_wall_seconds, max_total_tokens, auto_recall.",
-        ),
-    },
+from toolrelay.app.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ErrorResponse,
+    Model,
+    ModelList,
 )
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+__all__ = [
+    "ChatCompletionOperation",
+    "ModelListOperation",
+    "ModelOperation",
+    "attach_protocol_schemas",
+    "protocol_schemas",
+]
+
+_REF = "#/components/schemas/{name}"
+_DOCUMENTED = (
+    ChatCompletionRequest,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ErrorResponse,
+    Model,
+    ModelList,
+)
+
+# What each status means on these routes (docs/operations.md lists the codes).
+_ERRORS = {
+    "400": "Invalid request (`param` names the field).",
+    "401": "Missing or wrong API key.",
+    "403": "The key may not use this model, or a refused Host/Origin.",
+    "404": "Unknown model.",
+    "413": "Request body too large.",
+    "415": "The body is not JSON.",
+    "429": "Rate limit, budget or concurrency limit reached; see `retry-after`.",
+    "500": "Server error.",
+    "502": "The upstream failed or rejected toolrelay's credentials.",
+    "503": "The upstream is overloaded or unavailable.",
+    "504": "The upstream did not answer in time.",
+}
+
+
+@cache
+def protocol_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the documented protocol Structs and everything they contain, by name."""
+    _, components = msgspec.json.schema_components(_DOCUMENTED, ref_template=_REF)
+    return components
+
+
+def attach_protocol_schemas(app: Litestar) -> None:
+    """Add the protocol schemas to the app's OpenAPI document (built here, once, then cached by Litestar)."""
+    components = app.openapi_schema.components
+    schemas: dict[str, Any] = (
+        components.schemas if components.schemas is not None else {}
+    )
+    for name, schema in protocol_schemas().items():
+        if name in schemas:
+            raise RuntimeError(
+                f"OpenAPI schema name {name!r} is declared twice (app.protocol and a route's own types)"
+            )
+        schemas[name] = schema
+    components.schemas = schemas
+
+
+def _ref(cls: type) -> Reference:
+    return Reference(ref=_REF.format(name=cls.__name__))
+
+
+def _json(cls: type, description: str) -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description=description,
+        content={"application/json": OpenAPIMediaType(schema=_ref(cls))},
+    )
+
+
+def _errors(*statuses: str) -> dict[str, OpenAPIResponse | Reference]:
+    return {status: _json(ErrorResponse, _ERRORS[status]) for status in statuses}
 
 
 @dataclass
 class ChatCompletionOperation(Operation):
     def __post_init__(self) -> None:
-        self.request_body = RequestBody(content={"application/json": OpenAPIMediaType(schema=_CHAT_REQUEST)}, required=True)
+        self.request_body = RequestBody(
+            content={
+                "application/json": OpenAPIMediaType(schema=_ref(ChatCompletionRequest))
+            },
+            required=True,
+        )
+        self.responses = {
+            "200": OpenAPIResponse(
+                description=(
+                    "A `chat.completion` object; with `stream: true`, server-sent events: one `chat.completion.chunk` "
+                    "per `data:` line, then `data: [DONE]`. An error after the stream started is one `data:` line "
+                    "holding an error object, without `[DONE]`."
+                ),
+                content={
+                    "application/json": OpenAPIMediaType(schema=_ref(ChatCompletion)),
+                    "text/event-stream": OpenAPIMediaType(
+                        schema=_ref(ChatCompletionChunk)
+                    ),
+                },
+            ),
+            **_errors(
+                "400",
+                "401",
+                "403",
+                "404",
+                "413",
+                "415",
+                "429",
+                "500",
+                "502",
+                "503",
+                "504",
+            ),
+        }
+
+
+@dataclass
+class ModelListOperation(Operation):
+    def __post_init__(self) -> None:
+        self.responses = {
+            "200": _json(ModelList, "The models this key may use."),
+            **_errors("401", "429"),
+        }
+
+
+@dataclass
+class ModelOperation(Operation):
+    def __post_init__(self) -> None:
+        self.responses = {
+            "200": _json(Model, "One model."),
+            **_errors("401", "404", "429"),
+        }

@@ -130,9 +130,12 @@ def test_openapi_docs_served(http: httpx.Client) -> None:
     assert spec["info"]["title"] == "toolrelay"
     assert "/v1/chat/completions" in spec["paths"]
     assert "post" in spec["paths"]["/v1/chat/completions"]
-    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ref = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = spec["components"]["schemas"][ref.rpartition("/")[2]]
     assert body["required"] == ["messages"]
-    assert body["properties"]["temperature"]["maximum"] == 2 and body["properties"]["n"]["maximum"] == 128
+    # Nullable, as in the OpenAI reference: the bounds sit on the number branch.
+    assert {"type": "number", "minimum": 0, "maximum": 2} in body["properties"]["temperature"]["anyOf"]
+    assert {"type": "integer", "minimum": 1, "maximum": 128} in body["properties"]["n"]["anyOf"]
     assert "/v1/models" in spec["paths"]
     page = http.get("/docs")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]

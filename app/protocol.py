@@ -1,0 +1,498 @@
+"""The Chat Completions wire shapes toolrelay reads and writes, declared once.
+
+Field names, optionality and nullability follow the OpenAI API reference
+(``POST /v1/chat/completions``, ``GET /v1/models``, the error object), plus
+toolrelay's documented extensions (docs/agent.md, docs/tools.md):
+``reasoning_content``/``reasoning`` (step text chat UIs show), ``agent_steps``
+and ``agent_steps_delta`` (structured step records), ``annotations``
+(``url_citation``) and the request's ``agent_options``.
+
+A field typed ``X | UnsetType = UNSET`` may be absent; ``X | None`` must be
+present and may be ``null`` (``finish_reason``, ``logprobs``, ``content``).
+Unknown fields are accepted when decoding: upstreams add their own, and they
+pass through.
+
+These Structs are the contract, not the hot path. :mod:`app.encoder` builds
+the same shapes as dicts and bytes (a Struct per chunk costs CPU the proxy's
+budget has no room for), and the unit tests decode its output with these
+types (tests/proxy/test_protocol.py). The OpenAPI document at /docs is
+generated from them (:mod:`app.routes.openapi_docs`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+__all__ = [
+    "AgentOptions",
+    "AgentStep",
+    "AssistantMessage",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionRequest",
+    "Choice",
+    "ChoiceLogprobs",
+    "ChunkChoice",
+    "CompletionTokensDetails",
+    "Delta",
+    "ErrorDetail",
+    "ErrorResponse",
+    "FinishReason",
+    "FunctionCall",
+    "FunctionCallDelta",
+    "Model",
+    "ModelList",
+    "PromptTokensDetails",
+    "ResponseMessage",
+    "ToolCall",
+    "ToolCallDelta",
+    "UrlCitation",
+    "UrlCitationAnnotation",
+    "Usage",
+]
+
+FinishReason = Literal[
+    "stop", "length", "tool_calls", "content_filter", "function_call"
+]
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+# ---------------------------------------------------------------------------
+# tool calls
+
+
+class FunctionCall(Struct, kw_only=True):
+    name: str
+    # A JSON object as text, as the model wrote it (it may not be valid JSON).
+    arguments: str
+
+
+class ToolCall(Struct, kw_only=True):
+    """A whole tool call (a message's ``tool_calls`` entry)."""
+
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class FunctionCallDelta(Struct, kw_only=True, omit_defaults=True):
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+
+class ToolCallDelta(Struct, kw_only=True, omit_defaults=True):
+    """A streamed piece of a tool call: ``index`` always; ``id``, ``type`` and
+    ``function.name`` only in a call's first piece; argument text after that."""
+
+    index: int
+    id: str | UnsetType = UNSET
+    type: Literal["function"] | UnsetType = UNSET
+    function: FunctionCallDelta | UnsetType = UNSET
+
+
+# ---------------------------------------------------------------------------
+# extensions: citations and agent steps
+
+
+class UrlCitation(Struct, kw_only=True):
+    start_index: int
+    end_index: int
+    url: str
+    title: str
+
+
+class UrlCitationAnnotation(Struct, kw_only=True):
+    type: Literal["url_citation"]
+    url_citation: UrlCitation
+
+
+class StepSource(Struct, kw_only=True):
+    url: str
+    title: str
+
+
+class AgentStep(Struct, kw_only=True, omit_defaults=True):
+    """One record of an agent run (docs/agent.md, "The agent_steps record")."""
+
+    index: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Position in the run, unique: the Python SDK merges list entries by index.",
+        ),
+    ]
+    type: Annotated[str, Meta(description="tool_call, tool_result, limit or repeat.")]
+    step: int | UnsetType = UNSET
+    call_id: str | UnsetType = UNSET
+    tool: str | UnsetType = UNSET
+    arguments: Annotated[
+        Any,
+        Meta(
+            description="The parsed JSON arguments, or the raw text if they were not JSON."
+        ),
+    ] = UNSET
+    status: (
+        Literal["ok", "error", "timeout", "invalid_arguments", "unknown_tool"]
+        | UnsetType
+    ) = UNSET
+    summary: str | UnsetType = UNSET
+    duration_ms: float | UnsetType = UNSET
+    truncated: bool | UnsetType = UNSET
+    sources: list[StepSource] | UnsetType = UNSET
+    data: dict[str, Any] | UnsetType = UNSET
+    limit: str | UnsetType = UNSET
+    message: str | UnsetType = UNSET
+
+
+# ---------------------------------------------------------------------------
+# logprobs and usage
+
+
+class TopLogprob(Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(Struct, kw_only=True):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None | UnsetType = UNSET
+
+
+class PromptTokensDetails(Struct, kw_only=True, omit_defaults=True):
+    cached_tokens: int | UnsetType = UNSET
+    audio_tokens: int | UnsetType = UNSET
+
+
+class CompletionTokensDetails(Struct, kw_only=True, omit_defaults=True):
+    reasoning_tokens: int | UnsetType = UNSET
+    audio_tokens: int | UnsetType = UNSET
+    accepted_prediction_tokens: int | UnsetType = UNSET
+    rejected_prediction_tokens: int | UnsetType = UNSET
+
+
+class Usage(Struct, kw_only=True, omit_defaults=True):
+    """Token usage; other fields an upstream reports pass through."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None | UnsetType = UNSET
+    completion_tokens_details: CompletionTokensDetails | None | UnsetType = UNSET
+
+
+# ---------------------------------------------------------------------------
+# chat.completion
+
+
+class ResponseMessage(Struct, kw_only=True, omit_defaults=True):
+    """``choices[].message`` of a ``chat.completion``."""
+
+    role: Literal["assistant"]
+    content: str | None
+    refusal: str | None
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    annotations: list[UrlCitationAnnotation] | UnsetType = UNSET
+    audio: dict[str, Any] | None | UnsetType = UNSET
+    # Extensions: agent mode's step text and records (docs/agent.md).
+    reasoning_content: str | UnsetType = UNSET
+    reasoning: str | UnsetType = UNSET
+    agent_steps: list[AgentStep] | UnsetType = UNSET
+
+
+class Choice(Struct, kw_only=True):
+    index: int
+    message: ResponseMessage
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(Struct, kw_only=True, omit_defaults=True):
+    """The body of a non-streamed answer."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None | UnsetType = UNSET
+    service_tier: str | None | UnsetType = UNSET
+
+
+# ---------------------------------------------------------------------------
+# chat.completion.chunk
+
+
+class Delta(Struct, kw_only=True, omit_defaults=True):
+    """``choices[].delta`` of a chunk: ``role`` in a choice's first delta only."""
+
+    role: Literal["assistant"] | UnsetType = UNSET
+    content: str | None | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+    tool_calls: list[ToolCallDelta] | UnsetType = UNSET
+    annotations: list[UrlCitationAnnotation] | UnsetType = UNSET
+    reasoning_content: str | UnsetType = UNSET
+    reasoning: str | UnsetType = UNSET
+    # The records new in this chunk (one each), live.
+    agent_steps_delta: list[AgentStep] | UnsetType = UNSET
+    # Every record once, on the finishing chunk: SDK accumulators that keep a
+    # field's last value still end with all of them (docs/agent.md).
+    agent_steps: list[AgentStep] | UnsetType = UNSET
+
+
+class ChunkChoice(Struct, kw_only=True):
+    index: int
+    delta: Delta
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason | None
+
+
+class ChatCompletionChunk(Struct, kw_only=True, omit_defaults=True):
+    """One ``data:`` line of a streamed answer (the stream ends with ``data: [DONE]``).
+
+    ``usage`` is present only when the request set ``stream_options.include_usage``:
+    ``null`` on every chunk, then a last chunk with ``choices: []`` and the usage.
+    """
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    system_fingerprint: str | None | UnsetType = UNSET
+    service_tier: str | None | UnsetType = UNSET
+    usage: Usage | None | UnsetType = UNSET
+
+
+# ---------------------------------------------------------------------------
+# models
+
+
+class Model(Struct, kw_only=True):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(Struct, kw_only=True):
+    object: Literal["list"]
+    data: list[Model]
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+class ErrorDetail(Struct, kw_only=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(Struct, kw_only=True):
+    """Every non-2xx body, and the one ``data:`` event that ends a failed stream."""
+
+    error: ErrorDetail
+
+
+# ---------------------------------------------------------------------------
+# the request (documentation and tests; the handler parses raw JSON, see app.validation)
+
+
+class TextPart(Struct, tag_field="type", tag="text", kw_only=True):
+    text: str
+
+
+class ImageUrl(Struct, kw_only=True, omit_defaults=True):
+    url: str
+    detail: Literal["auto", "low", "high"] | UnsetType = UNSET
+
+
+class ImagePart(Struct, tag_field="type", tag="image_url", kw_only=True):
+    image_url: ImageUrl
+
+
+class InputAudio(Struct, kw_only=True):
+    data: str
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(Struct, tag_field="type", tag="input_audio", kw_only=True):
+    input_audio: InputAudio
+
+
+class FileRef(Struct, kw_only=True, omit_defaults=True):
+    file_data: str | UnsetType = UNSET
+    file_id: str | UnsetType = UNSET
+    filename: str | UnsetType = UNSET
+
+
+class FilePart(Struct, tag_field="type", tag="file", kw_only=True):
+    file: FileRef
+
+
+class RefusalPart(Struct, tag_field="type", tag="refusal", kw_only=True):
+    refusal: str
+
+
+UserContentPart = TextPart | ImagePart | AudioPart | FilePart
+AssistantContentPart = TextPart | RefusalPart
+
+
+class SystemMessage(
+    Struct, tag_field="role", tag="system", kw_only=True, omit_defaults=True
+):
+    content: str | list[TextPart]
+    name: str | UnsetType = UNSET
+
+
+class DeveloperMessage(
+    Struct, tag_field="role", tag="developer", kw_only=True, omit_defaults=True
+):
+    content: str | list[TextPart]
+    name: str | UnsetType = UNSET
+
+
+class UserMessage(
+    Struct, tag_field="role", tag="user", kw_only=True, omit_defaults=True
+):
+    content: str | list[UserContentPart]
+    name: str | UnsetType = UNSET
+
+
+class AssistantMessage(
+    Struct, tag_field="role", tag="assistant", kw_only=True, omit_defaults=True
+):
+    """An earlier answer sent back as history; ``tool_calls`` as the response gave them."""
+
+    content: str | list[AssistantContentPart] | None | UnsetType = UNSET
+    refusal: str | None | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+
+
+class ToolMessage(Struct, tag_field="role", tag="tool", kw_only=True):
+    content: str | list[TextPart]
+    tool_call_id: str
+
+
+class FunctionMessage(Struct, tag_field="role", tag="function", kw_only=True):
+    """Deprecated by OpenAI in favour of ``tool``; still accepted."""
+
+    content: str | None
+    name: str
+
+
+Message = (
+    SystemMessage
+    | DeveloperMessage
+    | UserMessage
+    | AssistantMessage
+    | ToolMessage
+    | FunctionMessage
+)
+
+
+class FunctionDefinition(Struct, kw_only=True, omit_defaults=True):
+    name: Annotated[str, Meta(pattern="^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | UnsetType = UNSET
+    parameters: (
+        Annotated[dict[str, Any], Meta(description="A JSON Schema object.")] | UnsetType
+    ) = UNSET
+    strict: bool | None | UnsetType = UNSET
+
+
+class Tool(Struct, kw_only=True):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Struct, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(Struct, kw_only=True):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class StreamOptions(Struct, kw_only=True, omit_defaults=True):
+    include_usage: bool | UnsetType = UNSET
+
+
+class AgentOptions(Struct, kw_only=True, omit_defaults=True):
+    """Agent mode only (docs/agent.md): limits here can only lower the server's."""
+
+    builtin_tools: list[str] | None | UnsetType = UNSET
+    tool_choice: (
+        Annotated[
+            str,
+            Meta(
+                description='"auto", "required" or a built-in tool name: what the first step must do.'
+            ),
+        ]
+        | None
+        | UnsetType
+    ) = UNSET
+    max_steps: Annotated[int, Meta(gt=0)] | None | UnsetType = UNSET
+    max_wall_seconds: Annotated[float, Meta(gt=0)] | None | UnsetType = UNSET
+    max_total_tokens: Annotated[int, Meta(gt=0)] | None | UnsetType = UNSET
+    auto_recall: bool | None | UnsetType = UNSET
+
+
+class ChatCompletionRequest(Struct, kw_only=True, omit_defaults=True):
+    """``POST /v1/chat/completions``. Every parameter the OpenAI API accepts is
+    accepted and forwarded unchanged; the ones below are checked here."""
+
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    model: (
+        Annotated[
+            str,
+            Meta(
+                description="A served model id, an alias, or agent/<model>. Default: the server's default_model."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    stream: bool | None | UnsetType = UNSET
+    stream_options: StreamOptions | None | UnsetType = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None | UnsetType = UNSET
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None | UnsetType = UNSET
+    n: Annotated[int, Meta(ge=1, le=128)] | None | UnsetType = UNSET
+    max_tokens: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
+    stop: str | Annotated[list[str], Meta(max_length=4)] | None | UnsetType = UNSET
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None | UnsetType = UNSET
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None | UnsetType = UNSET
+    logit_bias: dict[str, int] | None | UnsetType = UNSET
+    logprobs: bool | None | UnsetType = UNSET
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None | UnsetType = UNSET
+    seed: int | None | UnsetType = UNSET
+    user: (
+        Annotated[
+            str,
+            Meta(
+                description="End-user id; in agent mode also selects the memory scope within the API key."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    response_format: dict[str, Any] | UnsetType = UNSET
+    tools: Annotated[list[Tool], Meta(max_length=128)] | UnsetType = UNSET
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | UnsetType = (
+        UNSET
+    )
+    parallel_tool_calls: bool | UnsetType = UNSET
+    agent_options: AgentOptions | UnsetType = UNSET
