@@ -134,7 +134,8 @@ def _describe(exc: msgspec.ValidationError) -> str:
     found = _AT_PATH.match(text)
     if found is None:
         return text
-    path = found["path"].lstrip(".").replace("[", ".").replace("]", "").replace("'", "").replace('"', "")
+    # Table keys show as "[...]" (msgspec does not say which): "upstreams[...].timeout".
+    path = found["path"].lstrip(".")
     return f"{path}: {found['what']}" if path else found["what"]
 
 
