@@ -21,7 +21,6 @@ This is the proxy's hot path: :class:`SSEChunkParser` works on raw reads
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +35,7 @@ from toolrelay.app.events import (
     ResponseMeta,
     UsageReport,
 )
+from toolrelay.app.ids import new_repaired_tool_call_id
 
 __all__ = [
     "MalformedUpstream",
@@ -169,7 +169,7 @@ def repair_tool_calls(calls: Any, streaming: bool, seen: SeenCalls | None = None
         if not streaming:
             call.setdefault("type", "function")
             if not call.get("id"):
-                call["id"] = "call_" + os.urandom(12).hex()
+                call["id"] = new_repaired_tool_call_id()
         fixed.append(call)
     return fixed
 
