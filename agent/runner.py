@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import msgspec
-
 from toolrelay.agent.continuations import ContinuationStore
+from toolrelay.agent.executor import ToolExecutor
 from toolrelay.agent.hints import Hint, hint_for
-from toolrelay.agent.loop import AgentRun, Limits
+from toolrelay.agent.loop import AgentRun, Limits, RunHooks, RunOptions, StepCheck
+from toolrelay.agent.request import RequestBuilder, ToolOffer
+from toolrelay.agent.steps import StepLog
 from toolrelay.agent.taint import RunTaint, TaintPolicy
 from toolrelay.app.config import AgentSettings
 from toolrelay.app.errors import OpenAIError, invalid_request, server_error
@@ -33,10 +36,23 @@ log = logging.getLogger("toolrelay.agent")
 
 _END = object()
 
-# check_step(upstream body, usage so far): awaited before every model call, raises to stop the run.
-StepCheck = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
 # report_usage(usage of the finished model calls, body of the call in flight or None).
 UsageReceiver = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+
+
+class _Outbox:
+    """The run's events on their way to the HTTP side; remembers whether any was sent."""
+
+    __slots__ = ("_queue", "used")
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self._queue = queue
+        # After the first event an error can only end the stream (a Failure), not set the status.
+        self.used = False
+
+    async def put(self, event: Event) -> None:
+        self.used = True
+        await self._queue.put(event)
 
 
 class AgentOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -216,52 +232,64 @@ class AgentRunner:
         first_call: Hint | None = None,
     ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
+        outbox = _Outbox(queue)
         recall = None
         if use_recall and self.recall is not None:
             recall = functools.partial(self.recall, context.scope, limit=self.settings.auto_recall_limit)
-
-        run = AgentRun(
-            payload=payload,
-            route=route,
-            registry=self.registry,
-            builtin_names=builtin_names,
-            limits=limits,
-            continuations=self.continuations,
-            continuation_ttl=self.settings.continuation_ttl_seconds,
-            tokens=self.tokens,
-            context=context,
-            emit=queue.put,
-            system_prompt=self.settings.system_prompt,
-            recall=recall,
-            builtin_choice=builtin_choice,
-            on_no_native_tools=lambda: self.constrained_models.add(route.model_id),
+        settings = self.settings
+        streaming = payload.get("stream") is True
+        offer = ToolOffer.for_request(payload, builtin_names, builtin_choice)
+        steps = StepLog(streaming=streaming)
+        tools = ToolExecutor(
+            self.registry,
+            context,
             taint=RunTaint(
                 TaintPolicy(
-                    refuse_fetch_after_memory_read=self.settings.refuse_fetch_after_memory_read,
-                    refuse_memory_writes_after_web=self.settings.refuse_memory_writes_after_web,
+                    refuse_fetch_after_memory_read=settings.refuse_fetch_after_memory_read,
+                    refuse_memory_writes_after_web=settings.refuse_memory_writes_after_web,
                 )
             ),
+            steps=steps,
+            emit=outbox.put,
+            tool_timeout_seconds=limits.tool_timeout_seconds,
+            max_parallel=limits.max_parallel_tools,
+            available_names=[*offer.builtin_names, *sorted(offer.client_names)],
         )
-        if route.model_id in self.constrained_models:
-            run.constrained = True
-        if first_call is not None and first_call.arguments is not None:
-            run.first_call = (first_call.tool, first_call.arguments)
-        run.before_model_call = check_step
+        run = AgentRun(
+            route=route,
+            offer=offer,
+            requests=RequestBuilder(payload, route.upstream_model, offer, self.registry.schemas(offer.builtin_names)),
+            tools=tools,
+            steps=steps,
+            options=RunOptions(
+                limits=limits,
+                streaming=streaming,
+                constrained=route.tool_calling == "constrained" or route.model_id in self.constrained_models,
+                system_prompt=settings.system_prompt,
+                continuation_ttl=settings.continuation_ttl_seconds,
+                first_call=(first_call.tool, first_call.arguments) if first_call is not None and first_call.arguments is not None else None,
+            ),
+            continuations=self.continuations,
+            tokens=self.tokens,
+            context=context,
+            emit=outbox.put,
+            hooks=RunHooks(check_step=check_step, recall=recall, on_no_native_tools=lambda: self.constrained_models.add(route.model_id)),
+        )
 
         async def produce() -> None:
             try:
-                messages, run.step, restored_sources = await self.restore(list(payload["messages"]), context.scope)
-                run.sources.extend(restored_sources)
-                await run.execute(messages, len(messages))
+                messages, steps_done, restored_sources = await self.restore(list(payload["messages"]), context.scope)
+                tools.sources.extend(restored_sources)
+                await run.execute(messages, steps_done=steps_done)
                 await queue.put(_END)
             except OpenAIError as err:
-                await queue.put(Failure(err) if run.emitted else err)
+                await queue.put(Failure(err) if outbox.used else err)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
                 log.exception("agent run failed (request %s)", context.request_id)
                 err = server_error(f"The agent run failed: {type(exc).__name__}.")
-                await queue.put(Failure(err) if run.emitted else err)
+                await queue.put(Failure(err) if outbox.used else err)
 
         task = asyncio.create_task(produce())
         keepalive = max(0.5, self.settings.keepalive_seconds)
