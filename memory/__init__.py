@@ -1,5 +1,7 @@
 """Long-term memory: SQLite + FTS5, one database file, strict per-scope isolation."""
 
+from toolrelay.app.ids import new_memory_id
+
 from .models import (
     Memory,
     MemoryHit,
@@ -10,7 +12,9 @@ from .models import (
     MemoryValidationError,
 )
 from .scope import parse_scope, scope_for
-from .store import MemoryLimits, MemoryStore, SyncMemoryStore, new_memory_id
+from .store import MemoryStore
+from .sync_store import SyncMemoryStore
+from .validation import MemoryLimits
 
 __all__ = [
     "Memory",

@@ -61,3 +61,13 @@ def parse_scope(scope: str) -> tuple[str, str | None]:
     if user_part.startswith("u#"):
         return key, "#" + user_part[2:]
     raise ValueError(f"not a memory scope: {scope!r}")
+
+
+def scope_token(scope: str) -> str:
+    """The scope as one full-text token: 128 bits of SHA-256 in decimal.
+
+    Digits only, so neither unicode61 nor the porter stemmer alters it. It is
+    stored in every row (``scope_key``) so a search can confine FTS5's
+    ranking to one scope inside the full-text index itself.
+    """
+    return str(int.from_bytes(hashlib.sha256(scope.encode("utf-8", "surrogatepass")).digest()[:16], "big"))

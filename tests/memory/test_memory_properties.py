@@ -11,7 +11,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from toolrelay.memory import SyncMemoryStore, scope_for  # noqa: E402
 from toolrelay.memory.query import build_match, query_terms  # noqa: E402
-from toolrelay.memory.store import scope_token  # noqa: E402
+from toolrelay.memory.scope import scope_token  # noqa: E402
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -98,17 +98,17 @@ def test_built_expression_always_parses(prop_store: SyncMemoryStore, terms: list
     assume(all(terms))
     expr = build_match(terms, mode=mode, scope_column="scope_key", scope_token=scope_token(A))
     with prop_store._connection() as db:
-        db.conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?", (expr,)).fetchone()
+        db.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?", (expr,)).fetchone()
 
 
 def _indexed_tokens(store: SyncMemoryStore, mem_id: str) -> int:
     """How many tokens FTS5 itself indexed for the memory's text (the oracle)."""
     with store._connection() as db:
-        db.conn.execute(
+        db.execute(
             "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mem_vocab USING fts5vocab(main, memories_fts, 'instance')"
         )
-        seq = db.conn.execute("SELECT seq FROM memories WHERE id = ?", (mem_id,)).fetchone()[0]
-        return db.conn.execute("SELECT count(*) FROM temp.mem_vocab WHERE doc = ? AND col = 'text'", (seq,)).fetchone()[
+        seq = db.execute("SELECT seq FROM memories WHERE id = ?", (mem_id,)).fetchone()[0]
+        return db.execute("SELECT count(*) FROM temp.mem_vocab WHERE doc = ? AND col = 'text'", (seq,)).fetchone()[
             0
         ]
 

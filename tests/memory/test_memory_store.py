@@ -17,10 +17,12 @@ from toolrelay.memory import (
     MemoryStoreClosed,
     MemoryValidationError,
     SyncMemoryStore,
+    new_memory_id,
     scope_for,
 )
 from toolrelay.memory.query import query_terms
-from toolrelay.memory.store import new_memory_id, scope_token
+from toolrelay.memory.schema import SCHEMA_VERSION
+from toolrelay.memory.scope import scope_token
 
 ID_RE = re.compile(r"^mem_[0-9a-hjkmnp-tv-z]{26}$")
 
@@ -429,7 +431,7 @@ NASTY = [
 
 @pytest.mark.parametrize("query", NASTY, ids=[f"q{i}" for i in range(len(NASTY))])
 async def test_nasty_queries_never_error(store: MemoryStore, corpus: str, scopes, query: str, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="toolrelay.memory.store")
+    caplog.set_level(logging.WARNING, logger="toolrelay.memory.planner")
     await store.save(scopes["key_b"], "coffee and tea of key b")
     await store.save(corpus, "coffee and tea of key a", tags=["drinks"])
     for match in ("any", "all"):
@@ -613,7 +615,7 @@ def test_wal_and_persistence(db_path: Path, scopes) -> None:
         s.search(scopes["key_a"], "gardening")
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     conn.close()
     s2 = SyncMemoryStore(db_path)
     assert s2.get(scopes["key_a"], mem.id) == mem
@@ -805,3 +807,27 @@ def test_search_with_selective_tags_in_big_scope(big_db: Path, tmp_path: Path) -
         assert s.delete(scope, mem.id)
     finally:
         s.close()
+
+
+def test_schema_1_files_open_and_keep_their_counts(db_path: Path, scopes) -> None:
+    """A file of the release before versioned migrations (schema 1, usage table present) opens as it is."""
+    s = scopes["key_a"]
+    with SyncMemoryStore(db_path) as old:
+        old.save_many(s, ["one", "two", "three"])
+        with old._write() as db:
+            db.execute("PRAGMA user_version=1")
+    with SyncMemoryStore(db_path) as store:
+        assert store.count(s) == 3
+        with store._connection() as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            usage = dict(db.execute("SELECT owner, n FROM memory_usage").fetchall())
+        assert usage == {"s:" + s: 3, "o:" + s.split("/", 1)[0]: 3}  # not backfilled a second time
+
+
+def test_a_file_newer_than_the_code_is_refused(db_path: Path) -> None:
+    SyncMemoryStore(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer than this code"):
+        SyncMemoryStore(db_path)

@@ -151,10 +151,11 @@ def test_caps_hold_for_a_database_from_before_them(tmp_path: Any) -> None:
     with SyncMemoryStore(path) as old:
         old.save_many("k:a", ["one", "two", "three"])
         old.save("k:a/u:x", "four")
-        with old._write() as db:  # as a database written before the caps existed
+        with old._write() as db:  # as a database written before the caps existed (schema 1)
             for trigger in ("memories_usage_ai", "memories_usage_ad", "memories_usage_au"):
-                db.conn.execute(f"DROP TRIGGER {trigger}")
-            db.conn.execute("DROP TABLE memory_usage")
+                db.execute(f"DROP TRIGGER {trigger}")
+            db.execute("DROP TABLE memory_usage")
+            db.execute("PRAGMA user_version=1")
     with SyncMemoryStore(path, limits=MemoryLimits(max_memories_per_scope=3, max_memories_per_key=5)) as store:
         with pytest.raises(MemoryQuotaExceeded):
             store.save("k:a", "five")
