@@ -137,8 +137,8 @@ def test_two_processes_get_different_ranges_from_the_default_location() -> None:
     settings = replace(SETTINGS, sandbox_uid_base=61820)
     code = (
         "import sys\n"
-        "from tools.sandbox.settings import SandboxSettings\n"
-        "from tools.sandbox.uidclaim import claim_uid_range\n"
+        "from toolrelay.tools.sandbox.settings import SandboxSettings\n"
+        "from toolrelay.tools.sandbox.uidclaim import claim_uid_range\n"
         f"claim = claim_uid_range(SandboxSettings(sandbox_uid_base={settings.sandbox_uid_base}, max_concurrent=2))\n"
         "print(claim.settings.sandbox_uid_base, claim.lock_dir, flush=True)\n"
         "sys.stdin.read()\n"
