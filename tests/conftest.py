@@ -17,7 +17,8 @@ Session-scoped (started once, cheap per test):
   ``dead-model``            upstream ``dead``: a local port that refuses connections
   ========================  ==========================================================
 
-  The upstream API key is :data:`UPSTREAM_KEY`; ``[server]`` has the access log
+  The settings tree is :func:`fakes.relays.session_tree`; the upstream API key
+  is :data:`fakes.relays.UPSTREAM_KEY`; ``[server]`` has the access log
   on, ``max_body_bytes = 4 MiB``, ``max_messages = 2048``; data lives in a
   session temp dir; auth is whatever the default is (none configured).
 
@@ -31,6 +32,7 @@ Per test:
   (``http.post("/v1/chat/completions", json=...)``) and the same key.
 - ``relay_factory``: ``relay_factory(tree_overrides...) -> RunningServer`` for a
   test that needs its own configuration (stopped at the end of the test).
+- ``redis_url`` (module): a real ``redis-server`` (:mod:`fakes.redis`).
 - ``logs``: a :class:`LogCapture` handler on the root logger at DEBUG for the
   test's duration (records from every logger and thread).
 """
@@ -47,15 +49,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
-from fakes.server import RunningServer, closed_port, load_toml_settings, relay_config, run_toolrelay
+from fakes.clients import async_sdk, rest, sdk
+from fakes.redis import running_redis
+from fakes.relays import FAKE_MODELS, RelayPool, session_tree
+from fakes.server import RunningServer, closed_port, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
-
-CLIENT_KEY = "sk-test"
-UPSTREAM_KEY = "sk-upstream-secret"
-FAKE_MODELS = ["fake-model", "fake-tools", "org/fake-slash"]
-SLOW_TIMEOUT = 1.5
-MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="session")
@@ -82,67 +80,51 @@ def dead_port() -> Iterator[int]:
     sock.close()
 
 
-def relay_tree(fake_upstream: FakeUpstream, data_dir: Path, dead_port: int, **overrides: Any) -> dict[str, Any]:
-    """The settings tree of the session relay (see the module docstring); keywords go to :func:`relay_config`."""
-    options: dict[str, Any] = {
-        "upstream_models": list(FAKE_MODELS),
-        "aliases": {"gpt-4": "fake-model"},
-        "extra_upstreams": {
-            "slow": {"kind": "openai", "base_url": fake_upstream.base_url, "models": ["slow-model"], "timeout": SLOW_TIMEOUT, "connect_timeout": SLOW_TIMEOUT},
-            "dead": {"kind": "openai", "base_url": f"http://127.0.0.1:{dead_port}/v1", "models": ["dead-model"], "connect_timeout": 2.0, "timeout": 5.0},
-        },
-        "server": {"max_body_bytes": MAX_BODY_BYTES, "max_messages": 2048},
-    }
-    options.update(overrides)
-    return relay_config(fake_upstream.base_url, data_dir, **options)
-
-
 @pytest.fixture(scope="session")
 def relay_settings(fake_upstream: FakeUpstream, dead_port: int, tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("relay")
-    return load_toml_settings(root / "toolrelay.toml", relay_tree(fake_upstream, root / "data", dead_port))
+    return load_toml_settings(root / "toolrelay.toml", session_tree(fake_upstream, root / "data", dead_port))
 
 
 @pytest.fixture(scope="session")
 def relay(relay_settings: Any) -> Iterator[RunningServer]:
     """The session's toolrelay server, in front of ``fake_upstream``."""
-    server = run_toolrelay(relay_settings)
-    yield server
-    server.stop()
+    with run_toolrelay(relay_settings) as server:
+        yield server
 
 
 @pytest.fixture
 def relay_factory(fake_upstream: FakeUpstream, dead_port: int, tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start extra relays: ``relay_factory(agent={...}, server={...})`` -> RunningServer.
 
-    Keywords are those of :func:`relay_tree` / :func:`fakes.server.relay_config`
-    and replace the session relay's values; pass ``tree=`` to give a whole
-    settings tree instead.
+    Keywords are those of :func:`fakes.relays.session_tree` /
+    :func:`fakes.server.relay_config` and replace the session relay's values;
+    pass ``tree=`` to give a whole settings tree instead.
     """
-    started: list[RunningServer] = []
+    with RelayPool(tmp_path) as pool:
 
-    def make(tree: dict[str, Any] | None = None, **overrides: Any) -> RunningServer:
-        n = len(started)
-        if tree is None:
-            tree = relay_tree(fake_upstream, tmp_path / f"data{n}", dead_port, **overrides)
-        server = run_toolrelay(load_toml_settings(tmp_path / f"toolrelay{n}.toml", tree))
-        started.append(server)
-        return server
+        def make(tree: dict[str, Any] | None = None, **overrides: Any) -> RunningServer:
+            return pool.start(tree if tree is not None else session_tree(fake_upstream, pool.data_dir(), dead_port, **overrides))
 
-    yield make
-    for server in started:
-        server.stop()
+        yield make
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for this module (skipped without the binary unless CI requires it)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture
 def client(relay: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=relay.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=30.0) as c:
+    with sdk(relay, timeout=30.0) as c:
         yield c
 
 
 @pytest.fixture
 async def aclient(relay: RunningServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    c = openai.AsyncOpenAI(base_url=relay.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=30.0)
+    c = async_sdk(relay, timeout=30.0)
     try:
         yield c
     finally:
@@ -151,7 +133,7 @@ async def aclient(relay: RunningServer) -> AsyncIterator[openai.AsyncOpenAI]:
 
 @pytest.fixture
 def http(relay: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=relay.root_url, timeout=30.0, headers={"authorization": f"Bearer {CLIENT_KEY}"}) as c:
+    with rest(relay) as c:
         yield c
 
 

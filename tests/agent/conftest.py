@@ -1,7 +1,7 @@
 """Fixtures for the agent-mode tests.
 
 - ``agent_relay`` (session): a toolrelay in front of the session fake upstream
-  with ``agent/...`` models, built-in ``current_time`` plus the test tools of
+  on :func:`fakes.relays.agent_tree`: ``agent/...`` models, built-in ``current_time`` plus the test tools of
   :mod:`agent_test_tools` (echo, slow, hang, boom, bad_output, huge) and
   ``max_tool_output_chars = 2000``. ``fake-constrained`` is served with
   ``[models."fake-constrained"] tool_calling = "constrained"``.
@@ -20,26 +20,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from agent_test_tools import TestTools
-from fakes.server import RunningServer, load_toml_settings, relay_config, run_toolrelay
+from fakes.clients import rest, sdk
+from fakes.relays import agent_tree, start_relay
+from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
-
-CLIENT_KEY = "sk-test"
-AGENT_MODELS = ["fake-model", "fake-tools", "fake-constrained"]
-MAX_TOOL_OUTPUT_CHARS = 2000
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_model: runs the real embedded model (SmolLM2 via xllamacpp); on by default")
-
-
-def agent_tree(fake: FakeUpstream, data_dir: Path, *, agent: dict[str, Any] | None = None, **keywords: Any) -> dict[str, Any]:
-    tree = relay_config(fake.base_url, data_dir, **keywords)
-    tree["upstreams"]["fake"]["models"] = list(AGENT_MODELS)
-    tree["agent"] = {"builtin_tools": ["current_time"], "max_tool_output_chars": MAX_TOOL_OUTPUT_CHARS, **(agent or {})}
-    tree["models"] = {"fake-constrained": {"tool_calling": "constrained"}}
-    return tree
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +39,9 @@ def session_test_tools() -> TestTools:
 @pytest.fixture(scope="session")
 def agent_relay(fake_upstream: FakeUpstream, session_test_tools: TestTools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("agent-relay")
-    server = run_toolrelay(load_toml_settings(root / "toolrelay.toml", agent_tree(fake_upstream, root / "data")))
-    try:
+    with start_relay(root, agent_tree(fake_upstream, root / "data")) as server:
         session_test_tools.register(server)
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -67,13 +53,13 @@ def test_tools(session_test_tools: TestTools, agent_relay: RunningServer) -> Ite
 
 @pytest.fixture
 def oai(agent_relay: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=agent_relay.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=60.0) as c:
+    with sdk(agent_relay) as c:
         yield c
 
 
 @pytest.fixture
 def ahttp(agent_relay: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=agent_relay.root_url, timeout=60.0, headers={"authorization": f"Bearer {CLIENT_KEY}"}) as c:
+    with rest(agent_relay, timeout=60.0) as c:
         yield c
 
 

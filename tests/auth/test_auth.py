@@ -10,12 +10,11 @@ import httpx
 import openai
 import orjson
 import pytest
-
-from toolrelay.app.cli import main as cli_main
+from fakes.admin import ADMIN_KEY, Admin
+from fakes.clients import sdk
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-
-from .conftest import ADMIN_KEY, Admin, sdk
+from toolrelay.app.cli import main as cli_main
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello there"}]}
 

@@ -7,13 +7,12 @@ import time
 
 import httpx
 import pytest
-
-from toolrelay.app.auth.ledger import Ledger
-from toolrelay.app.cli import main as cli_main
+from fakes.admin import ADMIN_KEY, Admin
+from fakes.clients import sdk
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply, word_count
-
-from .conftest import ADMIN_KEY, Admin, sdk
+from toolrelay.app.auth.ledger import Ledger
+from toolrelay.app.cli import main as cli_main
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "what is the answer to everything"}]
 PROMPT_WORDS = word_count("Be brief.") + word_count("what is the answer to everything")

@@ -9,12 +9,12 @@ import time
 import httpx
 import openai
 import pytest
-
-from toolrelay.app.auth.durations import go_duration
+from fakes.admin import Admin
+from fakes.clients import sdk
+from fakes.relays import COST_CAP_USD
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply, word_count
-
-from .conftest import COST_CAP_USD, Admin, sdk
+from toolrelay.app.auth.durations import go_duration
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")

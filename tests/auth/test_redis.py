@@ -7,11 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
+from fakes.admin import ADMIN_KEY, Admin
+from fakes.clients import sdk
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-
-from .conftest import Admin
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -92,10 +91,6 @@ def test_unreachable_redis_fails_closed_with_503(make_relay, fake: FakeUpstream,
 
 def test_a_paused_agent_run_resumes_on_another_host(make_relay, redis_url: str, tmp_path: Path, fake: FakeUpstream) -> None:
     """Continuations live in Redis when it is configured: host B restores the built-in steps host A took."""
-    import openai
-
-    from .conftest import ADMIN_KEY
-
     redis = {"url": redis_url, "prefix": "c" + tmp_path.name[-8:]}
     host_a = make_relay(data_dir=tmp_path / "a", redis=redis)
     host_b = make_relay(data_dir=tmp_path / "b", redis=redis)
@@ -106,11 +101,11 @@ def test_a_paused_agent_run_resumes_on_another_host(make_relay, redis_url: str, 
         Reply(content="Cold in Oslo."),
     )
     question = {"role": "user", "content": "Weather in Oslo?"}
-    with openai.OpenAI(base_url=host_a.base_url, api_key=ADMIN_KEY, max_retries=0) as a:
+    with sdk(host_a, ADMIN_KEY) as a:
         paused = a.chat.completions.create(model="agent/fake-model", messages=[question], tools=tools)
     call = paused.choices[0].message.tool_calls[0]
     assert paused.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
-    with openai.OpenAI(base_url=host_b.base_url, api_key=ADMIN_KEY, max_retries=0) as b:
+    with sdk(host_b, ADMIN_KEY) as b:
         resumed = b.chat.completions.create(
             model="agent/fake-model",
             messages=[question, paused.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "-3 C"}],

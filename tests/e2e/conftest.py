@@ -9,12 +9,12 @@ Module/session scoped:
 
 - ``web_server`` (session): a :class:`LocalServer` on 127.0.0.1 serving the
   pages the agent fetches and a SearXNG-shaped ``/search?format=json``.
-- ``e2e_relay``: toolrelay with every built-in tool on: ``python`` (sandbox
+- ``e2e_relay``: toolrelay on :func:`fakes.relays.e2e_tree`, every built-in tool on: ``python`` (sandbox
   with its own uid pool), ``web_search`` (``backend = "searxng"`` at
   ``web_site``), ``fetch_page`` (``allow_networks = ["127.0.0.1/32"]``) and the
   memory tools (SQLite store in the relay's data dir). Auth off.
 - ``auth_e2e_relay``: the same with ``[auth] admin_key`` set, plus an
-  :class:`E2EAdmin` (``admin``) that creates API keys over ``/admin/keys``.
+  :class:`fakes.admin.Admin` (``admin``) that creates API keys over ``/admin/keys``.
 
 Per test:
 
@@ -28,10 +28,7 @@ Per test:
 
 from __future__ import annotations
 
-import itertools
-import os
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,33 +44,18 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if sys.path[:1] != [_ROOT]:
     sys.path.insert(0, _ROOT)
 
-from fakes.server import RunningServer, load_toml_settings, relay_config, run_toolrelay  # noqa: E402
-from fakes.upstream import FakeUpstream  # noqa: E402
+from fakes.admin import ADMIN_KEY, Admin
+from fakes.clients import rest, sdk
+from fakes.relays import RelayPool, e2e_tree, start_relay
+from fakes.server import RunningServer
+from fakes.upstream import FakeUpstream
 
 _WEB_TESTS = str(Path(__file__).resolve().parent.parent / "web")
 if _WEB_TESTS not in sys.path:
     sys.path.append(_WEB_TESTS)  # web_test_servers (LocalServer), shared with tests/web
 
-from e2e_helpers import ADMIN_KEY, E2EAdmin, SearxSite, rest, sdk  # noqa: E402
-from web_test_servers import LocalServer  # noqa: E402
-
-MODELS = ["fake-model", "fake-tools"]
-
-# Each relay gets a sandbox uid pool of its own: a relay's start-up SIGKILLs
-# every live process of its pool, so sharing one with another server (the
-# session relay of tests/conftest.py uses the default 60000, the sandbox suite
-# 61000-61300, a colleague's concurrent run of this suite...) would kill
-# foreign runs. The pid spreads concurrent sessions over 62000-63999 (room
-# for 20 relays, two uids each, per session).
-_UID_BASE = 62000 + (os.getpid() % 50) * 40
-_uid_bases = itertools.count(_UID_BASE, 2)
-_uid_lock = threading.Lock()
-
-
-def next_uid_base() -> int:
-    with _uid_lock:
-        return next(_uid_bases)
-
+from e2e_helpers import SearxSite
+from web_test_servers import LocalServer
 
 # ---------------------------------------------------------------------- local web
 
@@ -94,60 +76,35 @@ def web_site(web_server: LocalServer) -> Iterator[SearxSite]:
 # ---------------------------------------------------------------------- relays
 
 
-def e2e_tree(fake: FakeUpstream, data_dir: Path, web_url: str, **sections: Any) -> dict[str, Any]:
-    """Settings tree of an e2e relay; keyword sections replace the defaults wholesale, except
-    ``sandbox`` (merged, so the uid pool stays private)."""
-    tree_sections: dict[str, Any] = {
-        "agent": {"max_wall_seconds": 60, "tool_timeout_seconds": 30, "keepalive_seconds": 5},
-        "web_search": {"backend": "searxng", "searxng_url": web_url, "timeout": 5.0, "cache_ttl_seconds": 0},
-        # The local web server listens on an ephemeral port: every port allowed here.
-        "fetch_page": {"allow_networks": ["127.0.0.1/32"], "allowed_ports": [], "timeout": 5.0},
-        "memory": {"enabled": True},
-    }
-    sandbox = {"sandbox_uid_base": next_uid_base(), "wall_seconds": 10.0, "max_concurrent": 2, **(sections.pop("sandbox", None) or {})}
-    tree_sections.update(sections)
-    tree_sections["sandbox"] = sandbox
-    return relay_config(fake.base_url, data_dir, upstream_models=list(MODELS), **tree_sections)
-
-
 @pytest.fixture(scope="module")
 def e2e_relay(fake_upstream: FakeUpstream, web_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("e2e")
-    server = run_toolrelay(load_toml_settings(root / "toolrelay.toml", e2e_tree(fake_upstream, root / "data", web_server.url)))
-    yield server
-    server.stop()
+    with start_relay(root, e2e_tree(fake_upstream, root / "data", web_server.url)) as server:
+        yield server
 
 
 @pytest.fixture
 def e2e_relay_factory(fake_upstream: FakeUpstream, web_server: LocalServer, tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
-    started: list[RunningServer] = []
+    with RelayPool(tmp_path) as pool:
 
-    def make(**sections: Any) -> RunningServer:
-        n = len(started)
-        tree = e2e_tree(fake_upstream, tmp_path / f"data{n}", web_server.url, **sections)
-        server = run_toolrelay(load_toml_settings(tmp_path / f"toolrelay{n}.toml", tree))
-        started.append(server)
-        return server
+        def make(**sections: Any) -> RunningServer:
+            return pool.start(e2e_tree(fake_upstream, pool.data_dir(), web_server.url, **sections))
 
-    yield make
-    for server in started:
-        server.stop()
+        yield make
 
 
 @pytest.fixture(scope="module")
 def auth_e2e_relay(fake_upstream: FakeUpstream, web_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("e2e-auth")
     tree = e2e_tree(fake_upstream, root / "data", web_server.url, auth={"admin_key": ADMIN_KEY, "ledger_flush_seconds": 0.05})
-    server = run_toolrelay(load_toml_settings(root / "toolrelay.toml", tree))
-    yield server
-    server.stop()
+    with start_relay(root, tree) as server:
+        yield server
 
 
 @pytest.fixture
-def admin(auth_e2e_relay: RunningServer) -> Iterator[E2EAdmin]:
-    helper = E2EAdmin(auth_e2e_relay)
-    yield helper
-    helper.close()
+def admin(auth_e2e_relay: RunningServer) -> Iterator[Admin]:
+    with Admin(auth_e2e_relay) as helper:
+        yield helper
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Helpers for the end-to-end suite: scripting the fake model, reading agent responses, local web.
 
+Relays, clients and the admin helper are shared with the other suites: :mod:`fakes`.
+
 Imported after conftest.py has put tests/web on sys.path (for ``web_test_servers``).
 """
 
@@ -10,16 +12,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-import openai
-
-from fakes.server import RunningServer
 from fakes.upstream import Reply
 from web_test_servers import Hit, LocalServer
 from web_test_servers import Reply as PageReply
-
-CLIENT_KEY = "sk-test"
-ADMIN_KEY = "e2e-admin-key-0123456789abcdef"
 
 Turn = Callable[[list[dict[str, Any]]], Reply]
 
@@ -145,33 +140,3 @@ class SearxSite:
         self.results = []
         self.queries = []
         self.fail = None
-
-
-class E2EAdmin:
-    """Creates API keys on a relay over ``/admin/keys`` (as tests/auth does)."""
-
-    def __init__(self, relay: RunningServer) -> None:
-        self.relay = relay
-        self.http = httpx.Client(base_url=relay.root_url, timeout=30.0, headers={"authorization": f"Bearer {ADMIN_KEY}"})
-
-    def create_key(self, name: str = "e2e", **spec: Any) -> tuple[str, str]:
-        """(key id, full key)."""
-        response = self.http.post("/admin/keys", json={"name": name, **spec})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        return body["id"], body["value"]
-
-    def revoke(self, key_id: str) -> None:
-        response = self.http.delete(f"/admin/keys/{key_id}")
-        assert response.status_code == 200, response.text
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def sdk(relay: RunningServer, key: str = CLIENT_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=relay.base_url, api_key=key, max_retries=0, timeout=60.0)
-
-
-def rest(relay: RunningServer, key: str = CLIENT_KEY) -> httpx.Client:
-    return httpx.Client(base_url=relay.root_url, timeout=30.0, headers={"authorization": f"Bearer {key}"})

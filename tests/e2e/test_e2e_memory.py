@@ -15,8 +15,16 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
-from e2e_helpers import E2EAdmin, call, last_tool_text, rest, scripted, sdk, step_records, system_texts, tool_messages
+from e2e_helpers import (
+    call,
+    last_tool_text,
+    scripted,
+    step_records,
+    system_texts,
+    tool_messages,
+)
+from fakes.admin import Admin
+from fakes.clients import rest, sdk
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -306,7 +314,7 @@ def test_invalid_requests_are_openai_400s(ahttp: httpx.Client, method: str, path
 
 
 @pytest.fixture
-def keys(admin: E2EAdmin, auth_e2e_relay: RunningServer) -> Iterator[dict[str, Any]]:
+def keys(admin: Admin, auth_e2e_relay: RunningServer) -> Iterator[dict[str, Any]]:
     a_id, a_key = admin.create_key("key-a")
     b_id, b_key = admin.create_key("key-b")
     clients = {
@@ -500,7 +508,7 @@ def test_forget_by_query_stays_in_its_own_scope(fake: FakeUpstream, keys: dict[s
     assert keys["rb"].get(f"/v1/memories/{b_memory}", params={"user": "alice"}).status_code == 200
 
 
-def test_revoked_key_loses_access_to_its_memories(fake: FakeUpstream, admin: E2EAdmin, auth_e2e_relay: RunningServer) -> None:
+def test_revoked_key_loses_access_to_its_memories(fake: FakeUpstream, admin: Admin, auth_e2e_relay: RunningServer) -> None:
     key_id, key = admin.create_key("short-lived")
     with rest(auth_e2e_relay, key) as http:
         made = create(http, "Note of a key about to be revoked")

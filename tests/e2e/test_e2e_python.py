@@ -15,8 +15,17 @@ import time
 import httpx
 import openai
 import pytest
-
-from e2e_helpers import ADMIN_KEY, agent_steps, call, extra, last_tool_text, scripted, step_records, tool_messages
+from e2e_helpers import (
+    agent_steps,
+    call,
+    extra,
+    last_tool_text,
+    scripted,
+    step_records,
+    tool_messages,
+)
+from fakes.admin import ADMIN_KEY
+from fakes.clients import sdk
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -134,7 +143,7 @@ def test_python_wall_limit_reported_and_run_continues(fake: FakeUpstream, e2e_re
         lambda _: call("python", code="while True:\n    pass"),
         lambda results: Reply(content="The code did not finish: " + last_tool_text(results).splitlines()[-1]),
     )
-    with openai.OpenAI(base_url=relay.base_url, api_key="sk-test", max_retries=0, timeout=60.0) as client:
+    with sdk(relay) as client:
         started = time.monotonic()
         completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Loop forever."}])
         elapsed = time.monotonic() - started
@@ -158,7 +167,7 @@ def test_python_wall_limit_with_sleep_is_wall_time(fake: FakeUpstream, e2e_relay
         lambda _: call("python", code="import time\nwhile True:\n    time.sleep(0.05)"),
         lambda results: Reply(content="Stopped. " + last_tool_text(results)),
     )
-    with openai.OpenAI(base_url=relay.base_url, api_key="sk-test", max_retries=0, timeout=60.0) as client:
+    with sdk(relay) as client:
         completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Sleep forever."}])
 
     message = completion.choices[0].message
@@ -222,7 +231,7 @@ def wait_pool_busy(relay: RunningServer, timeout: float = 15.0) -> bool:
 def test_agent_tool_timeout_stops_the_sandbox_run(fake: FakeUpstream, e2e_relay_factory) -> None:
     relay = e2e_relay_factory(agent={"tool_timeout_seconds": 1.5, "max_wall_seconds": 60}, sandbox={"wall_seconds": 30.0, "cpu_seconds": 30.0})
     fake.responder = scripted(lambda _: call("python", code=FORK_AND_SLEEP), lambda results: Reply(content="Gave up: " + last_tool_text(results)))
-    with openai.OpenAI(base_url=relay.base_url, api_key="sk-test", max_retries=0, timeout=60.0) as client:
+    with sdk(relay) as client:
         started = time.monotonic()
         completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Sleep."}])
         elapsed = time.monotonic() - started
@@ -259,7 +268,7 @@ def test_sandbox_off_python_fails_closed_and_the_run_continues(fake: FakeUpstrea
     ready = httpx.get(relay.url("/ready"), timeout=15.0).json()
     assert ready["sandbox"]["backend"] == "off" and ready["sandbox"]["available"] is False
     fake.responder = scripted(lambda _: call("python", code="print(6*7)"), lambda results: Reply(content="No sandbox: " + last_tool_text(results)))
-    with openai.OpenAI(base_url=relay.base_url, api_key="sk-test", max_retries=0, timeout=60.0) as client:
+    with sdk(relay) as client:
         completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "6*7?"}])
 
     message = completion.choices[0].message

@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from auth.conftest import Admin, auth_tree, redis_url  # noqa: F401 - redis_url is a fixture used here
+from fakes.admin import Admin
+from fakes.relays import auth_tree
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 

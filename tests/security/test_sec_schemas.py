@@ -19,11 +19,11 @@ from typing import Any, Self
 
 import httpx
 import pytest
-from auth.conftest import ADMIN_KEY, Admin, auth_tree
+from fakes.admin import ADMIN_KEY, Admin
+from fakes.relays import auth_tree
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
 from proxy.helpers import assert_openai_error
-
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 
 USER = [{"role": "user", "content": "hi"}]

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from auth.conftest import Admin, auth_tree, redis_url  # noqa: F401 - the fixture
+from fakes.admin import Admin
+from fakes.relays import auth_tree
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
 
@@ -98,7 +99,7 @@ def test_key_over_its_rpm_is_refused_without_counting(token_relay: RunningServer
     assert len(fake.chat_requests) == 1
 
 
-def test_key_over_its_rpm_is_refused_without_counting_with_redis(fake_upstream: FakeUpstream, tmp_path: Path, redis_url: str, fake: FakeUpstream) -> None:  # noqa: F811 - the imported fixture
+def test_key_over_its_rpm_is_refused_without_counting_with_redis(fake_upstream: FakeUpstream, tmp_path: Path, redis_url: str, fake: FakeUpstream) -> None:
     """The same with limits shared through Redis (the backend's read-only peek script)."""
     tree = auth_tree(fake_upstream, tmp_path / "data", server={"max_body_bytes": 32 * MiB}, redis={"url": redis_url, "prefix": "sec-tokens"})
     server = run_toolrelay(load_toml_settings(tmp_path / "toolrelay.toml", tree))
