@@ -10,7 +10,6 @@ client gets a real HTTP status; later ones arrive as a ``Failure`` event.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -194,6 +193,17 @@ class AgentRunner:
         use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
         return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice, check_step, report_usage, first_call=first_call)
 
+    def _recall_for(self, scope: str) -> Callable[[str], Awaitable[str | None]] | None:
+        """Automatic recall for one run: memories of ``scope`` for the latest user text."""
+        recall_memories, limit = self.recall, self.settings.auto_recall_limit
+        if recall_memories is None:
+            return None
+
+        async def recall(latest_user_text: str) -> str | None:
+            return await recall_memories(scope, latest_user_text, limit)
+
+        return recall
+
     @staticmethod
     def _hint(messages: list[dict[str, Any]], builtin_names: list[str]) -> Hint | None:
         last = messages[-1] if messages else {}
@@ -233,9 +243,7 @@ class AgentRunner:
     ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         outbox = _Outbox(queue)
-        recall = None
-        if use_recall and self.recall is not None:
-            recall = functools.partial(self.recall, context.scope, limit=self.settings.auto_recall_limit)
+        recall = self._recall_for(context.scope) if use_recall else None
         settings = self.settings
         streaming = payload.get("stream") is True
         offer = ToolOffer.for_request(payload, builtin_names, builtin_choice)
