@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
+
+from fakes.waiting import async_wait_until
 
 from toolrelay.tools.sandbox.base import RunLimits
 from toolrelay.tools.sandbox.selector import pool_processes
@@ -129,7 +132,11 @@ async def test_non_string_code_is_refused(sandbox):
 
 async def test_cancelled_run_is_killed_and_slot_released(sandbox):
     task = asyncio.ensure_future(sandbox.run("import time\ntime.sleep(60)"))
-    await asyncio.sleep(0.5)
+    # Cancel a run that is really under way: it holds its slot and (where the uid
+    # pool is observable, as root) its child process exists.
+    await async_wait_until(lambda: sandbox.running() == 1, what="the run to take its slot")
+    if os.geteuid() == 0:
+        await async_wait_until(lambda: pool_processes(sandbox.settings), what="the run's process")
     task.cancel()
     started = time.monotonic()
     while sandbox.running() and time.monotonic() - started < 5:

@@ -8,6 +8,8 @@ from msgspec.structs import replace
 
 import pytest
 
+from fakes.waiting import async_wait_until
+
 from toolrelay.tools.sandbox.selector import pool_processes
 
 from .helpers import BACKENDS, TEST_SETTINGS, discard, make_sandbox
@@ -26,7 +28,7 @@ def single_slot(request):
 
 async def test_excess_run_fails_clearly_after_queue_timeout(single_slot):
     first = asyncio.ensure_future(single_slot.run(SLOW % 1.5))
-    await asyncio.sleep(0.1)
+    await async_wait_until(lambda: single_slot.running() == 1, what="the first run to take the only slot")
     started = time.monotonic()
     second = await asyncio.wait_for(single_slot.run("print('second')"), 10)
     waited = time.monotonic() - started
@@ -43,7 +45,7 @@ async def test_excess_run_waits_for_a_free_slot(single_slot):
                                                             sandbox_uid_base=61200))
     try:
         first = asyncio.ensure_future(patient.run(SLOW % 0.8))
-        await asyncio.sleep(0.1)
+        await async_wait_until(lambda: patient.running() == 1, what="the first run to take the only slot")
         # A per-call wait can only shorten the configured one.
         hurried = await asyncio.wait_for(patient.run("print('x')", queue_timeout_seconds=0.2), 10)
         assert hurried.error and hurried.error.startswith("sandbox busy")
