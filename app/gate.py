@@ -3,13 +3,41 @@
 :class:`OpenGate` is the zero-configuration gate (local use, no keys): it
 admits everything and keeps no records. The keyed gate in :mod:`app.auth`
 replaces it when API keys exist.
+
+The life of a metered request (chat completions, memories): the handler
+calls :meth:`Gate.authenticate`, then :meth:`Gate.admit` (or
+:meth:`Gate.admit_unpriced`) and keeps the returned :class:`Ticket` on the
+request's :class:`app.middleware.RequestInfo` (its rate-limit headers go on
+the response); when the body ends it attaches a
+:class:`app.usage.RequestUsage` there. The outermost ASGI layer
+(:func:`app.middleware.wrap_app`) owns the end: it calls
+:meth:`Gate.release` exactly once, when the status has been sent, also for
+requests refused before admission, a client that went away, or an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from toolrelay.app.middleware import RequestInfo
+
+
+class Ticket(Protocol):
+    """What admission decided, kept on ``RequestInfo.ticket`` until release."""
+
+    headers: Mapping[str, str]  # rate-limit headers for the response
+
+
+class OpenTicket:
+    """The ticket of the open gate: no limits, so no headers."""
+
+    __slots__ = ()
+    headers: Mapping[str, str] = MappingProxyType({})
+
+
+OPEN_TICKET = OpenTicket()
 
 
 class Gate(Protocol):
@@ -18,21 +46,19 @@ class Gate(Protocol):
     async def authenticate(self, request: Any, info: RequestInfo) -> None:
         """Raise a 401 :class:`app.errors.OpenAIError` unless the caller is known."""
 
-    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
+    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> Ticket:
         """Raise 403/404/429 unless this key may make this request now."""
 
-    async def release(self, info: RequestInfo, usage: Any) -> None:
-        """The request ended (``usage`` is None when it never reached a model)."""
+    async def release(self, info: RequestInfo) -> None:
+        """The request ended and ``info.status`` was sent: book ``info.usage`` (None when it
+        reached no model), free what ``info.ticket`` holds. Called once, by the outer ASGI layer."""
 
     async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
         """Before each model call of an agent run (``body``, after calls that used ``spent``):
         raise 400/429 when the run could exceed the per-request cost cap or the key's budget."""
 
-    async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
+    async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
         """Like :meth:`admit` for a request that calls no model (rate and parallel limits only)."""
-
-    def headers(self, info: RequestInfo) -> dict[str, str]:
-        """Rate-limit headers for the response."""
 
     def allows_model(self, info: RequestInfo, model_id: str) -> bool:
         """Whether the authenticated caller may use ``model_id`` (filters /v1/models)."""
@@ -48,20 +74,17 @@ class OpenGate:
     async def authenticate(self, request: Any, info: RequestInfo) -> None:
         info.key_id = None
 
-    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
-        return None
+    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> Ticket:
+        return OPEN_TICKET
 
-    async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
-        return None
+    async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
+        return OPEN_TICKET
 
-    async def release(self, info: RequestInfo, usage: Any) -> None:
+    async def release(self, info: RequestInfo) -> None:
         return None
 
     async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
         return None
-
-    def headers(self, info: RequestInfo) -> dict[str, str]:
-        return {}
 
     def allows_model(self, info: RequestInfo, model_id: str) -> bool:
         return True

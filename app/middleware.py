@@ -1,8 +1,17 @@
-"""The outermost ASGI layer: request id, access log line, last-resort errors.
+"""The outermost ASGI layer: request id, the end of a metered request, access log line, last-resort errors.
 
 It wraps the whole Litestar app rather than being a Litestar middleware so
 that every response gets an ``x-request-id``, including the ones Litestar
 produces before routing (unknown path, wrong method).
+
+It owns the end of every metered request (:attr:`RequestInfo.metered`): it
+calls the gate's ``release`` exactly once, with the status that was really
+sent, when the response's last message is about to go out, or when the app
+returns without one (the client went away, an exception). Releasing just
+before the last message rather than after it keeps a sequential client from
+racing its own slot: with Redis, freeing a parallel slot is a round trip,
+and a client with ``max_parallel = 1`` that sends its next request the
+moment it has the whole answer must find the slot free.
 """
 
 from __future__ import annotations
@@ -10,10 +19,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from toolrelay.app.errors import error_messages, server_error
 from toolrelay.app.ids import new_request_id
+
+if TYPE_CHECKING:
+    from toolrelay.app.gate import Gate, Ticket
+    from toolrelay.app.usage import RequestUsage
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
@@ -22,21 +37,39 @@ error_log = logging.getLogger("toolrelay.error")
 
 
 class RequestInfo:
-    """What the handlers learn about a request, for the access log and the usage ledger."""
+    """What the handlers learn about a request, for the gate's release, the access log and the usage ledger."""
 
-    __slots__ = ("completion_tokens", "error_code", "key_id", "mode", "model", "prompt_tokens", "request_id", "started", "status", "upstream")
+    __slots__ = ("ending", "error_code", "key_id", "metered", "mode", "model", "request_id", "started", "status", "ticket", "upstream", "usage")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.started = time.perf_counter()
         self.model: str | None = None
         self.mode: str | None = None
-        self.prompt_tokens: int | None = None
-        self.completion_tokens: int | None = None
         self.status = 0
         self.key_id: str | None = None
         self.upstream: str | None = None
         self.error_code: str | None = None
+        # Set by a handler whose requests the gate books (released at the end, refused ones too).
+        self.metered = False
+        # What admission decided (the gate's), until release.
+        self.ticket: Ticket | None = None
+        # What the request used; attached by the handler when the body ends.
+        self.usage: RequestUsage | None = None
+        # A streamed body's last step, awaited once before release: Litestar leaves the body's
+        # generator suspended when a disconnect cancels a send, and estimating the usage of a
+        # cut stream awaits a token count, which must not run inside that cancelled scope.
+        self.ending: Callable[[], Awaitable[None]] | None = None
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        usage = self.usage
+        return None if usage is None else usage.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int | None:
+        usage = self.usage
+        return None if usage is None else usage.completion_tokens
 
 
 def request_info(scope: dict[str, Any]) -> RequestInfo:
@@ -46,8 +79,9 @@ def request_info(scope: dict[str, Any]) -> RequestInfo:
     return info
 
 
-def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None, guard: Any = None) -> ASGIApp:
-    """``guard`` (:class:`app.http_guard.HttpGuard`) refuses cross-site and rebinding requests before any handler."""
+def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: Any = None, guard: Any = None) -> ASGIApp:
+    """``gate`` releases metered requests; ``guard`` (:class:`app.http_guard.HttpGuard`) refuses
+    cross-site and rebinding requests before any handler."""
 
     async def toolrelay_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,13 +90,36 @@ def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None, gu
         info = request_info(scope)
         id_header = (b"x-request-id", info.request_id.encode())
         started = False
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            released = True
+            ending = info.ending
+            try:
+                if ending is None:
+                    await gate.release(info)
+                    return
+                info.ending = None
+                # A stream's last message is sent in the scope Litestar cancels when the
+                # client goes away: the books must close all the same.
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await ending()
+                    finally:
+                        await gate.release(info)
+            except Exception:  # noqa: BLE001 - the books must not break or replace the response
+                error_log.exception("could not account for request %s", info.request_id)
 
         async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 started = True
                 info.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
+            elif kind == "http.response.body" and not message.get("more_body") and info.metered and not released:
+                await release()
             await send(message)
 
         try:
@@ -81,6 +138,8 @@ def wrap_app(app: ASGIApp, *, log_requests: bool = True, metrics: Any = None, gu
                 for message in error_messages(err, id_header):
                     await send(message)
         finally:
+            if info.metered and not released:
+                await release()
             if metrics is not None:
                 metrics.record_request(scope, info, time.perf_counter() - info.started)
             if log_requests:

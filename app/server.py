@@ -85,7 +85,7 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
     gate = services.gate
     # Asked per request only for a Host the guard does not know: keys created later turn auth on.
     guard = HttpGuard(settings.server, auth_enabled=lambda: bool(getattr(gate, "enabled", False)))
-    return wrap_app(litestar, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard), services
+    return wrap_app(litestar, gate=gate, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard), services
 
 
 def app_from_env() -> ASGIApp:

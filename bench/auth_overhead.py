@@ -2,7 +2,7 @@
 
 Runs the gate in-process on realistic inputs (a client's headers, a ~200-token
 chat payload, the route the router would return, the usage the tracker would
-hand over) and reports process CPU time per request (all threads, so the
+attach) and reports process CPU time per request (all threads, so the
 ledger's background writes are included), against :class:`app.gate.OpenGate`
 as the baseline "no keys" setup::
 
@@ -32,6 +32,7 @@ from toolrelay.app.config import load_settings  # noqa: E402
 from toolrelay.app.gate import OpenGate  # noqa: E402
 from toolrelay.app.middleware import RequestInfo  # noqa: E402
 from toolrelay.app.tokens import TokenCounter  # noqa: E402
+from toolrelay.app.usage import RequestUsage  # noqa: E402
 
 PAYLOAD = {
     "model": "gpt-4o-mini",
@@ -73,13 +74,7 @@ class Request:
         self.scope = scope
 
 
-class Usage:
-    """What chat.py's UsageTracker hands to release()."""
-
-    estimated = False
-
-    def __init__(self) -> None:
-        self.usage = {"prompt_tokens": 212, "completion_tokens": 87, "total_tokens": 299}
+REPORT = {"prompt_tokens": 212, "completion_tokens": 87, "total_tokens": 299}
 
 
 async def run_case(gate: Any, n: int, key: str | None) -> float:
@@ -112,10 +107,12 @@ async def one(gate: Any, scope: dict[str, Any], route: Route, rid: str) -> None:
     info.model = "gpt-4o-mini"
     info.mode = "proxy"
     info.upstream = "openai"
-    await gate.admit(request, info, PAYLOAD, route)
-    gate.headers(info)
+    info.ticket = await gate.admit(request, info, PAYLOAD, route)
+    dict(info.ticket.headers)
     info.status = 200
-    await gate.release(info, Usage())
+    # What chat.py's UsageTracker attaches when the body ends; the outer ASGI layer then releases.
+    info.usage = RequestUsage.from_report(REPORT)
+    await gate.release(info)
 
 
 def settings_for(data: Path, redis_url: str | None, *, admin: bool = False) -> Any:
@@ -145,21 +142,21 @@ async def main() -> None:
     results: dict[str, float] = {}
     results["open gate (baseline)"] = await run_case(OpenGate(), args.n, None)
     with tempfile.TemporaryDirectory() as tmp:
-        gate = build_gate(settings_for(Path(tmp) / "off", None), tokens, environ={})
+        gate = build_gate(settings_for(Path(tmp) / "off", None), tokens, force_auth=False)
         results["keyed gate, no keys (auth off)"] = await run_case(gate, args.n, None)
 
-        gate = build_gate(settings_for(Path(tmp) / "plain", None), tokens, environ={})
+        gate = build_gate(settings_for(Path(tmp) / "plain", None), tokens, force_auth=False)
         _, key = gate.keys.create(name="plain")
         gate.keys.refresh()
         results["key, no limits"] = await run_case(gate, args.n, key)
 
-        gate = build_gate(settings_for(Path(tmp) / "limited", None), tokens, environ={})
+        gate = build_gate(settings_for(Path(tmp) / "limited", None), tokens, force_auth=False)
         _, key = gate.keys.create(name="limited", models=["gpt-4o-mini", "agent/*"], rpm=10**9, tpm=10**12, max_parallel=64, budget_usd=10**9)
         gate.keys.refresh()
         results["key, rpm+tpm+parallel+budget (memory)"] = await run_case(gate, args.n, key)
 
         if args.redis:
-            gate = build_gate(settings_for(Path(tmp) / "redis", args.redis), tokens, environ={})
+            gate = build_gate(settings_for(Path(tmp) / "redis", args.redis), tokens, force_auth=False)
             _, key = gate.keys.create(name="limited", rpm=10**9, tpm=10**12, max_parallel=64, budget_usd=10**9)
             gate.keys.refresh()
             results["key, rpm+tpm+parallel+budget (redis)"] = await run_case(gate, args.n, key)

@@ -4,8 +4,9 @@ It implements :class:`app.gate.Gate`. The request path touches only memory:
 the key table is a dict (refreshed from SQLite only when ``PRAGMA
 data_version`` says another connection wrote), limits are in-process
 counters or one Redis round trip, and the usage row goes onto a queue that a
-thread writes. State that must live from ``admit`` to ``release`` is a
-:class:`Ticket` keyed by the request id (RequestInfo has fixed slots).
+thread writes. State that must live from ``admit`` to ``release`` is the
+:class:`Ticket` that ``admit`` returns; the handler keeps it on the request's
+``RequestInfo``, and the outer ASGI layer hands both back to ``release``.
 
 Auth is on when any key exists (revoked ones included: revoking the last key
 must not open the server), when an admin key is set, when ``auth.required``
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 import logging
 import time
 from typing import Any
@@ -37,14 +37,13 @@ from toolrelay.app.auth.throttle import FailedAuthThrottle
 from toolrelay.app.errors import OpenAIError, model_not_found
 from toolrelay.app.middleware import RequestInfo
 from toolrelay.app.tokens import prompt_chars
+from toolrelay.app.usage import RequestUsage
 
 log = logging.getLogger("toolrelay.auth")
 
 ADMIN_KEY_ID = "admin"
 # Longer than any key we issue or any sane admin key: refuse without hashing 64 KB.
 MAX_CREDENTIAL_CHARS = 1024
-_MAX_STASHED = 10_000
-_RECENT_RELEASES = 4096
 # Prompts with more text than this get the cheap limit checks before their
 # tokens are counted (smaller ones cost less to count than a Redis round trip).
 _PEEK_ABOVE_CHARS = 100_000
@@ -89,17 +88,15 @@ def requested_choices(payload: dict[str, Any]) -> int:
 
 
 class Ticket:
-    """What ``admit`` decided, for ``headers`` and ``release``."""
+    """What ``admit`` decided: the response's rate-limit headers, what ``check_step`` and ``release`` need."""
 
-    __slots__ = ("price", "ask", "decision", "headers", "headers_taken", "created", "model", "completion", "streamed", "key_id")
+    __slots__ = ("price", "ask", "decision", "headers", "model", "completion", "streamed", "key_id")
 
     def __init__(self, price: Price, model: str = "", completion: int = 0, streamed: bool = False, key_id: str | None = None) -> None:
         self.price = price
         self.ask: Ask | None = None
         self.decision: Decision | None = None
         self.headers: dict[str, str] = {}
-        self.headers_taken = False
-        self.created = time.monotonic()
         self.model = model  # the upstream's name, for token counts of agent steps
         self.completion = completion  # the completion tokens assumed at admission (all `n` choices)
         self.streamed = streamed
@@ -117,11 +114,6 @@ def rate_headers(policy: Policy, decision: Decision) -> dict[str, str]:
         headers["x-ratelimit-remaining-tokens"] = str(max(0, decision.tokens_remaining))
         headers["x-ratelimit-reset-tokens"] = go_duration(decision.tokens_reset_ms)
     return headers
-
-
-def _count(usage: dict[str, Any] | None, field: str) -> int:
-    value = usage.get(field) if usage else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _needs_settle(ask: Ask, tokens: int, cost_nano: int) -> bool:
@@ -158,7 +150,6 @@ class AuthGate:
         self._completion_estimate = limits.completion_estimate_tokens
         self._fail_open = limits.fail_open
         self._trust_xff = limits.trust_forwarded_for
-        self._slot_ttl = limits.slot_ttl_seconds
         trust_xff = limits.trust_forwarded_for
         # Wrong credentials per client address (brute force on the admin key, issue 10 item 21).
         self.auth_failures = FailedAuthThrottle(
@@ -168,9 +159,6 @@ class AuthGate:
         )
         self._periods = PeriodClock()
         self._policies: dict[str, tuple[ApiKey, Policy]] = {}
-        self._tickets: dict[str, Ticket] = {}
-        self._late_headers: dict[str, dict[str, str]] = {}
-        self._released: dict[str, None] = {}  # recent request ids, oldest first
         self._backend_error_logged = 0.0
 
     # -- state ---------------------------------------------------------
@@ -261,7 +249,7 @@ class AuthGate:
         self.auth_failures.failed(request.scope)
         raise errors.incorrect_key(mask(token))
 
-    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> None:
+    async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> Ticket:
         key_id = info.key_id
         key: ApiKey | None = None
         policy: Policy | None = None
@@ -313,32 +301,13 @@ class AuthGate:
                 ticket.ask = ask
                 ticket.decision = decision
                 ticket.headers = rate_headers(policy, decision)
-        tickets = self._tickets
-        if len(tickets) >= _MAX_STASHED:
-            self._sweep_tickets()
-        tickets[info.request_id] = ticket
+        return ticket
 
-    async def release(self, info: RequestInfo, usage: Any) -> None:
-        # Idempotent: some exit paths release twice (an upstream error raised
-        # through the JSON path is released there and again by the handler).
-        released = self._released
-        if info.request_id in released:
-            return
-        released[info.request_id] = None
-        if len(released) > _RECENT_RELEASES:
-            del released[next(iter(released))]
-        ticket = self._tickets.pop(info.request_id, None)
+    async def release(self, info: RequestInfo) -> None:
         try:
-            await self._release(info, usage, ticket)
+            await self._release(info, info.ticket)
         except Exception:  # noqa: BLE001 - accounting trouble must not break a response
             log.exception("could not account for request %s", info.request_id)
-
-    def headers(self, info: RequestInfo) -> dict[str, str]:
-        ticket = self._tickets.get(info.request_id)
-        if ticket is not None:
-            ticket.headers_taken = True
-            return ticket.headers
-        return self._late_headers.pop(info.request_id, None) or {}
 
     async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
         """Before each model call of an agent run: may the run afford it?
@@ -350,8 +319,8 @@ class AuthGate:
         the spend and other requests' reservations (else 429
         ``insufficient_quota``); the request's reservation then becomes that sum.
         """
-        ticket = self._tickets.get(info.request_id)
-        if ticket is None or ticket.price.free:
+        ticket = info.ticket
+        if not isinstance(ticket, Ticket) or ticket.price.free:
             return
         ask = ticket.ask
         budgeted = ask is not None and ticket.decision is not None and ask.policy.budget_nano is not None
@@ -379,7 +348,7 @@ class AuthGate:
                 key_id=ticket.key_id or "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period, held_and_needed=((held + so_far) / NANO, upcoming / NANO)
             )
 
-    async def admit_unpriced(self, request: Any, info: RequestInfo) -> None:
+    async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
         """Admit a request that calls no model (``/v1/memories``, issue 10 item 12).
 
         It counts against the caller's requests per minute and parallel slots,
@@ -415,9 +384,7 @@ class AuthGate:
                 ticket.ask = ask
                 ticket.decision = decision
                 ticket.headers = rate_headers(policy, decision)
-        if len(self._tickets) >= _MAX_STASHED:
-            self._sweep_tickets()
-        self._tickets[info.request_id] = ticket
+        return ticket
 
     async def start(self) -> None:
         await self.backend.start()
@@ -496,37 +463,22 @@ class AuthGate:
             return errors.too_large(subject=subject, limit=policy.tpm, requested=ask.tokens, headers=headers)
         return errors.rate_limited("tokens", subject=subject, model=info.model, limit=policy.tpm, used=decision.used, requested=ask.tokens, retry_ms=decision.retry_ms, headers=headers)
 
-    async def _release(self, info: RequestInfo, usage: Any, ticket: Ticket | None) -> None:
+    async def _release(self, info: RequestInfo, ticket: Any) -> None:
         if ticket is None and info.key_id is None and self.enabled:
             return  # refused at authentication: nothing to account, and no row an attacker could multiply
-        report = getattr(usage, "usage", None) if usage is not None else None
-        disconnected = info.error_code == "client_disconnected"
-        if usage is not None and (info.status == 200 or disconnected) and hasattr(usage, "estimate"):
-            # The answer stopped without a (complete) usage report: the client went
-            # away, before or after the response started. The upstream still billed
-            # what it did: the prompt, what it produced so far, and for an agent
-            # run every model call it made (the tracker adds the one in flight).
-            pending = usage.estimate()
-            if inspect.isawaitable(pending):
-                await pending
-            report = usage.usage
-            if disconnected and ticket is not None and not ticket.streamed and info.mode == "proxy" and isinstance(report, dict) and not _count(report, "completion_tokens"):
-                # A non-streamed upstream call writes its whole answer whether or not we
-                # wait for it: book the completion assumed at admission.
-                report = {**report, "completion_tokens": ticket.completion, "total_tokens": _count(report, "prompt_tokens") + ticket.completion}
-                usage.usage = report
-        if not isinstance(report, dict):
-            report = None  # an upstream sent something else as "usage"; nothing to book
-        prompt = _count(report, "prompt_tokens")
-        completion = _count(report, "completion_tokens")
-        cost = ticket.price.cost_nano(report) if ticket is not None else 0
+        usage = info.usage
+        prompt = completion = cost = 0
+        estimated = False
+        if usage is not None:
+            prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens, usage.estimated
+            if ticket is not None:
+                if not completion and not ticket.streamed and info.mode == "proxy" and info.error_code == "client_disconnected":
+                    # The client left a non-streamed upstream call, which writes (and bills) its
+                    # whole answer whether or not we wait for it: book the completion assumed at admission.
+                    completion = ticket.completion
+                    usage = RequestUsage(prompt, completion, usage.cached_tokens, estimated)
+                cost = ticket.price.usage_nano(usage)
         if ticket is not None:
-            if ticket.headers and not ticket.headers_taken and usage is not None and info.error_code is None:
-                # A JSON success asks for its headers just after release.
-                late = self._late_headers
-                if len(late) >= _MAX_STASHED:
-                    del late[next(iter(late))]  # the oldest: its response is long gone
-                late[info.request_id] = ticket.headers
             ask = ticket.ask
             if ask is not None and ticket.decision is not None and _needs_settle(ask, prompt + completion, cost):
                 try:
@@ -546,7 +498,7 @@ class AuthGate:
                 completion_tokens=completion,
                 cost_nano=cost,
                 latency_ms=elapsed * 1000,
-                estimated=bool(getattr(usage, "estimated", False)),
+                estimated=estimated,
             )
 
     async def _seed_budgets(self) -> None:
@@ -582,9 +534,3 @@ class AuthGate:
         if now - self._backend_error_logged > 10:
             self._backend_error_logged = now
             log.error("rate-limit backend error: %s: %s (%s)", type(exc).__name__, exc, "serving without limits" if self._fail_open else "refusing with 503")
-
-    def _sweep_tickets(self) -> None:
-        """Drop tickets whose release never came (a bug or a crash between admit and release)."""
-        cutoff = time.monotonic() - self._slot_ttl
-        for rid in [rid for rid, t in self._tickets.items() if t.created < cutoff]:
-            del self._tickets[rid]

@@ -5,10 +5,9 @@ wake-up, no SQLite). A daemon thread writes batches in one transaction every
 ``flush_seconds``; :meth:`Ledger.close` writes everything left, so a clean
 shutdown loses nothing.
 
-The HTTP status is read when the row is written, not when it is queued: the
-gate's ``release`` runs before a non-streaming response's status line goes
-out. Rows therefore wait ``min_age_seconds`` (50 ms) in the queue; by then
-the status has been sent (it does not depend on the client reading).
+A row holds the request's ``RequestInfo`` and reads its status and error
+code when it is written. The gate's ``release`` runs once the status was sent
+(the outer ASGI layer calls it), so both are final by the time a row is queued.
 
 Robustness (issue 10, item 4: one row with a lone surrogate in ``model``
 killed the writer, and nothing was booked again until restart):
@@ -154,12 +153,11 @@ _NOT_NULL_NUMBERS = (6, 7, 8, 12)
 
 
 class _Pending:
-    """A row waiting for its status; ``info`` is the request's :class:`app.middleware.RequestInfo`."""
+    """A row waiting for the writer; ``info`` is the request's :class:`app.middleware.RequestInfo`."""
 
-    __slots__ = ("estimated", "info", "queued", "values")
+    __slots__ = ("estimated", "info", "values")
 
     def __init__(self, info: Any, values: tuple[Any, ...], estimated: bool) -> None:
-        self.queued = time.monotonic()
         self.info = info
         self.values = values
         self.estimated = estimated
@@ -176,12 +174,10 @@ class Ledger:
         path: Path,
         *,
         flush_seconds: float = 0.25,
-        min_age_seconds: float = 0.05,
         max_queued_rows: int = DEFAULT_MAX_QUEUED_ROWS,
     ) -> None:
         self.path = Path(path)
         self.flush_seconds = max(0.01, flush_seconds)
-        self.min_age = min_age_seconds
         self.max_queued_rows = max(1, int(max_queued_rows))
         # A deque, not a queue.Queue: appending never wakes the writer (a
         # futex wake plus a GIL hand-over per request cost more than
@@ -335,16 +331,7 @@ class Ledger:
                     del pending[:excess]
                     for _ in range(excess):
                         self._overflowed()
-                if waiters and pending and not stopping:
-                    # Give the youngest row the same time to get its status as the others.
-                    time.sleep(max(0.0, self.min_age - (time.monotonic() - pending[-1].queued)))
-                if stopping or waiters:
-                    split = len(pending)
-                else:
-                    cutoff = time.monotonic() - self.min_age
-                    split = 0
-                    while split < len(pending) and pending[split].queued <= cutoff:
-                        split += 1
+                split = len(pending)
                 if split:
                     # Taken off ``pending`` only once written: if the loop fails
                     # here, the restarted loop finds them again.

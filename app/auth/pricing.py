@@ -15,6 +15,7 @@ import re
 from typing import Any, Mapping
 
 from toolrelay.app.auth.settings import ModelPrice, PricingSettings
+from toolrelay.app.usage import RequestUsage
 
 NANO = 1_000_000_000
 
@@ -67,6 +68,13 @@ class Price:
         if isinstance(details, Mapping):
             cached = min(prompt, _tokens(details.get("cached_tokens")))
         return round((prompt - cached) * self.input + cached * self.cached + completion * self.output)
+
+    def usage_nano(self, usage: RequestUsage) -> int:
+        """:meth:`cost_nano` of a request's :class:`app.usage.RequestUsage` (its counts are already clean)."""
+        if self.free:
+            return 0
+        cached = usage.cached_tokens
+        return round((usage.prompt_tokens - cached) * self.input + cached * self.cached + usage.completion_tokens * self.output)
 
     def estimate_nano(self, prompt_tokens: int, completion_tokens: int) -> int:
         return round(prompt_tokens * self.input + completion_tokens * self.output)

@@ -12,7 +12,8 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from litestar import Request, post
@@ -27,6 +28,7 @@ from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.providers.router import AGENT_PREFIX, Route
 from toolrelay.app.routes.openapi_docs import ChatCompletionOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
+from toolrelay.app.usage import RequestUsage
 from toolrelay.app.validation import check_request
 
 if TYPE_CHECKING:
@@ -103,14 +105,12 @@ class UsageTracker:
         self.estimated = True
         return UsageReport(self.usage, estimated=True)
 
-    def finish(self) -> None:
-        if self.usage is not None:
-            try:
-                self.info.prompt_tokens = int(self.usage.get("prompt_tokens") or 0)
-                self.info.completion_tokens = int(self.usage.get("completion_tokens") or 0)
-            except (TypeError, ValueError):
-                # An upstream's nonsense usage must not break the response or the books.
-                self.usage = None
+    async def result(self, *, estimate: bool) -> RequestUsage | None:
+        """What the request used, for the books; with ``estimate``, counted when the upstream reported
+        nothing (an answer, or a client that left: the upstream billed what it did so far)."""
+        if estimate:
+            await self.estimate()
+        return RequestUsage.from_report(self.usage, estimated=self.estimated)
 
 
 def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[str, Any]:
@@ -135,6 +135,8 @@ def build_chat_handler(services: "Services") -> Any:
     ), tags=["chat"], operation_class=ChatCompletionOperation)
     async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
         info = request_info(request.scope)
+        # Booked and released by the outer ASGI layer (app/middleware.py), however it ends.
+        info.metered = True
         try:
             await services.gate.authenticate(request, info)
             # Litestar enforces server.max_body_bytes while reading (413, app/server.py).
@@ -149,7 +151,7 @@ def build_chat_handler(services: "Services") -> Any:
                 raise model_not_found(model)
             info.mode = "agent" if agent_mode else "proxy"
             info.upstream = route.provider.name
-            await services.gate.admit(request, info, payload, route)
+            ticket = info.ticket = await services.gate.admit(request, info, payload, route)
             # The slow part of validation, only for callers the gate let in.
             await schema_checker.check(payload)
             stream = payload.get("stream") is True
@@ -172,8 +174,8 @@ def build_chat_handler(services: "Services") -> Any:
             watch = DisconnectWatch(request)
             try:
                 if stream:
-                    return await _stream_response(services, events, tracker, model, include_usage, info)
-                return await _json_response(services, events, tracker, model, info)
+                    return await _stream_response(events, tracker, model, include_usage, info, ticket.headers)
+                return await _json_response(events, tracker, model, info, ticket.headers)
             except asyncio.CancelledError:
                 if not watch.fired:
                     raise
@@ -184,11 +186,7 @@ def build_chat_handler(services: "Services") -> Any:
             finally:
                 watch.stop()
         except OpenAIError as err:
-            await services.gate.release(info, None)
             return error_response(err, info)
-        except Exception:
-            await services.gate.release(info, None)
-            raise
 
     return chat_completions
 
@@ -220,8 +218,8 @@ class DisconnectWatch:
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.fired = True
-                # Set before the cancellation: the gate's release (which runs while it
-                # unwinds) books what the upstream did instead of nothing.
+                # Set before the cancellation: the usage taken while it unwinds is then
+                # estimated, so the books get what the upstream did instead of nothing.
                 self._info.error_code = "client_disconnected"
                 if self._task is not None:
                     self._task.cancel()
@@ -233,7 +231,7 @@ class DisconnectWatch:
             self._watcher.cancel()
 
 
-async def _json_response(services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo) -> Response[bytes]:
+async def _json_response(events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo, headers: Mapping[str, str]) -> Response[bytes]:
     collector = BodyCollector()
     try:
         try:
@@ -251,14 +249,13 @@ async def _json_response(services: "Services", events: AsyncIterator[Event], tra
             collector.add(estimated)
         body = collector.body(model=model)
     finally:
-        # Also on cancellation (client gone): the gate must free the slot and book the usage.
-        tracker.finish()
-        await services.gate.release(info, tracker)
-    return Response(content=orjson.dumps(body), media_type="application/json", headers=services.gate.headers(info))
+        # Also on cancellation (client gone): the books get the usage so far.
+        info.usage = await tracker.result(estimate=info.error_code == "client_disconnected")
+    return Response(content=orjson.dumps(body), media_type="application/json", headers=headers)
 
 
 async def _stream_response(
-    services: "Services", events: AsyncIterator[Event], tracker: UsageTracker, model: str, include_usage: bool, info: RequestInfo
+    events: AsyncIterator[Event], tracker: UsageTracker, model: str, include_usage: bool, info: RequestInfo, headers: Mapping[str, str]
 ) -> Response[bytes] | Stream:
     encoder = SSEEncoder(model=model, include_usage=include_usage, completion_id=new_completion_id(), created=int(time.time()))
     # Pull until the first event that produces output, so an error the
@@ -268,7 +265,7 @@ async def _stream_response(
         async for event in events:
             if type(event) is Failure:
                 await events.aclose()
-                await services.gate.release(info, tracker)
+                info.usage = await tracker.result(estimate=False)
                 return error_response(event.error, info)
             tracker.observe(event)
             chunk = encoder.encode(event)
@@ -277,18 +274,11 @@ async def _stream_response(
                 break
         else:
             head.append(await _stream_tail(encoder, tracker))
-    except OpenAIError:
-        await events.aclose()
-        # An agent run refused before its first byte may have made model calls already.
-        tracker.finish()
-        await services.gate.release(info, tracker)
-        raise
     except BaseException:
-        # Cancelled (client gone) or broken before the first byte: stop the
-        # upstream call and free what the gate holds for this request.
+        # Refused (an agent run may have made model calls already), cancelled (client
+        # gone) or broken before the first byte: stop the upstream call, keep its usage.
         await events.aclose()
-        tracker.finish()
-        await services.gate.release(info, tracker)
+        info.usage = await tracker.result(estimate=info.error_code == "client_disconnected")
         raise
 
     async def body() -> AsyncIterator[bytes]:
@@ -308,13 +298,19 @@ async def _stream_response(
                     return
             yield await _stream_tail(encoder, tracker)
         finally:
-            try:
-                await events.aclose()
-            finally:
-                tracker.finish()
-                await services.gate.release(info, tracker)
+            await events.aclose()  # at once: a client that left stops the upstream call
 
-    return Stream(body(), media_type="text/event-stream", headers={**SSE_HEADERS, **services.gate.headers(info)})
+    chunks = body()
+
+    async def ending() -> None:
+        # Run once by the outer ASGI layer before release, shielded from a disconnect: closes a
+        # body Litestar left suspended (a disconnect during a send) and estimates a cut stream.
+        await chunks.aclose()
+        await events.aclose()
+        info.usage = await tracker.result(estimate=True)
+
+    info.ending = ending
+    return Stream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
 
 async def _stream_tail(encoder: SSEEncoder, tracker: UsageTracker) -> bytes:

@@ -21,7 +21,7 @@ scopes either way. Saving beyond the ``[memory]`` caps is a 403
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 _MAX_PAGE = 100
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:
     return Response(content=orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
 
@@ -80,18 +80,16 @@ def build_memory_handlers(services: Services, store: MemoryStore) -> list[Any]:
         return any(gate.allows_model(info, prefix + model_id) for model_id, _ in services.router.served_models())
 
     @asynccontextmanager
-    async def gated(request: Request[Any, Any, Any]) -> AsyncIterator[tuple[str, dict[str, str]]]:
-        """(scope, rate-limit headers) of an admitted request; released (and booked) on the way out."""
+    async def gated(request: Request[Any, Any, Any]) -> AsyncIterator[tuple[str, Mapping[str, str]]]:
+        """(scope, rate-limit headers) of an admitted request; the outer ASGI layer releases (and books) it."""
         info = request_info(request.scope)
         await gate.authenticate(request, info)
         info.mode = "memory"
-        try:
-            if not may_use_memory(info):
-                raise _not_allowed()
-            await gate.admit_unpriced(request, info)
-            yield scope_for(info.key_id, request.query_params.get("user") or None), gate.headers(info)
-        finally:
-            await gate.release(info, None)
+        info.metered = True
+        if not may_use_memory(info):
+            raise _not_allowed()
+        ticket = info.ticket = await gate.admit_unpriced(request, info)
+        yield scope_for(info.key_id, request.query_params.get("user") or None), ticket.headers
 
     @get("/v1/memories", summary="List memories", tags=["memories"])
     async def list_memories(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -126,7 +126,7 @@ def _ok(request_id: str) -> RequestInfo:
 
 
 def test_an_unwritable_row_is_dropped_and_counted_the_rest_written(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02, min_age_seconds=0)
+    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02)
     ledger.start()
     try:
         _record(ledger, _ok("req_a"))
@@ -142,7 +142,7 @@ def test_an_unwritable_row_is_dropped_and_counted_the_rest_written(tmp_path: Pat
 
 
 def test_the_writer_is_restarted_when_its_loop_fails(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02, min_age_seconds=0)
+    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02)
     real_write = ledger._write
     failures = []
 
@@ -169,7 +169,7 @@ def test_the_writer_is_restarted_when_its_loop_fails(tmp_path: Path) -> None:
 
 
 def test_a_dead_writer_thread_is_replaced(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02, min_age_seconds=0)
+    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02)
     ledger.start()
     try:
         # Stop the real writer as if it had died (nothing left to run it).
@@ -190,7 +190,7 @@ def test_a_dead_writer_thread_is_replaced(tmp_path: Path) -> None:
 
 def test_the_queue_is_bounded_and_drops_are_counted(tmp_path: Path) -> None:
     # Not started: the writer is "behind" forever, as with a stalled disk.
-    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02, min_age_seconds=0, max_queued_rows=10)
+    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02, max_queued_rows=10)
     for i in range(25):
         _record(ledger, _ok(f"req_{i:02d}"))
     assert len(ledger._rows) == 10 and ledger.dropped_overflow == 15
@@ -200,7 +200,7 @@ def test_the_queue_is_bounded_and_drops_are_counted(tmp_path: Path) -> None:
 
 
 def test_concurrent_recording_during_shutdown_loses_nothing_queued(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02, min_age_seconds=0)
+    ledger = Ledger(tmp_path / "usage.db", flush_seconds=0.02)
     ledger.start()
     threads = [threading.Thread(target=lambda n=n: [_record(ledger, _ok(f"req_{n}_{i}")) for i in range(200)]) for n in range(4)]
     for t in threads:
