@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from toolrelay.agent.request import CLIENT_CALL_PROMPT, FINAL_ANSWER_PROMPT, RequestBuilder, ToolOffer
+from toolrelay.agent.request import (
+    CLIENT_CALL_PROMPT,
+    FINAL_ANSWER_PROMPT,
+    RequestBuilder,
+    ToolOffer,
+)
 
 BUILTIN = {"type": "function", "function": {"name": "current_time", "parameters": {"type": "object"}}}
 LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
