@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import httpx
-
-from fakes.sse import SSEEvent, data_events, parse_sse
+from fakes.clients import stream_raw as post_and_read
+from fakes.sse import SSEEvent, json_chunks, parse_sse
 from fakes.upstream import FakeUpstream, RecordedRequest
 
 USER = [{"role": "user", "content": "What time is it right now?"}]
@@ -104,13 +104,11 @@ def usage_dict(usage: Any) -> dict[str, int]:
 
 
 def stream_raw(http: httpx.Client, body: dict[str, Any]) -> tuple[httpx.Response, bytes]:
-    with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
-        raw = response.read()
-    return response, raw
+    """POST ``body`` with ``stream: true`` and read the whole SSE body."""
+    return post_and_read(http, {**body, "stream": True})
 
 
-def chunks_of(raw: bytes) -> list[dict[str, Any]]:
-    return [e.json for e in data_events(raw) if not e.is_done]
+chunks_of = json_chunks
 
 
 def choice_deltas(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:

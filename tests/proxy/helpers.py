@@ -6,8 +6,10 @@ from typing import Any
 
 import httpx
 import openai
-
+from fakes.clients import stream_raw
 from fakes.sse import SSEEvent, data_events
+
+__all__ = ["USER", "assert_openai_error", "assert_still_serving", "chat_body", "content_of", "stream_events", "stream_raw"]
 
 USER = [{"role": "user", "content": "Say hello to the tests"}]
 _MISSING: Any = object()
@@ -52,13 +54,6 @@ def assert_still_serving(client: openai.OpenAI, fake: Any, text: str = "still he
     result = client.chat.completions.create(model="fake-model", messages=USER)
     assert result.choices[0].message.content == text
     assert result.choices[0].finish_reason == "stop"
-
-
-def stream_raw(http: httpx.Client, body: dict[str, Any], path: str = "/v1/chat/completions") -> tuple[httpx.Response, bytes]:
-    """POST ``body`` and read the whole (streamed) response body as bytes."""
-    with http.stream("POST", path, json=body) as response:
-        raw = response.read()
-    return response, raw
 
 
 def stream_events(http: httpx.Client, body: dict[str, Any]) -> tuple[httpx.Response, list[SSEEvent], bytes]:
