@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 from toolrelay.tools.base import Source
 
-_MARKDOWN_LINK = re.compile(r"\[([^\]\n]{1,300})\]\(\s*(<?)(https?://[^\s)>]+)\2\s*\)")
+# `[label](url)` or `[label](<url>)`: the closing `>` must match an opening `<`.
+_MARKDOWN_LINK = re.compile(r"\[([^\]\n]{1,300})\]\(\s*(?:<(https?://[^\s)>]+)>|(https?://[^\s)>]+))\s*\)")
 
 
 def _variants(url: str) -> list[str]:
@@ -37,7 +38,8 @@ def find_citations(answer: str, sources: Iterable[Source]) -> list[dict[str, Any
         return all(end <= s or start >= e for s, e in taken)
 
     for match in _MARKDOWN_LINK.finditer(answer):
-        source = by_url.get(match.group(3)) or by_url.get(match.group(3).rstrip("/"))
+        url = match.group(2) or match.group(3)
+        source = by_url.get(url) or by_url.get(url.rstrip("/"))
         if source is not None:
             spans.append((match.start(), match.end(), source))
             taken.append((match.start(), match.end()))
