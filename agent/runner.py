@@ -39,21 +39,6 @@ _END = object()
 UsageReceiver = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
 
 
-class _Outbox:
-    """The run's events on their way to the HTTP side; remembers whether any was sent."""
-
-    __slots__ = ("_queue", "used")
-
-    def __init__(self, queue: asyncio.Queue[Any]) -> None:
-        self._queue = queue
-        # After the first event an error can only end the stream (a Failure), not set the status.
-        self.used = False
-
-    async def put(self, event: Event) -> None:
-        self.used = True
-        await self._queue.put(event)
-
-
 class AgentOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The optional ``agent_options`` object of a request. Limits can only be lowered."""
 
@@ -242,7 +227,6 @@ class AgentRunner:
         first_call: Hint | None = None,
     ) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
-        outbox = _Outbox(queue)
         recall = self._recall_for(context.scope) if use_recall else None
         settings = self.settings
         streaming = payload.get("stream") is True
@@ -258,7 +242,7 @@ class AgentRunner:
                 )
             ),
             steps=steps,
-            emit=outbox.put,
+            emit=queue.put,
             tool_timeout_seconds=limits.tool_timeout_seconds,
             max_parallel=limits.max_parallel_tools,
             available_names=[*offer.builtin_names, *sorted(offer.client_names)],
@@ -280,7 +264,7 @@ class AgentRunner:
             continuations=self.continuations,
             tokens=self.tokens,
             context=context,
-            emit=outbox.put,
+            emit=queue.put,
             hooks=RunHooks(check_step=check_step, recall=recall, on_no_native_tools=lambda: self.constrained_models.add(route.model_id)),
         )
 
@@ -291,13 +275,13 @@ class AgentRunner:
                 await run.execute(messages, steps_done=steps_done)
                 await queue.put(_END)
             except OpenAIError as err:
-                await queue.put(Failure(err) if outbox.used else err)
+                await queue.put(err)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
                 log.exception("agent run failed (request %s)", context.request_id)
                 err = server_error(f"The agent run failed: {type(exc).__name__}.")
-                await queue.put(Failure(err) if outbox.used else err)
+                await queue.put(err)
 
         task = asyncio.create_task(produce())
         keepalive = max(0.5, self.settings.keepalive_seconds)
@@ -316,7 +300,7 @@ class AgentRunner:
                 if isinstance(item, OpenAIError):
                     if not started:
                         raise item
-                    # A keep-alive already started the response: report in-stream.
+                    # An event or a keep-alive already started the response: report in-stream.
                     item = Failure(item)
                 started = True
                 yield item

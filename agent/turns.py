@@ -82,23 +82,22 @@ class TurnReader:
 
     def feed(self, event: Event) -> Sequence[ChoiceDelta]:
         """The deltas to stream now for ``event``; raises the error of a ``Failure``."""
+        # Subclasses read the first choice's ChoiceDelta themselves, in one call
+        # per event (the hot path: one per streamed token), and pass the rest here.
+        return self._other(event)
+
+    def _other(self, event: Event) -> Sequence[ChoiceDelta]:
         kind = type(event)
-        if kind is ChoiceDelta:
-            if event.index == 0:  # type: ignore[union-attr]
-                return self._delta(event)  # type: ignore[arg-type]
-        elif kind is ChoiceMessage:
+        if kind is ChoiceMessage:
             # The upstream answered our streaming request with one JSON body
             # (issue 10 item 22): read it as the stream proxy mode would send.
             if event.index == 0:  # type: ignore[union-attr]
-                return self._delta(ChoiceDelta(0, message_as_delta(event.message), event.finish_reason, event.logprobs))  # type: ignore[union-attr]
+                return self.feed(ChoiceDelta(0, message_as_delta(event.message), event.finish_reason, event.logprobs))  # type: ignore[union-attr]
         elif kind is UsageReport:
             self.usage = event.usage  # type: ignore[union-attr]
         elif kind is Failure:
             raise event.error  # type: ignore[union-attr]
         return _NOTHING
-
-    def _delta(self, event: ChoiceDelta) -> Sequence[ChoiceDelta]:
-        raise NotImplementedError
 
     def finish(self) -> tuple[list[ChoiceDelta], Turn]:
         """The deltas still to stream and the turn; call once, after the last event."""
@@ -208,7 +207,9 @@ class NativeTurnReader(TurnReader):
             call.client_id = self._mint_id()
             out.append(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": "".join(call.arguments)}}]}))
 
-    def _delta(self, event: ChoiceDelta) -> Sequence[ChoiceDelta]:
+    def feed(self, event: Event) -> Sequence[ChoiceDelta]:
+        if type(event) is not ChoiceDelta or event.index != 0:
+            return self._other(event)
         delta = event.delta
         out: list[ChoiceDelta] = []
         text = delta.get("content")
@@ -216,7 +217,7 @@ class NativeTurnReader(TurnReader):
             visible = self._gate.feed(text)
             if visible and self._streaming:
                 self._shown.append(visible)
-                out.append(self._answer_text(visible))
+                out.append(self._answer_text(visible) if self._separate else ChoiceDelta(0, {"content": visible}))
         refusal = delta.get("refusal")
         if refusal:
             out.append(ChoiceDelta(0, {"refusal": refusal}))
@@ -302,7 +303,9 @@ class ConstrainedTurnReader(TurnReader):
         self._json_answer = offer.answer_schema is not None
         self._streamer: AnswerStreamer | JsonAnswerStreamer = JsonAnswerStreamer() if self._json_answer else AnswerStreamer()
 
-    def _delta(self, event: ChoiceDelta) -> Sequence[ChoiceDelta]:
+    def feed(self, event: Event) -> Sequence[ChoiceDelta]:
+        if type(event) is not ChoiceDelta or event.index != 0:
+            return self._other(event)
         if event.finish_reason:
             self.finish_reason = event.finish_reason
         text = event.delta.get("content")
