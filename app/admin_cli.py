@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 import msgspec
 import orjson
@@ -26,7 +27,12 @@ def register(sub: Any) -> None:
     create = keys_sub.add_parser("create", help="create a key; it is printed once")
     _common(create)
     create.add_argument("--name", required=True, help="a label for the key (who or what uses it)")
-    create.add_argument("--models", action="append", default=[], help="model ids or '*' patterns it may use, comma-separated or repeated (e.g. 'gpt-4o-mini,agent/*'); default: all")
+    create.add_argument(
+        "--models",
+        action="append",
+        default=[],
+        help="model ids or '*' patterns it may use, comma-separated or repeated (e.g. 'gpt-4o-mini,agent/*'); default: all",
+    )
     create.add_argument("--rpm", type=int, help="requests per minute")
     create.add_argument("--tpm", type=int, help="tokens per minute (prompt + max_tokens before the call, real usage after)")
     create.add_argument("--max-parallel", type=int, help="requests in flight at once (a stream holds its slot until it ends)")
@@ -178,7 +184,11 @@ def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
         ]
         for k in keys
     ]
-    out.write(_table(["ID", "NAME", "STATUS", "MODELS", "LIMITS", "BUDGET", "EXPIRES"], rows) if rows else "No keys. Create one with `toolrelay keys create --name NAME`.\n")
+    out.write(
+        _table(["ID", "NAME", "STATUS", "MODELS", "LIMITS", "BUDGET", "EXPIRES"], rows)
+        if rows
+        else "No keys. Create one with `toolrelay keys create --name NAME`.\n"
+    )
     return 0
 
 
@@ -266,7 +276,10 @@ def _usage(args: argparse.Namespace, out: TextIO) -> int:
         for row in rows:
             row["key_name"] = names.get(row["key"]) if row["key"] else None
     if args.json:
-        out.write(orjson.dumps({"object": "list", "data": rows, "since": iso(since), "until": iso(until), "group_by": group_by}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.write(
+            orjson.dumps({"object": "list", "data": rows, "since": iso(since), "until": iso(until), "group_by": group_by}, option=orjson.OPT_INDENT_2).decode()
+            + "\n"
+        )
         return 0
     span = f"{iso(since) or 'the beginning'} to {iso(until) or 'now'}"
     if not rows:

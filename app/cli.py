@@ -59,7 +59,7 @@ def banner(settings: Settings, services: Services, host: str, port: int) -> str:
     lines.append("  try it:")
     lines.append(
         f"    curl -s {base}/chat/completions -H 'Content-Type: application/json'{auth_header} "
-        f"-d '{{\"model\": \"{settings.default_model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Say hello\"}}]}}'"
+        f'-d \'{{"model": "{settings.default_model}", "messages": [{{"role": "user", "content": "Say hello"}}]}}\''
     )
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for name, raw in environ.items():
         if not name.startswith("TOOLRELAY_") or "__" not in name:
             continue
-        parts = name[len("TOOLRELAY_"):].split("__")
+        parts = name[len("TOOLRELAY_") :].split("__")
         if not all(parts):
             continue
         # Section and key names are lower case; upstream and model names keep
@@ -164,4 +164,3 @@ def resolve_api_key(upstream: UpstreamSettings, environ: dict[str, str] | None =
     if upstream.api_key_env:
         return (environ or os.environ).get(upstream.api_key_env) or None
     return None
-

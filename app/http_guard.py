@@ -164,8 +164,7 @@ class HttpGuard:
             )
         return OpenAIError(
             403,
-            "Cross-site browser request refused (Sec-Fetch-Site: cross-site): a web page may call toolrelay only from an "
-            "origin listed in server.cors_origins.",
+            "Cross-site browser request refused (Sec-Fetch-Site: cross-site): a web page may call toolrelay only from an origin listed in server.cors_origins.",
             type="invalid_request_error",
             code="origin_not_allowed",
         )

@@ -41,8 +41,7 @@ _LONG_DIGIT_RUN = re.compile(rb"\d{19}")
 
 def invalid_json(reason: str) -> OpenAIError:
     return invalid_request(
-        "We could not parse the JSON body of your request. The API expects a JSON payload; "
-        f"what was sent was not valid JSON ({reason}).",
+        f"We could not parse the JSON body of your request. The API expects a JSON payload; what was sent was not valid JSON ({reason}).",
         code="invalid_json",
     )
 

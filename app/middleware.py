@@ -173,7 +173,12 @@ def _escape_char(c: str) -> str:
 def _log(scope: dict[str, Any], info: RequestInfo) -> None:
     # Deliberately no query string, headers or bodies: they can hold keys and user data.
     latency_ms = (time.perf_counter() - info.started) * 1000
-    parts = [log_safe(str(scope.get("method", "-")), _MAX_FIELD_CHARS), log_safe(str(scope.get("path", "-")), _MAX_PATH_CHARS), str(info.status), f"{latency_ms:.1f}ms"]
+    parts = [
+        log_safe(str(scope.get("method", "-")), _MAX_FIELD_CHARS),
+        log_safe(str(scope.get("path", "-")), _MAX_PATH_CHARS),
+        str(info.status),
+        f"{latency_ms:.1f}ms",
+    ]
     if info.model and info.mode:
         # Only a routed model: an unknown id is the client's text, not something this server served.
         parts.append(f"model={log_safe(info.model, _MAX_MODEL_CHARS)}")

@@ -53,9 +53,7 @@ __all__ = [
     "Usage",
 ]
 
-FinishReason = Literal[
-    "stop", "length", "tool_calls", "content_filter", "function_call"
-]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -129,14 +127,9 @@ class AgentStep(Struct, kw_only=True, omit_defaults=True):
     tool: str | UnsetType = UNSET
     arguments: Annotated[
         Any,
-        Meta(
-            description="The parsed JSON arguments, or the raw text if they were not JSON."
-        ),
+        Meta(description="The parsed JSON arguments, or the raw text if they were not JSON."),
     ] = UNSET
-    status: (
-        Literal["ok", "error", "timeout", "invalid_arguments", "unknown_tool"]
-        | UnsetType
-    ) = UNSET
+    status: Literal["ok", "error", "timeout", "invalid_arguments", "unknown_tool"] | UnsetType = UNSET
     summary: str | UnsetType = UNSET
     duration_ms: float | UnsetType = UNSET
     truncated: bool | UnsetType = UNSET
@@ -165,7 +158,7 @@ class TokenLogprob(Struct, kw_only=True):
 
 class ChoiceLogprobs(Struct, kw_only=True):
     content: list[TokenLogprob] | None
-    refusal: list[TokenLogprob] | None | UnsetType = UNSET
+    refusal: list[TokenLogprob] | UnsetType | None = UNSET
 
 
 class PromptTokensDetails(Struct, kw_only=True, omit_defaults=True):
@@ -186,8 +179,8 @@ class Usage(Struct, kw_only=True, omit_defaults=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    prompt_tokens_details: PromptTokensDetails | None | UnsetType = UNSET
-    completion_tokens_details: CompletionTokensDetails | None | UnsetType = UNSET
+    prompt_tokens_details: PromptTokensDetails | UnsetType | None = UNSET
+    completion_tokens_details: CompletionTokensDetails | UnsetType | None = UNSET
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +195,7 @@ class ResponseMessage(Struct, kw_only=True, omit_defaults=True):
     refusal: str | None
     tool_calls: list[ToolCall] | UnsetType = UNSET
     annotations: list[UrlCitationAnnotation] | UnsetType = UNSET
-    audio: dict[str, Any] | None | UnsetType = UNSET
+    audio: dict[str, Any] | UnsetType | None = UNSET
     # Extensions: agent mode's step text and records (docs/agent.md).
     reasoning_content: str | UnsetType = UNSET
     reasoning: str | UnsetType = UNSET
@@ -225,8 +218,8 @@ class ChatCompletion(Struct, kw_only=True, omit_defaults=True):
     model: str
     choices: list[Choice]
     usage: Usage
-    system_fingerprint: str | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
 
 
 # ---------------------------------------------------------------------------
@@ -237,8 +230,8 @@ class Delta(Struct, kw_only=True, omit_defaults=True):
     """``choices[].delta`` of a chunk: ``role`` in a choice's first delta only."""
 
     role: Literal["assistant"] | UnsetType = UNSET
-    content: str | None | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
+    refusal: str | UnsetType | None = UNSET
     tool_calls: list[ToolCallDelta] | UnsetType = UNSET
     annotations: list[UrlCitationAnnotation] | UnsetType = UNSET
     reasoning_content: str | UnsetType = UNSET
@@ -269,9 +262,9 @@ class ChatCompletionChunk(Struct, kw_only=True, omit_defaults=True):
     created: int
     model: str
     choices: list[ChunkChoice]
-    system_fingerprint: str | None | UnsetType = UNSET
-    service_tier: str | None | UnsetType = UNSET
-    usage: Usage | None | UnsetType = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
+    service_tier: str | UnsetType | None = UNSET
+    usage: Usage | UnsetType | None = UNSET
 
 
 # ---------------------------------------------------------------------------
@@ -351,34 +344,26 @@ UserContentPart = TextPart | ImagePart | AudioPart | FilePart
 AssistantContentPart = TextPart | RefusalPart
 
 
-class SystemMessage(
-    Struct, tag_field="role", tag="system", kw_only=True, omit_defaults=True
-):
+class SystemMessage(Struct, tag_field="role", tag="system", kw_only=True, omit_defaults=True):
     content: str | list[TextPart]
     name: str | UnsetType = UNSET
 
 
-class DeveloperMessage(
-    Struct, tag_field="role", tag="developer", kw_only=True, omit_defaults=True
-):
+class DeveloperMessage(Struct, tag_field="role", tag="developer", kw_only=True, omit_defaults=True):
     content: str | list[TextPart]
     name: str | UnsetType = UNSET
 
 
-class UserMessage(
-    Struct, tag_field="role", tag="user", kw_only=True, omit_defaults=True
-):
+class UserMessage(Struct, tag_field="role", tag="user", kw_only=True, omit_defaults=True):
     content: str | list[UserContentPart]
     name: str | UnsetType = UNSET
 
 
-class AssistantMessage(
-    Struct, tag_field="role", tag="assistant", kw_only=True, omit_defaults=True
-):
+class AssistantMessage(Struct, tag_field="role", tag="assistant", kw_only=True, omit_defaults=True):
     """An earlier answer sent back as history; ``tool_calls`` as the response gave them."""
 
-    content: str | list[AssistantContentPart] | None | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    content: str | list[AssistantContentPart] | UnsetType | None = UNSET
+    refusal: str | UnsetType | None = UNSET
     name: str | UnsetType = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET
 
@@ -395,23 +380,14 @@ class FunctionMessage(Struct, tag_field="role", tag="function", kw_only=True):
     name: str
 
 
-Message = (
-    SystemMessage
-    | DeveloperMessage
-    | UserMessage
-    | AssistantMessage
-    | ToolMessage
-    | FunctionMessage
-)
+Message = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage
 
 
 class FunctionDefinition(Struct, kw_only=True, omit_defaults=True):
     name: Annotated[str, Meta(pattern="^[a-zA-Z0-9_-]{1,64}$")]
     description: str | UnsetType = UNSET
-    parameters: (
-        Annotated[dict[str, Any], Meta(description="A JSON Schema object.")] | UnsetType
-    ) = UNSET
-    strict: bool | None | UnsetType = UNSET
+    parameters: Annotated[dict[str, Any], Meta(description="A JSON Schema object.")] | UnsetType = UNSET
+    strict: bool | UnsetType | None = UNSET
 
 
 class Tool(Struct, kw_only=True):
@@ -435,21 +411,12 @@ class StreamOptions(Struct, kw_only=True, omit_defaults=True):
 class AgentOptions(Struct, kw_only=True, omit_defaults=True):
     """Agent mode only (docs/agent.md): limits here can only lower the server's."""
 
-    builtin_tools: list[str] | None | UnsetType = UNSET
-    tool_choice: (
-        Annotated[
-            str,
-            Meta(
-                description='"auto", "required" or a built-in tool name: what the first step must do.'
-            ),
-        ]
-        | None
-        | UnsetType
-    ) = UNSET
-    max_steps: Annotated[int, Meta(gt=0)] | None | UnsetType = UNSET
-    max_wall_seconds: Annotated[float, Meta(gt=0)] | None | UnsetType = UNSET
-    max_total_tokens: Annotated[int, Meta(gt=0)] | None | UnsetType = UNSET
-    auto_recall: bool | None | UnsetType = UNSET
+    builtin_tools: list[str] | UnsetType | None = UNSET
+    tool_choice: Annotated[str, Meta(description='"auto", "required" or a built-in tool name: what the first step must do.')] | UnsetType | None = UNSET
+    max_steps: Annotated[int, Meta(gt=0)] | UnsetType | None = UNSET
+    max_wall_seconds: Annotated[float, Meta(gt=0)] | UnsetType | None = UNSET
+    max_total_tokens: Annotated[int, Meta(gt=0)] | UnsetType | None = UNSET
+    auto_recall: bool | UnsetType | None = UNSET
 
 
 class ChatCompletionRequest(Struct, kw_only=True, omit_defaults=True):
@@ -460,39 +427,33 @@ class ChatCompletionRequest(Struct, kw_only=True, omit_defaults=True):
     model: (
         Annotated[
             str,
-            Meta(
-                description="A served model id, an alias, or agent/<model>. Default: the server's default_model."
-            ),
+            Meta(description="A served model id, an alias, or agent/<model>. Default: the server's default_model."),
         ]
         | UnsetType
     ) = UNSET
-    stream: bool | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
-    temperature: Annotated[float, Meta(ge=0, le=2)] | None | UnsetType = UNSET
-    top_p: Annotated[float, Meta(ge=0, le=1)] | None | UnsetType = UNSET
-    n: Annotated[int, Meta(ge=1, le=128)] | None | UnsetType = UNSET
-    max_tokens: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
-    max_completion_tokens: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
-    stop: str | Annotated[list[str], Meta(max_length=4)] | None | UnsetType = UNSET
-    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | None | UnsetType = UNSET
-    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | None | UnsetType = UNSET
-    logit_bias: dict[str, int] | None | UnsetType = UNSET
-    logprobs: bool | None | UnsetType = UNSET
-    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
+    stream: bool | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType | None = UNSET
+    top_p: Annotated[float, Meta(ge=0, le=1)] | UnsetType | None = UNSET
+    n: Annotated[int, Meta(ge=1, le=128)] | UnsetType | None = UNSET
+    max_tokens: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    max_completion_tokens: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    stop: str | Annotated[list[str], Meta(max_length=4)] | UnsetType | None = UNSET
+    presence_penalty: Annotated[float, Meta(ge=-2, le=2)] | UnsetType | None = UNSET
+    frequency_penalty: Annotated[float, Meta(ge=-2, le=2)] | UnsetType | None = UNSET
+    logit_bias: dict[str, int] | UnsetType | None = UNSET
+    logprobs: bool | UnsetType | None = UNSET
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
     user: (
         Annotated[
             str,
-            Meta(
-                description="End-user id; in agent mode also selects the memory scope within the API key."
-            ),
+            Meta(description="End-user id; in agent mode also selects the memory scope within the API key."),
         ]
         | UnsetType
     ) = UNSET
     response_format: dict[str, Any] | UnsetType = UNSET
     tools: Annotated[list[Tool], Meta(max_length=128)] | UnsetType = UNSET
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | UnsetType = (
-        UNSET
-    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | UnsetType = UNSET
     parallel_tool_calls: bool | UnsetType = UNSET
     agent_options: AgentOptions | UnsetType = UNSET

@@ -60,7 +60,9 @@ class Services:
         # 0700 before anything (keys.db, usage.db) is created in it (issue 10 item 16).
         secure_dir(self.data_dir)
         server = settings.server
-        self.tokens = TokenCounter(cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars)
+        self.tokens = TokenCounter(
+            cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars
+        )
         self.router = ModelRouter(settings, build_providers(settings))
         self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth)
         self.agent = None
@@ -90,7 +92,7 @@ class Services:
         for closer in reversed(self._closers):
             try:
                 await closer()
-            except Exception:  # noqa: BLE001 - keep closing the rest
+            except Exception:
                 log.exception("error while shutting down")
         await self.gate.close()
         for provider in self.router.providers.values():

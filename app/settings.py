@@ -22,9 +22,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-DEFAULT_LOCAL_SYSTEM_PROMPT = (
-    "You are a helpful, concise assistant. Answer the user's question directly and correctly in English."
-)
+DEFAULT_LOCAL_SYSTEM_PROMPT = "You are a helpful, concise assistant. Answer the user's question directly and correctly in English."
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -443,4 +441,3 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()
     redis: RedisSettings = RedisSettings()
-

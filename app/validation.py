@@ -70,9 +70,17 @@ def _number_in(body: dict[str, Any], key: str, low: float, high: float, integer:
     if not integer and not _is_number(value):
         raise _wrong_type(key, "a decimal number", value)
     if value < low:
-        raise invalid_request(f"Invalid '{key}': decimal below minimum value. Expected a value >= {low}, but got {value} instead.", param=key, code="decimal_below_min_value" if not integer else "integer_below_min_value")
+        raise invalid_request(
+            f"Invalid '{key}': decimal below minimum value. Expected a value >= {low}, but got {value} instead.",
+            param=key,
+            code="decimal_below_min_value" if not integer else "integer_below_min_value",
+        )
     if value > high:
-        raise invalid_request(f"Invalid '{key}': decimal above maximum value. Expected a value <= {high}, but got {value} instead.", param=key, code="decimal_above_max_value" if not integer else "integer_above_max_value")
+        raise invalid_request(
+            f"Invalid '{key}': decimal above maximum value. Expected a value <= {high}, but got {value} instead.",
+            param=key,
+            code="decimal_above_max_value" if not integer else "integer_above_max_value",
+        )
 
 
 def _bool(body: dict[str, Any], key: str, prefix: str = "") -> None:
@@ -116,7 +124,9 @@ def _check_content_parts(parts: list[Any], allowed: frozenset[str], param: str) 
         if kind == "image_url":
             image = part.get("image_url")
             if not isinstance(image, dict) or not isinstance(image.get("url"), str):
-                raise invalid_request(f"Missing required parameter: '{where}.image_url.url'.", param=f"{where}.image_url.url", code="missing_required_parameter")
+                raise invalid_request(
+                    f"Missing required parameter: '{where}.image_url.url'.", param=f"{where}.image_url.url", code="missing_required_parameter"
+                )
 
 
 def _check_content(message: dict[str, Any], role: str, param: str, required: bool) -> None:
@@ -157,7 +167,9 @@ def check_messages(messages: Any, max_messages: int) -> None:
     if not isinstance(messages, list):
         raise _wrong_type("messages", "an array", messages)
     if not messages:
-        raise invalid_request("Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", param="messages", code="empty_array")
+        raise invalid_request(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.", param="messages", code="empty_array"
+        )
     if len(messages) > max_messages:
         raise invalid_request(
             f"Invalid 'messages': array too long. Expected an array with maximum length {max_messages}, but got an array with length {len(messages)} instead.",
@@ -256,7 +268,9 @@ def check_tool_choice(body: dict[str, Any]) -> None:
         function = choice.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
-            raise invalid_request("Missing required parameter: 'tool_choice.function.name'.", param="tool_choice.function.name", code="missing_required_parameter")
+            raise invalid_request(
+                "Missing required parameter: 'tool_choice.function.name'.", param="tool_choice.function.name", code="missing_required_parameter"
+            )
         names = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)}
         if name not in names:
             raise invalid_request(
@@ -281,10 +295,14 @@ def check_response_format(value: Any, budget: SchemaBudget) -> None:
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict):
-            raise invalid_request("Missing required parameter: 'response_format.json_schema'.", param="response_format.json_schema", code="missing_required_parameter")
+            raise invalid_request(
+                "Missing required parameter: 'response_format.json_schema'.", param="response_format.json_schema", code="missing_required_parameter"
+            )
         name = spec.get("name")
         if not isinstance(name, str):
-            raise invalid_request("Missing required parameter: 'response_format.json_schema.name'.", param="response_format.json_schema.name", code="missing_required_parameter")
+            raise invalid_request(
+                "Missing required parameter: 'response_format.json_schema.name'.", param="response_format.json_schema.name", code="missing_required_parameter"
+            )
         if not _FUNCTION_NAME.match(name):
             raise invalid_request(
                 "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",

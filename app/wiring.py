@@ -23,10 +23,10 @@ from toolrelay.tools.fetch_page import FetchPageTool
 from toolrelay.tools.host_addresses import parse_addresses
 from toolrelay.tools.memory_tools import memory_tools, recall
 from toolrelay.tools.python import PythonTool
+from toolrelay.tools.registry import ToolRegistry
 from toolrelay.tools.sandbox.base import DisabledSandbox, Sandbox
 from toolrelay.tools.sandbox.selector import select_sandbox
 from toolrelay.tools.sandbox.uidclaim import UidClaim, UidClaimError, claim_uid_range
-from toolrelay.tools.registry import ToolRegistry
 from toolrelay.tools.web_search import WebSearchTool
 
 log = logging.getLogger("toolrelay")

@@ -23,21 +23,22 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from toolrelay.agent.continuations import ContinuationStore  # noqa: E402
-from toolrelay.agent.runner import AgentRunner  # noqa: E402
-from toolrelay.app.config import AgentSettings, UpstreamSettings  # noqa: E402
-from toolrelay.app.events import ChoiceDelta, Event, UsageReport  # noqa: E402
-from toolrelay.app.middleware import RequestInfo  # noqa: E402
-from toolrelay.app.providers.base import Health, UpstreamCall  # noqa: E402
-from toolrelay.app.providers.router import Route  # noqa: E402
-from toolrelay.app.tokens import TokenCounter  # noqa: E402
-from toolrelay.tools.current_time import CurrentTimeTool  # noqa: E402
-from toolrelay.tools.registry import ToolRegistry  # noqa: E402
+from toolrelay.agent.continuations import ContinuationStore
+from toolrelay.agent.runner import AgentRunner
+from toolrelay.app.config import AgentSettings, UpstreamSettings
+from toolrelay.app.events import ChoiceDelta, Event, UsageReport
+from toolrelay.app.middleware import RequestInfo
+from toolrelay.app.providers.base import Health, UpstreamCall
+from toolrelay.app.providers.router import Route
+from toolrelay.app.tokens import TokenCounter
+from toolrelay.tools.current_time import CurrentTimeTool
+from toolrelay.tools.registry import ToolRegistry
 
 ANSWER = [f"word{i} " for i in range(30)]
 
@@ -55,7 +56,14 @@ class InstantProvider:
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         done = sum(1 for m in call.body["messages"] if m.get("role") == "tool")
         if done < self.steps:
-            yield ChoiceDelta(0, {"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": f"call_{done}", "type": "function", "function": {"name": "current_time", "arguments": ""}}]})
+            yield ChoiceDelta(
+                0,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"index": 0, "id": f"call_{done}", "type": "function", "function": {"name": "current_time", "arguments": ""}}],
+                },
+            )
             yield ChoiceDelta(0, {"tool_calls": [{"index": 0, "function": {"arguments": '{"timezone": '}}]})
             yield ChoiceDelta(0, {"tool_calls": [{"index": 0, "function": {"arguments": f'"Etc/GMT+{done % 12}"}}'}}]})
             yield ChoiceDelta(0, {}, finish_reason="tool_calls")
@@ -125,7 +133,9 @@ def main() -> int:
         pass
     result = asyncio.run(measure(args.runs, args.steps))
     print(f"agent loop overhead: {result['runs']} runs x {result['steps_per_run']} steps (+ a 30-token streamed answer)")
-    print(f"  CPU per step: mean {result['cpu_ms_per_step_mean']:.3f} ms, p50 {result['cpu_ms_per_step_p50']:.3f} ms, p90 {result['cpu_ms_per_step_p90']:.3f} ms (target < 2 ms)")
+    print(
+        f"  CPU per step: mean {result['cpu_ms_per_step_mean']:.3f} ms, p50 {result['cpu_ms_per_step_p50']:.3f} ms, p90 {result['cpu_ms_per_step_p90']:.3f} ms (target < 2 ms)"
+    )
     return 0
 
 

@@ -27,19 +27,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolrelay.app.auth import build_gate  # noqa: E402
-from toolrelay.app.config import load_settings  # noqa: E402
-from toolrelay.app.gate import OpenGate  # noqa: E402
-from toolrelay.app.middleware import RequestInfo  # noqa: E402
-from toolrelay.app.tokens import TokenCounter  # noqa: E402
-from toolrelay.app.usage import RequestUsage  # noqa: E402
+from toolrelay.app.auth import build_gate
+from toolrelay.app.config import load_settings
+from toolrelay.app.gate import OpenGate
+from toolrelay.app.middleware import RequestInfo
+from toolrelay.app.tokens import TokenCounter
+from toolrelay.app.usage import RequestUsage
 
 PAYLOAD = {
     "model": "gpt-4o-mini",
     "messages": [
         {"role": "system", "content": "You are a careful assistant. Answer briefly and cite your sources. " * 4},
-        {"role": "user", "content": "Summarise the main trade-offs between token buckets and sliding windows for API rate limiting, "
-         "with attention to burst behaviour, memory use, fairness across clients and what happens across several servers. " * 3},
+        {
+            "role": "user",
+            "content": "Summarise the main trade-offs between token buckets and sliding windows for API rate limiting, "
+            "with attention to burst behaviour, memory use, fairness across clients and what happens across several servers. " * 3,
+        },
     ],
     "max_tokens": 256,
     "temperature": 0.2,

@@ -31,43 +31,358 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolrelay.memory.scope import scope_for  # noqa: E402
-from toolrelay.memory.store import MemoryStore, SyncMemoryStore  # noqa: E402
+from toolrelay.memory.scope import scope_for
+from toolrelay.memory.store import MemoryStore, SyncMemoryStore
 
-FIRST = """alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert sybil trent
-victor walter xena yusuf zara mateo sofia liam emma noah ava lucas mia ethan amara kenji priya diego
-fatima oskar ingrid hamid leila tomas anya ravi chloe marco elena jonas hana samir nadia felix greta""".split()
-FOODS = """coffee espresso tea matcha sushi ramen pizza pasta lasagna tacos burritos curry dumplings pho
-croissants bagels pancakes waffles oatmeal yogurt granola salad hummus falafel kebab paella risotto
-chocolate cheesecake tiramisu ice-cream mango pineapple strawberries blueberries avocado tofu tempeh
-salmon tuna shrimp lobster steak chicken lamb mushrooms spinach kale broccoli peanuts almonds cashews
-gluten dairy lactose eggs soy sesame shellfish""".split()
-CITIES = """berlin paris london lisbon madrid rome vienna prague warsaw oslo stockholm helsinki copenhagen
-amsterdam brussels zurich geneva dublin edinburgh manchester boston seattle portland austin denver chicago
-toronto montreal vancouver tokyo osaka kyoto seoul taipei singapore bangkok hanoi sydney melbourne
-auckland nairobi lagos cairo istanbul athens barcelona munich hamburg lyon marseille porto""".split()
-LANGS = """python rust go typescript javascript java kotlin swift haskell elixir erlang ruby php scala
-clojure ocaml zig c++ c# julia r matlab fortran cobol lua perl dart""".split()
-TECH = """postgres sqlite redis kafka kubernetes docker terraform ansible nginx react vue svelte django
-flask fastapi litestar pytorch tensorflow numpy pandas spark airflow grafana prometheus elasticsearch
-graphql grpc websockets celery rabbitmq""".split()
-HOBBIES = """climbing bouldering hiking running cycling swimming surfing skiing snowboarding chess
-painting pottery knitting photography gardening birdwatching woodworking baking fishing sailing
-kayaking yoga meditation guitar piano violin drums singing dancing reading writing gaming""".split()
-JOBS = """engineer designer nurse teacher lawyer accountant architect chef pharmacist researcher
-journalist translator electrician plumber pilot dentist veterinarian librarian analyst consultant""".split()
-PETS = """dog cat parrot hamster rabbit turtle goldfish iguana ferret horse""".split()
-COLORS = """red blue green yellow purple orange teal navy crimson olive black white grey""".split()
-MONTHS = """january february march april may june july august september october november december""".split()
-DAYS = """monday tuesday wednesday thursday friday saturday sunday""".split()
-TOPICS = """budget roadmap hiring migration outage launch security audit onboarding pricing refactoring
-benchmark deadline release compliance marketing quarterly review retrospective architecture""".split()
-ADJ = """small large legacy new experimental internal open-source commercial distributed realtime
-embedded serverless mobile offline secure fast""".split()
-PROJ = """dashboard scheduler crawler chatbot compiler game website api library plugin cli tool
-pipeline service app bot""".split()
-BRANDS = """toyota honda tesla volvo bmw subaru ford kia nissan audi""".split()
-BOOKS = """dune neuromancer foundation hyperion solaris ubik snowcrash anathem blindsight""".split()
+FIRST = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "niaj",
+    "olivia",
+    "peggy",
+    "rupert",
+    "sybil",
+    "trent",
+    "victor",
+    "walter",
+    "xena",
+    "yusuf",
+    "zara",
+    "mateo",
+    "sofia",
+    "liam",
+    "emma",
+    "noah",
+    "ava",
+    "lucas",
+    "mia",
+    "ethan",
+    "amara",
+    "kenji",
+    "priya",
+    "diego",
+    "fatima",
+    "oskar",
+    "ingrid",
+    "hamid",
+    "leila",
+    "tomas",
+    "anya",
+    "ravi",
+    "chloe",
+    "marco",
+    "elena",
+    "jonas",
+    "hana",
+    "samir",
+    "nadia",
+    "felix",
+    "greta",
+]
+FOODS = [
+    "coffee",
+    "espresso",
+    "tea",
+    "matcha",
+    "sushi",
+    "ramen",
+    "pizza",
+    "pasta",
+    "lasagna",
+    "tacos",
+    "burritos",
+    "curry",
+    "dumplings",
+    "pho",
+    "croissants",
+    "bagels",
+    "pancakes",
+    "waffles",
+    "oatmeal",
+    "yogurt",
+    "granola",
+    "salad",
+    "hummus",
+    "falafel",
+    "kebab",
+    "paella",
+    "risotto",
+    "chocolate",
+    "cheesecake",
+    "tiramisu",
+    "ice-cream",
+    "mango",
+    "pineapple",
+    "strawberries",
+    "blueberries",
+    "avocado",
+    "tofu",
+    "tempeh",
+    "salmon",
+    "tuna",
+    "shrimp",
+    "lobster",
+    "steak",
+    "chicken",
+    "lamb",
+    "mushrooms",
+    "spinach",
+    "kale",
+    "broccoli",
+    "peanuts",
+    "almonds",
+    "cashews",
+    "gluten",
+    "dairy",
+    "lactose",
+    "eggs",
+    "soy",
+    "sesame",
+    "shellfish",
+]
+CITIES = [
+    "berlin",
+    "paris",
+    "london",
+    "lisbon",
+    "madrid",
+    "rome",
+    "vienna",
+    "prague",
+    "warsaw",
+    "oslo",
+    "stockholm",
+    "helsinki",
+    "copenhagen",
+    "amsterdam",
+    "brussels",
+    "zurich",
+    "geneva",
+    "dublin",
+    "edinburgh",
+    "manchester",
+    "boston",
+    "seattle",
+    "portland",
+    "austin",
+    "denver",
+    "chicago",
+    "toronto",
+    "montreal",
+    "vancouver",
+    "tokyo",
+    "osaka",
+    "kyoto",
+    "seoul",
+    "taipei",
+    "singapore",
+    "bangkok",
+    "hanoi",
+    "sydney",
+    "melbourne",
+    "auckland",
+    "nairobi",
+    "lagos",
+    "cairo",
+    "istanbul",
+    "athens",
+    "barcelona",
+    "munich",
+    "hamburg",
+    "lyon",
+    "marseille",
+    "porto",
+]
+LANGS = [
+    "python",
+    "rust",
+    "go",
+    "typescript",
+    "javascript",
+    "java",
+    "kotlin",
+    "swift",
+    "haskell",
+    "elixir",
+    "erlang",
+    "ruby",
+    "php",
+    "scala",
+    "clojure",
+    "ocaml",
+    "zig",
+    "c++",
+    "c#",
+    "julia",
+    "r",
+    "matlab",
+    "fortran",
+    "cobol",
+    "lua",
+    "perl",
+    "dart",
+]
+TECH = [
+    "postgres",
+    "sqlite",
+    "redis",
+    "kafka",
+    "kubernetes",
+    "docker",
+    "terraform",
+    "ansible",
+    "nginx",
+    "react",
+    "vue",
+    "svelte",
+    "django",
+    "flask",
+    "fastapi",
+    "litestar",
+    "pytorch",
+    "tensorflow",
+    "numpy",
+    "pandas",
+    "spark",
+    "airflow",
+    "grafana",
+    "prometheus",
+    "elasticsearch",
+    "graphql",
+    "grpc",
+    "websockets",
+    "celery",
+    "rabbitmq",
+]
+HOBBIES = [
+    "climbing",
+    "bouldering",
+    "hiking",
+    "running",
+    "cycling",
+    "swimming",
+    "surfing",
+    "skiing",
+    "snowboarding",
+    "chess",
+    "painting",
+    "pottery",
+    "knitting",
+    "photography",
+    "gardening",
+    "birdwatching",
+    "woodworking",
+    "baking",
+    "fishing",
+    "sailing",
+    "kayaking",
+    "yoga",
+    "meditation",
+    "guitar",
+    "piano",
+    "violin",
+    "drums",
+    "singing",
+    "dancing",
+    "reading",
+    "writing",
+    "gaming",
+]
+JOBS = [
+    "engineer",
+    "designer",
+    "nurse",
+    "teacher",
+    "lawyer",
+    "accountant",
+    "architect",
+    "chef",
+    "pharmacist",
+    "researcher",
+    "journalist",
+    "translator",
+    "electrician",
+    "plumber",
+    "pilot",
+    "dentist",
+    "veterinarian",
+    "librarian",
+    "analyst",
+    "consultant",
+]
+PETS = ["dog", "cat", "parrot", "hamster", "rabbit", "turtle", "goldfish", "iguana", "ferret", "horse"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "teal", "navy", "crimson", "olive", "black", "white", "grey"]
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+TOPICS = [
+    "budget",
+    "roadmap",
+    "hiring",
+    "migration",
+    "outage",
+    "launch",
+    "security",
+    "audit",
+    "onboarding",
+    "pricing",
+    "refactoring",
+    "benchmark",
+    "deadline",
+    "release",
+    "compliance",
+    "marketing",
+    "quarterly",
+    "review",
+    "retrospective",
+    "architecture",
+]
+ADJ = [
+    "small",
+    "large",
+    "legacy",
+    "new",
+    "experimental",
+    "internal",
+    "open-source",
+    "commercial",
+    "distributed",
+    "realtime",
+    "embedded",
+    "serverless",
+    "mobile",
+    "offline",
+    "secure",
+    "fast",
+]
+PROJ = [
+    "dashboard",
+    "scheduler",
+    "crawler",
+    "chatbot",
+    "compiler",
+    "game",
+    "website",
+    "api",
+    "library",
+    "plugin",
+    "cli",
+    "tool",
+    "pipeline",
+    "service",
+    "app",
+    "bot",
+]
+BRANDS = ["toyota", "honda", "tesla", "volvo", "bmw", "subaru", "ford", "kia", "nissan", "audi"]
+BOOKS = ["dune", "neuromancer", "foundation", "hyperion", "solaris", "ubik", "snowcrash", "anathem", "blindsight"]
 # A long tail: synthetic but pronounceable words, so the vocabulary is not tiny.
 SYLL = "ka lo mi ra ne to su vi an el or ul ix zo pe da"
 SYLL = SYLL.split()
@@ -208,9 +523,7 @@ def make_queries(rng: random.Random, tail: list[str], n: int) -> list[tuple[str,
         lambda: "favourite book",
         lambda: "user preferences",  # all-common words
         lambda: "the user is",  # only stopwords
-        lambda: (
-            f"{rng.choice(FIRST)} {rng.choice(FIRST)} {rng.choice(CITIES)} {rng.choice(FOODS)} {rng.choice(HOBBIES)}"
-        ),
+        lambda: f"{rng.choice(FIRST)} {rng.choice(FIRST)} {rng.choice(CITIES)} {rng.choice(FOODS)} {rng.choice(HOBBIES)}",
         lambda: " ".join(rng.choice(FOODS + CITIES + HOBBIES + TOPICS) for _ in range(rng.randint(6, 20))),
         lambda: "Mentioned important confirmed",  # common extra words
         lambda: rng.choice(nasty),
@@ -265,9 +578,7 @@ def main() -> None:
         insert_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        other_scopes = [scope_for(f"key_{i}", None) for i in range(5)] + [
-            scope_for("key_bench", f"user{i}") for i in range(20)
-        ]
+        other_scopes = [scope_for(f"key_{i}", None) for i in range(5)] + [scope_for("key_bench", f"user{i}") for i in range(20)]
         per_scope: dict[str, list] = {}
         for _ in range(args.others):
             text, tags = make_sentence(rng, tail)

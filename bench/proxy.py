@@ -102,7 +102,11 @@ def main() -> int:
         if args.keys:
             created = subprocess.run(
                 [sys.executable, "-m", "toolrelay.app", "keys", "create", "--name", "bench", "--rpm", "10000000", "--tpm", "10000000000", "--json"],
-                env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             api_key = json.loads(created.stdout)["value"]
         relay = subprocess.Popen([sys.executable, "-m", "toolrelay.app", "serve", "--port", str(relay_port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -112,14 +116,33 @@ def main() -> int:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         engine = "auto" if shutil.which("wrk") else "py"
         cmd = [
-            sys.executable, str(HERE / "load.py"), "compare",
-            "--direct", f"http://127.0.0.1:{mock_port}",
-            "--target", f"http://127.0.0.1:{relay_port}",
-            "--pid", str(relay.pid), "--mock-pid", str(mock.pid),
-            "--modes", args.modes, "--concurrencies", args.concurrencies,
-            "--duration", str(duration), "--reps", str(reps), "--engine", engine,
-            "--label", "toolrelay" + ("-keys" if args.keys else ""), "--out", out,
-            "--api-key", api_key,
+            sys.executable,
+            str(HERE / "load.py"),
+            "compare",
+            "--direct",
+            f"http://127.0.0.1:{mock_port}",
+            "--target",
+            f"http://127.0.0.1:{relay_port}",
+            "--pid",
+            str(relay.pid),
+            "--mock-pid",
+            str(mock.pid),
+            "--modes",
+            args.modes,
+            "--concurrencies",
+            args.concurrencies,
+            "--duration",
+            str(duration),
+            "--reps",
+            str(reps),
+            "--engine",
+            engine,
+            "--label",
+            "toolrelay" + ("-keys" if args.keys else ""),
+            "--out",
+            out,
+            "--api-key",
+            api_key,
         ]
         print("# " + " ".join(cmd[2:]), file=sys.stderr)
         return subprocess.call(cmd, env={**os.environ, "BENCH_MODEL": "mock-model", "BENCH_API_KEY": api_key})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolrelay.tools.sandbox import SandboxSettings, select_sandbox  # noqa: E402
+from toolrelay.tools.sandbox import SandboxSettings, select_sandbox
 
 
 async def main() -> int:
@@ -44,8 +44,7 @@ async def main() -> int:
     times.sort()
     p90 = times[min(len(times) - 1, int(round(0.9 * len(times))) - 1)]
     print(f"backend: {sandbox.backend_name} (self-test {sandbox.status().get('self_test_ms')} ms)")
-    print(f"runs: {len(times)}  median: {statistics.median(times):.1f} ms  p90: {p90:.1f} ms  "
-          f"min: {times[0]:.1f} ms  max: {times[-1]:.1f} ms")
+    print(f"runs: {len(times)}  median: {statistics.median(times):.1f} ms  p90: {p90:.1f} ms  min: {times[0]:.1f} ms  max: {times[-1]:.1f} ms")
     await sandbox.aclose()
     return 0
 

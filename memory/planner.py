@@ -218,9 +218,7 @@ class SearchPlanner:
                 return []
             params: list[Any] = [r[0] for r in ranked]
             params.append(scope)
-            sql = (
-                f"SELECT {MEMORY_COLUMNS}, m.seq FROM memories m WHERE m.seq IN ({','.join('?' * len(ranked))}) AND +m.scope = ?"
-            )
+            sql = f"SELECT {MEMORY_COLUMNS}, m.seq FROM memories m WHERE m.seq IN ({','.join('?' * len(ranked))}) AND +m.scope = ?"
             sql += tag_clause(tags, params)
             found = {row[-1]: row for row in db.execute(sql, params)}
             rows = [(*found[seq][:6], s, seq) for seq, s in ranked if seq in found][:limit]
@@ -308,9 +306,7 @@ class SearchPlanner:
             rows += [r for r in more if r[7] not in seen][: limit - len(rows)]
         return rows
 
-    def newest_with_tags(
-        self, db: sqlite3.Connection, scope: str, tags: Sequence[str], limit: int
-    ) -> list[tuple[Any, ...]]:
+    def newest_with_tags(self, db: sqlite3.Connection, scope: str, tags: Sequence[str], limit: int) -> list[tuple[Any, ...]]:
         prefilter = tag_prefilter(tags)
         params: list[Any]
         if prefilter:

@@ -72,14 +72,10 @@ class MemoryStore:
     async def _run(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=self._limiter)
 
-    async def save(
-        self, scope: str, text: str, tags: Iterable[str] | None = None, metadata: Mapping[str, Any] | None = None
-    ) -> Memory:
+    async def save(self, scope: str, text: str, tags: Iterable[str] | None = None, metadata: Mapping[str, Any] | None = None) -> Memory:
         return await self._run(self.sync.save, scope, text, tags, metadata)
 
-    async def save_many(
-        self, scope: str, items: Iterable[str | Mapping[str, Any]], *, created_at: int | None = None
-    ) -> builtins.list[Memory]:
+    async def save_many(self, scope: str, items: Iterable[str | Mapping[str, Any]], *, created_at: int | None = None) -> builtins.list[Memory]:
         items = builtins.list(items)
         return await self._run(self.sync.save_many, scope, items, created_at=created_at)
 

@@ -143,10 +143,7 @@ class SyncMemoryStore:
 
     # -- writes ------------------------------------------------------------
 
-    _INSERT = (
-        "INSERT INTO memories (id, scope, scope_key, text, tags, tags_text, created_at, metadata) "
-        "VALUES (?,?,?,?,?,?,?,?)"
-    )
+    _INSERT = "INSERT INTO memories (id, scope, scope_key, text, tags, tags_text, created_at, metadata) VALUES (?,?,?,?,?,?,?,?)"
 
     def _prepare(
         self,
@@ -195,9 +192,7 @@ class SyncMemoryStore:
             db.execute(self._INSERT, row)
         return mem
 
-    def save_many(
-        self, scope: str, items: Iterable[str | Mapping[str, Any]], *, created_at: int | None = None
-    ) -> builtins.list[Memory]:
+    def save_many(self, scope: str, items: Iterable[str | Mapping[str, Any]], *, created_at: int | None = None) -> builtins.list[Memory]:
         """Bulk import in one transaction (one ``executemany``).
 
         Each item is a text or a mapping with ``text`` and optional ``tags``,
@@ -236,10 +231,7 @@ class SyncMemoryStore:
         # Same measure as the triggers' _SIZE: text, tags JSON and metadata JSON in UTF-8.
         adding = sum(len(r[3].encode()) + len(r[4].encode()) + (len(r[7].encode()) if r[7] else 0) for r in rows)
         got = {
-            owner: (n, size)
-            for owner, n, size in db.execute(
-                "SELECT owner, n, bytes FROM memory_usage WHERE owner IN (?, ?)", ("s:" + scope, owner_of(scope))
-            )
+            owner: (n, size) for owner, n, size in db.execute("SELECT owner, n, bytes FROM memory_usage WHERE owner IN (?, ?)", ("s:" + scope, owner_of(scope)))
         }
         for owner, what, max_n, max_bytes in (
             ("s:" + scope, "this memory scope", lim.max_memories_per_scope, lim.max_bytes_per_scope),
@@ -248,8 +240,7 @@ class SyncMemoryStore:
             n, size = got.get(owner, (0, 0))
             if max_n and n + len(rows) > max_n:
                 raise MemoryQuotaExceeded(
-                    f"memory is full: {what} holds {n} memories and the limit is {max_n}; "
-                    "delete (forget) memories that are no longer needed before saving more"
+                    f"memory is full: {what} holds {n} memories and the limit is {max_n}; delete (forget) memories that are no longer needed before saving more"
                 )
             if max_bytes and size + adding > max_bytes:
                 raise MemoryQuotaExceeded(
@@ -267,9 +258,7 @@ class SyncMemoryStore:
         if check_id(id) is None:
             return None
         with self._write() as db:
-            row = db.execute(
-                f"SELECT {MEMORY_COLUMNS}, 0.0, m.seq FROM memories m WHERE m.scope = ? AND m.id = ?", (scope, id)
-            ).fetchone()
+            row = db.execute(f"SELECT {MEMORY_COLUMNS}, 0.0, m.seq FROM memories m WHERE m.scope = ? AND m.id = ?", (scope, id)).fetchone()
             if row is None:
                 return None
             db.execute("DELETE FROM memories WHERE seq = ? AND scope = ?", (row[7], scope))
@@ -310,9 +299,7 @@ class SyncMemoryStore:
         if check_id(id) is None:
             return None
         with self._connection() as db:
-            row = db.execute(
-                f"SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.scope = ? AND m.id = ?", (scope, id)
-            ).fetchone()
+            row = db.execute(f"SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.scope = ? AND m.id = ?", (scope, id)).fetchone()
         return row_to_memory(row) if row else None
 
     def count(self, scope: str) -> int:

@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from fakes.clients import async_sdk, rest, sdk
 from fakes.redis import running_redis
 from fakes.relays import FAKE_MODELS, RelayPool, session_tree

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from fakes.server import write_toml
 
+from fakes.server import write_toml
 from toolrelay.app import settings as sections
 from toolrelay.app.config import ConfigError, Settings, load_settings
 
@@ -48,8 +48,12 @@ def test_every_section_is_typed_and_reachable_from_the_environment(tmp_path: Pat
 
 
 def test_the_environment_beats_the_file(tmp_path: Path) -> None:
-    settings = load(tmp_path, {"sandbox": {"memory_mb": 256}, "auth": {"admin_key": "from-the-file-0123456789"}},
-                    TOOLRELAY_SANDBOX__MEMORY_MB="128", TOOLRELAY_ADMIN_KEY="from-the-environment-0123")
+    settings = load(
+        tmp_path,
+        {"sandbox": {"memory_mb": 256}, "auth": {"admin_key": "from-the-file-0123456789"}},
+        TOOLRELAY_SANDBOX__MEMORY_MB="128",
+        TOOLRELAY_ADMIN_KEY="from-the-environment-0123",
+    )
     assert settings.sandbox.memory_mb == 128
     assert settings.auth.admin_key == "from-the-environment-0123"
 
@@ -117,19 +121,29 @@ def _documented_keys() -> dict[str, set[str]]:
 
 DOCUMENTED_ELSEWHERE = {
     # Typed like the rest, explained beside the tables rather than in one.
-    ("models", "tool_calling"), ("models", "tool_hints"), ("models", "context_window"),
+    ("models", "tool_calling"),
+    ("models", "tool_hints"),
+    ("models", "context_window"),
     # Listed together with their section's plain keys.
-    ("sandbox", "prlimit"), ("sandbox", "setpriv"),
+    ("sandbox", "prlimit"),
+    ("sandbox", "setpriv"),
 }
 
 
 @pytest.mark.parametrize(
     ("section", "cls"),
     [
-        ("server", sections.ServerSettings), ("upstreams", sections.UpstreamSettings), ("agent", sections.AgentSettings),
-        ("sandbox", sections.SandboxSettings), ("web_search", sections.WebSearchSettings), ("fetch_page", sections.FetchPageSettings),
-        ("memory", sections.MemorySettings), ("auth", sections.AuthSettings), ("limits", sections.LimitSettings),
-        ("pricing", sections.PricingSettings), ("redis", sections.RedisSettings),
+        ("server", sections.ServerSettings),
+        ("upstreams", sections.UpstreamSettings),
+        ("agent", sections.AgentSettings),
+        ("sandbox", sections.SandboxSettings),
+        ("web_search", sections.WebSearchSettings),
+        ("fetch_page", sections.FetchPageSettings),
+        ("memory", sections.MemorySettings),
+        ("auth", sections.AuthSettings),
+        ("limits", sections.LimitSettings),
+        ("pricing", sections.PricingSettings),
+        ("redis", sections.RedisSettings),
     ],
 )
 def test_configuration_doc_lists_exactly_the_settings(section: str, cls: type[msgspec.Struct]) -> None:

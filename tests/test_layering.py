@@ -22,23 +22,27 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"app": "toolrelay.app", "agent": "toolrelay.agent", "tools": "toolrelay.tools", "memory": "toolrelay.memory"}
 
-COMPOSITION_ROOT = frozenset({
-    "toolrelay.app.__main__",
-    "toolrelay.app.admin_cli",
-    "toolrelay.app.cli",
-    "toolrelay.app.server",
-    "toolrelay.app.services",
-    "toolrelay.app.wiring",
-})
-SHARED_CORE = frozenset({
-    "toolrelay.app.config",
-    "toolrelay.app.errors",
-    "toolrelay.app.events",
-    "toolrelay.app.ids",
-    "toolrelay.app.providers.base",
-    "toolrelay.app.settings",
-    "toolrelay.app.tokens",
-})
+COMPOSITION_ROOT = frozenset(
+    {
+        "toolrelay.app.__main__",
+        "toolrelay.app.admin_cli",
+        "toolrelay.app.cli",
+        "toolrelay.app.server",
+        "toolrelay.app.services",
+        "toolrelay.app.wiring",
+    }
+)
+SHARED_CORE = frozenset(
+    {
+        "toolrelay.app.config",
+        "toolrelay.app.errors",
+        "toolrelay.app.events",
+        "toolrelay.app.ids",
+        "toolrelay.app.providers.base",
+        "toolrelay.app.settings",
+        "toolrelay.app.tokens",
+    }
+)
 FEATURE_PACKAGES = ("toolrelay.agent", "toolrelay.tools", "toolrelay.memory", "toolrelay.app.auth", "toolrelay.app.routes")
 
 
@@ -180,7 +184,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state and (found := walk(nxt)):
                 return found
         path.pop()

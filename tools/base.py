@@ -41,7 +41,7 @@ class ToolResult:
     sources: list[Source] = field(default_factory=list)
 
     @classmethod
-    def error(cls, message: str, **data: Any) -> "ToolResult":
+    def error(cls, message: str, **data: Any) -> ToolResult:
         return cls(content=f"error: {message}", is_error=True, data=data or None)
 
 

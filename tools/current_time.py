@@ -5,8 +5,9 @@ Models have no clock; this is the smallest useful tool and a harmless one.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -30,7 +31,7 @@ class CurrentTimeTool:
     timeout = 5.0
 
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         name = arguments.get("timezone") or "UTC"

@@ -95,18 +95,12 @@ class FetchPageTool:
         except FetchRefused as exc:
             return ToolResult.error(f"refused to fetch {raw[:200]}: {exc}", url=raw[:2048], refused=True)
         except TimeoutError:
-            return ToolResult.error(
-                f"fetching {raw[:200]} timed out after {self.settings.timeout:g}s", url=raw[:2048]
-            )
+            return ToolResult.error(f"fetching {raw[:200]} timed out after {self.settings.timeout:g}s", url=raw[:2048])
         except httpx.HTTPError as exc:
-            return ToolResult.error(
-                f"fetching {raw[:200]} failed: {describe_http_error(exc)}", url=raw[:2048]
-            )
+            return ToolResult.error(f"fetching {raw[:200]} failed: {describe_http_error(exc)}", url=raw[:2048])
         except Exception as exc:  # a tool failure must reach the model as a result, not kill the turn
             log.exception("fetch_page failed for %s", raw[:200])
-            return ToolResult.error(
-                f"fetching {raw[:200]} failed: {type(exc).__name__}: {exc}"[:400], url=raw[:2048]
-            )
+            return ToolResult.error(f"fetching {raw[:200]} failed: {type(exc).__name__}: {exc}"[:400], url=raw[:2048])
 
     async def _fetch(self, url: httpx.URL) -> ToolResult:
         try:
@@ -155,9 +149,7 @@ class FetchPageTool:
         header.append(f"Title: {title or '(none)'}")
         notes = []
         if truncated:
-            notes.append(
-                f"the page is larger than {settings.max_bytes:,} bytes; only the first part was read"
-            )
+            notes.append(f"the page is larger than {settings.max_bytes:,} bytes; only the first part was read")
         if cut:
             notes.append(f"text cut to {settings.max_chars:,} characters")
         if notes:
@@ -168,8 +160,5 @@ class FetchPageTool:
     def _describe_binary(self, url: str, mime: str, length: str | None, data: dict[str, Any]) -> ToolResult:
         size = f"{int(length):,} bytes" if length and length.isdigit() else "unknown size"
         data |= {"bytes": int(length) if length and length.isdigit() else None, "binary": True}
-        content = (
-            f"URL: {url}\nType: {mime}, {size}\n\n"
-            f"This is a {mime} file, not a text page; fetch_page does not show its content."
-        )
+        content = f"URL: {url}\nType: {mime}, {size}\n\nThis is a {mime} file, not a text page; fetch_page does not show its content."
         return ToolResult(content=content, data=data, sources=[Source(url=url)])

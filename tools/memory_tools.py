@@ -160,8 +160,7 @@ class MemorySaveTool:
             return ToolResult.error("text is required: the fact to remember, as a non-empty string")
         if (junk := self._copied_text(text)) is not None:
             return ToolResult.error(
-                f"not saved: the text {junk}, not a fact from the conversation. "
-                "Call memory_save again with the user's actual fact, in your own words.",
+                f"not saved: the text {junk}, not a fact from the conversation. Call memory_save again with the user's actual fact, in your own words.",
                 refused=True,
             )
         tags, err = _tags_arg(arguments)

@@ -82,10 +82,7 @@ _BLOCKED_NETWORKS = tuple(
 )
 # Cloud instance metadata / platform endpoints. 168.63.129.16 (Azure) is a
 # public address, so only an explicit entry catches it.
-_METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "168.63.129.16", "fd00:ec2::254")
-)
+_METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "168.63.129.16", "fd00:ec2::254"))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 

@@ -50,9 +50,7 @@ class PageFetcher:
         self.guard = guard
         verify = self.settings.verify
         ssl_context = (
-            ssl.create_default_context(cafile=verify if isinstance(verify, str) else certifi.where())
-            if verify
-            else httpx.create_ssl_context(verify=False)
+            ssl.create_default_context(cafile=verify if isinstance(verify, str) else certifi.where()) if verify else httpx.create_ssl_context(verify=False)
         )
         self._client = httpx.AsyncClient(
             verify=ssl_context,
@@ -131,9 +129,7 @@ class PageFetcher:
             extensions["sni_hostname"] = target.host  # also the name the certificate is checked against
         last_error: httpx.HTTPError | None = None
         for ip in target.ips[:3]:
-            request = self._client.build_request(
-                "GET", target.url.copy_with(host=ip), headers=headers, extensions=extensions
-            )
+            request = self._client.build_request("GET", target.url.copy_with(host=ip), headers=headers, extensions=extensions)
             try:
                 return await self._client.send(request, stream=True)
             except httpx.ConnectError as exc:  # try the next address, like a browser would

@@ -69,9 +69,7 @@ def decode(body: bytes, content_type: str, truncated: bool, *, html: bool) -> st
     candidates = [charset] if charset else ["utf-8", "cp1252"]
     for name in candidates:
         try:
-            decoder = codecs.getincrementaldecoder(name)(
-                errors="strict" if name == "utf-8" and not charset else "replace"
-            )
+            decoder = codecs.getincrementaldecoder(name)(errors="strict" if name == "utf-8" and not charset else "replace")
             # final=False when cut short: a multi-byte character split by the
             # cut is dropped instead of becoming garbage.
             return decoder.decode(body, final=not truncated)
@@ -128,9 +126,7 @@ def html_to_text(html: str) -> tuple[str, str]:
     # libxml2 rather than an HTML5 parser: lexbor (selectolax) went quadratic
     # on deeply nested blocks (a 400 kB page of nested <li> took 8 s of
     # uncancellable CPU); libxml2 stays linear and gives up past depth 2048.
-    parser = lxml_html.HTMLParser(
-        remove_comments=True, remove_pis=True, no_network=True, encoding="utf-8", huge_tree=True
-    )
+    parser = lxml_html.HTMLParser(remove_comments=True, remove_pis=True, no_network=True, encoding="utf-8", huge_tree=True)
     try:
         doc = lxml_html.document_fromstring(html.encode("utf-8", "replace"), parser=parser)
     except (etree.ParserError, ValueError):

@@ -30,26 +30,24 @@ def _clip_middle(text: str, budget: int) -> str:
     head = budget * 2 // 3
     tail = max(budget - head, 0)
     omitted = len(text) - head - tail
-    return f"{text[:head]}\n[... {omitted} characters omitted ...]\n{text[len(text) - tail:] if tail else ''}"
+    return f"{text[:head]}\n[... {omitted} characters omitted ...]\n{text[len(text) - tail :] if tail else ''}"
 
 
 def _clip_tail(text: str, budget: int) -> str:
     # The end of stderr (the exception itself) matters most.
     if len(text) <= budget:
         return text
-    return f"[... {len(text) - budget} characters omitted ...]\n{text[len(text) - budget:]}"
+    return f"[... {len(text) - budget} characters omitted ...]\n{text[len(text) - budget :]}"
 
 
 class PythonTool:
     name = "python"
 
-    def __init__(self, sandbox: Sandbox, *, max_output_chars: int = 8000,
-                 queue_timeout_seconds: float | None = None) -> None:
+    def __init__(self, sandbox: Sandbox, *, max_output_chars: int = 8000, queue_timeout_seconds: float | None = None) -> None:
         self.sandbox = sandbox
         self.max_output_chars = max(500, max_output_chars)
         s = sandbox.settings
-        self._queue_timeout = (queue_timeout_seconds if queue_timeout_seconds is not None
-                               else s.queue_timeout_seconds)
+        self._queue_timeout = queue_timeout_seconds if queue_timeout_seconds is not None else s.queue_timeout_seconds
         # Above the sandbox's own limits (wall clock, plus waiting for a free
         # slot), so the sandbox, not the agent's timeout, ends a run and
         # reports why.
@@ -59,8 +57,7 @@ class PythonTool:
             "properties": {
                 "code": {
                     "type": "string",
-                    "description": "Python source to run. Print results, or end with an "
-                                   "expression whose value you want back.",
+                    "description": "Python source to run. Print results, or end with an expression whose value you want back.",
                 },
             },
             "required": ["code"],
@@ -72,9 +69,7 @@ class PythonTool:
         sb, s = self.sandbox, self.sandbox.settings
         if not sb.available:
             reason = getattr(sb, "reason", "no sandbox backend")
-            return ("Python code execution is disabled on this server "
-                    f"({reason}). Calling this tool only returns an error; "
-                    "answer without running code.")
+            return f"Python code execution is disabled on this server ({reason}). Calling this tool only returns an error; answer without running code."
         version = getattr(sb, "python_version", None)
         return (
             f"Run Python {version or '3'} code in an isolated sandbox and get back its stdout, "
@@ -124,10 +119,20 @@ class PythonTool:
             parts.append("value: " + value)
         if result.limit:
             template = _LIMIT_TEXT.get(result.limit, "the {name} limit was reached")
-            parts.append("stopped: " + template.format(
-                name=result.limit, wall=s.wall_seconds, cpu=s.cpu_seconds, mem=s.memory_mb,
-                out=s.output_bytes, fsize=s.file_size_mb, disk=s.tmpfs_mb, nproc=s.nproc,
-                nofile=s.nofile))
+            parts.append(
+                "stopped: "
+                + template.format(
+                    name=result.limit,
+                    wall=s.wall_seconds,
+                    cpu=s.cpu_seconds,
+                    mem=s.memory_mb,
+                    out=s.output_bytes,
+                    fsize=s.file_size_mb,
+                    disk=s.tmpfs_mb,
+                    nproc=s.nproc,
+                    nofile=s.nofile,
+                )
+            )
         elif result.exit_code not in (0, None) and not result.exception:
             parts.append(f"exit code: {result.exit_code}")
         if not parts:

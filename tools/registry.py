@@ -45,7 +45,7 @@ def _truncate(text: str, limit: int) -> tuple[str, bool]:
         return text, False
     tail = limit // 4
     head = limit - tail
-    return text[:head] + f"\n[output truncated: {len(text) - limit} characters omitted]\n" + text[len(text) - tail:], True
+    return text[:head] + f"\n[output truncated: {len(text) - limit} characters omitted]\n" + text[len(text) - tail :], True
 
 
 # A whole argument that is a template slot, not a value: "{{code}}", "{code}",
@@ -157,7 +157,9 @@ class ToolRegistry:
             try:
                 arguments = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                return outcome("invalid_arguments", f"error: the arguments for {name} are not valid JSON ({exc}). Send a JSON object matching the tool's schema.")
+                return outcome(
+                    "invalid_arguments", f"error: the arguments for {name} are not valid JSON ({exc}). Send a JSON object matching the tool's schema."
+                )
         if not isinstance(arguments, dict):
             return outcome("invalid_arguments", f"error: the arguments for {name} must be a JSON object, got {type(arguments).__name__}.", arguments)
         problem = self.validate(name, arguments)
@@ -165,7 +167,11 @@ class ToolRegistry:
             return outcome("invalid_arguments", f"error: invalid arguments for {name}: {problem}", arguments)
         copied = copied_from_schema(tool.parameters, arguments)
         if copied is not None:
-            return outcome("invalid_arguments", f"error: invalid arguments for {name}: {copied}. Call it again with the actual values taken from the user's request.", arguments)
+            return outcome(
+                "invalid_arguments",
+                f"error: invalid arguments for {name}: {copied}. Call it again with the actual values taken from the user's request.",
+                arguments,
+            )
         limit = min(x for x in (tool.timeout or self.default_timeout, timeout or float("inf")) if x)
         try:
             with anyio.fail_after(limit):

@@ -48,9 +48,7 @@ class SearchError(Exception):
 class SearchBackend(Protocol):
     name: str
 
-    async def search(
-        self, query: str, max_results: int, region: str | None, timelimit: TimeRange | None
-    ) -> list[SearchHit]: ...
+    async def search(self, query: str, max_results: int, region: str | None, timelimit: TimeRange | None) -> list[SearchHit]: ...
 
 
 class DdgsBackend:
@@ -74,17 +72,13 @@ class DdgsBackend:
         self._proxy = proxy
         self._verify = verify
 
-    async def search(
-        self, query: str, max_results: int, region: str | None, timelimit: TimeRange | None
-    ) -> list[SearchHit]:
+    async def search(self, query: str, max_results: int, region: str | None, timelimit: TimeRange | None) -> list[SearchHit]:
         call = partial(self._search_sync, query, max_results, region or "us-en", timelimit)
         # abandon_on_cancel: on our timeout the caller gets its answer now; the
         # thread ends on its own once ddgs' own timeout fires.
         return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
 
-    def _search_sync(
-        self, query: str, max_results: int, region: str, timelimit: TimeRange | None
-    ) -> list[SearchHit]:
+    def _search_sync(self, query: str, max_results: int, region: str, timelimit: TimeRange | None) -> list[SearchHit]:
         # Imported here: importing ddgs loads every engine module (and lxml),
         # which a server configured for SearXNG never needs.
         from ddgs import DDGS
@@ -103,9 +97,7 @@ class DdgsBackend:
                 backend=self._engines,
             )
         except RatelimitException as exc:
-            raise SearchError(
-                f"the search engines are rate limiting us (ddgs: {exc}); try again later"
-            ) from None
+            raise SearchError(f"the search engines are rate limiting us (ddgs: {exc}); try again later") from None
         except TimeoutException:
             raise SearchError("the search engines did not answer in time (ddgs)") from None
         except DDGSException as exc:
@@ -159,18 +151,14 @@ class SearxngBackend:
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout), verify=verify)
 
-    async def search(
-        self, query: str, max_results: int, region: str | None, timelimit: TimeRange | None
-    ) -> list[SearchHit]:
+    async def search(self, query: str, max_results: int, region: str | None, timelimit: TimeRange | None) -> list[SearchHit]:
         params = {"q": query, "format": "json", "safesearch": self._safesearch, "pageno": "1"}
         if region:
             params["language"] = searxng_language(region)
         if timelimit:
             params["time_range"] = timelimit
         try:
-            response = await self._client.get(
-                self._url, params=params, headers={"Accept": "application/json"}
-            )
+            response = await self._client.get(self._url, params=params, headers={"Accept": "application/json"})
         except httpx.TimeoutException:
             raise SearchError(f"SearXNG did not answer within {self._timeout:g}s") from None
         except httpx.HTTPError as exc:
@@ -179,10 +167,7 @@ class SearxngBackend:
         if status == 429:
             raise SearchError("SearXNG is rate limiting us (HTTP 429); try again later")
         if status == 403:
-            raise SearchError(
-                "SearXNG refused the request (HTTP 403); "
-                "is 'json' listed in search.formats of its settings.yml?"
-            )
+            raise SearchError("SearXNG refused the request (HTTP 403); is 'json' listed in search.formats of its settings.yml?")
         if status >= 500:
             raise SearchError(f"SearXNG failed (HTTP {status})")
         if status != 200:
@@ -195,18 +180,14 @@ class SearxngBackend:
         if not isinstance(results, list):
             raise SearchError("SearXNG returned JSON without a results list")
         hits = [
-            SearchHit(
-                title=str(item.get("title") or ""), url=item["url"], snippet=str(item.get("content") or "")
-            )
+            SearchHit(title=str(item.get("title") or ""), url=item["url"], snippet=str(item.get("content") or ""))
             for item in results
             if isinstance(item, dict) and isinstance(item.get("url"), str)
         ]
         if not hits and (failed := payload.get("unresponsive_engines")):
             # Every upstream engine failed (often rate limits): that is an
             # outage, not "nothing matches", and the model should know.
-            names = ", ".join(
-                " ".join(map(str, entry)) if isinstance(entry, list) else str(entry) for entry in failed[:5]
-            )
+            names = ", ".join(" ".join(map(str, entry)) if isinstance(entry, list) else str(entry) for entry in failed[:5])
             raise SearchError(f"SearXNG returned no results; its engines failed: {names[:300]}")
         return hits
 
@@ -327,14 +308,8 @@ class WebSearchTool:
             raise ValueError("argument 'query' must be a non-empty string")
         query = " ".join(query.split())[:400]
         count = arguments.get("max_results", self.settings.max_results)
-        if (
-            isinstance(count, bool)
-            or not isinstance(count, int)
-            or not 1 <= count <= self.settings.max_results_cap
-        ):
-            raise ValueError(
-                f"argument 'max_results' must be an integer from 1 to {self.settings.max_results_cap}"
-            )
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= self.settings.max_results_cap:
+            raise ValueError(f"argument 'max_results' must be an integer from 1 to {self.settings.max_results_cap}")
         region = arguments.get("region") or self.settings.region
         if not _is_region(region):
             raise ValueError("argument 'region' must look like us-en (country-language)")
@@ -357,16 +332,12 @@ class WebSearchTool:
                 with anyio.fail_after(self.settings.timeout):
                     raw = await self.backend.search(query, count, region, time_range)
             except TimeoutError:
-                return ToolResult.error(
-                    f"web search timed out after {self.settings.timeout:g}s ({backend})", backend=backend
-                )
+                return ToolResult.error(f"web search timed out after {self.settings.timeout:g}s ({backend})", backend=backend)
             except SearchError as exc:
                 return ToolResult.error(str(exc), backend=backend)
             except Exception as exc:  # a backend bug must not end the agent's turn
                 log.exception("web_search backend %s failed", backend)
-                return ToolResult.error(
-                    f"web search failed ({backend}): {type(exc).__name__}: {str(exc)[:300]}", backend=backend
-                )
+                return ToolResult.error(f"web search failed ({backend}): {type(exc).__name__}: {str(exc)[:300]}", backend=backend)
             hits = self._clean(raw, count)
             if hits:
                 self._cache.put(key, hits)
@@ -378,11 +349,7 @@ class WebSearchTool:
         hits: list[SearchHit] = []
         for hit in raw:
             url = hit.url.strip()
-            if (
-                not url.lower().startswith(("http://", "https://"))
-                or len(url) > s.max_url_chars
-                or url in seen
-            ):
+            if not url.lower().startswith(("http://", "https://")) or len(url) > s.max_url_chars or url in seen:
                 continue
             seen.add(url)
             title = _bound(hit.title, s.max_title_chars) or url[: s.max_title_chars]
@@ -395,11 +362,7 @@ class WebSearchTool:
     def _result(query: str, hits: list[SearchHit], backend: str, cached: bool) -> ToolResult:
         data = {"backend": backend, "results": len(hits), "cached": cached}
         if not hits:
-            note = (
-                " (with ddgs this can also mean the engines refused us, e.g. rate limiting)"
-                if backend == "ddgs"
-                else ""
-            )
+            note = " (with ddgs this can also mean the engines refused us, e.g. rate limiting)" if backend == "ddgs" else ""
             return ToolResult(content=f'No results for "{query}"{note}.', data=data)
         blocks = [f'Results for "{query}":']
         for number, hit in enumerate(hits, start=1):

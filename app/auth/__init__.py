@@ -62,7 +62,11 @@ def build_gate(settings: Settings, tokens: Any, *, force_auth: bool) -> AuthGate
     """
     config = GateSettings.of(settings)
     local = frozenset(name for name, upstream in settings.upstreams.items() if upstream.kind == "local")
-    ledger = Ledger(usage_path(settings), flush_seconds=config.auth.ledger_flush_seconds, max_queued_rows=config.auth.ledger_max_queued_rows) if config.auth.ledger else None
+    ledger = (
+        Ledger(usage_path(settings), flush_seconds=config.auth.ledger_flush_seconds, max_queued_rows=config.auth.ledger_max_queued_rows)
+        if config.auth.ledger
+        else None
+    )
     return AuthGate(
         config=config,
         keys=KeyStore(keys_path(settings)),

@@ -9,7 +9,7 @@ list reads exactly like the client's ``model`` field and ``/v1/models``.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class ModelAccess:

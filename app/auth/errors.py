@@ -23,7 +23,9 @@ def missing_key() -> OpenAIError:
 
 
 def incorrect_key(masked: str) -> OpenAIError:
-    return OpenAIError(401, f"Incorrect API key provided: {masked}. Check the key, or ask the operator for a new one.", type="authentication_error", code="invalid_api_key")
+    return OpenAIError(
+        401, f"Incorrect API key provided: {masked}. Check the key, or ask the operator for a new one.", type="authentication_error", code="invalid_api_key"
+    )
 
 
 def expired_key(key_id: str) -> OpenAIError:
@@ -85,8 +87,7 @@ def quota_exceeded(*, key_id: str, budget_usd: float, period: str, held_and_need
         )
     return OpenAIError(
         429,
-        f"You exceeded your current quota: key tr-{key_id} {state}. "
-        "Ask the operator to raise the budget, or wait for the next period.",
+        f"You exceeded your current quota: key tr-{key_id} {state}. Ask the operator to raise the budget, or wait for the next period.",
         type="insufficient_quota",
         code="insufficient_quota",
         # The OpenAI SDKs honour this and do not retry; retrying cannot succeed.
@@ -129,7 +130,9 @@ def limiter_unavailable() -> OpenAIError:
 
 
 def admin_disabled() -> OpenAIError:
-    return OpenAIError(403, "The admin API is disabled: set auth.admin_key (or TOOLRELAY_ADMIN_KEY) to enable it.", type="permission_error", code="admin_api_disabled")
+    return OpenAIError(
+        403, "The admin API is disabled: set auth.admin_key (or TOOLRELAY_ADMIN_KEY) to enable it.", type="permission_error", code="admin_api_disabled"
+    )
 
 
 def admin_required() -> OpenAIError:

@@ -306,7 +306,7 @@ class AuthGate:
     async def release(self, info: RequestInfo) -> None:
         try:
             await self._release(info, info.ticket)
-        except Exception:  # noqa: BLE001 - accounting trouble must not break a response
+        except Exception:
             log.exception("could not account for request %s", info.request_id)
 
     async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
@@ -345,7 +345,10 @@ class AuthGate:
         if held is not None:
             policy = ask.policy
             raise errors.quota_exceeded(
-                key_id=ticket.key_id or "?", budget_usd=(policy.budget_nano or 0) / NANO, period=policy.budget_period, held_and_needed=((held + so_far) / NANO, upcoming / NANO)
+                key_id=ticket.key_id or "?",
+                budget_usd=(policy.budget_nano or 0) / NANO,
+                period=policy.budget_period,
+                held_and_needed=((held + so_far) / NANO, upcoming / NANO),
             )
 
     async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
@@ -429,7 +432,12 @@ class AuthGate:
             prompt_only = price.estimate_nano(prompt, 0)
             cap = self._cap_nano / NANO
             if prompt_only > self._cap_nano:
-                raise errors.cost_cap(estimate_usd=worst / NANO, cap_usd=cap, param="messages", suggestion=f"The prompt alone (about {prompt} tokens) costs ${prompt_only / NANO:.4f}; shorten the messages.")
+                raise errors.cost_cap(
+                    estimate_usd=worst / NANO,
+                    cap_usd=cap,
+                    param="messages",
+                    suggestion=f"The prompt alone (about {prompt} tokens) costs ${prompt_only / NANO:.4f}; shorten the messages.",
+                )
             affordable = int((self._cap_nano - prompt_only) / (price.output * choices)) if price.output else per_choice
             field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
             hint = f"Set {field} to at most {affordable}" + (f" (for each of the n={choices} choices)." if choices > 1 else ".")
@@ -452,8 +460,14 @@ class AuthGate:
         if reason == "parallel":
             return errors.too_many_parallel(subject=subject, limit=policy.max_parallel, retry_ms=decision.retry_ms)
         if reason == "requests":
-            headers = {"x-ratelimit-limit-requests": str(policy.rpm), "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": go_duration(decision.retry_ms)}
-            return errors.rate_limited("requests", subject=subject, model=info.model, limit=policy.rpm, used=decision.used, requested=1, retry_ms=decision.retry_ms, headers=headers)
+            headers = {
+                "x-ratelimit-limit-requests": str(policy.rpm),
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": go_duration(decision.retry_ms),
+            }
+            return errors.rate_limited(
+                "requests", subject=subject, model=info.model, limit=policy.rpm, used=decision.used, requested=1, retry_ms=decision.retry_ms, headers=headers
+            )
         headers = {
             "x-ratelimit-limit-tokens": str(policy.tpm),
             "x-ratelimit-remaining-tokens": str(max(0, policy.tpm - decision.used)),
@@ -461,7 +475,9 @@ class AuthGate:
         }
         if reason == "too_large":
             return errors.too_large(subject=subject, limit=policy.tpm, requested=ask.tokens, headers=headers)
-        return errors.rate_limited("tokens", subject=subject, model=info.model, limit=policy.tpm, used=decision.used, requested=ask.tokens, retry_ms=decision.retry_ms, headers=headers)
+        return errors.rate_limited(
+            "tokens", subject=subject, model=info.model, limit=policy.tpm, used=decision.used, requested=ask.tokens, retry_ms=decision.retry_ms, headers=headers
+        )
 
     async def _release(self, info: RequestInfo, ticket: Any) -> None:
         if ticket is None and info.key_id is None and self.enabled:

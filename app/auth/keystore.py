@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -195,7 +196,21 @@ class KeyStore:
                 try:
                     conn.execute(
                         f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (key_id, name, hash_key(full), last4(full), orjson.dumps(patterns).decode(), rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created, None),
+                        (
+                            key_id,
+                            name,
+                            hash_key(full),
+                            last4(full),
+                            orjson.dumps(patterns).decode(),
+                            rpm,
+                            tpm,
+                            max_parallel,
+                            budget_usd,
+                            budget_period,
+                            expires_at,
+                            created,
+                            None,
+                        ),
                     )
                     break
                 except sqlite3.IntegrityError:  # 48-bit id collision: draw again

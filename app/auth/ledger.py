@@ -94,7 +94,21 @@ GROUPS = {
     "day": "date(ts, 'unixepoch')",
     "hour": "strftime('%Y-%m-%dT%H:00', ts, 'unixepoch')",
 }
-ROW_FIELDS = ("ts", "request_id", "key_id", "model", "mode", "upstream", "prompt_tokens", "completion_tokens", "cost_nano", "latency_ms", "status", "error_code", "estimated")
+ROW_FIELDS = (
+    "ts",
+    "request_id",
+    "key_id",
+    "model",
+    "mode",
+    "upstream",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_nano",
+    "latency_ms",
+    "status",
+    "error_code",
+    "estimated",
+)
 
 # Longest text kept in a ledger column: ids and model names are short; a
 # client-chosen model string of megabytes must not become a megabyte row.
@@ -387,7 +401,9 @@ class Ledger:
 
     # -- reading (any thread; a connection per call) --------------------
 
-    def summary(self, *, since: float | None = None, until: float | None = None, group_by: Iterable[str] = ("key", "model"), key_id: str | None = None) -> list[dict[str, Any]]:
+    def summary(
+        self, *, since: float | None = None, until: float | None = None, group_by: Iterable[str] = ("key", "model"), key_id: str | None = None
+    ) -> list[dict[str, Any]]:
         groups = [g for g in group_by]
         unknown = [g for g in groups if g not in GROUPS]
         if unknown:

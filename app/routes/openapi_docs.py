@@ -81,14 +81,10 @@ def protocol_schemas() -> dict[str, dict[str, Any]]:
 def attach_protocol_schemas(app: Litestar) -> None:
     """Add the protocol schemas to the app's OpenAPI document (built here, once, then cached by Litestar)."""
     components = app.openapi_schema.components
-    schemas: dict[str, Any] = (
-        components.schemas if components.schemas is not None else {}
-    )
+    schemas: dict[str, Any] = components.schemas if components.schemas is not None else {}
     for name, schema in protocol_schemas().items():
         if name in schemas:
-            raise RuntimeError(
-                f"OpenAPI schema name {name!r} is declared twice (app.protocol and a route's own types)"
-            )
+            raise RuntimeError(f"OpenAPI schema name {name!r} is declared twice (app.protocol and a route's own types)")
         schemas[name] = schema
     components.schemas = schemas
 
@@ -112,9 +108,7 @@ def _errors(*statuses: str) -> dict[str, OpenAPIResponse | Reference]:
 class ChatCompletionOperation(Operation):
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
-            content={
-                "application/json": OpenAPIMediaType(schema=_ref(ChatCompletionRequest))
-            },
+            content={"application/json": OpenAPIMediaType(schema=_ref(ChatCompletionRequest))},
             required=True,
         )
         self.responses = {
@@ -126,9 +120,7 @@ class ChatCompletionOperation(Operation):
                 ),
                 content={
                     "application/json": OpenAPIMediaType(schema=_ref(ChatCompletion)),
-                    "text/event-stream": OpenAPIMediaType(
-                        schema=_ref(ChatCompletionChunk)
-                    ),
+                    "text/event-stream": OpenAPIMediaType(schema=_ref(ChatCompletionChunk)),
                 },
             ),
             **_errors(

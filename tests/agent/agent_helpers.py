@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import httpx
+
 from fakes.clients import stream_raw as post_and_read
 from fakes.sse import SSEEvent, json_chunks, parse_sse
 from fakes.upstream import FakeUpstream, RecordedRequest
@@ -84,7 +85,7 @@ def no_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def sent_usage(fake: FakeUpstream, rec: RecordedRequest) -> dict[str, int]:
     """The usage the fake reported for one of its answers (its word-count rule, or the scripted usage)."""
     assert rec.reply is not None and rec.reply.status == 200, rec
-    return fake._usage(rec.body, rec.reply, 1)  # noqa: SLF001
+    return fake._usage(rec.body, rec.reply, 1)
 
 
 def expected_usage(fake: FakeUpstream) -> dict[str, int]:

@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 from agent_test_tools import TestTools
+
 from fakes.clients import rest, sdk
 from fakes.relays import agent_tree, start_relay
 from fakes.server import RunningServer
@@ -64,7 +65,9 @@ def ahttp(agent_relay: RunningServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def agent_relay_factory(fake_upstream: FakeUpstream, relay_factory: Callable[..., RunningServer], tmp_path: Path) -> Callable[..., tuple[RunningServer, TestTools]]:
+def agent_relay_factory(
+    fake_upstream: FakeUpstream, relay_factory: Callable[..., RunningServer], tmp_path: Path
+) -> Callable[..., tuple[RunningServer, TestTools]]:
     count = 0
 
     def make(*, agent: dict[str, Any] | None = None, **keywords: Any) -> tuple[RunningServer, TestTools]:

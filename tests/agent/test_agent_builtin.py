@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from agent_helpers import (
-    assert_minted,
     USER,
+    assert_minted,
     assert_stream_contract,
     assert_unique_indexes,
     choice_deltas,
@@ -31,6 +30,7 @@ from agent_helpers import (
     usage_dict,
 )
 from agent_test_tools import TestTools
+
 from fakes.upstream import FakeUpstream, Reply
 
 ANSWER = "It is noon in UTC right now."

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from agent_helpers import (
     STOCK_TOOL,
     USER,
@@ -27,6 +26,7 @@ from agent_helpers import (
     streamed_steps,
     streamed_tool_calls,
 )
+
 from fakes.upstream import FakeUpstream, Reply
 
 QUESTION = [{"role": "user", "content": "What's the weather in Paris and the ACME price, and what time is it?"}]
@@ -57,7 +57,8 @@ def plain_assistant(calls: list[dict[str, Any]], ids: list[str] | None = None) -
         "role": "assistant",
         "content": None,
         "tool_calls": [
-            {"id": ids[i] if ids else c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for i, c in enumerate(calls)
+            {"id": ids[i] if ids else c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+            for i, c in enumerate(calls)
         ],
     }
 
@@ -150,7 +151,9 @@ def test_client_calls_streamed_sdk_and_raw(oai: openai.OpenAI, ahttp: httpx.Clie
     # Resume: the restored history reaches the upstream.
     fake.enqueue(Reply(content=FINAL))
     resumed = oai.chat.completions.create(
-        model="agent/fake-model", messages=[*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL], raw_ids), *client_results(raw_ids)], tools=[WEATHER_TOOL, STOCK_TOOL]
+        model="agent/fake-model",
+        messages=[*QUESTION, plain_assistant([WEATHER_CALL, STOCK_CALL], raw_ids), *client_results(raw_ids)],
+        tools=[WEATHER_TOOL, STOCK_TOOL],
     )
     assert resumed.choices[0].message.content == FINAL
     assert_restored(fake.chat_requests[-1].body)
@@ -170,7 +173,9 @@ def test_client_sending_full_history_without_continuation(oai: openai.OpenAI, fa
     assert no_system(fake.last_body["messages"]) == history
 
 
-@pytest.mark.parametrize(("first_user", "second_user", "restored"), [("alice", "alice", True), ("alice", "bob", False), ("alice", None, False), (None, None, True)])
+@pytest.mark.parametrize(
+    ("first_user", "second_user", "restored"), [("alice", "alice", True), ("alice", "bob", False), ("alice", None, False), (None, None, True)]
+)
 def test_continuation_scope_is_key_and_user(oai: openai.OpenAI, fake: FakeUpstream, first_user: str | None, second_user: str | None, restored: bool) -> None:
     script_builtin_then_client(fake)
     kwargs: dict[str, Any] = {"user": first_user} if first_user else {}
@@ -200,7 +205,10 @@ def test_mixed_builtin_and_client_calls_in_one_turn(oai: openai.OpenAI, ahttp: h
     assert "current_time" not in json.dumps(deltas)
     steps = streamed_steps(chunks)
     assert_unique_indexes(steps)
-    assert [(s["type"], s["tool"], s["call_id"]) for s in steps] == [("tool_call", "current_time", "call_time_x"), ("tool_result", "current_time", "call_time_x")]
+    assert [(s["type"], s["tool"], s["call_id"]) for s in steps] == [
+        ("tool_call", "current_time", "call_time_x"),
+        ("tool_result", "current_time", "call_time_x"),
+    ]
     assert steps[1]["status"] == "ok"
     assert len(fake.chat_requests) == 1
 

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from agent_helpers import (
     USER,
     WEATHER_TOOL,
@@ -28,6 +27,7 @@ from agent_helpers import (
     usage_dict,
 )
 from agent_test_tools import TestTools
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -130,7 +130,11 @@ def test_constrained_client_tool_round_trip(oai: openai.OpenAI, fake: FakeUpstre
     fake.enqueue(Reply(content=json.dumps({"answer": "Sunny in Paris."})))
     second = oai.chat.completions.create(
         model="agent/fake-constrained",
-        messages=[*USER, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}, {"role": "tool", "tool_call_id": call.id, "content": "sunny"}],
+        messages=[
+            *USER,
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ],
         tools=[WEATHER_TOOL],
     )
     assert second.choices[0].message.content == "Sunny in Paris."
@@ -251,7 +255,9 @@ def test_text_beside_builtin_calls_is_not_part_of_the_answer(oai: openai.OpenAI,
 
 def ollama_like(body: dict[str, Any]) -> Reply:
     if "tools" in body:
-        return Reply(status=400, error={"error": {"message": "registry.ollama.ai/library/x does not support tools", "type": "api_error", "param": None, "code": None}})
+        return Reply(
+            status=400, error={"error": {"message": "registry.ollama.ai/library/x does not support tools", "type": "api_error", "param": None, "code": None}}
+        )
     assert "response_format" in body, body
     return constrained_model(body)
 
@@ -269,7 +275,7 @@ def test_no_native_tools_detected_then_constrained(agent_relay_factory: Callable
         assert "tools" in reqs[0] and "response_format" not in reqs[0]
         assert all("tools" not in b and "response_format" in b for b in reqs[1:])
         assert usage_dict(completion.usage) == {
-            k: sum(fake._usage(r.body, r.reply, 1)[k] for r in fake.chat_requests[1:]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")  # noqa: SLF001
+            k: sum(fake._usage(r.body, r.reply, 1)[k] for r in fake.chat_requests[1:]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
         }
 
         # The next run starts constrained directly.

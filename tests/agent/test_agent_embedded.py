@@ -12,8 +12,8 @@ import httpx
 import jsonschema
 import openai
 import pytest
-
 from agent_helpers import records, steps_of
+
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 
 pytestmark = pytest.mark.embedded_model

@@ -10,7 +10,6 @@ from urllib.parse import quote
 import httpx
 import openai
 import pytest
-
 from agent_helpers import (
     USER,
     assert_stream_contract,
@@ -20,6 +19,7 @@ from agent_helpers import (
     streamed_steps,
 )
 from agent_test_tools import TestTools
+
 from fakes.server import RunningServer
 from fakes.sse import data_events, parse_sse
 from fakes.upstream import FakeUpstream, Reply
@@ -237,9 +237,8 @@ def test_streaming_client_disconnect_cancels_the_run(ahttp: httpx.Client, fake: 
 
 def test_non_streaming_client_disconnect_cancels_the_run(agent_relay: RunningServer, fake: FakeUpstream, test_tools: TestTools) -> None:
     fake.enqueue(Reply(tool_calls=[{"name": "slow", "arguments": {"seconds": 1.5}}]), Reply(content="nobody reads this"))
-    with httpx.Client(base_url=agent_relay.root_url, timeout=httpx.Timeout(60, read=1.0)) as http:
-        with pytest.raises(httpx.ReadTimeout):
-            http.post("/v1/chat/completions", json={"model": "agent/fake-model", "messages": USER})
+    with httpx.Client(base_url=agent_relay.root_url, timeout=httpx.Timeout(60, read=1.0)) as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json={"model": "agent/fake-model", "messages": USER})
     (start,) = test_tools.slow.wait_for("start", timeout=5)
     test_tools.slow.wait_for("cancelled", timeout=5)
     time.sleep(max(0.0, start.at + 1.5 + 0.5 - time.monotonic()))

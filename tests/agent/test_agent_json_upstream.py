@@ -24,6 +24,7 @@ from agent_helpers import (
     stream_raw,
     streamed_tool_calls,
 )
+
 from fakes.upstream import FakeUpstream, Reply
 
 QUESTION = [{"role": "user", "content": "What time is it, and then the weather in Oslo?"}]
@@ -37,7 +38,13 @@ def _ask(http: httpx.Client, streamed: bool, model: str, **extra: Any) -> tuple[
         response = http.post("/v1/chat/completions", json=body)
         assert response.status_code == 200, response.text
         choice = response.json()["choices"][0]
-        return choice["message"]["content"], choice["message"].get("tool_calls") or [], choice["finish_reason"], response.json()["usage"], choice["message"].get("agent_steps") or []
+        return (
+            choice["message"]["content"],
+            choice["message"].get("tool_calls") or [],
+            choice["finish_reason"],
+            response.json()["usage"],
+            choice["message"].get("agent_steps") or [],
+        )
     response, raw = stream_raw(http, {**body, "stream_options": {"include_usage": True}})
     assert response.status_code == 200
     chunks = chunks_of(raw)

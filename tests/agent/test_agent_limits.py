@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from agent_helpers import (
     USER,
     WEATHER_TOOL,
@@ -27,6 +26,7 @@ from agent_helpers import (
     usage_dict,
 )
 from agent_test_tools import TestTools
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -79,7 +79,9 @@ def test_max_steps(oai: openai.OpenAI, fake: FakeUpstream, test_tools: TestTools
 
 def test_max_steps_streamed(ahttp: httpx.Client, fake: FakeUpstream) -> None:
     fake.responder = keeps_calling()
-    response, raw = stream_raw(ahttp, {"model": "agent/fake-model", "messages": USER, "agent_options": {"max_steps": 2}, "stream_options": {"include_usage": True}})
+    response, raw = stream_raw(
+        ahttp, {"model": "agent/fake-model", "messages": USER, "agent_options": {"max_steps": 2}, "stream_options": {"include_usage": True}}
+    )
     assert response.status_code == 200
     chunks = assert_stream_contract(raw, model="agent/fake-model", include_usage=True, finish_reason="length")
     steps = streamed_steps(chunks)

@@ -22,8 +22,8 @@ from typing import Any
 
 import openai
 import pytest
-
 from agent_helpers import USER, extra, steps_of
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -88,7 +88,11 @@ def node_available() -> str:
 def node_stream(node: str, server: RunningServer, request: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
         [node, str(NODE_SCRIPT), server.base_url, "sk-test", json.dumps(request)],
-        capture_output=True, text=True, timeout=120, cwd=NODE_DIR, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=NODE_DIR,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)

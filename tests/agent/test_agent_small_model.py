@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from agent_helpers import records
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-
 from toolrelay.agent.hints import Hint, hint_for
 
 DESCRIPTION = "The fact to remember, as one self-contained sentence."
@@ -65,9 +65,7 @@ def answer(text: str) -> Reply:
     return Reply(content=json.dumps({"answer": text}))
 
 
-def test_remember_that_saves_the_stated_fact_without_asking_the_model(
-    small_model_relay: RunningServer, fake: FakeUpstream
-) -> None:
+def test_remember_that_saves_the_stated_fact_without_asking_the_model(small_model_relay: RunningServer, fake: FakeUpstream) -> None:
     fake.enqueue(answer("I will remember that."))
     message = ask(small_model_relay, "Remember that my favourite colour is teal.")
     (call,) = records(message["agent_steps"], "tool_call", "memory_save")
@@ -108,9 +106,7 @@ def test_a_copied_description_is_never_stored(small_model_relay: RunningServer, 
         ("{{text}}", "template placeholder"),
     ],
 )
-def test_memory_save_refuses_schema_text_and_placeholders(
-    small_model_relay: RunningServer, fake: FakeUpstream, text: str, reason: str
-) -> None:
+def test_memory_save_refuses_schema_text_and_placeholders(small_model_relay: RunningServer, fake: FakeUpstream, text: str, reason: str) -> None:
     fake.enqueue(step("memory_save", text=text), answer("Done."))
     message = ask(small_model_relay, "Please remember this for me")
     (result,) = records(message["agent_steps"], "tool_result", "memory_save")

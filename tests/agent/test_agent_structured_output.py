@@ -16,8 +16,8 @@ import jsonschema
 import openai
 import pydantic
 import pytest
-
 from agent_helpers import USER, assert_stream_contract, content_of, steps_of, stream_raw, streamed_steps
+
 from fakes.upstream import FakeUpstream, Reply
 
 WEATHER_SCHEMA: dict[str, Any] = {
@@ -137,8 +137,14 @@ def test_native_mode_forwards_response_format_on_every_call(ahttp: httpx.Client,
 
 
 def test_native_final_answer_call_after_the_step_limit_keeps_response_format(oai: openai.OpenAI, fake: FakeUpstream) -> None:
-    fake.enqueue(Reply(tool_calls=[{"name": "current_time", "arguments": {}}]), Reply(tool_calls=[{"name": "current_time", "arguments": {"timezone": "Asia/Tokyo"}}]), Reply(content=json.dumps(ANSWER)))
-    completion = oai.chat.completions.create(model="agent/fake-model", messages=USER, response_format=JSON_SCHEMA_FORMAT, extra_body={"agent_options": {"max_steps": 1}})
+    fake.enqueue(
+        Reply(tool_calls=[{"name": "current_time", "arguments": {}}]),
+        Reply(tool_calls=[{"name": "current_time", "arguments": {"timezone": "Asia/Tokyo"}}]),
+        Reply(content=json.dumps(ANSWER)),
+    )
+    completion = oai.chat.completions.create(
+        model="agent/fake-model", messages=USER, response_format=JSON_SCHEMA_FORMAT, extra_body={"agent_options": {"max_steps": 1}}
+    )
     assert json.loads(completion.choices[0].message.content or "") == ANSWER
     final = fake.last_body
     assert final["tool_choice"] == "none" and final["response_format"] == JSON_SCHEMA_FORMAT

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from agent_helpers import WEATHER_TOOL, assert_stream_contract, offered_tool_names, steps_of, stream_raw, streamed_steps, streamed_tool_calls
+
 from fakes.upstream import FakeUpstream, Reply
 
 QUESTION = [{"role": "user", "content": "What's the weather in Paris? Check the time too."}]
@@ -114,7 +114,11 @@ def test_follow_up_request_decides_again(oai: openai.OpenAI, fake: FakeUpstream,
     fake.responder = model
     first = oai.chat.completions.create(model="agent/fake-model", messages=QUESTION, tools=[WEATHER_TOOL], tool_choice="required")
     (call,) = first.choices[0].message.tool_calls or []
-    history = [*QUESTION, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}, {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    history = [
+        *QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     second = oai.chat.completions.create(model="agent/fake-model", messages=history, tools=[WEATHER_TOOL], tool_choice=follow_up_choice)  # type: ignore[arg-type]
     assert fake.last_body["tool_choice"] == follow_up_choice
     if expect_call:

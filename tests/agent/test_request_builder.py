@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from toolrelay.agent.request import (
     CLIENT_CALL_PROMPT,
     FINAL_ANSWER_PROMPT,
@@ -47,7 +48,13 @@ CASES = [
     Case("agent_options.tool_choice on the first step", {}, builtin_choice="required", tools=["current_time"], tool_choice="required"),
     Case("agent_options.tool_choice only on the first step", {}, builtin_choice="required", first_step=False, tools=["current_time"], tool_choice="auto"),
     Case("final turn: offered, none callable", {"tools": [LOOKUP]}, final=True, tools=["current_time", "lookup"], tool_choice="none"),
-    Case("final turn with a required client call: only those", {"tools": [LOOKUP, OTHER], "tool_choice": "required"}, final=True, tools=["lookup", "other"], tool_choice="required"),
+    Case(
+        "final turn with a required client call: only those",
+        {"tools": [LOOKUP, OTHER], "tool_choice": "required"},
+        final=True,
+        tools=["lookup", "other"],
+        tool_choice="required",
+    ),
     Case(
         "final turn with a named client function",
         {"tools": [LOOKUP, OTHER], "tool_choice": {"type": "function", "function": {"name": "other"}}},

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from toolrelay.agent.request import ToolOffer
 from toolrelay.agent.turns import ConstrainedTurnReader, NativeTurnReader, read_events
 from toolrelay.app.errors import OpenAIError
@@ -125,7 +126,13 @@ NATIVE_CASES = [
     ),
     NativeCase(
         "JSON body with a tool call (ChoiceMessage)",
-        [ChoiceMessage(0, {"role": "assistant", "content": None, "tool_calls": [{"id": "u1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}, "tool_calls")],
+        [
+            ChoiceMessage(
+                0,
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "u1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+                "tool_calls",
+            )
+        ],
         offer=offer(tools=[TIME_TOOL]),
         calls=[("client", "lookup", "{}")],
         client_deltas=[{"index": 0, "id": "id0", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],

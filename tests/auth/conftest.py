@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fakes.admin import Admin
 from fakes.relays import RelayPool, auth_tree, start_relay
 from fakes.server import RunningServer

@@ -10,6 +10,7 @@ import httpx
 import openai
 import orjson
 import pytest
+
 from fakes.admin import ADMIN_KEY, Admin
 from fakes.clients import sdk
 from fakes.server import RunningServer
@@ -26,7 +27,13 @@ def post(relay: RunningServer, headers: dict[str, str] | None = None, json: dict
 def raw_post(relay: RunningServer, headers: list[tuple[str, str]]) -> httpx.Response:
     """POST with header bytes exactly as given (httpx refuses odd values such as trailing blanks)."""
     body = orjson.dumps(CHAT)
-    lines = [b"POST /v1/chat/completions HTTP/1.1", b"host: 127.0.0.1", b"content-type: application/json", b"content-length: " + str(len(body)).encode(), b"connection: close"]
+    lines = [
+        b"POST /v1/chat/completions HTTP/1.1",
+        b"host: 127.0.0.1",
+        b"content-type: application/json",
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+    ]
     lines += [name.encode("latin-1") + b": " + value.encode("latin-1") for name, value in headers]
     with socket.create_connection(("127.0.0.1", relay.port), timeout=30) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
@@ -74,9 +81,8 @@ def test_new_key_works_immediately_and_sdk_sees_openai_errors(auth_relay: Runnin
     with sdk(auth_relay, key) as client:
         reply = client.chat.completions.create(**CHAT)
         assert reply.choices[0].message.content == "Hello from the fake upstream."
-    with sdk(auth_relay, key[:-1] + ("A" if key[-1] != "A" else "B")) as client:
-        with pytest.raises(openai.AuthenticationError) as info:
-            client.chat.completions.create(**CHAT)
+    with sdk(auth_relay, key[:-1] + ("A" if key[-1] != "A" else "B")) as client, pytest.raises(openai.AuthenticationError) as info:
+        client.chat.completions.create(**CHAT)
     assert info.value.code == "invalid_api_key"
     assert key[20:] not in str(info.value)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from toolrelay.app.auth.keyformat import KEY_CHARS, mask, parse_key_id
-from toolrelay.app.cli import main as cli_main
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
+from toolrelay.app.auth.keyformat import KEY_CHARS, mask, parse_key_id
+from toolrelay.app.cli import main as cli_main
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 REPO = Path(__file__).resolve().parents[2]
@@ -40,8 +40,32 @@ def test_key_format_and_masking() -> None:
 
 def test_cli_create_list_show_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = str(tmp_path / "data")
-    code = cli_main(["keys", "create", "--name", "ci bot", "--data-dir", data, "--models", "fake-model,agent/*", "--models", "org/*",
-                     "--rpm", "60", "--tpm", "10000", "--max-parallel", "2", "--budget-usd", "12.5", "--budget-period", "weekly", "--expires", "30d"])
+    code = cli_main(
+        [
+            "keys",
+            "create",
+            "--name",
+            "ci bot",
+            "--data-dir",
+            data,
+            "--models",
+            "fake-model,agent/*",
+            "--models",
+            "org/*",
+            "--rpm",
+            "60",
+            "--tpm",
+            "10000",
+            "--max-parallel",
+            "2",
+            "--budget-usd",
+            "12.5",
+            "--budget-period",
+            "weekly",
+            "--expires",
+            "30d",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     key = next(word for word in out.split() if word.startswith("tr-"))

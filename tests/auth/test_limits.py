@@ -9,6 +9,7 @@ import time
 import httpx
 import openai
 import pytest
+
 from fakes.admin import Admin
 from fakes.clients import sdk
 from fakes.relays import COST_CAP_USD
@@ -49,9 +50,8 @@ def test_rpm_headers_and_rate_limit_error(auth_relay: RunningServer, admin: Admi
         assert GO_DURATION.match(reset), reset
         assert "x-ratelimit-limit-tokens" not in response.headers  # no TPM limit on this key
     assert remaining == ["2", "1", "0"]
-    with sdk(auth_relay, key) as client:
-        with pytest.raises(openai.RateLimitError) as info:
-            client.chat.completions.create(model="fake-model", messages=MESSAGES)
+    with sdk(auth_relay, key) as client, pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="fake-model", messages=MESSAGES)
     err = info.value
     assert err.status_code == 429 and err.code == "rate_limit_exceeded" and err.type == "rate_limit_error"
     assert "Limit 3, Used 3, Requested 1" in err.message
@@ -76,7 +76,12 @@ def test_rpm_counts_streams_too(auth_relay: RunningServer, admin: Admin, fake: F
 
 def test_stream_carries_rate_headers(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
     _, key = admin.create_key("stream-headers", rpm=10, tpm=5000)
-    with httpx.stream("POST", auth_relay.url("/v1/chat/completions"), json={"model": "fake-model", "messages": MESSAGES, "stream": True}, headers={"authorization": f"Bearer {key}"}) as response:
+    with httpx.stream(
+        "POST",
+        auth_relay.url("/v1/chat/completions"),
+        json={"model": "fake-model", "messages": MESSAGES, "stream": True},
+        headers={"authorization": f"Bearer {key}"},
+    ) as response:
         assert response.status_code == 200
         assert response.headers["x-ratelimit-limit-requests"] == "10"
         assert response.headers["x-ratelimit-remaining-requests"] == "9"
@@ -114,9 +119,8 @@ def test_tpm_reserves_the_estimate_and_books_real_usage(auth_relay: RunningServe
 
 def test_tpm_request_larger_than_the_limit_is_not_retried(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
     _, key = admin.create_key("tpm-small", tpm=50)
-    with sdk(auth_relay, key, max_retries=2) as client:
-        with pytest.raises(openai.RateLimitError) as info:
-            client.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=1000)
+    with sdk(auth_relay, key, max_retries=2) as client, pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=1000)
     assert info.value.response.headers["x-should-retry"] == "false"
     assert "Request too large" in info.value.message
     assert fake.chat_requests == []
@@ -168,7 +172,12 @@ def test_parallel_slot_is_held_until_the_stream_ends(auth_relay: RunningServer, 
 def test_parallel_slot_is_freed_when_the_client_goes_away(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
     _, key = admin.create_key("parallel-abort", max_parallel=1)
     fake.enqueue(Reply(content="one two three four five six seven eight", chunk_delay=0.3))
-    with httpx.stream("POST", auth_relay.url("/v1/chat/completions"), json={"model": "fake-model", "messages": MESSAGES, "stream": True}, headers={"authorization": f"Bearer {key}"}) as response:
+    with httpx.stream(
+        "POST",
+        auth_relay.url("/v1/chat/completions"),
+        json={"model": "fake-model", "messages": MESSAGES, "stream": True},
+        headers={"authorization": f"Bearer {key}"},
+    ) as response:
         next(response.iter_bytes())
     deadline = time.monotonic() + 5
     while chat(auth_relay, key).status_code != 200:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from fakes.admin import ADMIN_KEY, Admin
 from fakes.clients import sdk
 from fakes.server import RunningServer

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.admin import Admin
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
@@ -67,48 +68,29 @@ def test_every_path_is_released_once_with_the_status_sent(
     responses = [
         _post(auth_relay, key),  # JSON success
         _post(auth_relay, key, stream=True),  # streamed success
-        _post(
-            auth_relay, key
-        ),  # the upstream's error, raised through the JSON path (released twice before)
-        _post(
-            auth_relay, key, model="no-such-model"
-        ),  # refused after authentication, before admission
+        _post(auth_relay, key),  # the upstream's error, raised through the JSON path (released twice before)
+        _post(auth_relay, key, model="no-such-model"),  # refused after authentication, before admission
         _post(auth_relay, key, messages="not a list"),  # refused by validation
         _post(auth_relay, key),  # the fourth admission over rpm=3: 429
     ]
     statuses = [r.status_code for r in responses]
-    assert (
-        statuses[:2] == [200, 200]
-        and statuses[2] >= 500
-        and statuses[3:] == [404, 400, 429]
-    )
+    assert statuses[:2] == [200, 200] and statuses[2] >= 500 and statuses[3:] == [404, 400, 429]
     rows = {r["request_id"]: r for r in admin.usage_rows(key_id, count=len(responses))}
     for response in responses:
         request_id = response.headers["x-request-id"]
-        assert [status for status, _ in releases[request_id]] == [
-            response.status_code
-        ], request_id
+        assert [status for status, _ in releases[request_id]] == [response.status_code], request_id
         assert rows[request_id]["status"] == response.status_code
-    assert (
-        rows[responses[-1].headers["x-request-id"]]["error_code"]
-        == "rate_limit_exceeded"
-    )
+    assert rows[responses[-1].headers["x-request-id"]]["error_code"] == "rate_limit_exceeded"
     # The two answers were booked with the upstream's usage; the refusals reached no model.
-    assert all(
-        releases[r.headers["x-request-id"]][0][1] is not None for r in responses[:2]
-    )
+    assert all(releases[r.headers["x-request-id"]][0][1] is not None for r in responses[:2])
     assert all(releases[r.headers["x-request-id"]][0][1] is None for r in responses[3:])
 
 
-def test_a_wrong_key_is_released_but_leaves_no_row(
-    auth_relay: RunningServer, admin: Admin, releases: dict[str, list[tuple[int, Any]]]
-) -> None:
+def test_a_wrong_key_is_released_but_leaves_no_row(auth_relay: RunningServer, admin: Admin, releases: dict[str, list[tuple[int, Any]]]) -> None:
     response = _post(auth_relay, "tr-000000000000-" + "x" * 43)
     assert response.status_code == 401
     assert [status for status, _ in releases[response.headers["x-request-id"]]] == [401]
-    usage = admin.http.get("/admin/usage", params={"group_by": "request"}).json()[
-        "data"
-    ]
+    usage = admin.http.get("/admin/usage", params={"group_by": "request"}).json()["data"]
     assert response.headers["x-request-id"] not in {r["request_id"] for r in usage}
 
 
@@ -140,11 +122,7 @@ def test_a_stream_cut_midway_is_booked_once_with_its_sent_status(
     # left before the response started, tests/security/test_sec_accounting.py).
     assert row["request_id"] == request_id and row["status"] == 200
     # No usage chunk came: what was streamed so far, counted, plus the prompt.
-    assert (
-        row["estimated"] is True
-        and row["prompt_tokens"] > 0
-        and 0 < row["completion_tokens"] < 60
-    )
+    assert row["estimated"] is True and row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] < 60
     assert [status for status, _ in releases[request_id]] == [200]
     # The slot was freed with the release.
     fake.enqueue(Reply(content="next"))
@@ -152,9 +130,7 @@ def test_a_stream_cut_midway_is_booked_once_with_its_sent_status(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_the_slot_is_free_once_the_client_has_the_whole_answer(
-    auth_relay: RunningServer, admin: Admin, fake: FakeUpstream, stream: bool
-) -> None:
+def test_the_slot_is_free_once_the_client_has_the_whole_answer(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream, stream: bool) -> None:
     key_id, key = admin.create_key(f"sequential-{stream}", max_parallel=1)
     for n in range(20):
         fake.enqueue(Reply(content=f"answer {n}", chunk_delay=0.001))
@@ -162,31 +138,20 @@ def test_the_slot_is_free_once_the_client_has_the_whole_answer(
         response = _post(auth_relay, key, stream=stream)
         assert response.status_code == 200, (n, response.text[:300])
     rows = admin.usage_rows(key_id, count=20)
-    assert len(rows) == 20 and all(
-        r["status"] == 200 and r["completion_tokens"] == 2 for r in rows
-    )
+    assert len(rows) == 20 and all(r["status"] == 200 and r["completion_tokens"] == 2 for r in rows)
 
 
-def test_a_stream_row_covers_the_whole_stream(
-    auth_relay: RunningServer, admin: Admin, fake: FakeUpstream
-) -> None:
+def test_a_stream_row_covers_the_whole_stream(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
     key_id, key = admin.create_key("whole-stream")
     fake.enqueue(Reply(content="one two three four five", chunk_delay=0.1))
     response = _post(auth_relay, key, stream=True)
     assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
     [row] = admin.usage_rows(key_id, count=1)
     # Booked at the end of the body, not when the response started.
-    assert (
-        row["status"] == 200
-        and row["latency_ms"] >= 400
-        and row["completion_tokens"] == 5
-        and row["estimated"] is False
-    )
+    assert row["status"] == 200 and row["latency_ms"] >= 400 and row["completion_tokens"] == 5 and row["estimated"] is False
 
 
-def test_memories_are_released_once(
-    auth_relay: RunningServer, admin: Admin, releases: dict[str, list[tuple[int, Any]]]
-) -> None:
+def test_memories_are_released_once(auth_relay: RunningServer, admin: Admin, releases: dict[str, list[tuple[int, Any]]]) -> None:
     key_id, key = admin.create_key("memories-once", models=["agent/*"], rpm=2)
     url = auth_relay.url("/v1/memories")
     headers = {"authorization": f"Bearer {key}"}
@@ -201,7 +166,4 @@ def test_memories_are_released_once(
     for response in responses:
         request_id = response.headers["x-request-id"]
         assert [status for status, _ in releases[request_id]] == [response.status_code]
-        assert (
-            rows[request_id]["status"] == response.status_code
-            and rows[request_id]["mode"] == "memory"
-        )
+        assert rows[request_id]["status"] == response.status_code and rows[request_id]["mode"] == "memory"

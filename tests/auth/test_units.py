@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -117,13 +117,13 @@ def test_prices() -> None:
 
 
 def test_periods() -> None:
-    ts = datetime(2025, 3, 13, 15, 30, tzinfo=timezone.utc).timestamp()  # a Thursday
+    ts = datetime(2025, 3, 13, 15, 30, tzinfo=UTC).timestamp()  # a Thursday
     day = period_bounds("daily", ts)
-    assert datetime.fromtimestamp(day[0], timezone.utc) == datetime(2025, 3, 13, tzinfo=timezone.utc) and day[1] - day[0] == 86400
+    assert datetime.fromtimestamp(day[0], UTC) == datetime(2025, 3, 13, tzinfo=UTC) and day[1] - day[0] == 86400
     week = period_bounds("weekly", ts)
-    assert datetime.fromtimestamp(week[0], timezone.utc) == datetime(2025, 3, 10, tzinfo=timezone.utc)
+    assert datetime.fromtimestamp(week[0], UTC) == datetime(2025, 3, 10, tzinfo=UTC)
     month = period_bounds("monthly", ts)
-    assert datetime.fromtimestamp(month[1], timezone.utc) == datetime(2025, 4, 1, tzinfo=timezone.utc)
+    assert datetime.fromtimestamp(month[1], UTC) == datetime(2025, 4, 1, tzinfo=UTC)
     assert period_bounds("total", ts) == (0, float("inf"))
     clock = PeriodClock()
     assert clock.bounds("daily", ts) == day and clock.bounds("daily", day[1]) == (int(day[1]), day[1] + 86400)
@@ -141,6 +141,6 @@ def test_durations() -> None:
     assert parse_duration("90s") == 90 and parse_duration("2w") == 14 * 86400
     assert parse_when("1d", now=1000.0, future=True) == 1000 + 86400
     assert parse_when("1h", now=10_000.0, future=False) == 10_000 - 3600
-    assert parse_when("2025-01-31", now=0, future=True) == datetime(2025, 1, 31, tzinfo=timezone.utc).timestamp()
+    assert parse_when("2025-01-31", now=0, future=True) == datetime(2025, 1, 31, tzinfo=UTC).timestamp()
     with pytest.raises(ValueError):
         parse_when("soon", now=0, future=True)

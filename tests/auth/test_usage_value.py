@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from toolrelay.app.usage import RequestUsage
 
 CASES: list[tuple[Any, RequestUsage | None]] = [
@@ -46,7 +47,5 @@ def test_from_report(report: Any, expected: RequestUsage | None) -> None:
 
 
 def test_estimated_flag_and_total() -> None:
-    usage = RequestUsage.from_report(
-        {"prompt_tokens": 7, "completion_tokens": 2}, estimated=True
-    )
+    usage = RequestUsage.from_report({"prompt_tokens": 7, "completion_tokens": 2}, estimated=True)
     assert usage is not None and usage.estimated and usage.total_tokens == 9

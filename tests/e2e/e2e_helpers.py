@@ -12,9 +12,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fakes.upstream import Reply
 from web_test_servers import Hit, LocalServer
 from web_test_servers import Reply as PageReply
+
+from fakes.upstream import Reply
 
 Turn = Callable[[list[dict[str, Any]]], Reply]
 

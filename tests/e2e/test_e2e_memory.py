@@ -23,6 +23,7 @@ from e2e_helpers import (
     system_texts,
     tool_messages,
 )
+
 from fakes.admin import Admin
 from fakes.clients import rest, sdk
 from fakes.server import RunningServer
@@ -318,8 +319,10 @@ def keys(admin: Admin, auth_e2e_relay: RunningServer) -> Iterator[dict[str, Any]
     a_id, a_key = admin.create_key("key-a")
     b_id, b_key = admin.create_key("key-b")
     clients = {
-        "a": sdk(auth_e2e_relay, a_key), "b": sdk(auth_e2e_relay, b_key),
-        "ra": rest(auth_e2e_relay, a_key), "rb": rest(auth_e2e_relay, b_key),
+        "a": sdk(auth_e2e_relay, a_key),
+        "b": sdk(auth_e2e_relay, b_key),
+        "ra": rest(auth_e2e_relay, a_key),
+        "rb": rest(auth_e2e_relay, b_key),
     }
     yield {"a_id": a_id, "b_id": b_id, **clients}
     for client in clients.values():
@@ -372,7 +375,13 @@ def test_two_users_of_one_key_are_isolated(fake: FakeUpstream, keys: dict[str, A
 def test_memories_endpoints_require_a_key(auth_e2e_relay: RunningServer, keys: dict[str, Any]) -> None:
     create(keys["ra"], "Key A's private note")
     with httpx.Client(base_url=auth_e2e_relay.root_url, timeout=10.0) as anonymous:
-        for method, path in [("GET", "/v1/memories"), ("GET", "/v1/memories/export"), ("GET", "/v1/memories/search?q=note"), ("DELETE", "/v1/memories"), ("POST", "/v1/memories")]:
+        for method, path in [
+            ("GET", "/v1/memories"),
+            ("GET", "/v1/memories/export"),
+            ("GET", "/v1/memories/search?q=note"),
+            ("DELETE", "/v1/memories"),
+            ("POST", "/v1/memories"),
+        ]:
             response = anonymous.request(method, path, json={"text": "x"} if method == "POST" else None)
             assert response.status_code == 401, (method, path, response.text)
             response = anonymous.request(method, path, headers={"authorization": "Bearer sk-not-a-real-key"}, json={"text": "x"} if method == "POST" else None)
@@ -483,7 +492,9 @@ def test_auto_recall_in_a_stream_without_builtin_tools(fake: FakeUpstream, oai: 
     fake.default_reply = Reply(content="Teal, as you told me.")
 
     with oai.chat.completions.stream(
-        model=MODEL, user=user, messages=[{"role": "user", "content": "What is my favourite colour?"}],
+        model=MODEL,
+        user=user,
+        messages=[{"role": "user", "content": "What is my favourite colour?"}],
         extra_body={"agent_options": {"auto_recall": True, "builtin_tools": []}},
     ) as stream:
         final = stream.get_final_completion()

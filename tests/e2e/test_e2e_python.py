@@ -24,6 +24,7 @@ from e2e_helpers import (
     step_records,
     tool_messages,
 )
+
 from fakes.admin import ADMIN_KEY
 from fakes.clients import sdk
 from fakes.server import RunningServer
@@ -195,13 +196,7 @@ def test_python_exception_is_an_error_the_model_can_recover_from(fake: FakeUpstr
 # ---------------------------------------------------------------------- containment of cut-off runs
 
 NO_NEXT_TURN_GRACE_SECONDS = 0.3
-FORK_AND_SLEEP = (
-    "import os, time\n"
-    "print('started', flush=True)\n"
-    "if os.fork() == 0:\n"
-    "    time.sleep(120)\n"
-    "time.sleep(120)\n"
-)
+FORK_AND_SLEEP = "import os, time\nprint('started', flush=True)\nif os.fork() == 0:\n    time.sleep(120)\ntime.sleep(120)\n"
 
 
 def pool_of(relay: RunningServer) -> list[int]:
@@ -249,7 +244,9 @@ def test_client_disconnect_stops_the_sandbox_run(fake: FakeUpstream, e2e_relay_f
     relay = e2e_relay_factory(sandbox={"wall_seconds": 30.0, "cpu_seconds": 30.0})
     fake.responder = scripted(lambda _: call("python", code=FORK_AND_SLEEP), lambda _: Reply(content="never"))
     with httpx.Client(base_url=relay.root_url, timeout=30.0) as client:
-        with client.stream("POST", "/v1/chat/completions", json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "Sleep."}]}) as response:
+        with client.stream(
+            "POST", "/v1/chat/completions", json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "Sleep."}]}
+        ) as response:
             assert response.status_code == 200
             # Keep a reference: an abandoned iterator would close the connection at once.
             lines = response.iter_lines()

@@ -16,12 +16,12 @@ from typing import Any
 
 import openai
 import pytest
-
 from e2e_helpers import SearxSite, agent_steps, annotations_of, call, find_line, last_tool_text, scripted, step_records, tool_messages
+from web_test_servers import Reply as PageReply
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 from toolrelay.tools.fetch_page import default_resolve
-from web_test_servers import Reply as PageReply
 
 MODEL = "agent/fake-model"
 TITLE = "Widget Handbook"
@@ -75,7 +75,7 @@ def assert_citation(content: str, annotations: list[dict[str, Any]], url: str, t
     assert len(citations) == 1, annotations
     cite = citations[0]["url_citation"]
     assert cite["title"] == title
-    assert content[cite["start_index"]:cite["end_index"]] == span, (content, cite)
+    assert content[cite["start_index"] : cite["end_index"]] == span, (content, cite)
 
 
 def test_search_fetch_and_cite(fake: FakeUpstream, oai: openai.OpenAI, web_site: SearxSite, widget: dict[str, Any]) -> None:
@@ -157,7 +157,10 @@ def test_streaming_final_message_has_annotations_and_steps(fake: FakeUpstream, o
     steps = agent_steps(message)
     assert [s["index"] for s in steps] == list(range(len(steps)))
     assert [(s["type"], s["tool"]) for s in steps] == [
-        ("tool_call", "web_search"), ("tool_result", "web_search"), ("tool_call", "fetch_page"), ("tool_result", "fetch_page"),
+        ("tool_call", "web_search"),
+        ("tool_result", "web_search"),
+        ("tool_call", "fetch_page"),
+        ("tool_result", "fetch_page"),
     ]
     assert steps[1]["sources"][0] == {"url": url, "title": TITLE}
     assert steps[3]["sources"] == [{"url": url, "title": TITLE}]
@@ -280,17 +283,17 @@ def test_several_citations_prefixes_and_trailing_slashes(fake: FakeUpstream, oai
         {"url": deep, "title": "Deep Widget", "content": "deep"},
     ]
     bare_deep = deep.rstrip("/")
-    answer = (
-        f"Start at {docs}, then read [the widget page]({deep}). "
-        f"Again: {bare_deep}. Not a citation: {docs}other and {base}/docs/widget/x."
-    )
+    answer = f"Start at {docs}, then read [the widget page]({deep}). Again: {bare_deep}. Not a citation: {docs}other and {base}/docs/widget/x."
     fake.responder = scripted(lambda _: call("web_search", query="widget docs"), lambda _: Reply(content=answer))
 
     completion = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Where are the docs?"}])
 
     message = completion.choices[0].message
     assert message.content == answer
-    found = [(a["url_citation"]["url"], a["url_citation"]["title"], message.content[a["url_citation"]["start_index"]:a["url_citation"]["end_index"]]) for a in annotations_of(message)]
+    found = [
+        (a["url_citation"]["url"], a["url_citation"]["title"], message.content[a["url_citation"]["start_index"] : a["url_citation"]["end_index"]])
+        for a in annotations_of(message)
+    ]
     assert found == [
         (docs, "Docs Index", docs),
         (deep, "Deep Widget", f"[the widget page]({deep})"),
@@ -396,7 +399,10 @@ def test_streamed_citation_offsets_account_for_earlier_streamed_words(fake: Fake
         (PageReply(403, b"forbidden"), "is 'json' listed in search.formats"),
         (PageReply(429, b"slow down"), "rate limiting"),
         (PageReply(200, b"<html>not json</html>", content_type="text/html"), "did not return JSON"),
-        (PageReply(200, b'{"results": [], "unresponsive_engines": [["google", "CAPTCHA"]]}', content_type="application/json"), "engines failed: google CAPTCHA"),
+        (
+            PageReply(200, b'{"results": [], "unresponsive_engines": [["google", "CAPTCHA"]]}', content_type="application/json"),
+            "engines failed: google CAPTCHA",
+        ),
     ],
     ids=["500", "403", "429", "html", "engines-down"],
 )
@@ -404,7 +410,9 @@ def test_search_engine_failures_reach_the_model_and_the_run_continues(
     fake: FakeUpstream, oai: openai.OpenAI, web_site: SearxSite, failure: PageReply, said: str
 ) -> None:
     web_site.fail = failure
-    fake.responder = scripted(lambda _: call("web_search", query="anything at all"), lambda results: Reply(content="Search is down: " + last_tool_text(results)))
+    fake.responder = scripted(
+        lambda _: call("web_search", query="anything at all"), lambda results: Reply(content="Search is down: " + last_tool_text(results))
+    )
 
     completion = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Search."}])
 

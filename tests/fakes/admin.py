@@ -42,15 +42,11 @@ class Admin:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def usage_rows(
-        self, key_id: str, *, count: int | None = None, timeout: float = 10.0
-    ) -> list[dict[str, Any]]:
+    def usage_rows(self, key_id: str, *, count: int | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The key's ledger rows; with ``count``, poll until that many exist (a stream books at its end, the ledger flushes in batches)."""
         deadline = time.monotonic() + timeout
         while True:
-            response = self.http.get(
-                "/admin/usage", params={"group_by": "request", "key_id": key_id}
-            )
+            response = self.http.get("/admin/usage", params={"group_by": "request", "key_id": key_id})
             assert response.status_code == 200, response.text
             rows = response.json()["data"]
             if count is None or len(rows) >= count or time.monotonic() > deadline:

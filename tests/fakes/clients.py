@@ -55,17 +55,13 @@ def async_sdk(
     )
 
 
-def rest(
-    relay: RunningServer, key: str | None = CLIENT_KEY, *, timeout: float = 30.0
-) -> httpx.Client:
+def rest(relay: RunningServer, key: str | None = CLIENT_KEY, *, timeout: float = 30.0) -> httpx.Client:
     """An ``httpx.Client`` on the relay's root URL sending ``Bearer <key>`` (no header for ``key=None``)."""
     headers = {"authorization": f"Bearer {key}"} if key is not None else {}
     return httpx.Client(base_url=relay.root_url, timeout=timeout, headers=headers)
 
 
-def stream_raw(
-    http: httpx.Client, body: dict[str, Any], path: str = "/v1/chat/completions"
-) -> tuple[httpx.Response, bytes]:
+def stream_raw(http: httpx.Client, body: dict[str, Any], path: str = "/v1/chat/completions") -> tuple[httpx.Response, bytes]:
     """POST ``body`` as JSON and read the whole (streamed) response body as bytes."""
     with http.stream("POST", path, json=body) as response:
         raw = response.read()

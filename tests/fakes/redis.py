@@ -41,12 +41,8 @@ def running_redis(workdir: Path, *, startup_timeout: float = 10.0) -> Iterator[s
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("TOOLRELAY_REQUIRE_REDIS"):
-            pytest.fail(
-                "redis-server is not installed, and CI requires the Redis tests to run"
-            )
-        pytest.skip(
-            "redis-server is not installed (apt-get install -y redis-server); CI installs it"
-        )
+            pytest.fail("redis-server is not installed, and CI requires the Redis tests to run")
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server); CI installs it")
     port = _free_port()
     proc = subprocess.Popen(
         [

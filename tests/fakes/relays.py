@@ -68,9 +68,7 @@ MAX_TOOL_OUTPUT_CHARS = 2000
 E2E_MODELS = ["fake-model", "fake-tools"]
 
 
-def start_relay(
-    workdir: Path, tree: dict[str, Any], name: str = "toolrelay"
-) -> RunningServer:
+def start_relay(workdir: Path, tree: dict[str, Any], name: str = "toolrelay") -> RunningServer:
     """Write ``tree`` to ``workdir/<name>.toml``, load it as the server does and start a relay on it."""
     return run_toolrelay(load_toml_settings(workdir / f"{name}.toml", tree))
 
@@ -106,9 +104,7 @@ class RelayPool:
         self.stop()
 
 
-def session_tree(
-    fake: FakeUpstream, data_dir: Path, dead_port: int, **overrides: Any
-) -> dict[str, Any]:
+def session_tree(fake: FakeUpstream, data_dir: Path, dead_port: int, **overrides: Any) -> dict[str, Any]:
     """The session relay's tree (tests/conftest.py docstring); keywords replace its :func:`relay_config` keywords."""
     options: dict[str, Any] = {
         "upstream_models": list(FAKE_MODELS),
@@ -188,9 +184,7 @@ def _next_uid_base() -> int:
         return next(_uid_bases)
 
 
-def e2e_tree(
-    fake: FakeUpstream, data_dir: Path, web_url: str, **sections: Any
-) -> dict[str, Any]:
+def e2e_tree(fake: FakeUpstream, data_dir: Path, web_url: str, **sections: Any) -> dict[str, Any]:
     """Every built-in tool on, searching and fetching from ``web_url``.
 
     Keyword sections replace the defaults wholesale, except ``sandbox``
@@ -224,6 +218,4 @@ def e2e_tree(
     }
     tree_sections.update(sections)
     tree_sections["sandbox"] = sandbox
-    return relay_config(
-        fake.base_url, data_dir, upstream_models=list(E2E_MODELS), **tree_sections
-    )
+    return relay_config(fake.base_url, data_dir, upstream_models=list(E2E_MODELS), **tree_sections)

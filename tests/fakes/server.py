@@ -184,7 +184,7 @@ class RunningServer:
         """Absolute URL for ``path`` (``"/v1/models"``, ``"/health"``)."""
         return self.root_url + (path if path.startswith("/") else "/" + path)
 
-    def start(self) -> "RunningServer":
+    def start(self) -> RunningServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -241,7 +241,7 @@ class RunningServer:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self if self._thread is not None else self.start()
 
     def __exit__(self, *exc: Any) -> None:

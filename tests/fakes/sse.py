@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SSEEvent", "parse_sse", "data_events", "json_chunks"]
+__all__ = ["SSEEvent", "data_events", "json_chunks", "parse_sse"]
 
 
 @dataclass

@@ -54,9 +54,9 @@ __all__ = ["AUTO", "FakeUpstream", "RecordedRequest", "Reply", "word_count"]
 class _Auto:
     """Sentinel: "work it out from the request and the other fields"."""
 
-    _instance: "_Auto | None" = None
+    _instance: _Auto | None = None
 
-    def __new__(cls) -> "_Auto":
+    def __new__(cls) -> _Auto:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -240,7 +240,7 @@ def _split_words(text: str, per_chunk: int) -> list[str]:
     words = re.findall(r"\S+\s*|\s+", text)
     if not words:
         return [text] if text else []
-    return ["".join(words[i:i + per_chunk]) for i in range(0, len(words), per_chunk)]
+    return ["".join(words[i : i + per_chunk]) for i in range(0, len(words), per_chunk)]
 
 
 def _split_n(text: str, parts: int) -> list[str]:
@@ -248,16 +248,19 @@ def _split_n(text: str, parts: int) -> list[str]:
         return [""]
     parts = max(1, min(parts, len(text)))
     size = -(-len(text) // parts)
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _logprob_entries(text: str, top: int) -> list[dict[str, Any]]:
     out = []
     for token in re.findall(r"\S+\s*", text or ""):
         entry: dict[str, Any] = {"token": token, "logprob": -0.25, "bytes": list(token.encode())}
-        entry["top_logprobs"] = [{"token": token, "logprob": -0.25, "bytes": list(token.encode())}] + [
-            {"token": f"alt{k}", "logprob": -3.0 - k, "bytes": list(f"alt{k}".encode())} for k in range(1, top)
-        ] if top else []
+        entry["top_logprobs"] = (
+            [{"token": token, "logprob": -0.25, "bytes": list(token.encode())}]
+            + [{"token": f"alt{k}", "logprob": -3.0 - k, "bytes": list(f"alt{k}".encode())} for k in range(1, top)]
+            if top
+            else []
+        )
         out.append(entry)
     return out
 
@@ -312,7 +315,7 @@ class FakeUpstream:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "FakeUpstream":
+    def start(self) -> FakeUpstream:
         if self._thread is not None:
             return self
         ready = threading.Event()
@@ -351,7 +354,7 @@ class FakeUpstream:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server  # noqa: SLF001 - the only way to learn the bound port
+        server = site._server
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
 
@@ -370,7 +373,7 @@ class FakeUpstream:
         self._loop = None
         self._runner = None
 
-    def __enter__(self) -> "FakeUpstream":
+    def __enter__(self) -> FakeUpstream:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -493,7 +496,7 @@ class FakeUpstream:
             if outcome == "disconnected" and rec.generation == self._generation:
                 self._disconnects += 1
             self._changed.notify_all()
-        rec._done.set()  # noqa: SLF001
+        rec._done.set()
 
     # ------------------------------------------------------------------ handlers
 
@@ -527,7 +530,12 @@ class FakeUpstream:
     async def _handle_other(self, request: web.Request) -> web.StreamResponse:
         rec = await self._recorded(request)
         self._finish(rec, "completed")
-        return web.json_response(Reply(status=404, error={"error": {"message": f"Unknown path {request.path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}}).error_body(), status=404)
+        return web.json_response(
+            Reply(
+                status=404, error={"error": {"message": f"Unknown path {request.path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
+            ).error_body(),
+            status=404,
+        )
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         rec = await self._recorded(request)

@@ -104,13 +104,9 @@ def test_built_expression_always_parses(prop_store: SyncMemoryStore, terms: list
 def _indexed_tokens(store: SyncMemoryStore, mem_id: str) -> int:
     """How many tokens FTS5 itself indexed for the memory's text (the oracle)."""
     with store._connection() as db:
-        db.execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS temp.mem_vocab USING fts5vocab(main, memories_fts, 'instance')"
-        )
+        db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.mem_vocab USING fts5vocab(main, memories_fts, 'instance')")
         seq = db.execute("SELECT seq FROM memories WHERE id = ?", (mem_id,)).fetchone()[0]
-        return db.execute("SELECT count(*) FROM temp.mem_vocab WHERE doc = ? AND col = 'text'", (seq,)).fetchone()[
-            0
-        ]
+        return db.execute("SELECT count(*) FROM temp.mem_vocab WHERE doc = ? AND col = 'text'", (seq,)).fetchone()[0]
 
 
 @SETTINGS

@@ -56,9 +56,7 @@ FILLER = [
 
 async def test_save_get_roundtrip(store: MemoryStore, scopes: dict[str, str]) -> None:
     before = int(time.time())
-    mem = await store.save(
-        scopes["key_a"], "  Prefers dark roast coffee  ", tags=["Food", " food ", "Prefs"], metadata={"source": "chat"}
-    )
+    mem = await store.save(scopes["key_a"], "  Prefers dark roast coffee  ", tags=["Food", " food ", "Prefs"], metadata={"source": "chat"})
     assert ID_RE.match(mem.id)
     assert mem.text == "Prefers dark roast coffee"
     assert mem.tags == ("food", "prefs")
@@ -176,9 +174,7 @@ async def test_isolation_reads(store: MemoryStore, scopes: dict[str, str], popul
     for name, scope in scopes.items():
         own_ids = {m.id for m in populated[name]}
         assert _names(await store.search(scope, "secret coffee recipe hiking password dog alps", limit=50)) == {scope}
-        assert {
-            h.memory.id for h in await store.search(scope, "secret coffee recipe hiking password dog", limit=50)
-        } == own_ids
+        assert {h.memory.id for h in await store.search(scope, "secret coffee recipe hiking password dog", limit=50)} == own_ids
         assert {m.id for m in (await store.list(scope, limit=100)).data} == own_ids
         assert {m.id for m in await store.export(scope)} == own_ids
         assert await store.count(scope) == 3
@@ -199,9 +195,7 @@ async def test_isolation_key_user_are_separate(store: MemoryStore, scopes: dict[
     assert [h.memory.scope for h in await store.search(scopes["alice"], "alice bob", limit=20)] == [scopes["alice"]] * 3
 
 
-async def test_isolation_deletes(
-    store: MemoryStore, scopes: dict[str, str], populated: dict[str, list[Memory]]
-) -> None:
+async def test_isolation_deletes(store: MemoryStore, scopes: dict[str, str], populated: dict[str, list[Memory]]) -> None:
     a, b = scopes["alice"], scopes["bob"]
     for m in populated["bob"] + populated["key_b"]:
         assert await store.delete(a, m.id) is False
@@ -236,9 +230,7 @@ async def test_isolation_deletes(
         "scope:{scope}",
     ],
 )
-async def test_fts_column_filter_injection(
-    store: MemoryStore, scopes: dict[str, str], populated, template: str
-) -> None:
+async def test_fts_column_filter_injection(store: MemoryStore, scopes: dict[str, str], populated, template: str) -> None:
     victim = scopes["key_b"]
     attacker = scopes["alice"]
     q = template.format(tok=scope_token(victim), scope=victim)
@@ -762,8 +754,7 @@ def test_planner_keeps_rare_words_first(big_db: Path) -> None:
         common = tight.search(scope, "prefers tea morning", limit=3)
         assert [h.score for h in common] == [0.0, 0.0, 0.0]
         assert [h.memory.text for h in common] == [
-            f"User note {i}: prefers tea in the morning and coffee at work, item {i % 97}"
-            for i in (11999, 11998, 11997)
+            f"User note {i}: prefers tea in the morning and coffee at work, item {i % 97}" for i in (11999, 11998, 11997)
         ]
         # the exact store ranks them (positive scores)
         assert all(h.score > 0 for h in exact.search(scope, "prefers tea morning", limit=3))

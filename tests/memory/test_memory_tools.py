@@ -119,9 +119,7 @@ async def test_tools_stay_in_their_scope(tools, ctx, other_ctx, store: MemorySto
 
 async def test_search_limit_and_tags(tools, ctx) -> None:
     for i in range(8):
-        await tools["memory_save"].run(
-            {"text": f"Project falcon milestone {i}", "tags": ["work"] if i % 2 else ["home"]}, ctx
-        )
+        await tools["memory_save"].run({"text": f"Project falcon milestone {i}", "tags": ["work"] if i % 2 else ["home"]}, ctx)
     res = _json(await tools["memory_search"].run({"query": "falcon", "limit": 3}, ctx))
     assert len(res["results"]) == 3
     res = _json(await tools["memory_search"].run({"query": "falcon", "limit": 20, "tags": ["work"]}, ctx))

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import openai
+
 from fakes.clients import stream_raw
 from fakes.sse import SSEEvent, data_events
 
@@ -64,9 +65,4 @@ def stream_events(http: httpx.Client, body: dict[str, Any]) -> tuple[httpx.Respo
 
 
 def content_of(chunks: list[dict[str, Any]], index: int = 0) -> str:
-    return "".join(
-        (c["delta"].get("content") or "")
-        for chunk in chunks
-        for c in chunk.get("choices") or []
-        if c["index"] == index
-    )
+    return "".join((c["delta"].get("content") or "") for chunk in chunks for c in chunk.get("choices") or [] if c["index"] == index)

@@ -342,7 +342,13 @@ def test_malformed_bodies_are_502(raw: bytes) -> None:
 @pytest.mark.parametrize(
     ("status", "raw", "headers", "expect"),
     [
-        pytest.param(400, b'{"error": {"message": "bad", "type": "invalid_request_error", "param": "x", "code": null}}', {}, (400, "bad", "invalid_request_error", "x", None), id="openai-shape"),
+        pytest.param(
+            400,
+            b'{"error": {"message": "bad", "type": "invalid_request_error", "param": "x", "code": null}}',
+            {},
+            (400, "bad", "invalid_request_error", "x", None),
+            id="openai-shape",
+        ),
         pytest.param(401, b"{}", {}, (502, None, "upstream_error", None, "upstream_auth_error"), id="our-credentials"),
         pytest.param(403, b"{}", {}, (502, None, "upstream_error", None, "upstream_auth_error"), id="forbidden-credentials"),
         pytest.param(404, b"{}", {}, (404, None, None, None, "model_not_found"), id="not-found"),

@@ -27,19 +27,34 @@ _finish = st.sampled_from(["stop", "length", "tool_calls", "content_filter"])
 _logprobs = st.one_of(
     st.none(),
     st.builds(
-        lambda token, lp: {"content": [{"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": [{"token": token, "logprob": lp, "bytes": None}]}], "refusal": None},
+        lambda token, lp: {
+            "content": [{"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": [{"token": token, "logprob": lp, "bytes": None}]}],
+            "refusal": None,
+        },
         _text,
         st.floats(min_value=-100, max_value=0),
     ),
 )
 _step = st.fixed_dictionaries(
     {"index": st.integers(0, 50), "type": st.sampled_from(["tool_call", "tool_result", "limit"])},
-    optional={"step": st.integers(1, 9), "call_id": _text, "tool": _text, "arguments": st.dictionaries(_text, _text, max_size=2), "status": st.just("ok"), "summary": _text, "duration_ms": st.floats(0, 1e4), "message": _text},
+    optional={
+        "step": st.integers(1, 9),
+        "call_id": _text,
+        "tool": _text,
+        "arguments": st.dictionaries(_text, _text, max_size=2),
+        "status": st.just("ok"),
+        "summary": _text,
+        "duration_ms": st.floats(0, 1e4),
+        "message": _text,
+    },
 )
 _annotation = st.builds(lambda url: {"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 3, "url": url, "title": "t"}}, _text)
 _usage = st.fixed_dictionaries(
     {"prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6)},
-    optional={"prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": st.integers(0, 10)}), "completion_tokens_details": st.fixed_dictionaries({"reasoning_tokens": st.integers(0, 10)})},
+    optional={
+        "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": st.integers(0, 10)}),
+        "completion_tokens_details": st.fixed_dictionaries({"reasoning_tokens": st.integers(0, 10)}),
+    },
 )
 
 
@@ -53,7 +68,14 @@ def _deltas(streaming: bool) -> st.SearchStrategy[dict[str, Any]]:
     steps_field = "agent_steps_delta" if streaming else "agent_steps"
     return st.fixed_dictionaries(
         {},
-        optional={"content": _text, "reasoning_content": _text, "reasoning": _text, "refusal": _text, steps_field: st.lists(_step, min_size=1, max_size=1), "annotations": st.lists(_annotation, max_size=1)},
+        optional={
+            "content": _text,
+            "reasoning_content": _text,
+            "reasoning": _text,
+            "refusal": _text,
+            steps_field: st.lists(_step, min_size=1, max_size=1),
+            "annotations": st.lists(_annotation, max_size=1),
+        },
     )
 
 
@@ -68,8 +90,14 @@ def _choice_events(streaming: bool) -> st.SearchStrategy[list[Any]]:
         st.lists(st.builds(lambda i, n, a: {"id": i, "type": "function", "function": {"name": n, "arguments": a}}, _text, _text, _text), max_size=2),
         _finish,
     )
-    other = st.one_of(st.builds(UsageReport, _usage, st.booleans()), st.builds(ResponseMeta, st.just({"system_fingerprint": "fp_1", "service_tier": "default", "other": 1})), st.just(KeepAlive()))
-    return st.lists(st.one_of(plain.map(lambda e: [e]), calls, message.map(lambda e: [e]), other.map(lambda e: [e])), max_size=8).map(lambda xs: [e for x in xs for e in x])
+    other = st.one_of(
+        st.builds(UsageReport, _usage, st.booleans()),
+        st.builds(ResponseMeta, st.just({"system_fingerprint": "fp_1", "service_tier": "default", "other": 1})),
+        st.just(KeepAlive()),
+    )
+    return st.lists(st.one_of(plain.map(lambda e: [e]), calls, message.map(lambda e: [e]), other.map(lambda e: [e])), max_size=8).map(
+        lambda xs: [e for x in xs for e in x]
+    )
 
 
 def _roundtrip(raw: bytes, cls: type) -> None:

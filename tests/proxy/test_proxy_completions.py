@@ -11,7 +11,7 @@ import openai
 from fakes.sse import data_events
 from fakes.upstream import FakeUpstream, Reply
 
-from .helpers import USER, assert_openai_error, assert_still_serving, chat_body, content_of, stream_events, stream_raw
+from .helpers import USER, assert_still_serving, chat_body, content_of, stream_events
 
 # --------------------------------------------------------------------------- non-streaming
 

@@ -17,9 +17,13 @@ def test_context_window_refuses_before_calling_the_upstream(relay_factory: Any, 
     relay = relay_factory(models={"fake-model": {"context_window": 60}})
     with httpx.Client(base_url=relay.root_url, timeout=30) as http:
         long = [{"role": "user", "content": "word " * 200}]
-        err = assert_openai_error(http.post("/v1/chat/completions", json={"model": "fake-model", "messages": long}), 400, code="context_length_exceeded", param="messages")
+        err = assert_openai_error(
+            http.post("/v1/chat/completions", json={"model": "fake-model", "messages": long}), 400, code="context_length_exceeded", param="messages"
+        )
         assert "60" in err["message"]
-        err = assert_openai_error(http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER, "max_tokens": 100}), 400, code="context_length_exceeded")
+        err = assert_openai_error(
+            http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER, "max_tokens": 100}), 400, code="context_length_exceeded"
+        )
         assert fake.chat_requests == []
         ok = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER, "max_tokens": 10})
         assert ok.status_code == 200
@@ -62,7 +66,17 @@ def test_small_limits(relay_factory: Any, fake: FakeUpstream) -> None:
 
 def test_upstream_key_from_environment_variable_name(relay_factory: Any, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOOLRELAY_TEST_UPSTREAM_KEY", "sk-from-env")
-    relay = relay_factory(extra_upstreams={"envkey": {"kind": "openai", "base_url": fake.base_url, "api_key_env": "TOOLRELAY_TEST_UPSTREAM_KEY", "models": ["env-model"], "headers": {"x-org": "acme"}}})
+    relay = relay_factory(
+        extra_upstreams={
+            "envkey": {
+                "kind": "openai",
+                "base_url": fake.base_url,
+                "api_key_env": "TOOLRELAY_TEST_UPSTREAM_KEY",
+                "models": ["env-model"],
+                "headers": {"x-org": "acme"},
+            }
+        }
+    )
     with httpx.Client(base_url=relay.root_url, timeout=30) as http:
         assert http.post("/v1/chat/completions", json={"model": "env-model", "messages": USER}).status_code == 200
     headers = fake.last_request.headers

@@ -100,11 +100,20 @@ def test_rich_messages_forwarded_unchanged(client: openai.OpenAI, fake: FakeUpst
     messages: list[Any] = [
         {"role": "developer", "content": "Be terse."},
         {"role": "system", "content": [{"type": "text", "text": "System part"}]},
-        {"role": "user", "name": "alice", "content": [
-            {"type": "text", "text": "What is in this image? ünïcødé ✓ \u2028"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
-        ]},
-        {"role": "assistant", "content": None, "refusal": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"x\"}"}}]},
+        {
+            "role": "user",
+            "name": "alice",
+            "content": [
+                {"type": "text", "text": "What is in this image? ünïcødé ✓ \u2028"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"x"}'}}],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "result text"},
         {"role": "assistant", "content": [{"type": "text", "text": "Earlier answer"}]},
         {"role": "user", "content": ""},

@@ -116,7 +116,12 @@ def test_parallel_tool_calls_sdk(client: openai.OpenAI, fake: FakeUpstream) -> N
 
 def test_tool_round_trip_results_reach_upstream_intact(client: openai.OpenAI, fake: FakeUpstream) -> None:
     fake.enqueue(
-        Reply(tool_calls=[{"id": "call_rt1", "name": "get_weather", "arguments": {"city": "Paris"}}, {"id": "call_rt2", "name": "get_time", "arguments": {"tz": "UTC"}}]),
+        Reply(
+            tool_calls=[
+                {"id": "call_rt1", "name": "get_weather", "arguments": {"city": "Paris"}},
+                {"id": "call_rt2", "name": "get_time", "arguments": {"tz": "UTC"}},
+            ]
+        ),
         Reply(content="It is 18°C in Paris and 12:00 UTC."),
     )
     first = client.chat.completions.create(model="fake-tools", messages=QUESTION, tools=[WEATHER_TOOL, TIME_TOOL], stream=True)
@@ -184,7 +189,19 @@ def test_dict_arguments_streamed_become_a_json_string(http: httpx.Client, fake: 
 def test_streamed_tool_calls_without_index_get_one(client: openai.OpenAI, fake: FakeUpstream) -> None:
     envelope = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "fake-tools"}
     chunks: list[dict[str, Any] | bytes] = [
-        {**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"id": "call_ni", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}, "finish_reason": None}]},
+        {
+            **envelope,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "call_ni", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}],
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        },
         {**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
     ]
     fake.enqueue(Reply(chunks=chunks))
@@ -200,7 +217,13 @@ def test_non_streamed_tool_call_without_id_gets_one(client: openai.OpenAI, fake:
         "object": "chat.completion",
         "created": 1,
         "model": "fake-tools",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "get_weather", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "get_weather", "arguments": "{}"}}]},
+                "finish_reason": "tool_calls",
+            }
+        ],
     }
     fake.enqueue(Reply(raw_body=json.dumps(body).encode()))
     completion = client.chat.completions.create(model="fake-tools", messages=QUESTION, tools=[WEATHER_TOOL])

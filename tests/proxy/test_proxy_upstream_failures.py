@@ -38,7 +38,13 @@ def assert_single_error_event(raw: bytes, *, code: Any = None) -> dict[str, Any]
 
 def test_upstream_429_keeps_status_and_retry_headers(client: openai.OpenAI, fake: FakeUpstream) -> None:
     headers = {"retry-after": "7", "retry-after-ms": "7000", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "7s"}
-    fake.enqueue(Reply(status=429, headers=headers, error={"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}))
+    fake.enqueue(
+        Reply(
+            status=429,
+            headers=headers,
+            error={"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
+        )
+    )
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model="fake-model", messages=USER)
     err = caught.value
@@ -87,7 +93,19 @@ def test_upstream_503_keeps_retry_after(http: httpx.Client, client: openai.OpenA
 
 
 def test_upstream_400_keeps_param_and_code(client: openai.OpenAI, fake: FakeUpstream) -> None:
-    fake.enqueue(Reply(status=400, error={"error": {"message": "Unsupported parameter: 'parallel_tool_calls' is not supported with this model.", "type": "invalid_request_error", "param": "parallel_tool_calls", "code": "unsupported_parameter"}}))
+    fake.enqueue(
+        Reply(
+            status=400,
+            error={
+                "error": {
+                    "message": "Unsupported parameter: 'parallel_tool_calls' is not supported with this model.",
+                    "type": "invalid_request_error",
+                    "param": "parallel_tool_calls",
+                    "code": "unsupported_parameter",
+                }
+            },
+        )
+    )
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="fake-model", messages=USER)
     assert caught.value.param == "parallel_tool_calls"
@@ -141,10 +159,28 @@ def test_upstream_timeout_streaming_before_first_byte(client: openai.OpenAI, fak
 def test_upstream_stalls_mid_stream(http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream) -> None:
     # Three chunks arrive, then the upstream goes quiet for longer than the read timeout.
     events = [
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}]},
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}],
+        },
         b": still thinking\n\n",
-        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": "never"}, "finish_reason": "stop"}]},
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "never"}, "finish_reason": "stop"}],
+        },
     ]
     # A slow but steady stream outlives the 1.5 s timeout in total: the timeout is per read...
     fake.enqueue(Reply(chunks=events, chunk_delay=0.6))
@@ -219,10 +255,14 @@ def test_reset_mid_stream_raises_in_the_sdk(client: openai.OpenAI, fake: FakeUps
 
 def test_upstream_error_event_mid_stream(http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream) -> None:
     envelope = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    fake.enqueue(Reply(chunks=[
-        {**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},
-        {"error": {"message": "The server is overloaded", "type": "server_error", "param": None, "code": "overloaded"}},
-    ]))
+    fake.enqueue(
+        Reply(
+            chunks=[
+                {**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]},
+                {"error": {"message": "The server is overloaded", "type": "server_error", "param": None, "code": "overloaded"}},
+            ]
+        )
+    )
     response, raw = stream_raw(http, chat_body(stream=True))
     assert response.status_code == 200
     err = assert_single_error_event(raw)
@@ -232,7 +272,9 @@ def test_upstream_error_event_mid_stream(http: httpx.Client, client: openai.Open
 
 def test_stream_that_ends_without_finish_or_done(http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream) -> None:
     envelope = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    fake.enqueue(Reply(chunks=[{**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "cut"}, "finish_reason": None}]}], send_done=False))
+    fake.enqueue(
+        Reply(chunks=[{**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "cut"}, "finish_reason": None}]}], send_done=False)
+    )
     response, raw = stream_raw(http, chat_body(stream=True))
     assert response.status_code == 200
     assert_single_error_event(raw)
@@ -245,10 +287,14 @@ def test_stream_that_ends_without_finish_or_done(http: httpx.Client, client: ope
 
 def test_garbage_event_mid_stream(http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream) -> None:
     envelope = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    fake.enqueue(Reply(chunks=[
-        {**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": None}]},
-        b"data: {this is not json\n\n",
-    ]))
+    fake.enqueue(
+        Reply(
+            chunks=[
+                {**envelope, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}, "finish_reason": None}]},
+                b"data: {this is not json\n\n",
+            ]
+        )
+    )
     response, raw = stream_raw(http, chat_body(stream=True))
     assert response.status_code == 200
     assert_single_error_event(raw, code="bad_upstream_response")
@@ -280,14 +326,13 @@ def test_malformed_upstream_body_is_502(http: httpx.Client, client: openai.OpenA
 
 def test_client_disconnect_mid_stream_cancels_the_upstream_request(relay: Any, fake: FakeUpstream, client: openai.OpenAI) -> None:
     fake.enqueue(Reply(content=LONG, chunk_delay=0.25))
-    with httpx.Client(timeout=30) as http:
-        with http.stream("POST", relay.url("/v1/chat/completions"), json=chat_body(stream=True)) as response:
-            assert response.status_code == 200
-            seen = b""
-            for piece in response.iter_raw():
-                seen += piece
-                if seen.count(b"data: ") >= 2:
-                    break
+    with httpx.Client(timeout=30) as http, http.stream("POST", relay.url("/v1/chat/completions"), json=chat_body(stream=True)) as response:
+        assert response.status_code == 200
+        seen = b""
+        for piece in response.iter_raw():
+            seen += piece
+            if seen.count(b"data: ") >= 2:
+                break
     # The client is gone; the relay must drop its upstream request well before the answer would end (~10 s).
     started = time.monotonic()
     assert fake.wait_for_disconnect(1, timeout=5), "the upstream stream was not cancelled after the client disconnected"
@@ -313,18 +358,16 @@ async def test_async_client_closing_stream_cancels_upstream(aclient: openai.Asyn
 
 def test_client_disconnect_non_streaming_cancels_the_upstream_request(relay: Any, fake: FakeUpstream) -> None:
     fake.enqueue(Reply(content="late", delay=6))
-    with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http:
-        with pytest.raises(httpx.ReadTimeout):
-            http.post(relay.url("/v1/chat/completions"), json=chat_body())
+    with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http, pytest.raises(httpx.ReadTimeout):
+        http.post(relay.url("/v1/chat/completions"), json=chat_body())
     assert fake.wait_for_disconnect(1, timeout=3), "the upstream request outlived its client"
 
 
 def test_client_disconnect_before_first_chunk_cancels_the_upstream_request(relay: Any, fake: FakeUpstream) -> None:
     fake.enqueue(Reply(content="late", delay=6))
-    with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http:
-        with pytest.raises(httpx.ReadTimeout):
-            with http.stream("POST", relay.url("/v1/chat/completions"), json=chat_body(stream=True)) as response:
-                response.read()
+    with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http, pytest.raises(httpx.ReadTimeout):
+        with http.stream("POST", relay.url("/v1/chat/completions"), json=chat_body(stream=True)) as response:
+            response.read()
     assert fake.wait_for_disconnect(1, timeout=3), "the upstream request outlived its client"
 
 

@@ -9,9 +9,8 @@ import httpx
 import openai
 import pytest
 
-from fakes.upstream import FakeUpstream, Reply
-
 from fakes.sse import data_events as data_events_of
+from fakes.upstream import FakeUpstream, Reply
 
 from .helpers import USER, assert_openai_error, assert_still_serving, chat_body, content_of, stream_events, stream_raw
 
@@ -48,12 +47,16 @@ def test_crlf_line_endings_and_sse_fields(http: httpx.Client, fake: FakeUpstream
     def crlf(c: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(c).encode() + b"\r\n\r\n"
 
-    fake.enqueue(Reply(chunks=[
-        b": comment first\r\n\r\n",
-        b"event: message\r\nid: 1\r\nretry: 1000\r\n" + crlf(chunk({"role": "assistant", "content": "crlf "})),
-        crlf(chunk({"content": "works"})),
-        b"data:" + json.dumps(chunk({}, "stop")).encode() + b"\n\n",  # no space after the colon
-    ]))
+    fake.enqueue(
+        Reply(
+            chunks=[
+                b": comment first\r\n\r\n",
+                b"event: message\r\nid: 1\r\nretry: 1000\r\n" + crlf(chunk({"role": "assistant", "content": "crlf "})),
+                crlf(chunk({"content": "works"})),
+                b"data:" + json.dumps(chunk({}, "stop")).encode() + b"\n\n",  # no space after the colon
+            ]
+        )
+    )
     _, events, raw = stream_events(http, chat_body(stream=True))
     chunks = [e.json for e in events if not e.is_done]
     assert content_of(chunks) == "crlf works"
@@ -90,25 +93,35 @@ def test_usage_details_pass_through(client: openai.OpenAI, fake: FakeUpstream) -
 
 def test_usage_on_every_upstream_chunk_is_reported_once(http: httpx.Client, fake: FakeUpstream) -> None:
     """vLLM's continuous usage stats: usage on each chunk upstream; downstream only the one usage chunk."""
-    fake.enqueue(Reply(chunks=[
-        chunk({"role": "assistant", "content": "a"}, usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
-        chunk({"content": "b"}, usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
-        chunk({}, "stop", usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
-    ]))
+    fake.enqueue(
+        Reply(
+            chunks=[
+                chunk({"role": "assistant", "content": "a"}, usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
+                chunk({"content": "b"}, usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
+                chunk({}, "stop", usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
+            ]
+        )
+    )
     _, events, _ = stream_events(http, chat_body(stream=True, stream_options={"include_usage": True}))
     chunks = [e.json for e in events if not e.is_done]
     assert [c["usage"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 7
-    fake.enqueue(Reply(chunks=[chunk({"role": "assistant", "content": "a"}, usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}), chunk({}, "stop")]))
+    fake.enqueue(
+        Reply(chunks=[chunk({"role": "assistant", "content": "a"}, usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}), chunk({}, "stop")])
+    )
     _, events, _ = stream_events(http, chat_body(stream=True))
     assert all("usage" not in e.json for e in events if not e.is_done)
 
 
 def test_system_fingerprint_and_service_tier_on_every_chunk(http: httpx.Client, fake: FakeUpstream) -> None:
-    fake.enqueue(Reply(chunks=[
-        chunk({"role": "assistant", "content": "x"}, system_fingerprint="fp_1", service_tier="default", provider_specific={"junk": 1}),
-        chunk({}, "stop", system_fingerprint="fp_1", service_tier="default"),
-    ]))
+    fake.enqueue(
+        Reply(
+            chunks=[
+                chunk({"role": "assistant", "content": "x"}, system_fingerprint="fp_1", service_tier="default", provider_specific={"junk": 1}),
+                chunk({}, "stop", system_fingerprint="fp_1", service_tier="default"),
+            ]
+        )
+    )
     _, events, _ = stream_events(http, chat_body(stream=True))
     chunks = [e.json for e in events if not e.is_done]
     assert {c.get("system_fingerprint") for c in chunks} == {"fp_1"}
@@ -117,7 +130,12 @@ def test_system_fingerprint_and_service_tier_on_every_chunk(http: httpx.Client, 
 
 
 def test_vllm_style_error_object(http: httpx.Client, fake: FakeUpstream) -> None:
-    fake.enqueue(Reply(status=400, error={"object": "error", "message": "This model's maximum context length is 4096 tokens.", "type": "BadRequestError", "param": None, "code": 400}))
+    fake.enqueue(
+        Reply(
+            status=400,
+            error={"object": "error", "message": "This model's maximum context length is 4096 tokens.", "type": "BadRequestError", "param": None, "code": 400},
+        )
+    )
     err = assert_openai_error(http.post("/v1/chat/completions", json=chat_body()), 400)
     assert err["message"] == "This model's maximum context length is 4096 tokens."
     assert err["code"] is None or isinstance(err["code"], str)
@@ -214,7 +232,9 @@ def test_malformed_chunk_mid_stream_ends_with_one_error_event(http: httpx.Client
 
 
 @pytest.mark.parametrize("bad", list(BAD_CHUNKS.values()), ids=list(BAD_CHUNKS))
-def test_malformed_chunk_mid_stream_does_not_hang_or_kill_the_server(http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream, bad: dict[str, Any]) -> None:
+def test_malformed_chunk_mid_stream_does_not_hang_or_kill_the_server(
+    http: httpx.Client, client: openai.OpenAI, fake: FakeUpstream, bad: dict[str, Any]
+) -> None:
     fake.enqueue(Reply(chunks=[GOOD_FIRST, bad]))
     try:
         response, _ = stream_raw(http, chat_body(stream=True))

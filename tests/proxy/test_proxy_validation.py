@@ -59,8 +59,16 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("bad content part type", with_(messages=[{"role": "user", "content": [{"type": "video", "video": "x"}]}]), "messages[0].content[0].type"),
     ("image part without url", with_(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]), "messages[0].content[0].image_url.url"),
     ("assistant without content or calls", with_(messages=[*USER, {"role": "assistant"}]), "messages[1].content"),
-    ("assistant tool_calls missing id", with_(messages=[*USER, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]), "messages[1].tool_calls[0].id"),
-    ("assistant tool_calls dict arguments", with_(messages=[*USER, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]), "messages[1].tool_calls[0].function.arguments"),
+    (
+        "assistant tool_calls missing id",
+        with_(messages=[*USER, {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]),
+        "messages[1].tool_calls[0].id",
+    ),
+    (
+        "assistant tool_calls dict arguments",
+        with_(messages=[*USER, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]),
+        "messages[1].tool_calls[0].function.arguments",
+    ),
     ("tool message without tool_call_id", with_(messages=[*USER, {"role": "tool", "content": "42"}]), "messages[1].tool_call_id"),
     ("tool message without content", with_(messages=[*USER, {"role": "tool", "tool_call_id": "c1"}]), "messages[1].content"),
     ("tools not a list", with_(tools={"type": "function"}), "tools"),
@@ -81,8 +89,16 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("logit_bias out of range", with_(logit_bias={"50256": 150}), "logit_bias"),
     ("logit_bias not number", with_(logit_bias={"50256": "high"}), "logit_bias.50256"),
     ("response_format bad type", with_(response_format={"type": "yaml"}), "response_format.type"),
-    ("json_schema missing name", with_(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}), "response_format.json_schema.name"),
-    ("json_schema invalid schema", with_(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 12}}}), "response_format.json_schema.schema"),
+    (
+        "json_schema missing name",
+        with_(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}),
+        "response_format.json_schema.name",
+    ),
+    (
+        "json_schema invalid schema",
+        with_(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 12}}}),
+        "response_format.json_schema.schema",
+    ),
     ("metadata not object", with_(metadata=["a"]), "metadata"),
 ]
 

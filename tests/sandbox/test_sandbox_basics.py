@@ -9,7 +9,6 @@ import time
 import pytest
 
 from fakes.waiting import async_wait_until
-
 from toolrelay.tools.sandbox.base import RunLimits
 from toolrelay.tools.sandbox.selector import pool_processes
 
@@ -77,8 +76,7 @@ async def test_sys_exit_codes(sandbox, run):
 
 
 async def test_unicode_and_undecodable_output(sandbox, run):
-    result = await run(sandbox, "print('héllo ✓ \\udcff')\nimport sys\nsys.stdout.flush()\n"
-                                "sys.stdout.buffer.write(b'\\xff\\n')")
+    result = await run(sandbox, "print('héllo ✓ \\udcff')\nimport sys\nsys.stdout.flush()\nsys.stdout.buffer.write(b'\\xff\\n')")
     assert "héllo ✓" in result.stdout
     assert result.exception is None
 
@@ -144,8 +142,7 @@ async def test_cancelled_run_is_killed_and_slot_released(sandbox):
     assert sandbox.running() == 0
     assert pool_processes(sandbox.settings) == []
     # Both slots are free again.
-    results = await asyncio.wait_for(asyncio.gather(
-        *(sandbox.run("1", queue_timeout_seconds=0.5) for _ in range(TEST_SETTINGS.max_concurrent))), 15)
+    results = await asyncio.wait_for(asyncio.gather(*(sandbox.run("1", queue_timeout_seconds=0.5) for _ in range(TEST_SETTINGS.max_concurrent))), 15)
     assert [r.value for r in results] == ["1"] * TEST_SETTINGS.max_concurrent
     assert pool_processes(sandbox.settings) == []
 
@@ -159,6 +156,7 @@ def test_runs_under_uvloop():
         except pytest.skip.Exception:
             continue
         try:
+
             async def both(sb=sandbox):
                 return await asyncio.gather(sb.run("print(1)"), sb.run("import time\ntime.sleep(9)", wall_seconds=1))
 

@@ -19,11 +19,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from msgspec.structs import replace
 from pathlib import Path
 from typing import Self
 
 import pytest
+from msgspec.structs import replace
 
 from toolrelay.tools.base import ToolContext
 from toolrelay.tools.python import PythonTool
@@ -36,8 +36,7 @@ from .helpers import BACKENDS, TEST_SETTINGS, discard, make_sandbox
 MIB = 1024 * 1024
 # Six children faulting in 400 MB each against one cap are slow on a loaded
 # 2-core VM (5 s measured), hence the wall clock and the two cores.
-CAP_SETTINGS = replace(TEST_SETTINGS, memory_mb=512, wall_seconds=12.0, cpu_seconds=12.0, cpu_cores=2.0,
-                       sandbox_uid_base=61400)
+CAP_SETTINGS = replace(TEST_SETTINGS, memory_mb=512, wall_seconds=12.0, cpu_seconds=12.0, cpu_cores=2.0, sandbox_uid_base=61400)
 # A tenth of a core for the CPU test only: uncapped, four busy loops got
 # 0.9 s of CPU in 3 s even on the VM loaded by other jobs (6 s when idle),
 # well above the 0.3 s this quota allows.
@@ -160,8 +159,9 @@ async def test_six_children_of_400_mb_stay_under_the_run_memory_cap(capped: Proc
     # counting it (about 10 MB); 128 MiB of slack covers that, far below the
     # 6 x 400 MB the code asks for.
     bound = enforcement["memory_mb_total"] * MIB + 128 * MIB
-    assert watch.peak_rss <= bound, (f"the run held {watch.peak_rss // MIB} MiB under a {enforcement['mode']} "
-                                     f"cap of {enforcement['memory_mb_total']} MiB: {result}")
+    assert watch.peak_rss <= bound, (
+        f"the run held {watch.peak_rss // MIB} MiB under a {enforcement['mode']} cap of {enforcement['memory_mb_total']} MiB: {result}"
+    )
     if enforcement["mode"] != "rlimit":
         assert watch.peak_rss <= 512 * MIB + 128 * MIB
         # Not all six got their 400 MB; the OOM killer or MemoryError said no.
@@ -221,8 +221,7 @@ def test_status_says_what_is_enforced(capped: ProcessSandbox) -> None:
         assert enforcement["memory_mb_total"] == CAP_SETTINGS.memory_mb * CAP_SETTINGS.nproc
         assert enforcement["reason"]
     else:
-        assert enforcement == {"mode": enforcement["mode"], "memory_mb_total": 512,
-                               "processes_total": CAP_SETTINGS.nproc, "cpu_cores": 2.0}
+        assert enforcement == {"mode": enforcement["mode"], "memory_mb_total": 512, "processes_total": CAP_SETTINGS.nproc, "cpu_cores": 2.0}
 
 
 def _cgroup_parents(sandbox: ProcessSandbox) -> list[Path]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from msgspec.structs import replace
 
 import pytest
+from msgspec.structs import replace
 
 from fakes.waiting import async_wait_until
-
 from toolrelay.tools.sandbox.selector import pool_processes
 
 from .helpers import BACKENDS, TEST_SETTINGS, discard, make_sandbox
@@ -20,8 +19,7 @@ SLOW = "import time\ntime.sleep(%s)\nprint('done')"
 @pytest.fixture(params=list(BACKENDS))
 def single_slot(request):
     # A uid range apart from the other tests' sandboxes.
-    sandbox = make_sandbox(request.param, replace(TEST_SETTINGS, max_concurrent=1, sandbox_uid_base=61100,
-                                                  queue_timeout_seconds=0.3))
+    sandbox = make_sandbox(request.param, replace(TEST_SETTINGS, max_concurrent=1, sandbox_uid_base=61100, queue_timeout_seconds=0.3))
     yield sandbox
     discard(sandbox)
 
@@ -41,8 +39,7 @@ async def test_excess_run_fails_clearly_after_queue_timeout(single_slot):
 
 
 async def test_excess_run_waits_for_a_free_slot(single_slot):
-    patient = make_sandbox(single_slot.backend_name, replace(single_slot.settings, queue_timeout_seconds=5.0,
-                                                            sandbox_uid_base=61200))
+    patient = make_sandbox(single_slot.backend_name, replace(single_slot.settings, queue_timeout_seconds=5.0, sandbox_uid_base=61200))
     try:
         first = asyncio.ensure_future(patient.run(SLOW % 0.8))
         await async_wait_until(lambda: patient.running() == 1, what="the first run to take the only slot")

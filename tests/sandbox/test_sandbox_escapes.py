@@ -71,9 +71,9 @@ print(json.dumps(out))
     assert listings[f"ls {directory}"].startswith("denied:")
     assert "canary.txt" not in json.dumps(list(listings.values()))
     # bwrap shows a synthetic passwd (also via /proc/1/root), Landlock none.
-    passwd = await run(sandbox, "for p in ('/etc/passwd', '/proc/1/root/etc/passwd'):\n"
-                                "    try:\n        print(open(p).read())\n"
-                                "    except OSError as e:\n        print(p, e)")
+    passwd = await run(
+        sandbox, "for p in ('/etc/passwd', '/proc/1/root/etc/passwd'):\n    try:\n        print(open(p).read())\n    except OSError as e:\n        print(p, e)"
+    )
     assert "root:x:0:0" not in output_of(passwd)
 
 
@@ -289,7 +289,9 @@ async def test_allocating_4_gb_fails(sandbox, run):
     assert result.exception == "MemoryError"
     assert result.limit == "memory"
     assert result.value is None
-    chunks = await run(sandbox, """
+    chunks = await run(
+        sandbox,
+        """
 chunks = []
 try:
     while True:
@@ -297,7 +299,8 @@ try:
 except MemoryError:
     pass
 print(len(chunks) * 16)
-""")
+""",
+    )
     assert int(chunks.stdout) <= TEST_SETTINGS.memory_mb  # MB actually obtained
 
 
@@ -323,8 +326,7 @@ async def test_sleep_is_killed_at_wall_time(sandbox, run):
 
 async def test_blocked_signal_handler_still_killed(sandbox, run):
     # The code disarms the runner's own alarm; the server's kill still ends it.
-    code = ("import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\n"
-            "signal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(3600)")
+    code = "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(3600)"
     started = time.monotonic()
     result = await run(sandbox, code, wall_seconds=1.5)
     assert result.limit == "wall_time"
@@ -339,7 +341,9 @@ async def test_cpu_limit(sandbox, run):
 
 
 async def test_writing_1_gb_is_capped(sandbox, run):
-    one_file = await run(sandbox, """
+    one_file = await run(
+        sandbox,
+        """
 chunk = b"x" * (1024 * 1024)
 written = 0
 with open("big", "wb") as f:
@@ -347,10 +351,13 @@ with open("big", "wb") as f:
         f.write(chunk)
         f.flush()
         written += 1
-""")
+""",
+    )
     assert one_file.limit == "file_size"
     assert one_file.exception == "OSError"
-    many = await run(sandbox, """
+    many = await run(
+        sandbox,
+        """
 import os
 chunk = b"x" * (1024 * 1024)
 for i in range(128):
@@ -358,14 +365,17 @@ for i in range(128):
         for _ in range(8):
             f.write(chunk)
     print(i, flush=True)
-""")
+""",
+    )
     assert many.limit == "disk"
     written_mb = len(many.stdout.split()) * 8
     # bwrap: a hard tmpfs cap. Landlock: the supervisor polls the work dir
     # every 10 ms, so a page-cache-speed writer overshoots by tens of MB.
     slack = 0 if sandbox.backend_name == "bwrap" else 160
     assert written_mb <= TEST_SETTINGS.tmpfs_mb + slack
-    hidden = await run(sandbox, """
+    hidden = await run(
+        sandbox,
+        """
 import os
 held = []
 for i in range(64):
@@ -378,16 +388,23 @@ for i in range(64):
     print(i, flush=True)
 import time
 time.sleep(3)
-""")
+""",
+    )
     assert hidden.limit == "disk"
     assert len(hidden.stdout.split()) * 8 <= TEST_SETTINGS.tmpfs_mb + slack
 
 
 async def test_only_scratch_dir_is_writable(sandbox, run):
     token = secrets.token_hex(8)
-    targets = ["/escape-" + token, "/usr/escape-" + token, "/etc/escape-" + token,
-               "/dev/shm/escape-" + token, "/tmp/escape-" + token, f"{PROJECT_DIR}/escape-{token}",
-               "/var/tmp/escape-" + token]
+    targets = [
+        "/escape-" + token,
+        "/usr/escape-" + token,
+        "/etc/escape-" + token,
+        "/dev/shm/escape-" + token,
+        "/tmp/escape-" + token,
+        f"{PROJECT_DIR}/escape-{token}",
+        "/var/tmp/escape-" + token,
+    ]
     code = f"""
 import json
 out = {{}}

@@ -6,8 +6,8 @@ import sys
 import tempfile
 
 import pytest
-from fakes.server import write_toml
 
+from fakes.server import write_toml
 from toolrelay.app.config import ConfigError, load_settings
 from toolrelay.tools.base import ToolContext
 from toolrelay.tools.python import PythonTool
@@ -129,7 +129,7 @@ class _LeakyFiles(BwrapSandbox):
     def _argv(self, limits, fds):
         argv = super()._argv(limits, fds)
         i = argv.index("--tmpfs")
-        return argv[: i - 2] + ["--bind", "/tmp", "/tmp"] + argv[i + 2:]
+        return argv[: i - 2] + ["--bind", "/tmp", "/tmp"] + argv[i + 2 :]
 
 
 class _LeakyNetwork(BwrapSandbox):
@@ -149,7 +149,7 @@ class _LeakyNetwork(BwrapSandbox):
     def _argv(self, limits, fds):
         argv = super()._argv(limits, fds)
         i = argv.index("--unshare-all")
-        return argv[: i + 1] + ["--share-net"] + argv[i + 1:]
+        return argv[: i + 1] + ["--share-net"] + argv[i + 1 :]
 
 
 @pytest.mark.parametrize(("leaky", "expected"), [(_LeakyFiles, "canary"), (_LeakyNetwork, "127.0.0.1")])
@@ -193,13 +193,13 @@ def test_settings_refuse_nobody_in_pool():
 
 def test_settings_from_config_table(tmp_path):
     """The [sandbox] table is checked by the one loader: unknown keys and wrong types are refused."""
+
     def load(table):
         return load_settings(write_toml(tmp_path / "c.toml", {"sandbox": table}), environ={}).sandbox
 
     s = load({"backend": "bwrap", "wall_seconds": 5, "memory_mb": 256, "workdir_base": "/var/lib/toolrelay/sbx"})
     assert s.backend == "bwrap" and s.wall_seconds == 5.0 and s.memory_mb == 256
     assert load({}) == SandboxSettings()
-    for bad in ({"wall_secs": 5}, {"memory_mb": "lots"}, {"memory_mb": 1.5}, {"backend": "unsafe"},
-                {"nproc": True}, {"wall_seconds": -1}):
+    for bad in ({"wall_secs": 5}, {"memory_mb": "lots"}, {"memory_mb": 1.5}, {"backend": "unsafe"}, {"nproc": True}, {"wall_seconds": -1}):
         with pytest.raises(ConfigError, match="sandbox"):
             load(bad)

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from fakes.admin import Admin
 from fakes.relays import auth_tree
 from fakes.server import RunningServer
@@ -35,7 +36,9 @@ CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Tell me something."}]
 
 
-def _relay(relay_factory: Callable[..., RunningServer], fake: FakeUpstream, data_dir: Path, *, prices: dict[str, Any], cap: float = 1000.0, **sections: Any) -> RunningServer:
+def _relay(
+    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, data_dir: Path, *, prices: dict[str, Any], cap: float = 1000.0, **sections: Any
+) -> RunningServer:
     tree = auth_tree(
         fake,
         data_dir,
@@ -172,7 +175,10 @@ def _three_step_script(fake: FakeUpstream) -> None:
     """Two tool calls reported as $0.03 and $0.055, then an answer the run must not ask for."""
     fake.enqueue(
         Reply(tool_calls=[{"name": "current_time", "arguments": {}}], usage={"prompt_tokens": 3000, "completion_tokens": 0, "total_tokens": 3000}),
-        Reply(tool_calls=[{"name": "current_time", "arguments": {"timezone": "Europe/Paris"}}], usage={"prompt_tokens": 5500, "completion_tokens": 0, "total_tokens": 5500}),
+        Reply(
+            tool_calls=[{"name": "current_time", "arguments": {"timezone": "Europe/Paris"}}],
+            usage={"prompt_tokens": 5500, "completion_tokens": 0, "total_tokens": 5500},
+        ),
         Reply(content="This answer costs too much."),
     )
 
@@ -198,7 +204,7 @@ def test_agent_run_stops_before_the_call_that_would_pass_the_cost_cap(relay_fact
         _three_step_script(fake)
         with httpx.stream("POST", relay.url(CHAT), json={**AGENT_BODY, "stream": True}, headers={"authorization": f"Bearer {key}"}, timeout=30) as stream:
             assert stream.status_code == 200
-            events = [line[len("data: "):] for line in stream.iter_lines() if line.startswith("data: ")]
+            events = [line[len("data: ") :] for line in stream.iter_lines() if line.startswith("data: ")]
         assert events[-1] != "[DONE]"
         assert orjson.loads(events[-1])["error"]["code"] == "cost_cap_exceeded"
         assert len(fake.chat_requests) == 2
@@ -237,8 +243,7 @@ def _send_and_abandon(relay: RunningServer, key: str, body: dict[str, Any], wait
     raw = orjson.dumps(body)
     host, port = relay.root_url.split("//", 1)[1].rstrip("/").split(":")
     head = (
-        f"POST {CHAT} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
+        f"POST {CHAT} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(head + raw)

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.server import closed_port, relay_config, write_toml
 from fakes.upstream import FakeUpstream
-
 from toolrelay.app.bind import is_loopback
 from toolrelay.app.cli import banner
 
@@ -41,7 +41,15 @@ def test_cli_refuses_to_serve_every_interface_without_keys(tmp_path: Path, fake_
     tree = relay_config(fake_upstream.base_url, tmp_path / "data", server={"host": host, "port": port})
     config = write_toml(tmp_path / "toolrelay.toml", tree)
     # A subprocess: before the fix this started serving on every interface (and the timeout fails the test).
-    done = subprocess.run([sys.executable, "-m", "toolrelay.app", "serve", "--config", str(config)], check=False, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"}, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "toolrelay.app", "serve", "--config", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+    )
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert "refusing to listen on" in done.stderr and "without API keys" in done.stderr, done.stderr
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.server import RunningServer, relay_config
 from fakes.upstream import FakeUpstream, Reply
 
@@ -73,7 +74,11 @@ def _pause(fake: FakeUpstream, server: RunningServer, key: str, timezone: str, c
 
 def _resume(fake: FakeUpstream, server: RunningServer, key: str, call_id: str, city: str, **extra: Any) -> list[dict[str, Any]]:
     """Answer the client call; returns the history the upstream received."""
-    assistant = {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]}
+    assistant = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}],
+    }
     fake.enqueue(Reply(content=f"Done for {city}."))
     answer = _chat(server, key, [QUESTION, assistant, {"role": "tool", "tool_call_id": call_id, "content": f"sunny in {city}"}], **extra)
     assert answer["choices"][0]["message"]["content"] == f"Done for {city}."
@@ -130,7 +135,9 @@ def test_another_scope_presenting_a_run_id_gets_nothing_restored(
     assert _restored_timezone(_resume(fake, server, "sk-test", alice_id, "Oslo", user="alice")) == "UTC"
 
 
-def test_two_api_keys_with_the_same_upstream_id(relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any] | None) -> None:
+def test_two_api_keys_with_the_same_upstream_id(
+    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any] | None
+) -> None:
     server = _relay(relay_factory, fake, tmp_path, backend, auth={"admin_key": ADMIN_KEY})
     keys = []
     for name in ("team-a", "team-b"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from fakes.server import load_toml_settings, relay_config, run_toolrelay
 from fakes.upstream import FakeUpstream, Reply
 
@@ -52,12 +53,19 @@ def _serve_everything(fake: FakeUpstream, tmp_path: Path, data_dir: Path) -> tup
             assert created.status_code == 200, created.text
             auth = {"authorization": f"Bearer {created.json()['value']}"}
             fake.enqueue(Reply(content="hi"))
-            assert http.post("/v1/chat/completions", json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}, headers=auth).status_code == 200
+            assert (
+                http.post("/v1/chat/completions", json={"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}, headers=auth).status_code
+                == 200
+            )
             saved = http.post("/v1/memories", json={"text": "The launch code is in the blue folder."}, headers=auth)
             assert saved.status_code == 200, saved.text
             # A client tool call pauses the agent run: its history goes to agent.db.
             fake.enqueue(Reply(tool_calls=[{"id": "call_w", "name": "get_weather", "arguments": {"city": "Oslo"}}]))
-            paused = http.post("/v1/chat/completions", json={"model": "agent/fake-model", "messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER_TOOL]}, headers=auth)
+            paused = http.post(
+                "/v1/chat/completions",
+                json={"model": "agent/fake-model", "messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER_TOOL]},
+                headers=auth,
+            )
             assert paused.status_code == 200, paused.text
             assert paused.json()["choices"][0]["finish_reason"] == "tool_calls"
             usage = http.get("/admin/usage", params={"group_by": "request"}, headers={"authorization": f"Bearer {ADMIN_KEY}"})

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -65,9 +66,7 @@ def agent_fetch(relay: RunningServer, fake: FakeUpstream, url: str) -> dict[str,
     return result
 
 
-def test_fetch_of_this_hosts_own_address_is_refused_over_http(
-    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, own_site: LocalServer
-) -> None:
+def test_fetch_of_this_hosts_own_address_is_refused_over_http(relay_factory: Callable[..., RunningServer], fake: FakeUpstream, own_site: LocalServer) -> None:
     # The operator opened the host's network (an intranet) and every port:
     # without the own-address rule this fetch reached the host's own service.
     relay = relay_factory(
@@ -83,9 +82,7 @@ def test_fetch_of_this_hosts_own_address_is_refused_over_http(
     assert any("address of this host" in t for t in tool_texts), tool_texts
 
 
-def test_fetch_of_a_port_outside_the_allowed_list_is_refused_over_http(
-    relay_factory: Callable[..., RunningServer], fake: FakeUpstream
-) -> None:
+def test_fetch_of_a_port_outside_the_allowed_list_is_refused_over_http(relay_factory: Callable[..., RunningServer], fake: FakeUpstream) -> None:
     with LocalServer() as site:
         site.route("/", PageReply(200, "REACHED", "text/plain"))
         # Loopback is opened on purpose; the port list (the default) still applies.

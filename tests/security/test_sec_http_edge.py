@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from proxy.helpers import USER, assert_openai_error
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-from proxy.helpers import USER, assert_openai_error
 
 CHAT = {"model": "fake-model", "messages": USER}
 
@@ -83,7 +84,9 @@ def test_rebound_host_cannot_post_either(http: httpx.Client, fake: FakeUpstream)
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("host", ["localhost", "localhost:1234", "LOCALHOST.", "app.localhost:9", "127.0.0.1", "127.0.0.2:80", "[::1]", "[::1]:8000", "192.0.2.7:8000"])
+@pytest.mark.parametrize(
+    "host", ["localhost", "localhost:1234", "LOCALHOST.", "app.localhost:9", "127.0.0.1", "127.0.0.2:80", "[::1]", "[::1]:8000", "192.0.2.7:8000"]
+)
 def test_loopback_names_and_addresses_are_served(http: httpx.Client, host: str) -> None:
     response = http.get("/v1/models", headers={"host": host})
     assert response.status_code == 200, (host, response.text)
@@ -142,7 +145,12 @@ def test_cors_origins_lets_a_listed_origin_in(relay_factory: Any, fake: FakeUpst
     with httpx.Client(base_url=relay.root_url, timeout=30.0) as http:
         preflight = http.options(
             "/v1/chat/completions",
-            headers={"origin": allowed, "access-control-request-method": "POST", "access-control-request-headers": "content-type,authorization", "sec-fetch-site": "cross-site"},
+            headers={
+                "origin": allowed,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type,authorization",
+                "sec-fetch-site": "cross-site",
+            },
         )
         assert preflight.status_code in (200, 204), preflight.text
         assert preflight.headers.get("access-control-allow-origin") == allowed

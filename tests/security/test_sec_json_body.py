@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes.upstream import FakeUpstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proxy.helpers import assert_openai_error
 
+from fakes.upstream import FakeUpstream
 from toolrelay.app.jsonbody import MAX_JSON_DEPTH
 
 JSON = {"content-type": "application/json"}
@@ -87,8 +87,44 @@ _scalars = st.one_of(
     st.text(max_size=20),
 )
 _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
-_KEYS = ["model", "messages", "tools", "tool_choice", "response_format", "stream", "stream_options", "n", "seed", "temperature", "max_tokens", "stop", "logit_bias", "metadata", "user"]
-_TOKENS = [b"NaN", b"Infinity", b"-Infinity", b'"\\ud800"', b'"\\udfff"', b"1e999", b"-0", b"99999999999999999999999", _nested(200), b"{", b"}", b"]", b",", b":", b'"', b"\\", b"\xff", b"\x00", b"true"]
+_KEYS = [
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "stream",
+    "stream_options",
+    "n",
+    "seed",
+    "temperature",
+    "max_tokens",
+    "stop",
+    "logit_bias",
+    "metadata",
+    "user",
+]
+_TOKENS = [
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b'"\\ud800"',
+    b'"\\udfff"',
+    b"1e999",
+    b"-0",
+    b"99999999999999999999999",
+    _nested(200),
+    b"{",
+    b"}",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\",
+    b"\xff",
+    b"\x00",
+    b"true",
+]
 
 
 @st.composite

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-
 from toolrelay.app.auth.ledger import Ledger
 from toolrelay.app.middleware import RequestInfo
 
@@ -51,7 +51,9 @@ def _rows(admin: httpx.Client, key_id: str, request_id: str, timeout: float = 10
 
 def _normal_request(server: RunningServer, fake: FakeUpstream, key: str) -> str:
     fake.enqueue(Reply(content="still booked"))
-    response = httpx.post(server.url("/v1/chat/completions"), json={"model": "fake-model", "messages": MESSAGES}, headers={"authorization": f"Bearer {key}"}, timeout=30.0)
+    response = httpx.post(
+        server.url("/v1/chat/completions"), json={"model": "fake-model", "messages": MESSAGES}, headers={"authorization": f"Bearer {key}"}, timeout=30.0
+    )
     assert response.status_code == 200, response.text
     return response.headers["x-request-id"]
 
@@ -60,7 +62,9 @@ def test_poison_body_over_http_does_not_stop_the_ledger(booked: Any, fake: FakeU
     server, admin, key_id, key = booked
     # NaN and a lone surrogate: the stdlib fallback parser accepted both.
     poison = b'{"model": "fake-\\ud800model", "temperature": NaN, "messages": [{"role": "user", "content": "x"}]}'
-    response = httpx.post(server.url("/v1/chat/completions"), content=poison, headers={"authorization": f"Bearer {key}", "content-type": "application/json"}, timeout=30.0)
+    response = httpx.post(
+        server.url("/v1/chat/completions"), content=poison, headers={"authorization": f"Bearer {key}", "content-type": "application/json"}, timeout=30.0
+    )
     # Its status is the parser's business (a 400 now, see the JSON tests); here
     # only what reaches the ledger matters.
     assert response.status_code != 200
@@ -116,7 +120,19 @@ class _BrokenInfo(RequestInfo):
 
 
 def _record(ledger: Ledger, info: RequestInfo, model: str = "fake-model") -> None:
-    ledger.record(info, ts=time.time(), key_id="k", model=model, mode="proxy", upstream="fake", prompt_tokens=1, completion_tokens=1, cost_nano=1, latency_ms=1.0, estimated=False)
+    ledger.record(
+        info,
+        ts=time.time(),
+        key_id="k",
+        model=model,
+        mode="proxy",
+        upstream="fake",
+        prompt_tokens=1,
+        completion_tokens=1,
+        cost_nano=1,
+        latency_ms=1.0,
+        estimated=False,
+    )
 
 
 def _ok(request_id: str) -> RequestInfo:

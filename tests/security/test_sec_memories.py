@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
@@ -115,7 +116,9 @@ def test_memory_save_tool_says_the_cap_is_reached(relay: Relay, fake: FakeUpstre
     for i in range(5):
         assert _save(client, f"Known fact {i}").status_code == 200
     fake.enqueue(Reply(tool_calls=[{"name": "memory_save", "arguments": {"text": "My favourite colour is teal."}}]), Reply(content="I could not save that."))
-    answer = client.post("/v1/chat/completions", json={"model": "agent/fake-model", "messages": [{"role": "user", "content": "Remember: my favourite colour is teal."}]})
+    answer = client.post(
+        "/v1/chat/completions", json={"model": "agent/fake-model", "messages": [{"role": "user", "content": "Remember: my favourite colour is teal."}]}
+    )
     assert answer.status_code == 200, answer.text
     tool_messages = [m for m in fake.last_body["messages"] if m.get("role") == "tool"]
     assert len(tool_messages) == 1

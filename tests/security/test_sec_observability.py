@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from proxy.helpers import USER
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
-from proxy.helpers import USER
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def metrics_text(http: httpx.Client) -> str:
 def test_random_paths_do_not_grow_metrics(relay_factory: Any) -> None:
     relay = relay_factory()
     with httpx.Client(base_url=relay.root_url, timeout=30.0) as http:
+
         def burst(n: int) -> list[str]:
             paths = [f"{prefix}{uuid.uuid4().hex}" for prefix in ("/v1/chat/", "/chat/", "/v1/chat/completions/") for _ in range(n)]
             for path in paths:

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.server import RunningServer, relay_config
 from fakes.sse import data_events
 from fakes.upstream import FakeUpstream, Reply
@@ -57,7 +58,7 @@ def _stream_content(server: RunningServer, model: str, timeout: float) -> tuple[
 
 
 def _pieces(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 @pytest.mark.parametrize("marker", ["", "<tool_call>", "```"], ids=["prose", "after-tag", "after-fence"])
@@ -105,7 +106,6 @@ def test_pathological_output_does_not_stall_health(server: RunningServer, fake: 
     assert not thread.is_alive(), "the agent request did not finish"
     assert "error" not in result, result
     assert result["content"] == text  # released as text: not a call of an offered tool
-
 
 
 def test_collecting_many_small_deltas_is_linear() -> None:

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
-
 from toolrelay.app.auth.throttle import FailedAuthThrottle
 
 ADMIN = "ready-admin-key-0123456789abcdef"

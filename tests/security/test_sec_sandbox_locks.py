@@ -13,10 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-from msgspec.structs import replace
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from toolrelay.tools.sandbox.settings import SandboxSettings
 from toolrelay.tools.sandbox.uidclaim import RUN_DIR, UidClaimError, claim_uid_range
@@ -124,9 +124,14 @@ def test_another_user_cannot_reach_the_locks(tmp_path: Path) -> None:
         )
         taken = lock_path(run_dir, claim.settings.sandbox_uid_base)
         free = lock_path(run_dir, claim.settings.sandbox_uid_base + 2)
-        out = subprocess.run([setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
-                              "/usr/bin/python3", "-I", "-c", probe, str(taken), str(free)],
-                             capture_output=True, text=True, timeout=30, check=True, env={})
+        out = subprocess.run(
+            [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", "/usr/bin/python3", "-I", "-c", probe, str(taken), str(free)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env={},
+        )
         assert out.stdout.split() == ["PermissionError", "PermissionError"], out
         assert not free.exists()
     finally:
@@ -144,8 +149,7 @@ def test_two_processes_get_different_ranges_from_the_default_location() -> None:
         "sys.stdin.read()\n"
     )
     root = Path(__file__).resolve().parents[2]
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         lines = [p.stdout.readline().split() for p in procs if p.stdout]
     finally:

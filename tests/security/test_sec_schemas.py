@@ -19,11 +19,12 @@ from typing import Any, Self
 
 import httpx
 import pytest
+from proxy.helpers import assert_openai_error
+
 from fakes.admin import ADMIN_KEY, Admin
 from fakes.relays import auth_tree
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
-from proxy.helpers import assert_openai_error
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 
 USER = [{"role": "user", "content": "hi"}]
@@ -102,7 +103,10 @@ def test_deep_schema_refused_by_depth(http: httpx.Client, fake: FakeUpstream) ->
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(40):  # 80 JSON levels: properties -> name -> schema
         schema = {"type": "object", "properties": {"a": schema}}
-    response = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER, "response_format": {"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}}})
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "fake-model", "messages": USER, "response_format": {"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}}},
+    )
     err = assert_openai_error(response, 400, code="schema_too_complex", param="response_format.json_schema.schema")
     assert "max_schema_depth" in err["message"]
     assert fake.chat_requests == []
@@ -127,7 +131,10 @@ def test_invalid_schema_still_refused_after_admission(http: httpx.Client, fake: 
     bad = {"type": "object", "properties": {"q": {"type": "not-a-type"}}}
     response = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER, "tools": [_tool(bad)]})
     assert_openai_error(response, 400, code="invalid_function_parameters", param="tools[0].function.parameters")
-    response = http.post("/v1/chat/completions", json={"model": "fake-model", "messages": USER, "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": bad}}})
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "fake-model", "messages": USER, "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": bad}}},
+    )
     assert_openai_error(response, 400, code="invalid_schema", param="response_format.json_schema.schema")
     assert fake.chat_requests == []
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fakes.admin import Admin
 from fakes.relays import auth_tree
 from fakes.server import RunningServer, load_toml_settings, run_toolrelay
 from fakes.upstream import FakeUpstream
-
 from security.test_sec_schemas import HealthProbe
 
 MiB = 1024 * 1024
@@ -52,7 +52,10 @@ def _key(relay: RunningServer, **spec: Any) -> str:
 def test_ten_million_character_word_does_not_stall_the_server(token_relay: RunningServer, fake: FakeUpstream) -> None:
     key = _key(token_relay, tpm=100_000_000)
     body = {"model": "fake-model", "messages": [{"role": "user", "content": WORD}], "max_tokens": 5}
-    with httpx.Client(base_url=token_relay.root_url, timeout=120.0, headers={"authorization": f"Bearer {key}"}) as http, HealthProbe(token_relay.root_url) as probe:
+    with (
+        httpx.Client(base_url=token_relay.root_url, timeout=120.0, headers={"authorization": f"Bearer {key}"}) as http,
+        HealthProbe(token_relay.root_url) as probe,
+    ):
         started = time.monotonic()
         response = http.post("/v1/chat/completions", json=body)
         elapsed = time.monotonic() - started

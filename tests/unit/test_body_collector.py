@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakes.sse import json_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.lib.streaming.chat._completions import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
+
+from fakes.sse import json_chunks
 from toolrelay.app.encoder import BodyCollector, SSEEncoder
 from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, UsageReport
 
-_piece = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6
-)
+_piece = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
 _name = st.text(alphabet="abcdefghij_", min_size=1, max_size=6)
 
 
@@ -74,11 +73,7 @@ def streams(draw: st.DrawFn) -> list[ChoiceDelta]:
             delta = {kind: draw(_piece)}
         events.append(ChoiceDelta(index, delta))
     for index in range(opened):
-        events.append(
-            ChoiceDelta(
-                index, {}, draw(st.sampled_from(["stop", "length", "tool_calls"]))
-            )
-        )
+        events.append(ChoiceDelta(index, {}, draw(st.sampled_from(["stop", "length", "tool_calls"]))))
     return events
 
 
@@ -90,10 +85,7 @@ def sdk_accumulated(events: list[Event]) -> dict[int, dict[str, Any]]:
     for chunk in json_chunks(raw):
         state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
     snapshot = state.current_completion_snapshot
-    return {
-        c.index: {"message": c.message.to_dict(), "finish_reason": c.finish_reason}
-        for c in snapshot.choices
-    }
+    return {c.index: {"message": c.message.to_dict(), "finish_reason": c.finish_reason} for c in snapshot.choices}
 
 
 def collected(events: list[Event]) -> dict[int, dict[str, Any]]:
@@ -101,24 +93,14 @@ def collected(events: list[Event]) -> dict[int, dict[str, Any]]:
     for event in events:
         collector.add(event)
     body = collector.body(model="m")
-    return {
-        c["index"]: {"message": c["message"], "finish_reason": c["finish_reason"]}
-        for c in body["choices"]
-    }
+    return {c["index"]: {"message": c["message"], "finish_reason": c["finish_reason"]} for c in body["choices"]}
 
 
 def comparable(message: dict[str, Any]) -> dict[str, Any]:
     """The fields both sides state: text fields that were sent, and the tool calls."""
-    out = {
-        k: v
-        for k, v in message.items()
-        if k not in ("tool_calls", "parsed") and v is not None
-    }
+    out = {k: v for k, v in message.items() if k not in ("tool_calls", "parsed") and v is not None}
     calls = message.get("tool_calls") or []
-    out["tool_calls"] = [
-        (c["id"], c["type"], c["function"]["name"], c["function"]["arguments"])
-        for c in calls
-    ]
+    out["tool_calls"] = [(c["id"], c["type"], c["function"]["name"], c["function"]["arguments"]) for c in calls]
     return out
 
 
@@ -160,14 +142,8 @@ def test_a_whole_message_replaces_what_was_collected() -> None:
 
 def test_logprobs_content_lists_are_concatenated() -> None:
     collector = BodyCollector()
-    collector.add(
-        ChoiceDelta(
-            0, {"content": "a"}, logprobs={"content": [{"token": "a"}], "refusal": None}
-        )
-    )
-    collector.add(
-        ChoiceDelta(0, {"content": "b"}, "stop", logprobs={"content": [{"token": "b"}]})
-    )
+    collector.add(ChoiceDelta(0, {"content": "a"}, logprobs={"content": [{"token": "a"}], "refusal": None}))
+    collector.add(ChoiceDelta(0, {"content": "b"}, "stop", logprobs={"content": [{"token": "b"}]}))
     (choice,) = collector.body(model="m")["choices"]
     assert choice["logprobs"] == {
         "content": [{"token": "a"}, {"token": "b"}],

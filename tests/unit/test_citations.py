@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from toolrelay.agent.citations import find_citations
 from toolrelay.tools.base import Source
 
@@ -71,9 +72,7 @@ def spans(answer: str, sources: list[Source]) -> list[tuple[str, str]]:
         ("https://example.com/docs/page", [], []),
     ],
 )
-def test_citations(
-    answer: str, sources: list[Source], expected: list[tuple[str, str]]
-) -> None:
+def test_citations(answer: str, sources: list[Source], expected: list[tuple[str, str]]) -> None:
     assert spans(answer, sources) == expected
 
 
@@ -115,18 +114,12 @@ _words = st.sampled_from(
     parts=st.lists(st.one_of(_words, _urls.map(lambda s: s.url)), max_size=12),
     sources=st.lists(_urls, max_size=4),
 )
-def test_spans_are_ordered_disjoint_and_name_their_source(
-    parts: list[str], sources: list[Source]
-) -> None:
+def test_spans_are_ordered_disjoint_and_name_their_source(parts: list[str], sources: list[Source]) -> None:
     answer = " ".join(parts)
-    items: list[dict[str, Any]] = [
-        i["url_citation"] for i in find_citations(answer, sources)
-    ]
+    items: list[dict[str, Any]] = [i["url_citation"] for i in find_citations(answer, sources)]
     previous_end = 0
     for cite in items:
         assert previous_end <= cite["start_index"] < cite["end_index"] <= len(answer)
         previous_end = cite["end_index"]
         assert cite["url"] in {s.url for s in sources}
-        assert (
-            cite["url"].rstrip("/") in answer[cite["start_index"] : cite["end_index"]]
-        )
+        assert cite["url"].rstrip("/") in answer[cite["start_index"] : cite["end_index"]]

@@ -15,9 +15,10 @@ from typing import Any
 
 import orjson
 import pytest
-from fakes.sse import parse_sse
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from fakes.sse import parse_sse
 from toolrelay.app.encoder import DONE, KEEPALIVE, SSEEncoder
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.events import (
@@ -31,9 +32,7 @@ from toolrelay.app.events import (
 )
 
 
-def run(
-    events: list[Event], *, include_usage: bool = False, model: str = "m"
-) -> tuple[SSEEncoder, bytes]:
+def run(events: list[Event], *, include_usage: bool = False, model: str = "m") -> tuple[SSEEncoder, bytes]:
     encoder = SSEEncoder(
         model=model,
         include_usage=include_usage,
@@ -93,15 +92,9 @@ def test_a_role_the_upstream_sent_is_not_doubled() -> None:
         ),
     ],
 )
-def test_every_choice_ends_with_a_finish_reason(
-    events: list[Event], finishes: list[str]
-) -> None:
+def test_every_choice_ends_with_a_finish_reason(events: list[Event], finishes: list[str]) -> None:
     _, raw = run(events)
-    got = [
-        c["choices"][0]["finish_reason"]
-        for c in chunks(raw)
-        if c["choices"][0]["finish_reason"]
-    ]
+    got = [c["choices"][0]["finish_reason"] for c in chunks(raw) if c["choices"][0]["finish_reason"]]
     assert got == finishes
 
 
@@ -154,9 +147,7 @@ def test_a_whole_message_streams_as_one_delta_then_its_finish() -> None:
         ),
     ],
 )
-def test_usage_chunk_only_when_asked(
-    include_usage: bool, usage: dict[str, Any] | None, tail: dict[str, Any] | None
-) -> None:
+def test_usage_chunk_only_when_asked(include_usage: bool, usage: dict[str, Any] | None, tail: dict[str, Any] | None) -> None:
     events: list[Event] = [ChoiceDelta(0, {"content": "x"}, "stop")]
     if usage is not None:
         events.append(UsageReport(usage))
@@ -176,22 +167,9 @@ def test_usage_chunk_only_when_asked(
 def test_keepalive_is_a_comment_and_meta_goes_on_later_chunks() -> None:
     encoder = SSEEncoder(model="m", include_usage=False)
     assert encoder.encode(KeepAlive()) == KEEPALIVE
-    assert (
-        encoder.encode(
-            ResponseMeta(
-                {"system_fingerprint": "fp_1", "invented": 1, "service_tier": None}
-            )
-        )
-        == b""
-    )
-    chunk = orjson.loads(
-        encoder.encode(ChoiceDelta(0, {"content": "x"}))[len(b"data: ") :]
-    )
-    assert (
-        chunk["system_fingerprint"] == "fp_1"
-        and "invented" not in chunk
-        and "service_tier" not in chunk
-    )
+    assert encoder.encode(ResponseMeta({"system_fingerprint": "fp_1", "invented": 1, "service_tier": None})) == b""
+    chunk = orjson.loads(encoder.encode(ChoiceDelta(0, {"content": "x"}))[len(b"data: ") :])
+    assert chunk["system_fingerprint"] == "fp_1" and "invented" not in chunk and "service_tier" not in chunk
 
 
 def test_failure_is_one_error_event_and_no_done() -> None:
@@ -217,9 +195,7 @@ def test_unknown_events_are_refused() -> None:
 
 # ---------------------------------------------------------------------- properties
 
-_text = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8
-)
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
 _delta = st.one_of(
     st.builds(lambda s: {"content": s}, _text),
     st.builds(lambda s: {"reasoning_content": s}, _text),
@@ -235,9 +211,7 @@ _event = st.one_of(
         ChoiceDelta,
         index=st.integers(0, 2),
         delta=_delta,
-        finish_reason=st.sampled_from(
-            [None, None, None, "stop", "length", "tool_calls"]
-        ),
+        finish_reason=st.sampled_from([None, None, None, "stop", "length", "tool_calls"]),
     ),
     st.builds(
         UsageReport,
@@ -251,9 +225,7 @@ _event = st.one_of(
     st.builds(KeepAlive),
     st.builds(
         ResponseMeta,
-        fields=st.fixed_dictionaries(
-            {"system_fingerprint": st.sampled_from(["fp_a", "fp_b", None])}
-        ),
+        fields=st.fixed_dictionaries({"system_fingerprint": st.sampled_from(["fp_a", "fp_b", None])}),
     ),
 )
 
@@ -267,9 +239,7 @@ def test_any_stream_keeps_the_rules(events: list[Event], include_usage: bool) ->
     data = [e for e in parsed if e.data is not None]
     assert raw.endswith(DONE) and sum(e.is_done for e in data) == 1
     out = [e.json for e in data[:-1]]
-    assert {(c["id"], c["created"], c["object"], c["model"]) for c in out} <= {
-        ("chatcmpl-test", 1700000000, "chat.completion.chunk", "m")
-    }
+    assert {(c["id"], c["created"], c["object"], c["model"]) for c in out} <= {("chatcmpl-test", 1700000000, "chat.completion.chunk", "m")}
     started: set[int] = set()
     finished: set[int] = set()
     for chunk in out:
@@ -277,9 +247,7 @@ def test_any_stream_keeps_the_rules(events: list[Event], include_usage: bool) ->
         for choice in chunk["choices"]:
             assert set(choice) == {"index", "delta", "logprobs", "finish_reason"}
             index = choice["index"]
-            assert (choice["delta"].get("role") == "assistant") is (
-                index not in started
-            )
+            assert (choice["delta"].get("role") == "assistant") is (index not in started)
             started.add(index)
             if choice["finish_reason"] is not None:
                 finished.add(index)
@@ -292,6 +260,5 @@ def test_any_stream_keeps_the_rules(events: list[Event], include_usage: bool) ->
         last_report = [e for e in events if isinstance(e, UsageReport)][-1].usage
         assert out[-1]["usage"] == {
             **last_report,
-            "total_tokens": last_report["prompt_tokens"]
-            + last_report["completion_tokens"],
+            "total_tokens": last_report["prompt_tokens"] + last_report["completion_tokens"],
         }

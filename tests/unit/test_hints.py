@@ -13,6 +13,7 @@ import operator
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from toolrelay.agent.hints import Hint, hint_for, hinted_tool
 
 ALL = [
@@ -41,9 +42,7 @@ ALL = [
         ("Hello there", ALL, None),
     ],
 )
-def test_rule_precedence_and_offered_tools(
-    message: str, offered: list[str], tool: str | None
-) -> None:
+def test_rule_precedence_and_offered_tools(message: str, offered: list[str], tool: str | None) -> None:
     assert hinted_tool(message, offered) == tool
 
 
@@ -65,12 +64,8 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    message=st.text(max_size=80), offered=st.lists(st.sampled_from(ALL), unique=True)
-)
-def test_any_message_gets_an_offered_tool_or_none(
-    message: str, offered: list[str]
-) -> None:
+@given(message=st.text(max_size=80), offered=st.lists(st.sampled_from(ALL), unique=True))
+def test_any_message_gets_an_offered_tool_or_none(message: str, offered: list[str]) -> None:
     hint = hint_for(message, offered)
     if hint is None:
         return
@@ -101,10 +96,7 @@ def test_any_message_gets_an_offered_tool_or_none(
     elif hint.tool in ("web_search", "memory_search"):
         assert 0 < len(hint.arguments["query"]) <= 400
     elif hint.tool == "memory_save":
-        assert (
-            hint.arguments["text"].endswith(".")
-            and len(hint.arguments["text"].split()) >= 2
-        )
+        assert hint.arguments["text"].endswith(".") and len(hint.arguments["text"].split()) >= 2
 
 
 @settings(max_examples=200, deadline=None)
@@ -117,10 +109,6 @@ def test_spelled_out_arithmetic_is_computed_as_written(a: int, b: int, op: str) 
     hint = hint_for(f"What is {a} {op} {b}?", ["python"])
     assert hint is not None and hint.arguments is not None
     tree = ast.parse(hint.arguments["code"][len("print(") : -1], mode="eval").body
-    assert (
-        isinstance(tree, ast.BinOp)
-        and isinstance(tree.left, ast.Constant)
-        and isinstance(tree.right, ast.Constant)
-    )
+    assert isinstance(tree, ast.BinOp) and isinstance(tree.left, ast.Constant) and isinstance(tree.right, ast.Constant)
     expected = {"+": a + b, "-": a - b}.get(op, a * b)
     assert _OPS[type(tree.op)](tree.left.value, tree.right.value) == expected

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fakes.server import load_toml_settings
 from toolrelay.app.providers.router import AGENT_PREFIX, ModelRouter
 
@@ -70,12 +71,8 @@ TREE: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> ModelRouter:
-    settings = load_toml_settings(
-        tmp_path_factory.mktemp("router") / "toolrelay.toml", TREE
-    )
-    return ModelRouter(
-        settings, {name: StubProvider(name) for name in TREE["upstreams"]}
-    )
+    settings = load_toml_settings(tmp_path_factory.mktemp("router") / "toolrelay.toml", TREE)
+    return ModelRouter(settings, {name: StubProvider(name) for name in TREE["upstreams"]})
 
 
 @pytest.mark.parametrize(

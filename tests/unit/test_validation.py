@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.schema_check import SchemaLimits
 from toolrelay.app.validation import check_request
@@ -147,16 +148,10 @@ REFUSED = [
     # (body, param, code)
     pytest.param([USER], None, "invalid_json", id="not an object"),
     pytest.param(body(model=3), "model", "invalid_type", id="model not a string"),
-    pytest.param(
-        {"model": "m"}, "messages", "missing_required_parameter", id="no messages"
-    ),
-    pytest.param(
-        body(messages="hi"), "messages", "invalid_type", id="messages not an array"
-    ),
+    pytest.param({"model": "m"}, "messages", "missing_required_parameter", id="no messages"),
+    pytest.param(body(messages="hi"), "messages", "invalid_type", id="messages not an array"),
     pytest.param(body(messages=[]), "messages", "empty_array", id="empty messages"),
-    pytest.param(
-        body(messages=["hi"]), "messages[0]", "invalid_type", id="message not an object"
-    ),
+    pytest.param(body(messages=["hi"]), "messages[0]", "invalid_type", id="message not an object"),
     pytest.param(
         body(messages=[{"content": "hi"}]),
         "messages[0].role",
@@ -200,11 +195,7 @@ REFUSED = [
         id="text part not a string",
     ),
     pytest.param(
-        body(
-            messages=[
-                {"role": "user", "content": [{"type": "image_url", "image_url": {}}]}
-            ]
-        ),
+        body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
         "messages[0].content[0].image_url.url",
         "missing_required_parameter",
         id="image without url",
@@ -254,9 +245,7 @@ REFUSED = [
                 USER,
                 {
                     "role": "assistant",
-                    "tool_calls": [
-                        {"id": "c", "function": {"name": "f", "arguments": {}}}
-                    ],
+                    "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": {}}}],
                 },
             ]
         ),
@@ -282,9 +271,7 @@ REFUSED = [
         "invalid_type",
         id="name not a string",
     ),
-    pytest.param(
-        body(stream="yes"), "stream", "invalid_type", id="stream not a boolean"
-    ),
+    pytest.param(body(stream="yes"), "stream", "invalid_type", id="stream not a boolean"),
     pytest.param(
         body(stream_options={"include_usage": True}),
         "stream_options",
@@ -321,9 +308,7 @@ REFUSED = [
         "invalid_type",
         id="temperature a boolean",
     ),
-    pytest.param(
-        body(top_p=1.5), "top_p", "decimal_above_max_value", id="top_p too high"
-    ),
+    pytest.param(body(top_p=1.5), "top_p", "decimal_above_max_value", id="top_p too high"),
     pytest.param(body(n=0), "n", "integer_below_min_value", id="n zero"),
     pytest.param(body(n=129), "n", "integer_above_max_value", id="n too high"),
     pytest.param(body(n=1.5), "n", "invalid_type", id="n not an integer"),
@@ -352,12 +337,8 @@ REFUSED = [
         id="frequency_penalty too low",
     ),
     pytest.param(body(seed=1.5), "seed", "invalid_type", id="seed not an integer"),
-    pytest.param(
-        body(logprobs="yes"), "logprobs", "invalid_type", id="logprobs not a boolean"
-    ),
-    pytest.param(
-        body(top_logprobs=3), "top_logprobs", None, id="top_logprobs without logprobs"
-    ),
+    pytest.param(body(logprobs="yes"), "logprobs", "invalid_type", id="logprobs not a boolean"),
+    pytest.param(body(top_logprobs=3), "top_logprobs", None, id="top_logprobs without logprobs"),
     pytest.param(
         body(logprobs=True, top_logprobs=21),
         "top_logprobs",
@@ -391,9 +372,7 @@ REFUSED = [
         "invalid_type",
         id="logit_bias not an object",
     ),
-    pytest.param(
-        body(metadata=[]), "metadata", "invalid_type", id="metadata not an object"
-    ),
+    pytest.param(body(metadata=[]), "metadata", "invalid_type", id="metadata not an object"),
     pytest.param(
         body(response_format="json"),
         "response_format",
@@ -436,9 +415,7 @@ REFUSED = [
         id="schema not an object",
     ),
     pytest.param(body(tools={}), "tools", "invalid_type", id="tools not an array"),
-    pytest.param(
-        body(tools=["f"]), "tools[0]", "invalid_type", id="tool not an object"
-    ),
+    pytest.param(body(tools=["f"]), "tools[0]", "invalid_type", id="tool not an object"),
     pytest.param(
         body(tools=[{"type": "function"}]),
         "tools[0].function",
@@ -482,18 +459,12 @@ REFUSED = [
         id="strict not a boolean",
     ),
     pytest.param(
-        body(
-            tools=[
-                {"type": "function", "function": {"name": "f", "parameters": "object"}}
-            ]
-        ),
+        body(tools=[{"type": "function", "function": {"name": "f", "parameters": "object"}}]),
         "tools[0].function.parameters",
         "invalid_type",
         id="parameters not an object",
     ),
-    pytest.param(
-        body(tool_choice="auto"), "tool_choice", None, id="tool_choice without tools"
-    ),
+    pytest.param(body(tool_choice="auto"), "tool_choice", None, id="tool_choice without tools"),
     pytest.param(
         body(tools=[TOOL], tool_choice="any"),
         "tool_choice",
@@ -544,22 +515,12 @@ def test_refused(request_body: Any, param: str | None, code: str | None) -> None
             ("messages", "array_above_max_length"),
         ),
         (
-            body(
-                tools=[
-                    {"type": "function", "function": {"name": f"f{i}"}}
-                    for i in range(3)
-                ]
-            ),
+            body(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(3)]),
             {"max_tools": 3},
             None,
         ),
         (
-            body(
-                tools=[
-                    {"type": "function", "function": {"name": f"f{i}"}}
-                    for i in range(4)
-                ]
-            ),
+            body(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(4)]),
             {"max_tools": 3},
             ("tools", "array_above_max_length"),
         ),
@@ -583,9 +544,7 @@ def test_a_deep_schema_is_refused_before_any_meta_validation() -> None:
     for _ in range(50):
         deep = {"type": "object", "properties": {"x": deep}}
     param, _ = error_of(
-        body(
-            tools=[{"type": "function", "function": {"name": "f", "parameters": deep}}]
-        ),
+        body(tools=[{"type": "function", "function": {"name": "f", "parameters": deep}}]),
         schema_limits=SchemaLimits(max_depth=10),
     ) or (None, None)
     assert param is not None and param.startswith("tools[0].function.parameters")

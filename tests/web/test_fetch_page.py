@@ -63,9 +63,7 @@ async def fetcher() -> AsyncIterator[FetchPageTool]:
     await fetch_tool.aclose()
 
 
-async def test_html_is_reduced_to_readable_text(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext
-) -> None:
+async def test_html_is_reduced_to_readable_text(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
     site.route("/article", Reply(200, ARTICLE, "text/html; charset=utf-8"))
     result = await fetcher.run({"url": site.url + "/article#section-2"}, ctx)
 
@@ -97,22 +95,15 @@ async def test_html_is_reduced_to_readable_text(
     assert hit.headers["user-agent"] == FetchPageSettings().user_agent
 
 
-async def test_page_without_main_drops_chrome(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext
-) -> None:
-    page = (
-        "<html><body><header>HEADER-MARKER</header><div><p>Body text here.</p></div>"
-        "<aside>ASIDE</aside></body></html>"
-    )
+async def test_page_without_main_drops_chrome(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
+    page = "<html><body><header>HEADER-MARKER</header><div><p>Body text here.</p></div><aside>ASIDE</aside></body></html>"
     site.route("/plain-html", Reply(200, page, "text/html"))
     result = await fetcher.run({"url": site.url + "/plain-html"}, ctx)
     assert result.content.endswith("Title: (none)\n\nBody text here.")
 
 
 @pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", "text/markdown"])
-async def test_text_is_returned_as_is(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext, content_type: str
-) -> None:
+async def test_text_is_returned_as_is(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext, content_type: str) -> None:
     body = "# Notes\n\n  indented <b>not html</b>\n\tand a tab\n"
     site.route("/notes", Reply(200, body, content_type))
     result = await fetcher.run({"url": site.url + "/notes"}, ctx)
@@ -122,13 +113,9 @@ async def test_text_is_returned_as_is(
 
 
 async def test_json_is_pretty_printed(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
-    site.route(
-        "/api", Reply(200, json.dumps({"name": "toolrelay", "tags": ["a", "b"], "n": 1}), "application/json")
-    )
+    site.route("/api", Reply(200, json.dumps({"name": "toolrelay", "tags": ["a", "b"], "n": 1}), "application/json"))
     result = await fetcher.run({"url": site.url + "/api"}, ctx)
-    assert result.content.endswith(
-        '{\n  "name": "toolrelay",\n  "tags": [\n    "a",\n    "b"\n  ],\n  "n": 1\n}'
-    )
+    assert result.content.endswith('{\n  "name": "toolrelay",\n  "tags": [\n    "a",\n    "b"\n  ],\n  "n": 1\n}')
     assert result.data is not None and result.data["content_type"] == "application/json"
 
 
@@ -156,9 +143,7 @@ async def test_invalid_json_is_shown_raw(site: LocalServer, fetcher: FetchPageTo
         ("image/png", b"\x89PNG\r\n\x1a\n" + b"\x00BINARY" * 700),
     ],
 )
-async def test_binary_types_are_described_not_dumped(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext, content_type: str, body: bytes
-) -> None:
+async def test_binary_types_are_described_not_dumped(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext, content_type: str, body: bytes) -> None:
     site.route("/file", Reply(200, body, content_type))
     result = await fetcher.run({"url": site.url + "/file"}, ctx)
     assert not result.is_error
@@ -177,9 +162,7 @@ async def test_untyped_binary_is_sniffed(site: LocalServer, fetcher: FetchPageTo
 async def test_untyped_html_is_sniffed(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
     site.route(
         "/nohdr",
-        Reply(
-            200, "<!doctype html><title>Sniffed</title><p>hello</p><script>x()</script>", content_type=None
-        ),
+        Reply(200, "<!doctype html><title>Sniffed</title><p>hello</p><script>x()</script>", content_type=None),
     )
     result = await fetcher.run({"url": site.url + "/nohdr"}, ctx)
     assert result.content.endswith("Title: Sniffed\n\nhello")
@@ -259,9 +242,7 @@ async def test_slow_drip_is_bounded_by_total_time(site: LocalServer, ctx: ToolCo
     assert result.is_error and "timed out after 1s" in result.content
 
 
-async def test_redirect_chain_is_followed(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext
-) -> None:
+async def test_redirect_chain_is_followed(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
     site.route("/r1", Reply(301, headers={"Location": "/r2"}))
     site.route("/r2", Reply(302, headers={"Location": f"{site.url}/r3?x=1"}))
     site.route("/r3", Reply(307, headers={"Location": "final"}))
@@ -283,9 +264,7 @@ async def test_too_many_redirects(site: LocalServer, ctx: ToolContext) -> None:
     assert site.count("/loop") == 6  # the first request and five followed redirects
 
 
-async def test_http_errors_are_tool_errors(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext
-) -> None:
+async def test_http_errors_are_tool_errors(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
     result = await fetcher.run({"url": site.url + "/missing"}, ctx)
     assert result.is_error
     assert result.content == f"error: HTTP 404 Not Found from {site.url}/missing"
@@ -301,9 +280,7 @@ async def test_http_errors_are_tool_errors(
         ("text/plain", "déjà".encode("cp1252"), "déjà"),
     ],
 )
-async def test_charsets(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext, content_type: str, body: bytes, expected: str
-) -> None:
+async def test_charsets(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext, content_type: str, body: bytes, expected: str) -> None:
     site.route("/enc", Reply(200, body, content_type))
     result = await fetcher.run({"url": site.url + "/enc"}, ctx)
     assert result.content.endswith(expected)
@@ -348,9 +325,7 @@ async def test_https_keeps_sni_and_certificate_name_while_pinned(ctx: ToolContex
     with LocalServer(tls=server_tls_context(sni)) as secure:
         secure.route("/tls", Reply(200, "<title>Secure</title><p>over tls</p>", "text/html"))
         resolver = MapResolver({"docs.example.com": ["127.0.0.1"]})
-        fetcher = FetchPageTool(
-            FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT, verify=CA_FILE), resolver=resolver
-        )
+        fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT, verify=CA_FILE), resolver=resolver)
         result = await fetcher.run({"url": f"https://docs.example.com:{secure.port}/tls"}, ctx)
         assert not result.is_error, result.content
         assert result.content.endswith("over tls")
@@ -364,9 +339,7 @@ async def test_https_keeps_sni_and_certificate_name_while_pinned(ctx: ToolContex
         await fetcher.aclose()
 
 
-async def test_no_cookies_are_kept_between_fetches(
-    site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext
-) -> None:
+async def test_no_cookies_are_kept_between_fetches(site: LocalServer, fetcher: FetchPageTool, ctx: ToolContext) -> None:
     site.route("/set", Reply(200, "set", "text/plain", headers={"Set-Cookie": "session=secret; Path=/"}))
     site.route("/echo", Reply(200, "echo", "text/plain"))
     await fetcher.run({"url": site.url + "/set"}, ctx)

@@ -93,9 +93,7 @@ async def test_refusal_happens_before_any_connection(site: LocalServer, ctx: Too
         (["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "10.0.0.7"], "resolves to 10.0.0.7"),
     ],
 )
-async def test_names_resolving_to_private_addresses_are_refused(
-    site: LocalServer, ctx: ToolContext, answer: list[str], reason: str
-) -> None:
+async def test_names_resolving_to_private_addresses_are_refused(site: LocalServer, ctx: ToolContext, answer: list[str], reason: str) -> None:
     site.route("/", Reply(200, "REACHED", "text/plain"))
     resolver = MapResolver({"docs.example.com": answer})
     fetcher = FetchPageTool(FetchPageSettings(allowed_ports=ANY_PORT), resolver=resolver)
@@ -105,17 +103,13 @@ async def test_names_resolving_to_private_addresses_are_refused(
     assert site.hits == []
 
 
-async def test_allow_private_lets_the_operator_reach_the_intranet(
-    site: LocalServer, ctx: ToolContext
-) -> None:
+async def test_allow_private_lets_the_operator_reach_the_intranet(site: LocalServer, ctx: ToolContext) -> None:
     site.route("/wiki", Reply(200, "<title>Intranet</title><p>internal page</p>", "text/html"))
     resolver = MapResolver({"docs.example.com": ["127.0.0.1"]})
     url = f"http://docs.example.com:{site.port}/wiki"
     refused = await FetchPageTool(FetchPageSettings(allowed_ports=ANY_PORT), resolver=resolver).run({"url": url}, ctx)
     assert refused.is_error and site.hits == []
-    allowed = await FetchPageTool(FetchPageSettings(allow_private=True, allowed_ports=ANY_PORT), resolver=resolver).run(
-        {"url": url}, ctx
-    )
+    allowed = await FetchPageTool(FetchPageSettings(allow_private=True, allowed_ports=ANY_PORT), resolver=resolver).run({"url": url}, ctx)
     assert not allowed.is_error
     assert allowed.content.endswith("internal page")
     assert site.count("/wiki") == 1
@@ -155,9 +149,7 @@ async def test_localhost_names_are_refused_without_lookup(ctx: ToolContext, host
     assert resolver.calls == []
 
 
-async def test_redirect_to_a_private_address_is_refused(
-    site: LocalServer, secret: LocalServer, ctx: ToolContext
-) -> None:
+async def test_redirect_to_a_private_address_is_refused(site: LocalServer, secret: LocalServer, ctx: ToolContext) -> None:
     site.route("/go", Reply(302, headers={"Location": secret.url + "/secret"}))
     fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT))
     result = await fetcher.run({"url": site.url + "/go"}, ctx)
@@ -166,9 +158,7 @@ async def test_redirect_to_a_private_address_is_refused(
     assert secret.hits == []  # reachable, listening, and never contacted
 
 
-async def test_redirect_to_a_name_resolving_inward_is_refused(
-    site: LocalServer, secret: LocalServer, ctx: ToolContext
-) -> None:
+async def test_redirect_to_a_name_resolving_inward_is_refused(site: LocalServer, secret: LocalServer, ctx: ToolContext) -> None:
     resolver = MapResolver({"public.example.com": ["127.0.0.1"], "internal.example.com": ["127.0.0.2"]})
     site.route("/go", Reply(301, headers={"Location": f"http://internal.example.com:{secret.port}/secret"}))
     fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT), resolver=resolver)
@@ -189,9 +179,7 @@ async def test_redirect_to_a_name_resolving_inward_is_refused(
 )
 async def test_redirect_to_forbidden_targets(site: LocalServer, ctx: ToolContext, location: str) -> None:
     site.route("/go", Reply(302, headers={"Location": location}))
-    result = await FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT)).run(
-        {"url": site.url + "/go"}, ctx
-    )
+    result = await FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY, allowed_ports=ANY_PORT)).run({"url": site.url + "/go"}, ctx)
     assert_refused(result.content, result.is_error, "redirect to")
     assert site.count("/go") == 1
 
@@ -212,9 +200,7 @@ async def test_redirect_to_forbidden_targets(site: LocalServer, ctx: ToolContext
 async def test_non_http_schemes_are_refused(ctx: ToolContext, url: str) -> None:
     # Even with every address allowed, the scheme check stands.
     resolver = MapResolver({})
-    result = await FetchPageTool(FetchPageSettings(allow_private=True), resolver=resolver).run(
-        {"url": url}, ctx
-    )
+    result = await FetchPageTool(FetchPageSettings(allow_private=True), resolver=resolver).run({"url": url}, ctx)
     assert_refused(result.content, result.is_error, "only http and https URLs can be fetched")
     assert resolver.calls == []
 
@@ -287,9 +273,7 @@ async def test_async_resolvers_are_supported(ctx: ToolContext) -> None:
     assert calls == ["metadata.example.com"]
 
 
-@pytest.mark.parametrize(
-    "address", ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111", "2a00:1450:4001:82a::200e"]
-)
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2606:4700:4700::1111", "2a00:1450:4001:82a::200e"])
 def test_public_addresses_pass(address: str) -> None:
     assert forbidden_reason(ipaddress.ip_address(address)) is None
 
@@ -324,9 +308,7 @@ def own_site() -> Iterator[LocalServer]:
         yield server
 
 
-async def test_a_port_outside_the_allowed_list_is_refused_before_connecting(
-    site: LocalServer, ctx: ToolContext
-) -> None:
+async def test_a_port_outside_the_allowed_list_is_refused_before_connecting(site: LocalServer, ctx: ToolContext) -> None:
     site.route("/p", Reply(200, "REACHED", "text/plain"))
     fetcher = FetchPageTool(FetchPageSettings(allow_networks=LOCAL_ONLY))  # default ports
     result = await fetcher.run({"url": f"{site.url}/p"}, ctx)
@@ -358,9 +340,7 @@ def test_allowed_ports_are_checked_at_startup() -> None:
         FetchPageSettings(allowed_ports=(0,))
 
 
-async def test_this_hosts_own_address_is_refused_even_inside_allow_networks(
-    own_site: LocalServer, ctx: ToolContext
-) -> None:
+async def test_this_hosts_own_address_is_refused_even_inside_allow_networks(own_site: LocalServer, ctx: ToolContext) -> None:
     # allow_networks opens the whole network the host sits in (an intranet),
     # and the host's own address still stays closed: its services are not
     # "another machine of the intranet".
@@ -370,15 +350,11 @@ async def test_this_hosts_own_address_is_refused_even_inside_allow_networks(
     assert_refused(result.content, result.is_error, f"{own_site.host} is an address of this host")
     assert own_site.hits == []
     # Listening and reachable: the refusal is the own-address rule, not a dead port.
-    opted_in = FetchPageTool(
-        FetchPageSettings(allow_networks=(network,), allowed_ports=ANY_PORT, allow_own_addresses=True)
-    )
+    opted_in = FetchPageTool(FetchPageSettings(allow_networks=(network,), allowed_ports=ANY_PORT, allow_own_addresses=True))
     assert (await opted_in.run({"url": f"{own_site.url}/admin"}, ctx)).content.endswith("HOST-INTERNAL")
 
 
-async def test_a_name_or_redirect_leading_to_this_host_is_refused(
-    site: LocalServer, own_site: LocalServer, ctx: ToolContext
-) -> None:
+async def test_a_name_or_redirect_leading_to_this_host_is_refused(site: LocalServer, own_site: LocalServer, ctx: ToolContext) -> None:
     resolver = MapResolver({"public.example.com": ["127.0.0.1"], "mirror.example.com": [own_site.host]})
     site.route("/go", Reply(302, headers={"Location": f"http://mirror.example.com:{own_site.port}/admin"}))
     settings = FetchPageSettings(allow_networks=(LOCAL_ONLY[0], f"{own_site.host}/32"), allowed_ports=ANY_PORT)

@@ -66,9 +66,7 @@ async def test_searxng_results_are_bounded_and_cited(searx: LocalServer, ctx: To
     searx.route("/search", json_reply({"results": results}))
     tool = searx_tool(searx)
     try:
-        result = await tool.run(
-            {"query": "rust  async", "max_results": 3, "region": "de-de", "time_range": "week"}, ctx
-        )
+        result = await tool.run({"query": "rust  async", "max_results": 3, "region": "de-de", "time_range": "week"}, ctx)
     finally:
         await tool.aclose()
 
@@ -163,9 +161,7 @@ async def test_cache_is_bounded(searx: LocalServer, ctx: ToolContext) -> None:
         ),
     ],
 )
-async def test_searxng_failures_are_tool_errors(
-    searx: LocalServer, ctx: ToolContext, reply: Reply, expected: str
-) -> None:
+async def test_searxng_failures_are_tool_errors(searx: LocalServer, ctx: ToolContext, reply: Reply, expected: str) -> None:
     searx.route("/search", reply)
     tool = searx_tool(searx)
     result = await tool.run({"query": "anything"}, ctx)
@@ -268,18 +264,14 @@ def test_searxng_language_mapping() -> None:
 class _Exploding:
     name = "boom"
 
-    async def search(
-        self, query: str, max_results: int, region: str | None, timelimit: Any
-    ) -> list[SearchHit]:
+    async def search(self, query: str, max_results: int, region: str | None, timelimit: Any) -> list[SearchHit]:
         raise RuntimeError("backend bug")
 
 
 class _Hanging:
     name = "hang"
 
-    async def search(
-        self, query: str, max_results: int, region: str | None, timelimit: Any
-    ) -> list[SearchHit]:
+    async def search(self, query: str, max_results: int, region: str | None, timelimit: Any) -> list[SearchHit]:
         await anyio.sleep(30)
         return []
 
@@ -374,9 +366,7 @@ async def test_ddgs_backend_end_to_end(ddg: tuple[FakeSite, TlsInterceptingProxy
     await tool.aclose()
 
 
-async def test_ddgs_auto_engines_fall_through_to_duckduckgo(
-    ddg: tuple[FakeSite, TlsInterceptingProxy], ctx: ToolContext
-) -> None:
+async def test_ddgs_auto_engines_fall_through_to_duckduckgo(ddg: tuple[FakeSite, TlsInterceptingProxy], ctx: ToolContext) -> None:
     # The default: ddgs tries several engines; every one but DuckDuckGo is
     # refused by the proxy here, and the answer still comes through.
     site, proxy = ddg
@@ -392,17 +382,13 @@ async def test_ddgs_auto_engines_fall_through_to_duckduckgo(
     assert site.count("/html/") == 1
 
 
-async def test_ddgs_rate_limited_page_is_no_results_and_not_cached(
-    ddg: tuple[FakeSite, TlsInterceptingProxy], ctx: ToolContext
-) -> None:
+async def test_ddgs_rate_limited_page_is_no_results_and_not_cached(ddg: tuple[FakeSite, TlsInterceptingProxy], ctx: ToolContext) -> None:
     site, proxy = ddg
     site.route("/html/", Reply(429, "slow down", "text/html"))
     tool = ddgs_tool(proxy)
     result = await tool.run({"query": "python"}, ctx)
     assert not result.is_error
-    assert result.content.startswith(
-        'No results for "python" (with ddgs this can also mean the engines refused us'
-    )
+    assert result.content.startswith('No results for "python" (with ddgs this can also mean the engines refused us')
     assert result.data == {"backend": "ddgs", "results": 0, "cached": False}
     await tool.run({"query": "python"}, ctx)
     assert site.count("/html/") == 2
@@ -418,9 +404,7 @@ async def test_ddgs_connection_failure_is_an_error(ctx: ToolContext) -> None:
     assert result.data == {"backend": "ddgs"}
 
 
-async def test_ddgs_slow_engine_times_out(
-    ddg: tuple[FakeSite, TlsInterceptingProxy], ctx: ToolContext
-) -> None:
+async def test_ddgs_slow_engine_times_out(ddg: tuple[FakeSite, TlsInterceptingProxy], ctx: ToolContext) -> None:
     site, proxy = ddg
     site.route("/html/", Reply(200, ddg_html(DDG_RESULTS), "text/html", delay=4.0))
     tool = ddgs_tool(proxy, timeout=1.0)
@@ -439,9 +423,7 @@ async def test_ddgs_slow_engine_times_out(
         ("DDGSException", "search failed (ddgs): boom"),
     ],
 )
-async def test_ddgs_exceptions_are_mapped(
-    monkeypatch: pytest.MonkeyPatch, ctx: ToolContext, exception: str, expected: str
-) -> None:
+async def test_ddgs_exceptions_are_mapped(monkeypatch: pytest.MonkeyPatch, ctx: ToolContext, exception: str, expected: str) -> None:
     import ddgs.ddgs
     import ddgs.exceptions
 

@@ -32,11 +32,7 @@ class RunLimits:
             queue_timeout_seconds=settings.queue_timeout_seconds,
         )
         # A caller may only tighten: the operator's settings are the ceiling.
-        changes = {
-            k: type(getattr(base, k))(min(v, getattr(base, k)))
-            for k, v in overrides.items()
-            if v is not None and v > 0
-        }
+        changes = {k: type(getattr(base, k))(min(v, getattr(base, k))) for k, v in overrides.items() if v is not None and v > 0}
         return replace(base, **changes)
 
 
@@ -84,8 +80,7 @@ class Sandbox(abc.ABC):
         """
 
     def status(self) -> dict[str, Any]:
-        return {"backend": self.backend_name, "available": self.available,
-                "limits": limits_summary(self.settings)}
+        return {"backend": self.backend_name, "available": self.available, "limits": limits_summary(self.settings)}
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release host resources (threads, work dirs); runs in flight are not waited for."""
@@ -108,8 +103,7 @@ class DisabledSandbox(Sandbox):
         return SandboxResult(error=f"{UNAVAILABLE}: {self.reason}", backend=self.backend_name)
 
     def status(self) -> dict[str, Any]:
-        return {"backend": "off", "available": False, "reason": self.reason,
-                "limits": limits_summary(self.settings)}
+        return {"backend": "off", "available": False, "reason": self.reason, "limits": limits_summary(self.settings)}
 
 
-__all__ = ["DisabledSandbox", "RunLimits", "Sandbox", "UNAVAILABLE"]
+__all__ = ["UNAVAILABLE", "DisabledSandbox", "RunLimits", "Sandbox"]

@@ -66,8 +66,7 @@ class BwrapSandbox(ProcessSandbox):
         if problem:
             return problem
         try:
-            out = subprocess.run([self._bwrap, "--version"], env={}, capture_output=True,
-                                 timeout=10, check=False).stdout.decode(errors="replace")
+            out = subprocess.run([self._bwrap, "--version"], env={}, capture_output=True, timeout=10, check=False).stdout.decode(errors="replace")
         except (OSError, subprocess.SubprocessError) as exc:
             return f"cannot run {self._bwrap}: {exc}"
         m = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
@@ -92,36 +91,87 @@ class BwrapSandbox(ProcessSandbox):
             "--core=0",
             "--",
             self._bwrap or "bwrap",
-            "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1",
-            "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--as-pid-1",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--hostname",
+            "sandbox",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
             "--clearenv",
-            "--setenv", "PATH", "/usr/bin:/bin",
-            "--setenv", "HOME", "/tmp",
-            "--setenv", "TMPDIR", "/tmp",
-            "--setenv", "LANG", "C.UTF-8",
-            "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64",
-            "--symlink", "usr/bin", "/bin",
-            "--symlink", "usr/sbin", "/sbin",
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--size", str(s.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp",
-            "--dir", "/etc",
-            "--ro-bind-data", str(fds["passwd"]), "/etc/passwd",
-            "--ro-bind-data", str(fds["group"]), "/etc/group",
-            "--dir", "/sandbox",
-            "--ro-bind-data", str(fds["runner"]), "/sandbox/runner.py",
+            "--setenv",
+            "PATH",
+            "/usr/bin:/bin",
+            "--setenv",
+            "HOME",
+            "/tmp",
+            "--setenv",
+            "TMPDIR",
+            "/tmp",
+            "--setenv",
+            "LANG",
+            "C.UTF-8",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(s.tmpfs_mb * 1024 * 1024),
+            "--tmpfs",
+            "/tmp",
+            "--dir",
+            "/etc",
+            "--ro-bind-data",
+            str(fds["passwd"]),
+            "/etc/passwd",
+            "--ro-bind-data",
+            str(fds["group"]),
+            "/etc/group",
+            "--dir",
+            "/sandbox",
+            "--ro-bind-data",
+            str(fds["runner"]),
+            "/sandbox/runner.py",
             # bwrap's root and /dev are tmpfs without a size cap, writable by
             # the sandbox uid (measured): make /tmp the only writable place.
-            "--remount-ro", "/dev",
-            "--remount-ro", "/",
-            "--info-fd", str(fds["info"]),
-            "--seccomp", str(fds["seccomp"]),
-            "--chdir", "/tmp",
+            "--remount-ro",
+            "/dev",
+            "--remount-ro",
+            "/",
+            "--info-fd",
+            str(fds["info"]),
+            "--seccomp",
+            str(fds["seccomp"]),
+            "--chdir",
+            "/tmp",
             "--",
-            self._python, "-I", "-S", "-B", "/sandbox/runner.py",
+            self._python,
+            "-I",
+            "-S",
+            "-B",
+            "/sandbox/runner.py",
             *self.runner_args(fds["result"], limits),
         ]
 
@@ -147,12 +197,16 @@ class BwrapSandbox(ProcessSandbox):
             close_quietly(*mine.values(), *child.values())
             raise
         proc, pidfd, started, cgroup = self.start_child(
-            argv, child, mine, [child[k] for k in ("passwd", "group", "runner", "seccomp", "result", "info")], cwd="/",
-            slot=slot, limits=limits,
+            argv,
+            child,
+            mine,
+            [child[k] for k in ("passwd", "group", "runner", "seccomp", "result", "info")],
+            cwd="/",
+            slot=slot,
+            limits=limits,
         )
         outputs = {k: mine[k] for k in ("stdout", "stderr", "result", "info")}
-        launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid,
-                        started=started, cgroup=cgroup)
+        launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid, started=started, cgroup=cgroup)
         launch.closers.append(lambda: close_quietly(launch.extra.pop("child_pidfd", None)))
         return launch
 
@@ -215,8 +269,7 @@ class BwrapSandbox(ProcessSandbox):
         finally:
             loop.remove_reader(child)
 
-    def _finish_result(self, launch: Launch, res: SandboxResult, limits: RunLimits,
-                       *, got_report: bool) -> None:
+    def _finish_result(self, launch: Launch, res: SandboxResult, limits: RunLimits, *, got_report: bool) -> None:
         # bwrap reports a child killed by signal N as exit status 128 + N.
         code = launch.proc.returncode
         if not got_report and code is not None and 128 < code < 160:

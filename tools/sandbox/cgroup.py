@@ -350,8 +350,7 @@ def _enable_v2(d: Path) -> None:
         # are all ours (a systemd unit with Delegate=yes), move them to a leaf.
         procs = {int(p) for p in _read(d / "cgroup.procs").split()}
         if procs - {os.getpid()}:
-            raise CgroupUnavailable(f"{d} holds other processes; give toolrelay a delegated cgroup of its own "
-                                    "(systemd: Delegate=yes)") from None
+            raise CgroupUnavailable(f"{d} holds other processes; give toolrelay a delegated cgroup of its own (systemd: Delegate=yes)") from None
         leaf = d / "toolrelay-server"
         leaf.mkdir(exist_ok=True)
         _write(leaf / "cgroup.procs", str(os.getpid()))
@@ -404,8 +403,7 @@ def _make_parents(version: int, dirs: dict[str, Path]) -> dict[str, Path]:
 def _probe(pool: CgroupPool) -> None:
     """Move a real process into a run cgroup and check that it landed there, in every hierarchy."""
     run = pool.create(0, 64, 8)
-    proc = subprocess.Popen(["/bin/cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={}, close_fds=True)
+    proc = subprocess.Popen(["/bin/cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={}, close_fds=True)
     try:
         run.join_tree(proc.pid)
         lines = _read(Path(f"/proc/{proc.pid}/cgroup")).splitlines()

@@ -203,13 +203,26 @@ class LandlockSandbox(ProcessSandbox):
             remove_workdir(workdir, mounted)
             raise
         proc, pidfd, started, cgroup = self.start_child(
-            argv, child, mine, [child["seccomp"], child["result"], child["lifeline"]], cwd=workdir,
-            cleanup=lambda: remove_workdir(workdir, mounted), slot=slot, limits=limits,
+            argv,
+            child,
+            mine,
+            [child["seccomp"], child["result"], child["lifeline"]],
+            cwd=workdir,
+            cleanup=lambda: remove_workdir(workdir, mounted),
+            slot=slot,
+            limits=limits,
         )
         outputs = {k: mine[k] for k in ("stdout", "stderr", "result")}
-        launch = Launch(proc=proc, pidfd=pidfd, stdin=mine["stdin"], outputs=outputs, uid=uid,
-                        started=started, cgroup=cgroup,
-                        extra={"workdir": workdir, "mounted": mounted, "lifeline": mine["lifeline"]})
+        launch = Launch(
+            proc=proc,
+            pidfd=pidfd,
+            stdin=mine["stdin"],
+            outputs=outputs,
+            uid=uid,
+            started=started,
+            cgroup=cgroup,
+            extra={"workdir": workdir, "mounted": mounted, "lifeline": mine["lifeline"]},
+        )
         launch.closers.append(lambda: close_quietly(launch.extra.pop("lifeline", None)))
         return launch
 
@@ -232,10 +245,19 @@ class LandlockSandbox(ProcessSandbox):
         if launch.uid is not None:
             # Orphans of a killed supervisor: kill everything of the slot uid.
             uid = launch.uid
-            asyncio.get_running_loop().run_in_executor(self._executor, lambda: subprocess.run(
-                self.as_uid(uid, [self._python, "-I", "-S", "-c", "import os; os.kill(-1, 9)"]),
-                env={}, close_fds=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, timeout=5, check=False))
+            asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                lambda: subprocess.run(
+                    self.as_uid(uid, [self._python, "-I", "-S", "-c", "import os; os.kill(-1, 9)"]),
+                    env={},
+                    close_fds=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=5,
+                    check=False,
+                ),
+            )
 
     async def _after_exit(self, launch: Launch) -> None:
         handle = launch.extra.pop("backstop", None)

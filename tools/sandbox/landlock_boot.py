@@ -58,9 +58,7 @@ _MAX_ENTRIES = 10000
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64),
-                ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
 
 
 class _PathBeneath(ctypes.Structure):
@@ -69,8 +67,7 @@ class _PathBeneath(ctypes.Structure):
 
 
 class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8),
-                ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
 
 class _SockFprog(ctypes.Structure):
@@ -101,15 +98,14 @@ def main(cfg):
         data = (json.dumps(obj) + "\n").encode()
         try:
             while data:
-                data = data[os.write(result_fd, data):]
+                data = data[os.write(result_fd, data) :]
         except OSError:
             pass
 
     try:
         libc = _libc()
         _refuse_privileges()
-        abi = libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0),
-                           ctypes.c_uint32(_CREATE_RULESET_VERSION))
+        abi = libc.syscall(_SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
         if abi < cfg["min_abi"]:
             raise SetupError("Landlock ABI %d < %d" % (max(abi, 0), cfg["min_abi"]))
         _check(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "PR_SET_CHILD_SUBREAPER")
@@ -142,8 +138,7 @@ def main(cfg):
         verdict = "error"
     status = _kill_all(cfg["uid_switched"], child)
     code = os.waitstatus_to_exitcode(status) if status is not None else None
-    report({"supervisor": True, "limit": verdict if verdict in ("wall_time", "disk") else None,
-            "exit_code": code})
+    report({"supervisor": True, "limit": verdict if verdict in ("wall_time", "disk") else None, "exit_code": code})
     os._exit(code if code is not None and code >= 0 else 128 + (-(code or 9)))
 
 
@@ -161,8 +156,7 @@ def _restrict(cfg, libc, abi, bpf):
 
     workdir = cfg["workdir"]
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                       "LANG": "C.UTF-8"})
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
     os.chdir(workdir)
     for name, (soft, hard) in cfg["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
@@ -175,26 +169,23 @@ def _restrict(cfg, libc, abi, bpf):
         handled |= _FS_TRUNCATE
     if abi >= 5:
         handled |= _FS_IOCTL_DEV
-    attr = _RulesetAttr(handled, _NET_BIND_TCP | _NET_CONNECT_TCP,
-                        _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL)
-    ruleset = _check(libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr),
-                                  ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)),
-                     "landlock_create_ruleset")
+    attr = _RulesetAttr(handled, _NET_BIND_TCP | _NET_CONNECT_TCP, _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL)
+    ruleset = _check(libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)), "landlock_create_ruleset")
     read_exec = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
     work = handled & ~(_FS_EXECUTE | _FS_MAKE_CHAR | _FS_MAKE_BLOCK | _FS_IOCTL_DEV)
     rules = [("/usr", read_exec), (workdir, work)]
-    rules += [(dev, _FS_READ_FILE | _FS_WRITE_FILE)
-              for dev in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")]
+    rules += [(dev, _FS_READ_FILE | _FS_WRITE_FILE) for dev in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")]
     for path, access in rules:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         try:
             rule = _PathBeneath(access, fd)
-            _check(libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                                ctypes.byref(rule), ctypes.c_uint32(0)), "landlock_add_rule " + path)
+            _check(
+                libc.syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)),
+                "landlock_add_rule " + path,
+            )
         finally:
             os.close(fd)
-    _check(libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
-           "landlock_restrict_self")
+    _check(libc.syscall(_SYS_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)), "landlock_restrict_self")
     os.close(ruleset)
 
     n = len(bpf) // 8

@@ -82,8 +82,7 @@ def python_problem(python: str) -> str | None:
     # the sandbox, and holds no project files or secrets.
     if not real.startswith("/usr/"):
         return f"interpreter {python} resolves to {real}, outside /usr"
-    if sys.prefix != sys.base_prefix and (real.startswith(sys.prefix + "/") or
-                                          os.path.abspath(python).startswith(sys.prefix + "/")):
+    if sys.prefix != sys.base_prefix and (real.startswith(sys.prefix + "/") or os.path.abspath(python).startswith(sys.prefix + "/")):
         return f"interpreter {python} is the server's own venv"
     return None
 
@@ -104,8 +103,10 @@ def pool_problem(settings: SandboxSettings) -> str | None:
         except KeyError:
             continue
         if not name.startswith("toolrelay"):  # dedicated users may be created on purpose
-            return (f"sandbox uid {uid} belongs to the account {name!r}; set sandbox_uid_base to "
-                    f"{settings.max_concurrent} unused uids (or accounts named toolrelay*)")
+            return (
+                f"sandbox uid {uid} belongs to the account {name!r}; set sandbox_uid_base to "
+                f"{settings.max_concurrent} unused uids (or accounts named toolrelay*)"
+            )
     return None
 
 
@@ -155,8 +156,7 @@ class ProcessSandbox(Sandbox):
         self._tasks: set[asyncio.Task[SandboxResult]] = set()
         # Spawning (fork/exec, uid switch) and clean-up block: they get their
         # own threads so a busy default executor cannot stall the sandbox.
-        self._executor = ThreadPoolExecutor(max_workers=settings.max_concurrent + 1,
-                                            thread_name_prefix=f"sandbox-{self.backend_name}")
+        self._executor = ThreadPoolExecutor(max_workers=settings.max_concurrent + 1, thread_name_prefix=f"sandbox-{self.backend_name}")
         # Filled in by the selector's self-test.
         self.python_version: str | None = None
         self.self_test_ms: float | None = None
@@ -174,17 +174,15 @@ class ProcessSandbox(Sandbox):
         """What bounds one run in total, as enforced here (docs/tools.md, "Limits")."""
         s = self.settings
         if self._cgroups is not None:
-            return {"mode": self.enforcement, "memory_mb_total": s.memory_mb, "processes_total": s.nproc,
-                    "cpu_cores": s.cpu_cores}
-        return {"mode": "rlimit", "memory_mb_total": s.memory_mb * s.nproc, "processes_total": s.nproc,
-                "cpu_cores": None, "reason": self._no_cgroup_reason}
+            return {"mode": self.enforcement, "memory_mb_total": s.memory_mb, "processes_total": s.nproc, "cpu_cores": s.cpu_cores}
+        return {"mode": "rlimit", "memory_mb_total": s.memory_mb * s.nproc, "processes_total": s.nproc, "cpu_cores": None, "reason": self._no_cgroup_reason}
 
     def prepare_limits(self) -> str | None:
         """Set up per-run cgroups (or the rlimit fallback); a reason only when cgroups are required."""
         if not self._limits_prepared:
             self._limits_prepared = True
             if self.settings.cgroup == "off":
-                self._no_cgroup_reason = "disabled by configuration (sandbox cgroup \"off\")"
+                self._no_cgroup_reason = 'disabled by configuration (sandbox cgroup "off")'
             else:
                 try:
                     self._cgroups = open_cgroups(self.settings.cpu_cores)
@@ -192,21 +190,29 @@ class ProcessSandbox(Sandbox):
                     self._no_cgroup_reason = str(exc)
             s = self.settings
             if self._cgroups is not None:
-                log.info("sandbox limits: per-run %s (memory %d MiB, %d processes, %g CPUs per run)",
-                         self.enforcement, s.memory_mb, s.nproc, s.cpu_cores)
+                log.info("sandbox limits: per-run %s (memory %d MiB, %d processes, %g CPUs per run)", self.enforcement, s.memory_mb, s.nproc, s.cpu_cores)
             elif s.cgroup != "require":
-                log.warning("sandbox limits: no per-run cgroup (%s); falling back to per-process rlimits: "
-                            "a run may use up to %d processes x %d MiB = %d MiB and all CPUs",
-                            self._no_cgroup_reason, s.nproc, s.memory_mb, s.nproc * s.memory_mb)
+                log.warning(
+                    "sandbox limits: no per-run cgroup (%s); falling back to per-process rlimits: "
+                    "a run may use up to %d processes x %d MiB = %d MiB and all CPUs",
+                    self._no_cgroup_reason,
+                    s.nproc,
+                    s.memory_mb,
+                    s.nproc * s.memory_mb,
+                )
         if self._cgroups is None and self.settings.cgroup == "require":
-            return f"per-run cgroups are required (sandbox cgroup = \"require\") but unavailable: {self._no_cgroup_reason}"
+            return f'per-run cgroups are required (sandbox cgroup = "require") but unavailable: {self._no_cgroup_reason}'
         return None
 
     def status(self) -> dict[str, Any]:
         status = super().status()
-        status.update(python=self.settings.python, python_version=self.python_version,
-                      self_test_ms=self.self_test_ms, running=self.running(),
-                      enforcement=self.enforcement_status())
+        status.update(
+            python=self.settings.python,
+            python_version=self.python_version,
+            self_test_ms=self.self_test_ms,
+            running=self.running(),
+            enforcement=self.enforcement_status(),
+        )
         if os.geteuid() == 0:
             base = self.settings.sandbox_uid_base
             status["uids"] = [base, base + self.settings.max_concurrent - 1]
@@ -325,7 +331,9 @@ class ProcessSandbox(Sandbox):
             started = time.monotonic()
             proc = subprocess.Popen(
                 argv,
-                stdin=child["stdin"], stdout=child["stdout"], stderr=child["stderr"],
+                stdin=child["stdin"],
+                stdout=child["stdout"],
+                stderr=child["stderr"],
                 pass_fds=pass_fds,
                 close_fds=True,
                 env={},
@@ -351,8 +359,7 @@ class ProcessSandbox(Sandbox):
 
     def runner_args(self, result_fd: int, limits: RunLimits) -> list[str]:
         alarm = limits.wall_seconds - ALARM_MARGIN if limits.wall_seconds > 2 * ALARM_MARGIN else 0.0
-        return [str(result_fd), str(self.settings.value_chars), str(self.settings.max_code_bytes),
-                f"{alarm:.3f}"]
+        return [str(result_fd), str(self.settings.value_chars), str(self.settings.max_code_bytes), f"{alarm:.3f}"]
 
     # -- running -------------------------------------------------------------
 
@@ -366,22 +373,27 @@ class ProcessSandbox(Sandbox):
         output_bytes: int | None = None,
         queue_timeout_seconds: float | None = None,
     ) -> SandboxResult:
-        limits = RunLimits.of(self.settings, wall_seconds=wall_seconds, cpu_seconds=cpu_seconds,
-                              memory_mb=memory_mb, output_bytes=output_bytes,
-                              queue_timeout_seconds=queue_timeout_seconds)
+        limits = RunLimits.of(
+            self.settings,
+            wall_seconds=wall_seconds,
+            cpu_seconds=cpu_seconds,
+            memory_mb=memory_mb,
+            output_bytes=output_bytes,
+            queue_timeout_seconds=queue_timeout_seconds,
+        )
         if not isinstance(code, str):
             return SandboxResult(error="code must be a string", backend=self.backend_name)
         payload = json.dumps({"code": code}).encode()
         if len(payload) > self.settings.max_code_bytes:
             return SandboxResult(
-                error=f"code is too large ({len(payload)} bytes as JSON; the limit is "
-                      f"{self.settings.max_code_bytes})", backend=self.backend_name)
+                error=f"code is too large ({len(payload)} bytes as JSON; the limit is {self.settings.max_code_bytes})", backend=self.backend_name
+            )
         slot = await self._slots.acquire(limits.queue_timeout_seconds)
         if slot is None:
             return SandboxResult(
-                error=f"sandbox busy: all {self.settings.max_concurrent} slots stayed in use for "
-                      f"{limits.queue_timeout_seconds:g} s; try again later",
-                backend=self.backend_name)
+                error=f"sandbox busy: all {self.settings.max_concurrent} slots stayed in use for {limits.queue_timeout_seconds:g} s; try again later",
+                backend=self.backend_name,
+            )
         # The run lives in its own task so a cancelled caller still gets the
         # child killed and reaped before the slot (and its uid) is reused.
         task = asyncio.ensure_future(self._run_in_slot(slot, payload, limits))
@@ -492,7 +504,7 @@ class ProcessSandbox(Sandbox):
             buf = bufs[name]
             room = caps.get(name, default_cap) - len(buf)
             if len(chunk) > room:
-                buf += chunk[:max(room, 0)]
+                buf += chunk[: max(room, 0)]
                 truncated[name] = True
                 loop.remove_reader(fd)
                 del open_fds[name]
@@ -515,11 +527,11 @@ class ProcessSandbox(Sandbox):
         def on_writable() -> None:
             nonlocal pending
             try:
-                pending = pending[os.write(launch.stdin, pending):]
+                pending = pending[os.write(launch.stdin, pending) :]
             except BlockingIOError:
                 return
             except OSError:  # the child closed stdin or died
-                pending = pending[len(pending):]
+                pending = pending[len(pending) :]
             if not pending:
                 loop.remove_writer(launch.stdin)
                 close_quietly(launch.stdin)
@@ -580,8 +592,7 @@ class ProcessSandbox(Sandbox):
     def _on_info(self, launch: Launch, data: bytes) -> None:
         """bwrap's --info-fd JSON arrives here (other backends have none)."""
 
-    def _finish_result(self, launch: Launch, res: SandboxResult, limits: RunLimits,
-                       *, got_report: bool) -> None:
+    def _finish_result(self, launch: Launch, res: SandboxResult, limits: RunLimits, *, got_report: bool) -> None:
         code = launch.proc.returncode
         if res.exit_code is None:
             res.exit_code = code

@@ -36,7 +36,7 @@ def main(argv):
         data = (_dumps(result) + "\n").encode()
         try:
             while data:
-                data = data[os.write(result_fd, data):]
+                data = data[os.write(result_fd, data) :]
         except OSError:
             pass
 

@@ -17,23 +17,73 @@ import tempfile
 
 # Kernel surface no sandboxed program needs; EPERM so code sees a normal error.
 DENIED = (
-    "ptrace", "process_vm_readv", "process_vm_writev",
-    "keyctl", "add_key", "request_key",
-    "mount", "umount", "umount2", "pivot_root", "chroot",
-    "unshare", "setns",
-    "bpf", "perf_event_open", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "open_by_handle_at", "name_to_handle_at",
-    "syslog", "acct", "swapon", "swapoff", "reboot", "quotactl", "quotactl_fd",
-    "fanotify_init", "lookup_dcookie", "vhangup",
-    "fsopen", "fsmount", "fsconfig", "fspick", "open_tree", "move_mount", "mount_setattr",
-    "clock_settime", "clock_adjtime", "settimeofday", "adjtimex", "stime",
-    "ioperm", "iopl", "uselib", "kcmp", "pidfd_getfd", "mknod", "mknodat",
-    "migrate_pages", "move_pages", "nfsservctl", "vm86", "vm86old",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "syslog",
+    "acct",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "quotactl",
+    "quotactl_fd",
+    "fanotify_init",
+    "lookup_dcookie",
+    "vhangup",
+    "fsopen",
+    "fsmount",
+    "fsconfig",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "clock_settime",
+    "clock_adjtime",
+    "settimeofday",
+    "adjtimex",
+    "stime",
+    "ioperm",
+    "iopl",
+    "uselib",
+    "kcmp",
+    "pidfd_getfd",
+    "mknod",
+    "mknodat",
+    "migrate_pages",
+    "move_pages",
+    "nfsservctl",
+    "vm86",
+    "vm86old",
     # Memory outside every cap: RLIMIT_AS does not count unmapped memfd or
     # SysV segment pages, nor do the tmpfs --size or the Landlock disk poll.
-    "memfd_create", "memfd_secret", "shmget", "msgget", "semget",
+    "memfd_create",
+    "memfd_secret",
+    "shmget",
+    "msgget",
+    "semget",
 )
 
 _CLONE_NEW = (
@@ -86,8 +136,7 @@ def build_filter(*, deny_connect: bool) -> bytes:
         rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, req))
     # Calls that can reach other processes of the same uid (the server, when
     # it is not root and Landlock runs code under its uid): only "self" allowed.
-    for name in ("prlimit64", "sched_setaffinity", "sched_setparam",
-                 "sched_setscheduler", "sched_setattr"):
+    for name in ("prlimit64", "sched_setaffinity", "sched_setparam", "sched_setscheduler", "sched_setattr"):
         rule(eperm, name, sc.Arg(0, sc.NE, 0))
     rule(eperm, "setpriority", sc.Arg(0, sc.NE, _PRIO_PROCESS))
     rule(eperm, "setpriority", sc.Arg(1, sc.NE, 0))
@@ -125,7 +174,7 @@ def data_pipe(data: bytes) -> int:
             fcntl.fcntl(w, 1031, len(data))  # F_SETPIPE_SZ
         view = memoryview(data)
         while view:
-            view = view[os.write(w, view):]
+            view = view[os.write(w, view) :]
     except BaseException:
         os.close(r)
         raise

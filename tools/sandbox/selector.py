@@ -35,7 +35,7 @@ CANDIDATES: dict[str, Callable[[SandboxSettings], ProcessSandbox]] = {
 ALLOWED_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "PWD"})
 CANARY_ENV = "TOOLRELAY_SANDBOX_CANARY"
 
-_PROBE = r'''
+_PROBE = r"""
 import json, os, socket
 out = {}
 try:
@@ -73,7 +73,7 @@ for _ in range(%(fork_cap)d):
     forks += 1
 out["forks"] = forks
 print(json.dumps(out))
-'''
+"""
 
 
 async def self_test(sandbox: ProcessSandbox) -> str | None:
@@ -97,8 +97,7 @@ async def self_test(sandbox: ProcessSandbox) -> str | None:
     server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        hello = await sandbox.run("import sys\nprint('ready')\nsys.version.split()[0]",
-                                  wall_seconds=5)
+        hello = await sandbox.run("import sys\nprint('ready')\nsys.version.split()[0]", wall_seconds=5)
         if hello.error or hello.stdout != "ready\n" or not hello.value:
             return f"self-test run failed: {hello.error or hello.stderr.strip()[-300:] or hello}"
         sandbox.python_version = hello.value.strip("'")
@@ -106,8 +105,7 @@ async def self_test(sandbox: ProcessSandbox) -> str | None:
         cap = 4096
         probe, flood = await asyncio.gather(
             sandbox.run(probe_code, wall_seconds=5),
-            sandbox.run(f"import sys\nsys.stdout.write('x' * {cap * 64})\nsys.stdout.flush()",
-                        wall_seconds=5, output_bytes=cap),
+            sandbox.run(f"import sys\nsys.stdout.write('x' * {cap * 64})\nsys.stdout.flush()", wall_seconds=5, output_bytes=cap),
         )
         everything = probe.stdout + probe.stderr + (probe.value or "")
         if token in everything:
@@ -199,7 +197,7 @@ async def select_sandbox(settings: SandboxSettings | None = None) -> Sandbox:
     """Pick the first backend that passes its self-test, else a DisabledSandbox."""
     settings = settings or SandboxSettings()
     if settings.backend == "off":
-        return DisabledSandbox("disabled by configuration (sandbox backend \"off\")", settings)
+        return DisabledSandbox('disabled by configuration (sandbox backend "off")', settings)
     names = list(CANDIDATES) if settings.backend == "auto" else [settings.backend]
     try:
         stale = await asyncio.get_running_loop().run_in_executor(None, kill_pool_processes, settings)

@@ -75,8 +75,9 @@ def _open_private_dir(path: Path, *, parent_fd: int | None = None, repair: bool 
     st = os.fstat(fd)
     if st.st_uid != os.geteuid():
         os.close(fd)
-        raise UidClaimError(f"{path} is owned by uid {st.st_uid}, not by this server (uid {os.geteuid()}): "
-                            "someone else could hold or swap the sandbox uid locks; remove it")
+        raise UidClaimError(
+            f"{path} is owned by uid {st.st_uid}, not by this server (uid {os.geteuid()}): someone else could hold or swap the sandbox uid locks; remove it"
+        )
     mode = stat.S_IMODE(st.st_mode)
     if repair and mode != 0o700:
         log.warning("%s had mode %o; set to 700", path, mode)
@@ -131,8 +132,7 @@ def _open_lock(dir_fd: int, name: str, directory: Path) -> int:
     return fd
 
 
-def claim_uid_range(settings: SandboxSettings, data_dir: Path | None = None, *,
-                    run_dir: Path = RUN_DIR) -> UidClaim:
+def claim_uid_range(settings: SandboxSettings, data_dir: Path | None = None, *, run_dir: Path = RUN_DIR) -> UidClaim:
     """Settings whose ``sandbox_uid_base`` starts a range no other live process holds.
 
     :class:`UidClaimError` when no safe lock directory exists or every range is held.
@@ -160,4 +160,5 @@ def claim_uid_range(settings: SandboxSettings, data_dir: Path | None = None, *,
     raise UidClaimError(
         f"all {tried} sandbox uid ranges of {size} uids from {settings.sandbox_uid_base} are held by other "
         f"processes (locks in {directory}): stop other toolrelay servers/workers on this host or set "
-        "[sandbox] sandbox_uid_base to unused uids")
+        "[sandbox] sandbox_uid_base to unused uids"
+    )
