@@ -366,6 +366,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     numeric = {i for i, h in enumerate(headers) if h in ("REQUESTS", "ERRORS", "PROMPT", "COMPLETION", "COST USD")}
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False))).rstrip()
 
     return "\n".join([line(headers), *(line(r) for r in rows)]) + "\n"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from toolrelay.app.settings import ServerSettings
 
 # Hosts that bind every interface (uvicorn passes "" to the socket layer as "any").
-WILDCARD_HOSTS = frozenset(("", "0.0.0.0", "::", "[::]"))
+WILDCARD_HOSTS = frozenset(("", "0.0.0.0", "::", "[::]"))  # noqa: S104 (recognises a wildcard bind, does not bind)
 
 
 def is_loopback(host: str) -> bool:

@@ -10,7 +10,7 @@ through untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from toolrelay.app.errors import OpenAIError
 
@@ -62,7 +62,7 @@ class Failure:
     error: OpenAIError
 
 
-Event = Union[ChoiceDelta, ChoiceMessage, UsageReport, ResponseMeta, KeepAlive, Failure]
+Event = ChoiceDelta | ChoiceMessage | UsageReport | ResponseMeta | KeepAlive | Failure
 
 
 def message_as_delta(message: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from toolrelay.app.errors import OpenAIError
 
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 _CROSS = frozenset((b"cross-site", b"same-site"))
-_WILDCARD_BINDS = frozenset(("", "0.0.0.0", "::", "[::]"))
+_WILDCARD_BINDS = frozenset(("", "0.0.0.0", "::", "[::]"))  # noqa: S104 (recognises a wildcard bind, does not bind)
 _MAX_CACHED_HOSTS = 1024
 _SHOWN_CHARS = 100
 

@@ -100,7 +100,7 @@ class Metrics:
         ]
         for mode, counts in sorted(self.latency_counts.items()):
             running = 0
-            for bound, count in zip(_BUCKETS, counts):
+            for bound, count in zip(_BUCKETS, counts, strict=False):
                 running += count
                 lines.append(f'toolrelay_request_duration_seconds_bucket{{mode="{mode}",le="{bound}"}} {running}')
             running += counts[-1]

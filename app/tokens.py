@@ -42,7 +42,7 @@ def install_offline_vocabularies(cache_dir: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # <data_dir>/cache
     target.mkdir(exist_ok=True, mode=0o700)
     for name, expected in _EXPECTED_SHA256.items():
-        cache_file = target / hashlib.sha1(_BLOB_URL.format(name).encode()).hexdigest()
+        cache_file = target / hashlib.sha1(_BLOB_URL.format(name).encode(), usedforsecurity=False).hexdigest()
         if cache_file.exists() and hashlib.sha256(cache_file.read_bytes()).hexdigest() == expected:
             continue
         data = gzip.decompress((_VOCAB_DIR / f"{name}.tiktoken.gz").read_bytes())

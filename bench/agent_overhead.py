@@ -134,7 +134,8 @@ def main() -> int:
     result = asyncio.run(measure(args.runs, args.steps))
     print(f"agent loop overhead: {result['runs']} runs x {result['steps_per_run']} steps (+ a 30-token streamed answer)")
     print(
-        f"  CPU per step: mean {result['cpu_ms_per_step_mean']:.3f} ms, p50 {result['cpu_ms_per_step_p50']:.3f} ms, p90 {result['cpu_ms_per_step_p90']:.3f} ms (target < 2 ms)"
+        f"  CPU per step: mean {result['cpu_ms_per_step_mean']:.3f} ms, p50 {result['cpu_ms_per_step_p50']:.3f} ms, "
+        f"p90 {result['cpu_ms_per_step_p90']:.3f} ms (target < 2 ms)"
     )
     return 0
 

@@ -538,7 +538,7 @@ def make_queries(rng: random.Random, tail: list[str], n: int) -> list[tuple[str,
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
     return s[k]
 
 

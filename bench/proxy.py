@@ -49,7 +49,7 @@ def wait_http(url: str, timeout: float = 60.0, headers: dict[str, str] | None = 
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as response:
                 if response.status < 500:
                     return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             time.sleep(0.2)
     raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
 

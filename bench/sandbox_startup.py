@@ -42,7 +42,7 @@ async def main() -> int:
             print(f"unexpected result: {result}")
             return 1
     times.sort()
-    p90 = times[min(len(times) - 1, int(round(0.9 * len(times))) - 1)]
+    p90 = times[min(len(times) - 1, round(0.9 * len(times)) - 1)]
     print(f"backend: {sandbox.backend_name} (self-test {sandbox.status().get('self_test_ms')} ms)")
     print(f"runs: {len(times)}  median: {statistics.median(times):.1f} ms  p90: {p90:.1f} ms  min: {times[0]:.1f} ms  max: {times[-1]:.1f} ms")
     await sandbox.aclose()

@@ -81,7 +81,7 @@ def test_the_environment_beats_the_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_values_are_refused_at_load_naming_the_setting(tmp_path: Path, tree: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match="^invalid configuration: ") as caught:
+    with pytest.raises(ConfigError, match=r"^invalid configuration: ") as caught:
         load(tmp_path, tree)
     assert message in str(caught.value)
 

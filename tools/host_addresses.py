@@ -123,7 +123,7 @@ def parse_addresses(values: Iterable[str]) -> set[IPAddress]:
     found: set[IPAddress] = set()
     for value in values:
         host = value.strip().strip("[]")
-        if not host or host in ("0.0.0.0", "::"):
+        if not host or host in ("0.0.0.0", "::"):  # noqa: S104
             continue  # a wildcard bind: every interface, which the enumeration covers
         try:
             found.add(ipaddress.ip_address(host))

@@ -134,7 +134,7 @@ class PageFetcher:
                 return await self._client.send(request, stream=True)
             except httpx.ConnectError as exc:  # try the next address, like a browser would
                 last_error = exc
-        assert last_error is not None
+        assert last_error is not None  # noqa: S101 (narrows: the loop ran at least once)
         raise last_error
 
 

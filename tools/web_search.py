@@ -231,7 +231,7 @@ def _bound(text: str, limit: int) -> str:
 
 def make_backend(settings: WebSearchSettings) -> SearchBackend:
     if settings.backend == "searxng":
-        assert settings.searxng_url is not None
+        assert settings.searxng_url is not None  # noqa: S101 (narrows: the settings loader requires it for searxng)
         return SearxngBackend(
             settings.searxng_url,
             safesearch=settings.safesearch,

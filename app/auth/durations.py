@@ -14,7 +14,7 @@ def go_duration(ms: float) -> str:
     """Format like Go's ``time.Duration.String()``, which OpenAI's reset headers use: ``20ms``, ``1s``, ``6m0s``."""
     ms = max(0.0, ms)
     if ms < 1000:
-        whole = int(math.ceil(ms))
+        whole = math.ceil(ms)
         return f"{whole}ms" if whole else "0s"
     seconds = math.ceil(ms) / 1000
     hours, rest = divmod(seconds, 3600)

@@ -529,7 +529,7 @@ class AuthGate:
             return
         ledger = self.ledger
         spent = await anyio.to_thread.run_sync(lambda: [ledger.spent_nano(kid, start) for kid, start, _ in wanted])
-        for (kid, start, end), nano in zip(wanted, spent):
+        for (kid, start, end), nano in zip(wanted, spent, strict=True):
             try:
                 await self.backend.seed_spend(kid, start, end, nano)
             except Exception as exc:  # noqa: BLE001

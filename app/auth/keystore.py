@@ -249,5 +249,5 @@ class _Writer:
         return self.conn
 
     def __exit__(self, *exc: Any) -> None:
-        assert self.conn is not None
+        assert self.conn is not None  # noqa: S101 (narrows for the type checker: __enter__ opened it)
         self.conn.close()

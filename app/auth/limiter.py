@@ -251,12 +251,11 @@ class MemoryBackend:
             if self._acquires % 4096 == 0:
                 self._sweep(now)
         slots = bucket.slots
-        if policy.max_parallel:
+        if policy.max_parallel and len(slots) >= policy.max_parallel:
+            for rid in [r for r, expiry in slots.items() if expiry <= now]:
+                del slots[rid]
             if len(slots) >= policy.max_parallel:
-                for rid in [r for r, expiry in slots.items() if expiry <= now]:
-                    del slots[rid]
-                if len(slots) >= policy.max_parallel:
-                    return Decision(False, "parallel", retry_ms=1000, used=len(slots))
+                return Decision(False, "parallel", retry_ms=1000, used=len(slots))
         cutoff = now - WINDOW_MS / 1000
         requests = bucket.requests
         if policy.rpm:

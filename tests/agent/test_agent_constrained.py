@@ -213,7 +213,7 @@ def test_textual_tool_call_in_native_mode(ahttp: httpx.Client, oai: openai.OpenA
     assert steps[0]["arguments"] == {"timezone": "UTC"} and steps[1]["status"] == "ok"
     assert streamed_tool_calls(chunks) == []
     second = fake.chat_requests[1].body
-    assistant = [m for m in no_system(second["messages"]) if m["role"] == "assistant"][0]
+    assistant = next(m for m in no_system(second["messages"]) if m["role"] == "assistant")
     assert assistant["tool_calls"][0]["function"]["name"] == "current_time"
     assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"timezone": "UTC"}
     (fed,) = tool_messages(second)

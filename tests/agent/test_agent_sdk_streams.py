@@ -43,7 +43,7 @@ def check_steps(steps: Any) -> None:
     assert [(s["type"], s["step"]) for s in steps] == [(t, n) for n in (1, 2, 3) for t in ("tool_call", "tool_result")], steps
     assert [s["arguments"] for s in steps if s["type"] == "tool_call"] == [{"timezone": z} for z in ZONES]
     assert all(s["status"] == "ok" and s["tool"] == "current_time" for s in steps if s["type"] == "tool_result"), steps
-    for call, result in zip(steps[::2], steps[1::2]):
+    for call, result in zip(steps[::2], steps[1::2], strict=False):
         assert call["call_id"] == result["call_id"], (call, result)
 
 

@@ -159,7 +159,7 @@ def test_revoked_key_is_refused_on_the_next_request(auth_relay: RunningServer, a
 
 def test_expired_key_is_refused(auth_relay: RunningServer, fake: FakeUpstream) -> None:
     store = auth_relay.services.gate.keys
-    key, value = store.create(name="old", expires_at=time.time() - 1)
+    _key, value = store.create(name="old", expires_at=time.time() - 1)
     response = post(auth_relay, {"authorization": f"Bearer {value}"})
     assert_invalid_key(response, value.split("-", 2)[2])
     assert "expired" in response.json()["error"]["message"]

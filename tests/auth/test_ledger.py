@@ -135,7 +135,7 @@ def test_usage_summary_over_http_and_cli(auth_relay: RunningServer, admin: Admin
     assert cli_main(["usage", "--data-dir", data_dir, "--key", key_id, "--since", "1h"]) == 0
     table = capsys.readouterr().out
     assert "fake-model" in table and "org/fake-slash" in table and key_id in table and "summary" in table
-    line = next(l for l in table.splitlines() if "fake-model" in l)
+    line = next(row for row in table.splitlines() if "fake-model" in row)
     assert " 2 " in line and str(2 * PROMPT_WORDS) in line
     assert cli_main(["usage", "--data-dir", data_dir, "--key", key_id, "--group-by", "model", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["data"]

@@ -54,7 +54,7 @@ def test_parallel_slots_and_budget_are_shared(pair: tuple[RunningServer, Running
     first, second = pair
     admin = Admin(first)
     try:
-        key_id, key = admin.create_key("shared-slots", max_parallel=1, budget_usd=20, budget_period="total")
+        _key_id, key = admin.create_key("shared-slots", max_parallel=1, budget_usd=20, budget_period="total")
     finally:
         admin.close()
     headers = {"authorization": f"Bearer {key}"}

@@ -243,18 +243,18 @@ def test_agent_tool_timeout_stops_the_sandbox_run(fake: FakeUpstream, e2e_relay_
 def test_client_disconnect_stops_the_sandbox_run(fake: FakeUpstream, e2e_relay_factory) -> None:
     relay = e2e_relay_factory(sandbox={"wall_seconds": 30.0, "cpu_seconds": 30.0})
     fake.responder = scripted(lambda _: call("python", code=FORK_AND_SLEEP), lambda _: Reply(content="never"))
-    with httpx.Client(base_url=relay.root_url, timeout=30.0) as client:
-        with client.stream(
-            "POST", "/v1/chat/completions", json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "Sleep."}]}
-        ) as response:
-            assert response.status_code == 200
-            # Keep a reference: an abandoned iterator would close the connection at once.
-            lines = response.iter_lines()
-            for line in lines:
-                if '"type":"tool_call"' in line:
-                    break
-            assert wait_pool_busy(relay), "the python run never started"
-            lines.close()
+    with (
+        httpx.Client(base_url=relay.root_url, timeout=30.0) as client,
+        client.stream("POST", "/v1/chat/completions", json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "Sleep."}]}) as response,
+    ):
+        assert response.status_code == 200
+        # Keep a reference: an abandoned iterator would close the connection at once.
+        lines = response.iter_lines()
+        for line in lines:
+            if '"type":"tool_call"' in line:
+                break
+        assert wait_pool_busy(relay), "the python run never started"
+        lines.close()
         # The connection is closed here, mid-run.
     assert wait_pool_empty(relay) == [], "sandbox processes outlived the client that asked for them"
     # Nothing observable marks "the run will not ask again": give a run that wrongly
@@ -334,7 +334,7 @@ def test_two_python_calls_in_one_turn_run_concurrently(fake: FakeUpstream, oai: 
     assert [r["status"] for r in results] == ["ok", "ok"]
     spans = [tuple(map(float, line.split()[1:])) for line in message.content.splitlines() if line.startswith("span ")]
     assert len(spans) == 2
-    (s1, e1), (s2, e2) = sorted(spans)
+    (_s1, e1), (s2, _e2) = sorted(spans)
     assert s2 < e1, f"the two runs did not overlap: {spans}"  # max_concurrent = 2
     # Each result went back under its own call id.
     calls = step_records(message, "tool_call", "python")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import sqlite3
@@ -281,7 +282,7 @@ async def test_more_matching_words_rank_first(store: MemoryStore, corpus: str) -
     hits = await store.search(corpus, "Anna party", limit=5)
     assert [h.memory.id for h in hits[:3]] == [both.id, one.id, other.id]
     assert hits[0].score > hits[1].score > 0
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
 async def test_rare_word_outranks_common_word(store: MemoryStore, corpus: str) -> None:
@@ -641,7 +642,7 @@ def test_threads_read_and_write_concurrently(db_path: Path, scopes) -> None:
             for i in range(per_thread):
                 store.save(scope, f"thread {n} fact {i} about owls")
                 assert all(h.memory.scope == scope for h in store.search(scope, "owls fact", limit=5))
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]

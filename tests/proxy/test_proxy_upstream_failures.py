@@ -365,9 +365,12 @@ def test_client_disconnect_non_streaming_cancels_the_upstream_request(relay: Any
 
 def test_client_disconnect_before_first_chunk_cancels_the_upstream_request(relay: Any, fake: FakeUpstream) -> None:
     fake.enqueue(Reply(content="late", delay=6))
-    with httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http, pytest.raises(httpx.ReadTimeout):
-        with http.stream("POST", relay.url("/v1/chat/completions"), json=chat_body(stream=True)) as response:
-            response.read()
+    with (
+        httpx.Client(timeout=httpx.Timeout(30, read=0.7)) as http,
+        pytest.raises(httpx.ReadTimeout),
+        http.stream("POST", relay.url("/v1/chat/completions"), json=chat_body(stream=True)) as response,
+    ):
+        response.read()
     assert fake.wait_for_disconnect(1, timeout=3), "the upstream request outlived its client"
 
 

@@ -129,7 +129,7 @@ class _LeakyFiles(BwrapSandbox):
     def _argv(self, limits, fds):
         argv = super()._argv(limits, fds)
         i = argv.index("--tmpfs")
-        return argv[: i - 2] + ["--bind", "/tmp", "/tmp"] + argv[i + 2 :]
+        return [*argv[: i - 2], "--bind", "/tmp", "/tmp", *argv[i + 2 :]]
 
 
 class _LeakyNetwork(BwrapSandbox):
@@ -149,7 +149,7 @@ class _LeakyNetwork(BwrapSandbox):
     def _argv(self, limits, fds):
         argv = super()._argv(limits, fds)
         i = argv.index("--unshare-all")
-        return argv[: i + 1] + ["--share-net"] + argv[i + 1 :]
+        return [*argv[: i + 1], "--share-net", *argv[i + 1 :]]
 
 
 @pytest.mark.parametrize(("leaky", "expected"), [(_LeakyFiles, "canary"), (_LeakyNetwork, "127.0.0.1")])

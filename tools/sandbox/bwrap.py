@@ -74,13 +74,13 @@ class BwrapSandbox(ProcessSandbox):
             return f"bubblewrap >= 0.8.0 is needed (for --disable-userns), found {out.strip()!r}"
         try:
             self._seccomp = build_filter(deny_connect=False)
-        except Exception as exc:  # libseccomp missing or refusing
+        except Exception as exc:  # noqa: BLE001 (libseccomp missing or refusing: any failure disqualifies the backend)
             return f"cannot build the seccomp filter: {exc}"
         return self.prepare_limits()
 
     def _argv(self, limits: RunLimits, fds: dict[str, int]) -> list[str]:
         s = self.settings
-        cpu = max(1, int(round(limits.cpu_seconds)))
+        cpu = max(1, round(limits.cpu_seconds))
         return [
             self._prlimit or "prlimit",
             f"--as={limits.memory_mb * 1024 * 1024}",

@@ -119,7 +119,7 @@ class LandlockSandbox(ProcessSandbox):
             return "/proc/<pid>/task/<tid>/children is missing (CONFIG_PROC_CHILDREN)"
         try:
             self._seccomp = build_filter(deny_connect=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failure of libseccomp disqualifies the backend)
             return f"cannot build the seccomp filter: {exc}"
         try:
             self._base = self._prepare_base()
@@ -144,7 +144,7 @@ class LandlockSandbox(ProcessSandbox):
             # be used to swap work dirs under us.
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 raise OSError(f"{base} must be a directory owned by uid {os.geteuid()}, not group/world-writable")
-        os.chmod(base, 0o711)  # pool uids traverse into their own run dir only
+        os.chmod(base, 0o711)  # noqa: S103 (no read or write for others:) pool uids traverse into their own run dir only
         return base
 
     async def aclose(self) -> None:
@@ -175,7 +175,7 @@ class LandlockSandbox(ProcessSandbox):
                     child[name], mine[name] = r, w
                 else:
                     mine[name], child[name] = r, w
-            cpu = max(1, int(round(limits.cpu_seconds)))
+            cpu = max(1, round(limits.cpu_seconds))
             mb = 1024 * 1024
             cfg = {
                 "result_fd": child["result"],

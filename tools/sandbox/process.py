@@ -419,7 +419,7 @@ class ProcessSandbox(Sandbox):
                 finally:
                     await self._cleanup(launch)
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (any start failure becomes the tool's error result)
                 return SandboxResult(error=f"sandbox failed to start: {exc}", backend=self.backend_name)
             try:
                 return await self._drive(launch, payload, limits)
@@ -440,7 +440,7 @@ class ProcessSandbox(Sandbox):
         for closer in launch.closers:
             try:
                 closer()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 (best effort: one closer's failure must not skip the others)
                 pass
         if launch.proc.returncode is None:  # only after a failure elsewhere
             self._kill(launch)
@@ -460,7 +460,7 @@ class ProcessSandbox(Sandbox):
         finally:
             loop.remove_reader(launch.pidfd)
         try:
-            _, status, usage = os.wait4(launch.proc.pid, 0)
+            _, status, usage = os.wait4(launch.proc.pid, 0)  # noqa: ASYNC222 (the pidfd said it exited: returns at once)
         except ChildProcessError:  # reaped behind our back (a waitpid(-1) elsewhere)
             launch.proc.returncode = 255
             return 255
