@@ -1,4 +1,4 @@
-"""Proxy mode over real HTTP: the response shapes strict clients depend on (design.md section 2)."""
+"""Proxy mode over real HTTP: the response shapes strict clients depend on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sandboxed execution of untrusted Python code (design.md section 5).
+"""Sandboxed execution of untrusted Python code (docs/tools.md: the backends and what each guarantees).
 
 Build once at start-up and share::
 

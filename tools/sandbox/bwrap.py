@@ -1,4 +1,4 @@
-"""bubblewrap backend (research/sandbox.md, "Layer 1" to "Layer 4").
+"""bubblewrap backend: isolation, seccomp, resource limits and the runner's I/O protocol (docs/tools.md).
 
 Every namespace unshared (net leaves only ``lo``), nested user namespaces
 disabled, the code runs as pid 1 of its pid namespace so killing it tears

@@ -3,8 +3,9 @@
 Built once with libseccomp (via pyseccomp) in the server and handed to the
 child as raw bytes: bwrap loads it with ``--seccomp FD``, the Landlock
 bootstrap with ``prctl(PR_SET_SECCOMP)``. The default action is ALLOW; the
-list shrinks the kernel surface and blocks what namespaces alone do not
-(research/sandbox.md, layer 2).
+list shrinks the kernel surface and blocks what namespaces alone do not:
+the second of the sandbox's layers, after namespace isolation and before
+resource limits (docs/tools.md lists what it refuses).
 """
 
 from __future__ import annotations
