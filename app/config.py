@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -99,7 +99,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], cast("dict[str, Any]", value))
         else:
             out[key] = value
     return out

@@ -84,7 +84,7 @@ _memory_id_last_rand = 0
 
 
 def _b32(n: int, width: int) -> str:
-    out = []
+    out: list[str] = []
     for _ in range(width):
         out.append(_B32[n & 31])
         n >>= 5

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 
 from toolrelay.app.private_files import private_file
@@ -77,7 +77,7 @@ def connect(
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: sqlite3.Connection) -> Generator[sqlite3.Connection, None, None]:
     """``BEGIN IMMEDIATE`` on an autocommit connection; commit on success, roll back on any exception."""
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -30,7 +30,7 @@ class Health:
     kind: str
     ok: bool
     detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 class Provider(Protocol):
