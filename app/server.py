@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.response import Response
 
@@ -16,6 +16,7 @@ from toolrelay.app.config import Settings
 from toolrelay.app.errors import OpenAIError, error_response, server_error
 from toolrelay.app.http_guard import HttpGuard
 from toolrelay.app.middleware import ASGIApp, request_info, wrap_app
+from toolrelay.app.request_errors import openai_validation_error
 from toolrelay.app.routes.chat import build_chat_handler
 from toolrelay.app.routes.health import build_health_handlers, build_metrics_handler
 from toolrelay.app.routes.models import build_model_handlers
@@ -31,7 +32,11 @@ def _openai_error_handler(request: Request[Any, Any, Any], exc: OpenAIError) -> 
 
 def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    if status == 404:
+    if isinstance(exc, ValidationException):
+        # A typed query parameter or Struct body refused by Litestar: `param` names the field.
+        signature = getattr(getattr(request.scope.get("route_handler"), "parsed_fn_signature", None), "parameters", {})
+        err = openai_validation_error(exc, signature=signature, query=request.query_params)
+    elif status == 404:
         err = OpenAIError(404, f"Unknown request URL: {request.method} {request.url.path}. Please check the URL for typos.", type="invalid_request_error", code="unknown_url")
     elif status == 405:
         allow = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
