@@ -4,17 +4,21 @@ Shapes follow OpenAI's admin API where one exists: a key is an
 ``"object": "api_key"``, listings are ``{"object": "list", "data": [...],
 "first_id", "last_id", "has_more"}``, errors are the usual ``{"error": ...}``.
 The full key appears exactly once, as ``value`` in the creation response.
+
+Every route is behind :func:`admin_guard` (the admin key, checked before the
+query string or the body is read) and declares its query parameters, so
+``/docs`` describes them.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import anyio
 import orjson
-from litestar import Request, delete, get, post
-from litestar.params import FromPath
+from litestar import Request, Router, delete, get, post
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Response
 
 from toolrelay.app.auth import errors, keyspec
@@ -25,11 +29,17 @@ from toolrelay.app.errors import OpenAIError, invalid_request
 from toolrelay.app.middleware import request_info
 
 if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+
     from toolrelay.app.auth.gate import AuthGate
 
 
 def _json(body: Any, status: int = 200) -> Response[bytes]:
     return Response(content=orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+_WHEN = "{edge} this time: Unix seconds, an ISO date or date-time, or a duration back from now (`24h`, `7d`)."
 
 
 def parse_time(text: str | None, *, now: float, param: str) -> float | None:
@@ -46,18 +56,26 @@ def parse_time(text: str | None, *, now: float, param: str) -> float | None:
         raise invalid_request(str(exc), param=param, code="invalid_value") from None
 
 
-def build_admin_handlers(gate: AuthGate) -> list[Any]:
+def admin_guard(gate: AuthGate) -> Any:
+    """A Litestar guard letting only the admin key through.
+
+    403 ``admin_api_disabled`` without an admin key configured; 401 without a
+    credential or with a wrong one; 403 ``insufficient_permissions`` for a
+    valid API key (logged under its id). Wrong guesses are throttled per
+    address (429 with ``retry-after``, issue 10 item 21).
+    """
     keys = gate.keys
 
-    def require_admin(request: Request[Any, Any, Any]) -> None:
-        info = request_info(request.scope)
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        scope = cast("dict[str, Any]", connection.scope)  # Litestar's TypedDict, read as the ASGI dict it is
+        info = request_info(scope)
         if not gate.admin_enabled:
             raise errors.admin_disabled()
-        token = bearer_token(request.scope)
+        token = bearer_token(scope)
         if token is None:
             raise errors.missing_key()
         # Throttled: an address that guessed wrong too often gets 429 (issue 10 item 21).
-        if gate.admin_credential(request.scope, token):
+        if gate.admin_credential(scope, token):
             info.key_id = ADMIN_KEY_ID
             return
         key_id = parse_key_id(token)
@@ -68,6 +86,12 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
             raise errors.admin_required()
         raise errors.incorrect_key(mask(token))
 
+    return guard
+
+
+def build_admin_handlers(gate: AuthGate) -> list[Any]:
+    keys = gate.keys
+
     def lookup(raw_id: str) -> Any:
         key_id = keyspec.normalize_id(raw_id)
         keys.refresh()
@@ -77,9 +101,9 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
             raise errors.key_not_found(key_id or "(not a key id)")
         return key
 
-    @post("/admin/keys", status_code=200, summary="Create an API key", tags=["admin"], include_in_schema=True)
+    @post("/keys", status_code=200, summary="Create an API key")
     async def create_key(request: Request[Any, Any, Any]) -> Response[bytes]:
-        require_admin(request)
+        # keyspec reads the body itself: its refusals name the field the way `toolrelay keys create` does.
         raw = await request.body()
         try:
             spec = keyspec.spec_from_json(raw)
@@ -89,74 +113,83 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
         keys.refresh()  # usable on the very next request, from any connection
         return _json({**key.public(spent_usd=0.0 if key.budget_usd is not None else None), "value": full}, 200)
 
-    @get("/admin/keys", summary="List API keys", tags=["admin"])
-    async def list_keys(request: Request[Any, Any, Any]) -> Response[bytes]:
-        require_admin(request)
+    @get("/keys", summary="List API keys")
+    async def list_keys(
+        include_revoked: Annotated[str, QueryParameter(description="`false`, `0` or `no`: leave revoked keys out.")] = "true",
+    ) -> Response[bytes]:
         keys.refresh()
         listed = keys.all()
-        if request.query_params.get("include_revoked", "true").lower() in ("false", "0", "no"):
+        if include_revoked.lower() in ("false", "0", "no"):
             listed = [k for k in listed if k.revoked_at is None]
         spent = {k.id: await gate.spent_usd(k) for k in listed}
         return _json(keyspec.public_list(listed, spent))
 
-    @get("/admin/keys/{key_id:str}", summary="Show an API key", tags=["admin"])
-    async def show_key(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
-        require_admin(request)
+    @get("/keys/{key_id:str}", summary="Show an API key")
+    async def show_key(key_id: FromPath[str]) -> Response[bytes]:
         key = lookup(key_id)
         return _json(key.public(spent_usd=await gate.spent_usd(key)))
 
-    async def _revoke(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
-        require_admin(request)
+    async def _revoke(key_id: str) -> Response[bytes]:
         key = lookup(key_id)
         revoked = await anyio.to_thread.run_sync(lambda: keys.revoke(key.id))
         keys.refresh()
         return _json(revoked.public() if revoked else key.public())
 
-    @delete("/admin/keys/{key_id:str}", status_code=200, summary="Revoke an API key", tags=["admin"])
-    async def revoke_key(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
-        return await _revoke(request, key_id)
+    @delete("/keys/{key_id:str}", status_code=200, summary="Revoke an API key")
+    async def revoke_key(key_id: FromPath[str]) -> Response[bytes]:
+        return await _revoke(key_id)
 
-    @post("/admin/keys/{key_id:str}/revoke", status_code=200, summary="Revoke an API key", tags=["admin"])
-    async def revoke_key_post(request: Request[Any, Any, Any], key_id: FromPath[str]) -> Response[bytes]:
-        return await _revoke(request, key_id)
+    @post("/keys/{key_id:str}/revoke", status_code=200, summary="Revoke an API key")
+    async def revoke_key_post(key_id: FromPath[str]) -> Response[bytes]:
+        return await _revoke(key_id)
 
-    @get("/admin/usage", summary="Usage summary", tags=["admin"], description=(
-        "Query: since, until (Unix seconds, ISO date/time, or a duration back from now such as 24h or 7d), "
-        "group_by (comma-separated: key, model, mode, upstream, status, day, hour; or 'request' for raw rows), key_id, limit."
-    ))
-    async def usage(request: Request[Any, Any, Any]) -> Response[bytes]:
-        require_admin(request)
+    @get("/usage", summary="Usage summary")
+    async def usage(
+        since: Annotated[str | None, QueryParameter(description=_WHEN.format(edge="From"))] = None,
+        until: Annotated[str | None, QueryParameter(description=_WHEN.format(edge="Up to"))] = None,
+        group_by: Annotated[
+            str | None,
+            QueryParameter(description=("Comma-separated: key, model, mode, upstream, status, day, hour (default `key,model`); or `request` for raw rows.")),
+        ] = None,
+        key_id: Annotated[str | None, QueryParameter(description="Only this key's requests (`admin` for the admin key's).")] = None,
+        # A string, not an int: it is clamped to 1..10000 rather than refused, and read only for raw rows.
+        limit: Annotated[str | None, QueryParameter(description="With `group_by=request`: at most this many rows (1 to 10000, default 1000).")] = None,
+    ) -> Response[bytes]:
         ledger = gate.ledger
         if ledger is None:
             raise OpenAIError(404, "The usage ledger is off (auth.ledger = false).", type="invalid_request_error", code="ledger_disabled")
         now = time.time()
-        params = request.query_params
-        since = parse_time(params.get("since"), now=now, param="since")
-        until = parse_time(params.get("until"), now=now, param="until")
-        raw_key = params.get("key_id")
-        key_id = None
-        if raw_key:
-            key_id = keyspec.normalize_id(raw_key) or (raw_key if raw_key == ADMIN_KEY_ID else None)
-            if key_id is None:
+        since_ts = parse_time(since, now=now, param="since")
+        until_ts = parse_time(until, now=now, param="until")
+        only_key = None
+        if key_id:
+            only_key = keyspec.normalize_id(key_id) or (key_id if key_id == ADMIN_KEY_ID else None)
+            if only_key is None:
                 raise invalid_request("'key_id' is not a key id.", param="key_id", code="invalid_value")
-        group_by = [g.strip() for g in (params.get("group_by") or "key,model").split(",") if g.strip()]
+        groups = [g.strip() for g in (group_by or "key,model").split(",") if g.strip()]
         # Read-your-writes: rows still queued for the writer thread go in first.
         await anyio.to_thread.run_sync(ledger.flush)
-        if group_by == ["request"]:
+        if groups == ["request"]:
             try:
-                limit = max(1, min(10_000, int(params.get("limit") or 1000)))
+                rows = max(1, min(10_000, int(limit or 1000)))
             except ValueError:
                 raise invalid_request("'limit' must be an integer.", param="limit", code="invalid_value") from None
-            data = await anyio.to_thread.run_sync(lambda: ledger.rows(since=since, until=until, key_id=key_id, limit=limit))
+            data = await anyio.to_thread.run_sync(lambda: ledger.rows(since=since_ts, until=until_ts, key_id=only_key, limit=rows))
         else:
             try:
-                data = await anyio.to_thread.run_sync(lambda: ledger.summary(since=since, until=until, group_by=group_by, key_id=key_id))
+                data = await anyio.to_thread.run_sync(lambda: ledger.summary(since=since_ts, until=until_ts, group_by=groups, key_id=only_key))
             except ValueError as exc:
                 raise invalid_request(str(exc), param="group_by", code="invalid_value") from None
             names = {k.id: k.name for k in keys.all()}
             for row in data:
                 if "key" in row:
                     row["key_name"] = names.get(row["key"]) if row["key"] else None
-        return _json({"object": "list", "data": data, "since": iso(since), "until": iso(until), "group_by": group_by, "has_more": False})
+        return _json({"object": "list", "data": data, "since": iso(since_ts), "until": iso(until_ts), "group_by": groups, "has_more": False})
 
-    return [create_key, list_keys, show_key, revoke_key, revoke_key_post, usage]
+    router = Router(
+        "/admin",
+        route_handlers=[create_key, list_keys, show_key, revoke_key, revoke_key_post, usage],
+        guards=[admin_guard(gate)],
+        tags=["admin"],
+    )
+    return [router]
