@@ -1,8 +1,10 @@
 """Finding tool calls in text, for models that do not emit native ``tool_calls``.
 
-Measured on small local models (shared/research/local-llm.md section 3): they
-write calls as ``<tool_call>{...}</tool_call>``, as a fenced JSON block, or as
-a bare ``{"name": ..., "arguments": {...}}`` object. We accept those forms, in
+Measured on small local models asked to call one tool at temperature 0
+(docs/agent.md, "Models without native tool calling"): none returned native
+``tool_calls``; they wrote calls as ``<tool_call>{...}</tool_call>``, as a
+fenced JSON block (Qwen2.5-Coder-1.5B), or as a bare
+``{"name": ..., "arguments": {...}}`` object (Qwen2.5-Coder-0.5B). We accept those forms, in
 that order, but only for tool names we actually offered, so ordinary JSON in
 an answer is not mistaken for a call.
 
