@@ -15,14 +15,14 @@ they are tested over plain lists of events (:func:`read_events`).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from toolrelay.agent.constrained import AnswerStreamer, JsonAnswerStreamer, parse_step
 from toolrelay.agent.parsing import TextGate, parse_tool_calls
 from toolrelay.agent.request import ToolOffer
+from toolrelay.app.accumulate import ChoiceAccumulator, ToolCallPieces
 from toolrelay.app.events import (
     ChoiceDelta,
     ChoiceMessage,
@@ -31,22 +31,13 @@ from toolrelay.app.events import (
     UsageReport,
     message_as_delta,
 )
+from toolrelay.app.ids import new_tool_call_id
 
-__all__ = ["Call", "ConstrainedTurnReader", "NativeTurnReader", "Turn", "TurnReader", "new_call_id", "read_events"]
+__all__ = ["Call", "ConstrainedTurnReader", "NativeTurnReader", "Turn", "TurnReader", "read_events"]
 
 _NOTHING: tuple[ChoiceDelta, ...] = ()
 # Kinds of calls a turn hands to the loop; "ignored" ones are dropped.
 _KEPT_KINDS = ("builtin", "client", "unknown")
-
-
-def new_call_id() -> str:
-    """An unguessable tool-call id (144 random bits).
-
-    Every client tool call gets one of these, whatever id the upstream gave
-    it: llama.cpp and Ollama send predictable, reused ids ("call_0"), and
-    paused runs are looked up by the ids the client sends back.
-    """
-    return "call_" + secrets.token_urlsafe(18)
 
 
 @dataclass(slots=True)
@@ -117,48 +108,19 @@ def read_events(reader: TurnReader, events: Iterable[Event]) -> tuple[list[Choic
 # -- native tool calls ---------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _StreamedCall:
-    # Accumulated from the fragments (only _ToolCallDeltas writes these).
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-    # The reader's: how the call counts and what the client was shown of it.
-    kind: str | None = None
-    client_index: int = -1
-    client_id: str = ""
-    announced: bool = False
+class _StreamedCall(ToolCallPieces):
+    """A tool call of the turn: its fragments merged by the one accumulator
+    (:class:`app.accumulate.ChoiceAccumulator`), plus the reader's own state:
+    how the call counts and what the client was shown of it."""
 
+    __slots__ = ("kind", "client_index", "client_id", "announced")
 
-class _ToolCallDeltas:
-    """Merges a turn's streamed tool-call fragments by ``index`` into whole calls.
-
-    The reader's only tool-call accumulation: ``id`` and ``name`` as the
-    provider repaired them (sent once), ``arguments`` concatenated.
-    """
-
-    __slots__ = ("calls",)
-
-    def __init__(self) -> None:
-        self.calls: dict[int, _StreamedCall] = {}
-
-    def merge(self, fragment: dict[str, Any]) -> tuple[_StreamedCall, bool, str | None]:
-        """(the call ``fragment`` belongs to, whether it starts a new call, its arguments piece)."""
-        position = fragment.get("index", 0)
-        call = self.calls.get(position)
-        started = call is None
-        if call is None:
-            call = self.calls[position] = _StreamedCall()
-        if fragment.get("id"):
-            call.id = fragment["id"]
-        function = fragment.get("function") or {}
-        if function.get("name"):
-            call.name += function["name"]
-        arguments = function.get("arguments")
-        if arguments:
-            call.arguments.append(arguments)
-            return call, started, arguments
-        return call, started, None
+    def __init__(self, call_id: str = "", call_type: str = "function") -> None:
+        super().__init__(call_id, call_type)
+        self.kind: str | None = None
+        self.client_index = -1
+        self.client_id = ""
+        self.announced = False
 
 
 class NativeTurnReader(TurnReader):
@@ -173,7 +135,7 @@ class NativeTurnReader(TurnReader):
 
     __slots__ = ("_client_count", "_deltas", "_gate", "_mint_id", "_offer", "_separate", "_shown", "_streaming", "final")
 
-    def __init__(self, offer: ToolOffer, *, final: bool, streaming: bool, separate_first: bool = False, mint_id: Callable[[], str] = new_call_id) -> None:
+    def __init__(self, offer: ToolOffer, *, final: bool, streaming: bool, separate_first: bool = False, mint_id: Callable[[], str] = new_tool_call_id) -> None:
         super().__init__()
         self._offer = offer
         self.final = final
@@ -184,7 +146,8 @@ class NativeTurnReader(TurnReader):
         # No names in a final turn: nothing it writes is run as a call, so nothing is held back.
         self._gate = TextGate(offer.required_client_names if final else {*offer.builtin_names, *offer.client_names})
         self._shown: list[str] = []
-        self._deltas = _ToolCallDeltas()
+        # Only the tool calls are merged here: the text goes through the gate.
+        self._deltas = ChoiceAccumulator(_StreamedCall)
         self._client_count = 0
 
     def _answer_text(self, text: str) -> ChoiceDelta:
@@ -205,7 +168,7 @@ class NativeTurnReader(TurnReader):
         if call.kind == "client" and not call.announced:
             call.announced = True
             call.client_id = self._mint_id()
-            out.append(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": "".join(call.arguments)}}]}))
+            out.append(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}))
 
     def feed(self, event: Event) -> Sequence[ChoiceDelta]:
         if type(event) is not ChoiceDelta or event.index != 0:
@@ -225,14 +188,14 @@ class NativeTurnReader(TurnReader):
         if reasoning:
             out.append(ChoiceDelta(0, {"reasoning_content": reasoning, "reasoning": reasoning}))
         for fragment in delta.get("tool_calls") or ():
-            call, started, arguments = self._deltas.merge(fragment)
+            call, started, arguments = self._deltas.merge_tool_call(fragment)
             if started:
                 # A new call starts: the previous ones' names are complete.
-                for earlier in self._deltas.calls.values():
-                    if earlier is not call and earlier.name:
+                for earlier in self._deltas.tool_calls.values():
+                    if earlier is not call and earlier.name_pieces:
                         self._announce(earlier, out)
             if arguments:
-                if call.kind is None and call.name:
+                if call.kind is None and call.name_pieces:
                     self._announce(call, out)
                 elif call.kind == "client" and call.announced:
                     out.append(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "function": {"arguments": arguments}}]}))
@@ -242,15 +205,15 @@ class NativeTurnReader(TurnReader):
 
     def finish(self) -> tuple[list[ChoiceDelta], Turn]:
         out: list[ChoiceDelta] = []
-        streamed = self._deltas.calls.values()
+        streamed = self._deltas.tool_calls.values()
         for call in streamed:
-            if call.name:
+            if call.name_pieces:
                 self._announce(call, out)
-        calls = []
+        calls: list[Call] = []
         for c in streamed:
-            if c.name and c.kind in _KEPT_KINDS:
+            if c.name_pieces and c.kind in _KEPT_KINDS:
                 c.id = c.id or self._mint_id()
-                calls.append(Call(c.id, c.name, "".join(c.arguments) or "{}", c.kind, c.client_id))  # type: ignore[arg-type]
+                calls.append(Call(c.id, c.name, c.arguments or "{}", c.kind, c.client_id))  # type: ignore[arg-type]
         gate = self._gate
         held = gate.rest()
         call_text = ""
@@ -260,7 +223,9 @@ class NativeTurnReader(TurnReader):
             if parsed:
                 call_text, held = held, ""
                 for p in parsed:
-                    textual = _StreamedCall(name=p.name, arguments=[p.arguments])
+                    textual = _StreamedCall()
+                    textual.name_pieces.append(p.name)
+                    textual.argument_pieces.append(p.arguments)
                     self._announce(textual, out)
                     if textual.kind in _KEPT_KINDS:
                         textual.id = textual.id or self._mint_id()
@@ -295,7 +260,7 @@ class ConstrainedTurnReader(TurnReader):
 
     __slots__ = ("_json_answer", "_mint_id", "_offer", "_streamer", "final")
 
-    def __init__(self, offer: ToolOffer, *, final: bool, mint_id: Callable[[], str] = new_call_id) -> None:
+    def __init__(self, offer: ToolOffer, *, final: bool, mint_id: Callable[[], str] = new_tool_call_id) -> None:
         super().__init__()
         self._offer = offer
         self.final = final

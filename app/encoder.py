@@ -8,7 +8,7 @@ usage-only chunk with ``choices: []`` before ``[DONE]``).
 
 :class:`BodyCollector` folds the same events into one ``chat.completion``
 object for non-streaming requests, merging deltas the way the OpenAI SDK's
-stream accumulator does.
+stream accumulator does (:mod:`app.accumulate`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import Any
 
 import orjson
 
+from toolrelay.app.accumulate import META_FIELDS, CompletionAccumulator
 from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, KeepAlive, ResponseMeta, UsageReport, message_as_delta
 from toolrelay.app.ids import new_completion_id
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
-# Top-level fields an upstream may set that clients read; everything else it
-# invents stays out of our envelope so the shape stays the one in the spec.
-_META_FIELDS = ("system_fingerprint", "service_tier")
 
 
 def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +91,7 @@ class SSEEncoder:
         if kind is KeepAlive:
             return KEEPALIVE
         if kind is ResponseMeta:
-            for key in _META_FIELDS:
+            for key in META_FIELDS:
                 if event.fields.get(key) is not None:
                     self.meta[key] = event.fields[key]
             return b""
@@ -124,147 +122,21 @@ class SSEEncoder:
         return unfinished + DONE
 
 
-class _ChoiceState:
-    """One choice being collected.
+class BodyCollector(CompletionAccumulator):
+    """Events in (:meth:`add`), one ``chat.completion`` object out (:meth:`body`)."""
 
-    String fields and tool-call names/arguments are kept as lists of pieces
-    and joined once in :meth:`BodyCollector.body`: ``message[key] + piece``
-    copies the whole text on every delta (the dict keeps a second reference,
-    so CPython cannot append in place), which made collecting a long answer
-    from many small chunks quadratic (issue 10 item 18).
-    """
-
-    __slots__ = ("message", "finish_reason", "logprobs", "tool_calls", "texts")
-
-    def __init__(self) -> None:
-        self.message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-        self.finish_reason: str | None = None
-        self.logprobs: dict[str, Any] | None = None
-        # index -> [id, type, name pieces, argument pieces]
-        self.tool_calls: dict[int, list[Any]] = {}
-        self.texts: dict[str, list[str]] = {}
-
-    def message_body(self) -> dict[str, Any]:
-        message = self.message
-        for key, pieces in self.texts.items():
-            message[key] = "".join(pieces)
-        if self.tool_calls:
-            message["tool_calls"] = [
-                {"id": call_id, "type": kind, "function": {"name": "".join(names), "arguments": "".join(arguments)}}
-                for call_id, kind, names, arguments in (self.tool_calls[i] for i in sorted(self.tool_calls))
-            ]
-        return message
-
-
-def _merge_logprobs(acc: dict[str, Any] | None, new: Any) -> dict[str, Any] | None:
-    if not isinstance(new, dict):
-        return acc
-    if acc is None:
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in new.items()}
-    for key, value in new.items():
-        if isinstance(value, list) and isinstance(acc.get(key), list):
-            acc[key].extend(value)
-        elif value is not None:
-            acc[key] = value
-    return acc
-
-
-class BodyCollector:
-    """Events in, one ``chat.completion`` object out."""
-
-    __slots__ = ("choices", "usage", "usage_estimated", "meta", "error")
-
-    def __init__(self) -> None:
-        self.choices: dict[int, _ChoiceState] = {}
-        self.usage: dict[str, Any] | None = None
-        self.usage_estimated = False
-        self.meta: dict[str, Any] = {}
-        self.error = None
-
-    def _state(self, index: int) -> _ChoiceState:
-        state = self.choices.get(index)
-        if state is None:
-            state = self.choices[index] = _ChoiceState()
-        return state
-
-    def add(self, event: Event) -> None:
-        kind = type(event)
-        if kind is ChoiceDelta:
-            state = self._state(event.index)
-            self._merge_delta(state, event.delta)
-            if event.finish_reason is not None:
-                state.finish_reason = event.finish_reason
-            if event.logprobs is not None:
-                state.logprobs = _merge_logprobs(state.logprobs, event.logprobs)
-        elif kind is ChoiceMessage:
-            state = self._state(event.index)
-            message = dict(event.message)
-            message.setdefault("role", "assistant")
-            message.setdefault("content", None)
-            message.setdefault("refusal", None)
-            state.message = message
-            state.texts = {}
-            state.tool_calls = {}
-            state.finish_reason = event.finish_reason
-            state.logprobs = event.logprobs
-        elif kind is UsageReport:
-            self.usage = event.usage
-            self.usage_estimated = event.estimated
-        elif kind is ResponseMeta:
-            for key in _META_FIELDS:
-                if event.fields.get(key) is not None:
-                    self.meta[key] = event.fields[key]
-        elif kind is Failure:
-            self.error = event.error
-
-    @staticmethod
-    def _merge_delta(state: _ChoiceState, delta: dict[str, Any]) -> None:
-        message = state.message
-        texts = state.texts
-        for key, value in delta.items():
-            if value is None or key == "role":
-                continue
-            if key == "tool_calls":
-                for call in value:
-                    slot = state.tool_calls.get(call.get("index", 0))
-                    if slot is None:
-                        slot = state.tool_calls[call.get("index", 0)] = [call.get("id") or "", call.get("type") or "function", [], []]
-                    elif call.get("id"):
-                        slot[0] = call["id"]
-                    function = call.get("function") or {}
-                    if function.get("name"):
-                        slot[2].append(function["name"])
-                    if function.get("arguments"):
-                        slot[3].append(function["arguments"])
-                continue
-            if isinstance(value, str):
-                pieces = texts.get(key)
-                if pieces is not None:
-                    pieces.append(value)
-                    continue
-                current = message.get(key)
-                if current is None or isinstance(current, str):
-                    texts[key] = [current, value] if current else [value]
-                    continue
-            current = message.get(key)
-            if isinstance(value, list) and isinstance(current, list):
-                current.extend(value)
-            elif isinstance(value, list):
-                message[key] = list(value)
-            else:
-                message[key] = value
+    __slots__ = ()
 
     def body(self, *, model: str, completion_id: str | None = None, created: int | None = None) -> dict[str, Any]:
         choices = []
         for index in sorted(self.choices):
-            state = self.choices[index]
-            message = state.message_body()
+            choice = self.choices[index]
             choices.append(
                 {
                     "index": index,
-                    "message": message,
-                    "logprobs": state.logprobs,
-                    "finish_reason": state.finish_reason or "stop",
+                    "message": choice.merged_message(),
+                    "logprobs": choice.logprobs,
+                    "finish_reason": choice.finish_reason or "stop",
                 }
             )
         body: dict[str, Any] = {

@@ -12,16 +12,17 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from litestar import Request, post
 from litestar.response import Response, Stream
 
+from toolrelay.app.accumulate import CompletionAccumulator
 from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
 from toolrelay.app.errors import OpenAIError, error_response, model_not_found
-from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Event, Failure, UsageReport
+from toolrelay.app.events import Event, Failure, UsageReport
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.providers.base import UpstreamCall
@@ -40,19 +41,36 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class UsageTracker:
-    """Passes events through and, when the upstream reports no usage, estimates it with tiktoken."""
+    """Watches the events (:attr:`observe`) and, when the upstream reports no usage, estimates it with tiktoken."""
 
-    __slots__ = ("services", "route", "payload", "info", "usage", "estimated", "_texts", "_pending")
+    __slots__ = ("services", "route", "payload", "info", "observe", "_completion", "_pending")
 
-    def __init__(self, services: "Services", route: Route, payload: dict[str, Any], info: RequestInfo) -> None:
+    def __init__(self, services: Services, route: Route, payload: dict[str, Any], info: RequestInfo) -> None:
         self.services = services
         self.route = route
         self.payload = payload
         self.info = info
-        self.usage: dict[str, Any] | None = None
-        self.estimated = False
-        self._texts: list[str] = []
         self._pending: dict[str, Any] | None = None
+        # The usage report and the generated text's pieces, joined only if an estimate is needed.
+        self._completion = CompletionAccumulator()
+        # Once per streamed chunk: the accumulator's own method, no call in between.
+        self.observe: Callable[[Event], None] = self._completion.add_generated
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self._completion.usage
+
+    @usage.setter
+    def usage(self, usage: dict[str, Any] | None) -> None:
+        self._completion.usage = usage
+
+    @property
+    def estimated(self) -> bool:
+        return self._completion.usage_estimated
+
+    @estimated.setter
+    def estimated(self, estimated: bool) -> None:
+        self._completion.usage_estimated = estimated
 
     def take_run_usage(self, usage: dict[str, Any], pending: dict[str, Any] | None) -> None:
         """An agent run ended: the usage of its finished model calls, and the body of the
@@ -60,28 +78,6 @@ class UsageTracker:
         if self.usage is None:
             self.usage = dict(usage)
             self._pending = pending
-
-    def observe(self, event: Event) -> None:
-        kind = type(event)
-        if kind is UsageReport:
-            self.usage = event.usage
-            self.estimated = event.estimated
-        elif kind is ChoiceDelta:
-            delta = event.delta
-            content = delta.get("content")
-            if content:
-                self._texts.append(content)
-            if "tool_calls" in delta:
-                for call in delta["tool_calls"]:
-                    function = call.get("function") or {}
-                    self._texts.append((function.get("name") or "") + (function.get("arguments") or ""))
-        elif kind is ChoiceMessage:
-            content = event.message.get("content")
-            if isinstance(content, str):
-                self._texts.append(content)
-            for call in event.message.get("tool_calls") or ():
-                function = call.get("function") or {}
-                self._texts.append((function.get("name") or "") + (function.get("arguments") or ""))
 
     async def estimate(self) -> UsageReport | None:
         """Usage for the record when the upstream sent none (many local servers)."""
@@ -100,7 +96,7 @@ class UsageTracker:
             return None
         # Off the event loop; the prompt was usually counted at admission already.
         prompt = await tokens.count_prompt(self.payload, model, self.info.request_id)
-        completion = await tokens.count_text_async("".join(self._texts), model)
+        completion = await tokens.count_text_async(self._completion.generated_text(), model)
         self.usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         self.estimated = True
         return UsageReport(self.usage, estimated=True)
