@@ -11,7 +11,7 @@ never needs them.
 Lookups are by (scope, call id), never by id alone (issue 10 item 14): two
 scopes presenting the same id (upstreams such as llama.cpp and Ollama reuse
 "call_0") can neither overwrite nor read each other's runs. The ids are ours
-anyway, minted at random by the loop (:func:`agent.loop.new_call_id`).
+anyway, minted at random (:func:`app.ids.new_tool_call_id`).
 """
 
 from __future__ import annotations

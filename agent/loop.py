@@ -16,7 +16,6 @@ interleave keep-alives and cancel the run when the client leaves.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import anyio
 import orjson
+
 from toolrelay.agent.citations import find_citations
 from toolrelay.agent.continuations import ContinuationStore
 from toolrelay.agent.executor import ToolExecutor
@@ -35,16 +35,16 @@ from toolrelay.agent.turns import (
     NativeTurnReader,
     Turn,
     TurnReader,
-    new_call_id,
 )
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.events import ChoiceDelta, Event, UsageReport
+from toolrelay.app.ids import new_run_key, new_tool_call_id
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
 from toolrelay.tools.base import ToolContext
 
-__all__ = ["AgentRun", "LimitReached", "Limits", "RunHooks", "RunOptions", "new_call_id"]
+__all__ = ["AgentRun", "LimitReached", "Limits", "RunHooks", "RunOptions"]
 
 log = logging.getLogger("toolrelay.agent")
 
@@ -286,7 +286,7 @@ class AgentRun:
             if self._first_call is not None and self._first_call[0] in offer.builtin_names and not force_final:
                 name, arguments = self._first_call
                 self._first_call = None
-                turn = Turn("", [Call(new_call_id(), name, orjson.dumps(arguments).decode(), "builtin")], "tool_calls", None)
+                turn = Turn("", [Call(new_tool_call_id(), name, orjson.dumps(arguments).decode(), "builtin")], "tool_calls", None)
                 # The hinted call did what the request asked; the model answers next. Measured:
                 # SmolLM2-135M, still offered tools, fed the product back into python until the
                 # repeat guard stopped it. (A client tool_choice that requires its own call still applies.)
@@ -340,7 +340,7 @@ class AgentRun:
     async def _pause(self, new_messages: list[dict[str, Any]], client: list[Call]) -> None:
         """Keep the run's new history until the client answers ``client`` (by the ids it was shown)."""
         await self._continuations.save(
-            run_key="run_" + os.urandom(12).hex(),
+            run_key=new_run_key(),
             scope=self._context.scope,
             call_ids=[c.client_id for c in client],
             messages=new_messages,
