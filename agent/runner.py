@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
+
 from toolrelay.agent.continuations import ContinuationStore
 from toolrelay.agent.executor import ToolExecutor
 from toolrelay.agent.hints import Hint, hint_for
@@ -25,6 +26,7 @@ from toolrelay.agent.taint import RunTaint, TaintPolicy
 from toolrelay.app.config import AgentSettings
 from toolrelay.app.errors import OpenAIError, invalid_request, server_error
 from toolrelay.app.events import Event, Failure, KeepAlive
+from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
 from toolrelay.memory.scope import scope_for
@@ -37,18 +39,6 @@ _END = object()
 
 # report_usage(usage of the finished model calls, body of the call in flight or None).
 UsageReceiver = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
-
-
-class AgentOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The optional ``agent_options`` object of a request. Limits can only be lowered."""
-
-    builtin_tools: list[str] | None = None
-    max_steps: int | None = None
-    max_wall_seconds: float | None = None
-    max_total_tokens: int | None = None
-    auto_recall: bool | None = None
-    # "auto" | "required" | a built-in tool name: what the first step must do.
-    tool_choice: str | None = None
 
 
 def _options(payload: dict[str, Any]) -> AgentOptions:

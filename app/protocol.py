@@ -408,15 +408,23 @@ class StreamOptions(Struct, kw_only=True, omit_defaults=True):
     include_usage: bool | UnsetType = UNSET
 
 
-class AgentOptions(Struct, kw_only=True, omit_defaults=True):
+# Documented as > 0, checked by the agent runner rather than by msgspec: its error
+# names the option (``param: "agent_options.max_steps"``), msgspec's would not.
+_POSITIVE = Meta(extra_json_schema={"exclusiveMinimum": 0})
+
+
+# Also what agent/runner.py validates a request's ``agent_options`` with (the
+# docstring below is the OpenAPI description): an unknown option is refused, and
+# an option absent or null means the same, the server's setting (hence ``= None``).
+class AgentOptions(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """Agent mode only (docs/agent.md): limits here can only lower the server's."""
 
-    builtin_tools: list[str] | UnsetType | None = UNSET
-    tool_choice: Annotated[str, Meta(description='"auto", "required" or a built-in tool name: what the first step must do.')] | UnsetType | None = UNSET
-    max_steps: Annotated[int, Meta(gt=0)] | UnsetType | None = UNSET
-    max_wall_seconds: Annotated[float, Meta(gt=0)] | UnsetType | None = UNSET
-    max_total_tokens: Annotated[int, Meta(gt=0)] | UnsetType | None = UNSET
-    auto_recall: bool | UnsetType | None = UNSET
+    builtin_tools: list[str] | None = None
+    tool_choice: Annotated[str, Meta(description='"auto", "required" or a built-in tool name: what the first step must do.')] | None = None
+    max_steps: Annotated[int, _POSITIVE] | None = None
+    max_wall_seconds: Annotated[float, _POSITIVE] | None = None
+    max_total_tokens: Annotated[int, _POSITIVE] | None = None
+    auto_recall: bool | None = None
 
 
 class ChatCompletionRequest(Struct, kw_only=True, omit_defaults=True):
