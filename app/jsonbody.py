@@ -28,6 +28,12 @@ import orjson
 
 from toolrelay.app.errors import OpenAIError, invalid_request
 
+#: A decoded JSON value whose containers are not yet checked. Declaring a
+#: variable with it (rather than ``Any``) lets ``isinstance`` narrow it to
+#: ``dict[str, Any]``/``list[Any]`` for the type checker at no runtime cost:
+#: ``isinstance`` on ``Any`` gives a dict of unknowns that strict checking refuses.
+JSONValue = dict[str, Any] | list[Any] | str | int | float | bool | None
+
 # Real request bodies nest about 10 levels; a tool's JSON Schema adds two
 # levels per schema level (``properties`` -> name -> schema), so 128 leaves
 # room for schemas 50+ levels deep while keeping every walk over the body
@@ -46,15 +52,16 @@ def invalid_json(reason: str) -> OpenAIError:
     )
 
 
-def json_depth_exceeds(value: Any, limit: int) -> bool:
+def json_depth_exceeds(value: JSONValue, limit: int) -> bool:
     """True when containers in ``value`` nest deeper than ``limit`` (the top level is depth 1).
 
     Iterative, so the check itself cannot hit the recursion limit.
     """
     if not isinstance(value, (dict, list)):
         return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     pop, push = stack.pop, stack.append
+    child: JSONValue
     while stack:
         node, depth = pop()
         if depth > limit:

@@ -36,6 +36,7 @@ from toolrelay.app.events import (
     UsageReport,
 )
 from toolrelay.app.ids import new_repaired_tool_call_id
+from toolrelay.app.jsonbody import JSONValue
 
 __all__ = [
     "MalformedUpstream",
@@ -61,6 +62,10 @@ _RETRY_HEADERS = (
     "x-ratelimit-reset-tokens",
     "x-should-retry",
 )
+
+# Upstream JSON is read through variables declared ``JSONValue`` so that the
+# isinstance checks the protocol needs anyway also type it: no cast() calls or
+# extra checks on this path (annotations on locals compile to nothing).
 
 #: Streamed tool calls already given their id/type/name: (choice index, call index).
 SeenCalls = set[tuple[int, int]]
@@ -93,14 +98,15 @@ def map_upstream_error(status: int, raw: bytes, headers: Mapping[str, str], upst
     """Turn an upstream's error response into ours, keeping what the client can act on."""
     message = f"The upstream provider '{upstream}' returned HTTP {status}."
     err_type: str | None = None
-    param = None
-    code = None
+    param: str | None = None
+    code: str | None = None
+    payload: JSONValue
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError:
         payload = None
     if isinstance(payload, dict):
-        err = payload.get("error", payload)
+        err: JSONValue = payload.get("error", payload)
         if isinstance(err, dict):
             if isinstance(err.get("message"), str) and err["message"]:
                 message = err["message"]
@@ -136,7 +142,7 @@ def map_upstream_error(status: int, raw: bytes, headers: Mapping[str, str], upst
     return OpenAIError(status, message, type=err_type, param=param, code=code, headers=kept)
 
 
-def repair_tool_calls(calls: Any, streaming: bool, seen: SeenCalls | None = None, choice: int = 0) -> list[Any]:
+def repair_tool_calls(calls: JSONValue, streaming: bool, seen: SeenCalls | None = None, choice: int = 0) -> list[dict[str, Any]]:
     """``calls`` with the shapes some servers get wrong repaired (see the module doc).
 
     ``seen`` (streaming only) carries, across the chunks of one stream, which
@@ -145,7 +151,9 @@ def repair_tool_calls(calls: Any, streaming: bool, seen: SeenCalls | None = None
     """
     if not isinstance(calls, list):
         raise MalformedUpstream("tool_calls is not a list")
-    fixed = []
+    fixed: list[dict[str, Any]] = []
+    call: JSONValue
+    function: JSONValue
     for position, call in enumerate(calls):
         if not isinstance(call, dict):
             raise MalformedUpstream("tool call is not an object")
@@ -174,7 +182,7 @@ def repair_tool_calls(calls: Any, streaming: bool, seen: SeenCalls | None = None
     return fixed
 
 
-def events_from_completion(payload: Any, upstream: str) -> list[Event]:
+def events_from_completion(payload: JSONValue, upstream: str) -> list[Event]:
     """Events for a non-streamed ``chat.completion`` body; raises the 502 when it is malformed."""
     if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
         raise malformed_response(upstream)
@@ -182,6 +190,9 @@ def events_from_completion(payload: Any, upstream: str) -> list[Event]:
     meta = {k: payload[k] for k in META_FIELDS if payload.get(k) is not None}
     if meta:
         events.append(ResponseMeta(meta))
+    choice: JSONValue
+    message: JSONValue
+    index: JSONValue
     try:
         for position, choice in enumerate(payload["choices"]):
             if not isinstance(choice, dict):
@@ -216,12 +227,15 @@ def events_from_body(raw: bytes, upstream: str) -> list[Event]:
     return events_from_completion(payload, upstream)
 
 
-def events_from_chunk(chunk: Any, seen: SeenCalls | None = None) -> list[Event]:
+def events_from_chunk(chunk: JSONValue, seen: SeenCalls | None = None) -> list[Event]:
     """Events for one streamed ``chat.completion.chunk``; raises :class:`MalformedUpstream`."""
     if not isinstance(chunk, dict):
         raise MalformedUpstream("chunk is not an object")
     events: list[Event] = []
-    choices = chunk.get("choices")
+    choice: JSONValue
+    delta: JSONValue
+    index: JSONValue
+    choices: JSONValue = chunk.get("choices")
     if choices is not None and not isinstance(choices, list):
         raise MalformedUpstream("choices is not a list")
     for choice in choices or ():
@@ -237,7 +251,7 @@ def events_from_chunk(chunk: Any, seen: SeenCalls | None = None) -> list[Event]:
         if tool_calls:
             delta = {**delta, "tool_calls": repair_tool_calls(tool_calls, True, seen, index)}
         events.append(ChoiceDelta(index, delta, choice.get("finish_reason"), choice.get("logprobs")))
-    usage = chunk.get("usage")
+    usage: JSONValue = chunk.get("usage")
     if isinstance(usage, dict) and usage:
         events.append(UsageReport(usage))
     return events
@@ -267,6 +281,7 @@ class SSEChunkParser:
         out: list[Event] = []
         buffer = self._buffer + raw if self._buffer else raw
         data_lines = self._data_lines
+        chunk: JSONValue
         while True:
             newline = buffer.find(b"\n")
             if newline < 0:
