@@ -11,7 +11,8 @@ still appear in the step records.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from toolrelay.tools.base import Source
 

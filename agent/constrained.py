@@ -147,8 +147,8 @@ class AnswerStreamer:
             if not self._matched and text[i].isspace():
                 i += 1
                 continue
-            want = token[len(self._matched):]
-            got = text[i:i + len(want)]
+            want = token[len(self._matched) :]
+            got = text[i : i + len(want)]
             if not want.startswith(got):
                 self._never = True
                 return -1
@@ -183,7 +183,7 @@ class AnswerStreamer:
                 i = len(buf)
                 break
             if match.start() > i:
-                out.append(buf[i:match.start()])
+                out.append(buf[i : match.start()])
             i = match.start()
             if buf[i] == '"':
                 self.done = True
@@ -196,18 +196,18 @@ class AnswerStreamer:
                 if i + 6 > len(buf):
                     break
                 try:
-                    unit = int(buf[i + 2:i + 6], 16)
+                    unit = int(buf[i + 2 : i + 6], 16)
                 except ValueError:
                     unit = 0xFFFD
                 if 0xD800 <= unit <= 0xDBFF:
                     # A high surrogate: wait for its low half and join them.
-                    following = buf[i + 6:i + 12]
+                    following = buf[i + 6 : i + 12]
                     if len(following) < 6 and "\\u".startswith(following[:2]):
                         break
                     low = -1
-                    if buf[i + 6:i + 8] == "\\u":
+                    if buf[i + 6 : i + 8] == "\\u":
                         try:
-                            low = int(buf[i + 8:i + 12], 16)
+                            low = int(buf[i + 8 : i + 12], 16)
                         except ValueError:
                             low = -1
                     if 0xDC00 <= low <= 0xDFFF:
@@ -276,8 +276,8 @@ class JsonAnswerStreamer:
             if self._opening == len(_JSON_OPENING):
                 return i
             token = _JSON_OPENING[self._opening]
-            want = token[len(self._matched):]
-            got = text[i:i + len(want)]
+            want = token[len(self._matched) :]
+            got = text[i : i + len(want)]
             if not want.startswith(got):
                 self._never = True
                 return -1
@@ -350,7 +350,7 @@ def parse_step(text: str, *, json_answer: bool = False) -> tuple[str, Any] | Non
         if start < 0 or end <= start:
             return None
         try:
-            obj = orjson.loads(stripped[start:end + 1])
+            obj = orjson.loads(stripped[start : end + 1])
         except orjson.JSONDecodeError:
             return None
     if not isinstance(obj, dict):

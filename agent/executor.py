@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import orjson
+
 from toolrelay.agent.steps import StepLog
 from toolrelay.agent.taint import RunTaint
 from toolrelay.agent.turns import Call
@@ -76,7 +77,9 @@ class ToolExecutor:
                 elif call.kind == "builtin":
                     outcome = await self._registry.call(call.name, call.arguments, self._context, timeout=timeout)
                 else:
-                    outcome = ToolOutcome(call.name, "unknown_tool", f"error: there is no tool named {call.name!r}. Available tools: {self._unknown_hint}.", 0.0)
+                    outcome = ToolOutcome(
+                        call.name, "unknown_tool", f"error: there is no tool named {call.name!r}. Available tools: {self._unknown_hint}.", 0.0
+                    )
             outcomes[i] = outcome
             if call.kind == "builtin":
                 self.taint.observe(call.name, outcome)

@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("current_time", re.compile(r"\b(what(?:'s| is)? (?:the )?(?:date|time|day)|today|current (?:date|time)|what day|weekday|time is it|date is it)\b", re.IGNORECASE)),
+    (
+        "current_time",
+        re.compile(r"\b(what(?:'s| is)? (?:the )?(?:date|time|day)|today|current (?:date|time)|what day|weekday|time is it|date is it)\b", re.IGNORECASE),
+    ),
     # Before memory_save: "do you remember my dog's name?" is a question, not a fact to save.
     ("memory_search", re.compile(r"\b(do you remember|what did i (?:tell|say)|recall|what do you know about me)\b", re.IGNORECASE)),
     ("memory_save", re.compile(r"\b(remember(?: that| this| my|:)|note that|don'?t forget)(?:\b|\s)", re.IGNORECASE)),
@@ -121,16 +124,52 @@ def _memory_save_arguments(message: str) -> dict[str, Any] | None:
     rewritten = fact
     for pattern, replacement in _PERSON:
         rewritten = pattern.sub(replacement, rewritten)
-    if _FIRST_PERSON_LEFT.search(rewritten):
-        # Other first-person verbs ("I like tea"): quote the user rather than guess grammar.
-        text = f"The user said: {fact}."
-    else:
-        text = rewritten[0].upper() + rewritten[1:] + "."
+    # Other first-person verbs ("I like tea"): quote the user rather than guess grammar.
+    text = f"The user said: {fact}." if _FIRST_PERSON_LEFT.search(rewritten) else rewritten[0].upper() + rewritten[1:] + "."
     return {"text": text}
 
 
 _STOPWORDS = frozenset(
-    ["a", "an", "the", "my", "me", "i", "you", "your", "is", "are", "was", "were", "do", "did", "what", "which", "who", "when", "where", "about", "of", "to", "for", "on", "in", "remember", "recall", "tell", "told", "say", "said", "know", "anything", "something", "please", "that", "this", "it"]
+    [
+        "a",
+        "an",
+        "the",
+        "my",
+        "me",
+        "i",
+        "you",
+        "your",
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "did",
+        "what",
+        "which",
+        "who",
+        "when",
+        "where",
+        "about",
+        "of",
+        "to",
+        "for",
+        "on",
+        "in",
+        "remember",
+        "recall",
+        "tell",
+        "told",
+        "say",
+        "said",
+        "know",
+        "anything",
+        "something",
+        "please",
+        "that",
+        "this",
+        "it",
+    ]
 )
 _SEARCH_TOPIC = re.compile(
     r"\b(?:what did i (?:tell|say to) you about|what did i say about|do you remember|recall|what do you know about)\s+(?P<topic>.+)",

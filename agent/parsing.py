@@ -92,7 +92,7 @@ def _tagged_blocks(text: str) -> Iterator[str]:
 def _fence_body(block: str) -> str:
     for lang in _FENCE_LANGS:
         if block.startswith(lang):
-            rest = block[len(lang):].lstrip()
+            rest = block[len(lang) :].lstrip()
             if rest.startswith(("{", "[")):
                 return rest.rstrip()
     return block.strip()
@@ -143,7 +143,7 @@ def _fence_head(head: str) -> int | None:
             if lang.startswith(head):
                 return -1  # "js", "tool_c": the info string is still arriving
             continue
-        rest = head[len(lang):]
+        rest = head[len(lang) :]
         body = rest.lstrip()
         if not body:
             return -1
@@ -326,7 +326,7 @@ class TextGate:
             self._closer = _TAG_END if marker == _TAG else _FENCE
             self._head = ""
             self._state = _HEAD
-            return text[found + len(marker):]
+            return text[found + len(marker) :]
         keep = 0
         for size in range(min(len(_TAG) - 1, len(text)), 0, -1):
             tail = text[-size:]
@@ -366,7 +366,7 @@ class TextGate:
         at = window.find(closer)
         if at < 0:
             self._hold(text)
-            self._tail = window[-(len(closer) - 1):]
+            self._tail = window[-(len(closer) - 1) :]
             if self._held_chars > MAX_TEXT_CALL_CHARS:
                 self._give_up(out)
             return ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from toolrelay.agent.constrained import (
     client_answer_schema,
     instructions,
@@ -196,7 +197,7 @@ class RequestBuilder:
             body["temperature"] = 0
         forced = final and bool(offer.required_client_names)
         offered = [] if final and not forced else tools
-        allow_answer = not forced and (final or tool_choice not in ("required",) and not isinstance(tool_choice, dict))
+        allow_answer = not forced and (final or (tool_choice not in ("required",) and not isinstance(tool_choice, dict)))
         if isinstance(tool_choice, dict):
             wanted = (tool_choice.get("function") or {}).get("name")
             offered = [t for t in offered if (t.get("function") or {}).get("name") == wanted] or offered

@@ -37,10 +37,14 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
         signature = getattr(getattr(request.scope.get("route_handler"), "parsed_fn_signature", None), "parameters", {})
         err = openai_validation_error(exc, signature=signature, query=request.query_params)
     elif status == 404:
-        err = OpenAIError(404, f"Unknown request URL: {request.method} {request.url.path}. Please check the URL for typos.", type="invalid_request_error", code="unknown_url")
+        err = OpenAIError(
+            404, f"Unknown request URL: {request.method} {request.url.path}. Please check the URL for typos.", type="invalid_request_error", code="unknown_url"
+        )
     elif status == 405:
         allow = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
-        err = OpenAIError(405, f"Method {request.method} is not allowed for {request.url.path}.", type="invalid_request_error", code="method_not_allowed", headers=allow)
+        err = OpenAIError(
+            405, f"Method {request.method} is not allowed for {request.url.path}.", type="invalid_request_error", code="method_not_allowed", headers=allow
+        )
     elif status == 413:
         err = OpenAIError(413, "Request body too large.", type="invalid_request_error", code="request_too_large")
     elif status < 500:
@@ -63,13 +67,17 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
         build_metrics_handler(services),
         *(extra_handlers or []),
     ]
-    cors = CORSConfig(allow_origins=settings.server.cors_origins, allow_headers=["*"], expose_headers=["x-request-id"]) if settings.server.cors_origins else None
+    cors = (
+        CORSConfig(allow_origins=settings.server.cors_origins, allow_headers=["*"], expose_headers=["x-request-id"]) if settings.server.cors_origins else None
+    )
     app = Litestar(
         route_handlers=handlers,
         on_startup=[services.start],
         on_shutdown=[services.close],
         exception_handlers={OpenAIError: _openai_error_handler, HTTPException: _http_error_handler, Exception: _unexpected_error_handler},
-        openapi_config=OpenAPIConfig(title="toolrelay", version=__version__, path="/docs", description="OpenAI-compatible Chat Completions server with an agent mode."),
+        openapi_config=OpenAPIConfig(
+            title="toolrelay", version=__version__, path="/docs", description="OpenAI-compatible Chat Completions server with an agent mode."
+        ),
         request_max_body_size=settings.server.max_body_bytes,
         cors_config=cors,
         logging_config=None,
