@@ -22,6 +22,8 @@ from typing import Any, cast
 
 import msgspec
 
+from toolrelay.app.jsonbody import JSONValue
+
 # The declarations live in app/settings.py (msgspec and the standard library
 # only); these names are re-exported because most code reads settings from here.
 from toolrelay.app.settings import (
@@ -70,6 +72,7 @@ def _parse_env_value(raw: str) -> Any:
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node = tree
+    child: JSONValue
     for part in path[:-1]:
         child = node.get(part)
         if not isinstance(child, dict):

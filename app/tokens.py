@@ -25,6 +25,8 @@ import anyio
 import orjson
 import tiktoken
 
+from toolrelay.app.jsonbody import JSONValue
+
 _VOCAB_DIR = Path(__file__).with_name("tokenizer")
 _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 _EXPECTED_SHA256 = {
@@ -78,9 +80,9 @@ _MEMO_ENTRIES = 4096
 _INLINE_CHARS = 4096
 
 
-def _chars_within(value: Any, budget: int) -> int:
+def _chars_within(value: JSONValue, budget: int) -> int:
     """Characters of the strings in a JSON value, stopping once past ``budget`` (keys included)."""
-    stack = [value]
+    stack: list[JSONValue] = [value]
     total = 0
     while stack:
         item = stack.pop()
@@ -103,6 +105,9 @@ def prompt_chars(payload: dict[str, Any], stop_at: int) -> int:
     """Characters of a request's message texts (no encoding, stops once past ``stop_at``):
     tells whether counting its tokens is worth a cheaper refusal first."""
     total = 0
+    message: JSONValue
+    value: JSONValue
+    part: JSONValue
     for message in payload.get("messages") or ():
         if not isinstance(message, dict):
             continue
@@ -210,6 +215,8 @@ class TokenCounter:
             if known is not None:
                 return known
         await self.prepare(model)
+        messages: list[Any]
+        tools: list[Any] | None
         messages, tools = payload.get("messages") or [], payload.get("tools")
         if _chars_within(messages, _INLINE_CHARS) + (_chars_within(tools, _INLINE_CHARS) if tools else 0) <= _INLINE_CHARS:
             count = self.count_messages(messages, model, tools)
@@ -222,7 +229,7 @@ class TokenCounter:
                 memo.popitem(last=False)
         return count
 
-    async def count_messages_async(self, messages: list[dict[str, Any]], model: str = "", tools: list[Any] | None = None) -> int:
+    async def count_messages_async(self, messages: list[Any], model: str = "", tools: list[Any] | None = None) -> int:
         await self.prepare(model)
         if _chars_within(messages, _INLINE_CHARS) + (_chars_within(tools, _INLINE_CHARS) if tools else 0) <= _INLINE_CHARS:
             return self.count_messages(messages, model, tools)
@@ -254,11 +261,12 @@ class TokenCounter:
             return 0
         return self._encoded_len(self.encoding(encoding_name_for(model)), text, _Allowance(self.exact_chars))
 
-    def count_messages(self, messages: list[dict[str, Any]], model: str = "", tools: list[Any] | None = None) -> int:
-        """Prompt tokens for a chat request: 3 per message, 1 per name, 3 to prime the reply."""
+    def count_messages(self, messages: list[Any], model: str = "", tools: list[Any] | None = None) -> int:
+        """Prompt tokens for a chat request: 3 per message, 1 per name, 3 to prime the reply (entries that are not objects count nothing)."""
         enc = self.encoding(encoding_name_for(model))
         allowance = _Allowance(self.exact_chars)
         total = 3
+        message: JSONValue
         for message in messages:
             if not isinstance(message, dict):
                 continue
@@ -271,11 +279,12 @@ class TokenCounter:
             total += self._encoded_len(enc, orjson.dumps(tools).decode(), allowance)
         return total
 
-    def _value_tokens(self, enc: tiktoken.Encoding, value: Any, allowance: _Allowance) -> int:
+    def _value_tokens(self, enc: tiktoken.Encoding, value: JSONValue, allowance: _Allowance) -> int:
         if isinstance(value, str):
             return self._encoded_len(enc, value, allowance)
         if isinstance(value, list):
             total = 0
+            part: JSONValue
             for part in value:
                 if isinstance(part, dict):
                     if part.get("type") == "text":

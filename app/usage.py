@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from toolrelay.app.jsonbody import JSONValue
+
 
 @dataclass(frozen=True, slots=True)
 class RequestUsage:
@@ -28,12 +30,12 @@ class RequestUsage:
     estimated: bool = False
 
     @classmethod
-    def from_report(cls, report: Any, *, estimated: bool = False) -> RequestUsage | None:
+    def from_report(cls, report: JSONValue | Mapping[str, Any], *, estimated: bool = False) -> RequestUsage | None:
         """The usage of an OpenAI ``usage`` object; None when ``report`` is not an object at all."""
         if not isinstance(report, Mapping):
             return None
         prompt = token_count(report.get("prompt_tokens"))
-        details = report.get("prompt_tokens_details")
+        details: JSONValue | Mapping[str, Any] = report.get("prompt_tokens_details")
         cached = min(prompt, token_count(details.get("cached_tokens"))) if isinstance(details, Mapping) else 0
         return cls(prompt, token_count(report.get("completion_tokens")), cached, estimated)
 
