@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
@@ -15,7 +15,7 @@ from toolrelay.app import __version__
 from toolrelay.app.config import Settings
 from toolrelay.app.errors import OpenAIError, error_response, server_error
 from toolrelay.app.http_guard import HttpGuard
-from toolrelay.app.middleware import ASGIApp, request_info, wrap_app
+from toolrelay.app.middleware import ASGIApp, RequestInfo, request_info, wrap_app
 from toolrelay.app.request_errors import openai_validation_error
 from toolrelay.app.routes.chat import build_chat_handler
 from toolrelay.app.routes.health import build_health_handlers, build_metrics_handler
@@ -26,8 +26,13 @@ from toolrelay.app.services import Services
 log = logging.getLogger("toolrelay.error")
 
 
+def _info(request: Request[Any, Any, Any]) -> RequestInfo:
+    # Litestar types the scope as a TypedDict; ours is the same ASGI dict.
+    return request_info(cast("dict[str, Any]", request.scope))
+
+
 def _openai_error_handler(request: Request[Any, Any, Any], exc: OpenAIError) -> Response[bytes]:
-    return error_response(exc, request_info(request.scope))
+    return error_response(exc, _info(request))
 
 
 def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -51,12 +56,12 @@ def _http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> 
         err = OpenAIError(status, str(exc.detail or "Invalid request."), type="invalid_request_error")
     else:
         err = server_error()
-    return error_response(err, request_info(request.scope))
+    return error_response(err, _info(request))
 
 
 def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, request.method, request.url.path, request_info(request.scope).request_id, exc_info=exc)
-    return error_response(server_error(), request_info(request.scope))
+    log.error("unhandled %s in %s %s (request %s)", type(exc).__name__, request.method, request.url.path, _info(request).request_id, exc_info=exc)
+    return error_response(server_error(), _info(request))
 
 
 def create_litestar(settings: Settings, services: Services, extra_handlers: list[Any] | None = None) -> Litestar:
@@ -98,7 +103,7 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
     gate = services.gate
     # Asked per request only for a Host the guard does not know: keys created later turn auth on.
     guard = HttpGuard(settings.server, auth_enabled=lambda: bool(getattr(gate, "enabled", False)))
-    return wrap_app(litestar, gate=gate, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard), services
+    return wrap_app(cast("ASGIApp", litestar), gate=gate, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard), services
 
 
 def app_from_env() -> ASGIApp:
