@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+from msgspec import UnsetType
 
 from toolrelay.agent.continuations import ContinuationStore
 from toolrelay.agent.executor import ToolExecutor
@@ -36,9 +37,15 @@ from toolrelay.tools.registry import ToolRegistry
 log = logging.getLogger("toolrelay.agent")
 
 _END = object()
+T = TypeVar("T")
 
 # report_usage(usage of the finished model calls, body of the call in flight or None).
 UsageReceiver = Callable[[dict[str, Any], "dict[str, Any] | None"], None]
+
+
+def _given(option: T | UnsetType | None) -> T | None:
+    """An agent option as the runner reads it: absent and ``null`` both mean the server's setting."""
+    return None if isinstance(option, UnsetType) else option
 
 
 def _options(payload: dict[str, Any]) -> AgentOptions:
@@ -50,7 +57,7 @@ def _options(payload: dict[str, Any]) -> AgentOptions:
     except msgspec.ValidationError as exc:
         raise invalid_request(f"Invalid 'agent_options': {exc}", param="agent_options", code="invalid_value") from None
     for name in ("max_steps", "max_wall_seconds", "max_total_tokens"):
-        value = getattr(options, name)
+        value = _given(getattr(options, name))
         if value is not None and value <= 0:
             raise invalid_request(f"Invalid 'agent_options.{name}': expected a value > 0, got {value}.", param=f"agent_options.{name}", code="invalid_value")
     return options
@@ -87,16 +94,17 @@ class AgentRunner:
             self.enabled_builtins.append(tool.name)
 
     def builtins_for(self, options: AgentOptions) -> list[str]:
-        if options.builtin_tools is None:
+        requested = _given(options.builtin_tools)
+        if requested is None:
             return list(self.enabled_builtins)
-        unknown = [n for n in options.builtin_tools if n not in self.enabled_builtins]
+        unknown = [n for n in requested if n not in self.enabled_builtins]
         if unknown:
             raise invalid_request(
                 f"Invalid 'agent_options.builtin_tools': {', '.join(repr(u) for u in unknown)} not available. Available: {', '.join(self.enabled_builtins) or 'none'}.",
                 param="agent_options.builtin_tools",
                 code="invalid_value",
             )
-        return [n for n in self.enabled_builtins if n in options.builtin_tools]
+        return [n for n in self.enabled_builtins if n in requested]
 
     async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int, list[Source]]:
         """Put back the built-in steps that preceded each client tool-call pause.
@@ -146,16 +154,16 @@ class AgentRunner:
         options = _options(payload)
         settings = self.settings
         limits = Limits(
-            max_steps=int(_lower(settings.max_steps, options.max_steps)),
-            max_wall_seconds=float(_lower(settings.max_wall_seconds, options.max_wall_seconds)),
-            max_total_tokens=int(_lower(settings.max_total_tokens, options.max_total_tokens)),
+            max_steps=int(_lower(settings.max_steps, _given(options.max_steps))),
+            max_wall_seconds=float(_lower(settings.max_wall_seconds, _given(options.max_wall_seconds))),
+            max_total_tokens=int(_lower(settings.max_total_tokens, _given(options.max_total_tokens))),
             tool_timeout_seconds=settings.tool_timeout_seconds,
             max_parallel_tools=settings.max_parallel_tools,
         )
         builtin_names = self.builtins_for(options)
         builtin_choice = self._builtin_choice(options, builtin_names)
         first_call: Hint | None = None
-        if builtin_choice is None and options.tool_choice is None and route.tool_hints:
+        if builtin_choice is None and _given(options.tool_choice) is None and route.tool_hints:
             hint = self._hint(payload["messages"], builtin_names)
             if hint is not None:
                 builtin_choice = {"type": "function", "function": {"name": hint.tool}}
@@ -165,7 +173,8 @@ class AgentRunner:
         user = payload.get("user") if isinstance(payload.get("user"), str) else None
         scope = scope_for(info.key_id, user)
         context = ToolContext(scope=scope, request_id=info.request_id, user=user)
-        use_recall = self.recall is not None and (options.auto_recall if options.auto_recall is not None else settings.auto_recall)
+        auto_recall = _given(options.auto_recall)
+        use_recall = self.recall is not None and (auto_recall if auto_recall is not None else settings.auto_recall)
         return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice, check_step, report_usage, first_call=first_call)
 
     def _recall_for(self, scope: str) -> Callable[[str], Awaitable[str | None]] | None:
@@ -189,7 +198,7 @@ class AgentRunner:
 
     @staticmethod
     def _builtin_choice(options: AgentOptions, builtin_names: list[str]) -> Any:
-        choice = options.tool_choice
+        choice = _given(options.tool_choice)
         if choice is None or choice == "auto":
             return None
         if choice == "required":

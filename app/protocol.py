@@ -415,16 +415,16 @@ _POSITIVE = Meta(extra_json_schema={"exclusiveMinimum": 0})
 
 # Also what agent/runner.py validates a request's ``agent_options`` with (the
 # docstring below is the OpenAPI description): an unknown option is refused, and
-# an option absent or null means the same, the server's setting (hence ``= None``).
+# an option absent or null means the same, the server's setting.
 class AgentOptions(Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """Agent mode only (docs/agent.md): limits here can only lower the server's."""
 
-    builtin_tools: list[str] | None = None
-    tool_choice: Annotated[str, Meta(description='"auto", "required" or a built-in tool name: what the first step must do.')] | None = None
-    max_steps: Annotated[int, _POSITIVE] | None = None
-    max_wall_seconds: Annotated[float, _POSITIVE] | None = None
-    max_total_tokens: Annotated[int, _POSITIVE] | None = None
-    auto_recall: bool | None = None
+    builtin_tools: list[str] | UnsetType | None = UNSET
+    tool_choice: Annotated[str, Meta(description='"auto", "required" or a built-in tool name: what the first step must do.')] | UnsetType | None = UNSET
+    max_steps: Annotated[int, _POSITIVE] | UnsetType | None = UNSET
+    max_wall_seconds: Annotated[float, _POSITIVE] | UnsetType | None = UNSET
+    max_total_tokens: Annotated[int, _POSITIVE] | UnsetType | None = UNSET
+    auto_recall: bool | UnsetType | None = UNSET
 
 
 class ChatCompletionRequest(Struct, kw_only=True, omit_defaults=True):
