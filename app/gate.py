@@ -27,7 +27,12 @@ from toolrelay.app.middleware import RequestInfo
 class Ticket(Protocol):
     """What admission decided, kept on ``RequestInfo.ticket`` until release."""
 
-    headers: Mapping[str, str]  # rate-limit headers for the response
+    # Read-only here (a property in a protocol): a gate's own ticket may hold a
+    # plain dict that it replaces, which a mutable ``Mapping`` member would refuse.
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Rate-limit headers for the response."""
+        ...
 
 
 class OpenTicket:
@@ -41,13 +46,17 @@ OPEN_TICKET = OpenTicket()
 
 
 class Gate(Protocol):
-    enabled: bool
+    @property
+    def enabled(self) -> bool:
+        """Whether callers must authenticate (the keyed gate computes it; the open gate says no)."""
+        ...
 
     async def authenticate(self, request: Any, info: RequestInfo) -> None:
         """Raise a 401 :class:`app.errors.OpenAIError` unless the caller is known."""
 
     async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> Ticket:
         """Raise 403/404/429 unless this key may make this request now."""
+        ...
 
     async def release(self, info: RequestInfo) -> None:
         """The request ended and ``info.status`` was sent: book ``info.usage`` (None when it
@@ -59,9 +68,11 @@ class Gate(Protocol):
 
     async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
         """Like :meth:`admit` for a request that calls no model (rate and parallel limits only)."""
+        ...
 
     def allows_model(self, info: RequestInfo, model_id: str) -> bool:
         """Whether the authenticated caller may use ``model_id`` (filters /v1/models)."""
+        ...
 
     async def start(self) -> None: ...
 

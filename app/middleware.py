@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -72,10 +72,15 @@ class RequestInfo:
         return None if usage is None else usage.completion_tokens
 
 
-def request_info(scope: dict[str, Any]) -> RequestInfo:
+def request_info(scope: Mapping[str, Any]) -> RequestInfo:
+    """The request's :class:`RequestInfo`, made on first use and kept on the ASGI scope.
+
+    ``scope`` is the raw ASGI dict or Litestar's view of it (a TypedDict, which
+    does not declare our key); both are the same mutable dict at run time.
+    """
     info = scope.get("toolrelay")
     if info is None:
-        info = scope["toolrelay"] = RequestInfo(new_request_id())
+        info = scope["toolrelay"] = RequestInfo(new_request_id())  # pyright: ignore[reportIndexIssue] - a dict, see above
     return info
 
 
@@ -96,9 +101,12 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             nonlocal released
             released = True
             ending = info.ending
+            # The pyright ignores below: the checker reads this file as ``app.middleware`` and the
+            # gate's signature through the ``toolrelay.app`` symlinks (.ci/typing), so it sees two
+            # RequestInfo classes where Python has one.
             try:
                 if ending is None:
-                    await gate.release(info)
+                    await gate.release(info)  # pyright: ignore[reportArgumentType] - same class, see above
                     return
                 info.ending = None
                 # A stream's last message is sent in the scope Litestar cancels when the
@@ -107,7 +115,7 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
                     try:
                         await ending()
                     finally:
-                        await gate.release(info)
+                        await gate.release(info)  # pyright: ignore[reportArgumentType] - same class, see above
             except Exception:  # noqa: BLE001 - the books must not break or replace the response
                 error_log.exception("could not account for request %s", info.request_id)
 

@@ -138,7 +138,9 @@ def extend_services(services: Services) -> list[Any]:
         agent = AgentRunner(
             settings.agent,
             registry,
-            continuations,
+            # AgentRunner names the SQLite store; the Redis one offers the same save/find.
+            # A Protocol for both belongs in agent/continuations.py.
+            continuations,  # pyright: ignore[reportArgumentType]
             services.tokens,
             recall=partial(recall, memory_store) if memory_store is not None else None,
         )

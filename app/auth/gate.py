@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -50,7 +51,7 @@ _PEEK_ABOVE_CHARS = 100_000
 _FREE_PRICE = Price(FREE)
 
 
-def bearer_token(scope: dict[str, Any]) -> str | None:
+def bearer_token(scope: Mapping[str, Any]) -> str | None:
     """The credential of ``Authorization: Bearer <key>`` (scheme case-insensitive, surrounding blanks ignored)."""
     for name, value in scope.get("headers") or ():
         if name == b"authorization":

@@ -122,7 +122,8 @@ def build_metrics_handler(services: Services) -> Any:
         if getattr(gate, "enabled", False) and not services.settings.server.metrics_public:
             token = bearer_token(request.scope)
             # admin_credential throttles wrong guesses per address (429 after too many).
-            if not (hasattr(gate, "admin_credential") and gate.admin_credential(request.scope, token)):
+            admin_credential = getattr(gate, "admin_credential", None)
+            if not (admin_credential is not None and admin_credential(request.scope, token)):
                 raise OpenAIError(401, "GET /metrics needs the admin key while authentication is on.", type="authentication_error", code="invalid_api_key")
         gauges: dict[str, float] = {}
         sandbox = services.ready_extras().get("sandbox")
