@@ -103,7 +103,15 @@ def _canonical(arguments: str) -> str:
         return arguments
 
 
-_NO_TOOLS_HINTS = ("does not support tools", "tool choice requires", "tool_choice requires", "tools are not supported", "does not support tool", "tool calling is not supported", "enable-auto-tool-choice")
+_NO_TOOLS_HINTS = (
+    "does not support tools",
+    "tool choice requires",
+    "tool_choice requires",
+    "tools are not supported",
+    "does not support tool",
+    "tool calling is not supported",
+    "enable-auto-tool-choice",
+)
 
 
 def _says_no_tool_support(err: OpenAIError) -> bool:
@@ -261,7 +269,9 @@ class AgentRun:
             with anyio.fail_after(max(0.1, self._remaining_wall())):
                 finish = await self._loop(messages, new_from)
         except TimeoutError:
-            await self._send(self._steps.note("limit", f"Stopped: the run reached its wall-time limit of {self._limits.max_wall_seconds:g} s.", limit="max_wall_seconds"))
+            await self._send(
+                self._steps.note("limit", f"Stopped: the run reached its wall-time limit of {self._limits.max_wall_seconds:g} s.", limit="max_wall_seconds")
+            )
             finish = "length"
         except LimitReached as limit:
             await self._send(self._steps.note("limit", limit.message, limit=limit.limit))
@@ -297,7 +307,11 @@ class AgentRun:
             if offer.required_client_names and (force_final or not turn.calls) and not any(c.kind == "client" for c in turn.calls):
                 if force_final:
                     names = ", ".join(offer.required_client_names)
-                    raise OpenAIError(502, f"tool_choice requires a call of one of your functions ({names}), but the model did not make one.", code="tool_choice_not_satisfied")
+                    raise OpenAIError(
+                        502,
+                        f"tool_choice requires a call of one of your functions ({names}), but the model did not make one.",
+                        code="tool_choice_not_satisfied",
+                    )
                 # An answer without the required call (an upstream that ignores tool_choice): ask once more, offering only those functions.
                 force_final = True
                 continue
@@ -310,7 +324,9 @@ class AgentRun:
             client = [c for c in turn.calls if c.kind == "client"]
             repeated = [c for c in builtin if (c.name, _canonical(c.arguments)) in self._seen_calls]
             if repeated and not client:
-                await self._send(self._steps.note("repeat", f"Stopped a repeated call of {repeated[0].name} with the same arguments; asking for the final answer."))
+                await self._send(
+                    self._steps.note("repeat", f"Stopped a repeated call of {repeated[0].name} with the same arguments; asking for the final answer.")
+                )
                 force_final = True
                 continue
             self._check_tokens()
@@ -330,7 +346,7 @@ class AgentRun:
                 for c in builtin:
                     self._seen_calls.add((c.name, _canonical(c.arguments)))
                 outcomes = await self._tools.run(builtin, self._step, self._remaining_wall)
-                for call, outcome in zip(builtin, outcomes):
+                for call, outcome in zip(builtin, outcomes, strict=True):
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
             if client:
                 await self._pause(messages[new_from:], client)

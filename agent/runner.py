@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -100,7 +100,8 @@ class AgentRunner:
         unknown = [n for n in requested if n not in self.enabled_builtins]
         if unknown:
             raise invalid_request(
-                f"Invalid 'agent_options.builtin_tools': {', '.join(repr(u) for u in unknown)} not available. Available: {', '.join(self.enabled_builtins) or 'none'}.",
+                f"Invalid 'agent_options.builtin_tools': {', '.join(repr(u) for u in unknown)} not available. "
+                f"Available: {', '.join(self.enabled_builtins) or 'none'}.",
                 param="agent_options.builtin_tools",
                 code="invalid_value",
             )
@@ -125,7 +126,9 @@ class AgentRunner:
                 if record is not None:
                     restored.extend(record.messages)
                     steps = int(record.meta.get("steps") or 0)
-                    sources.extend(Source(s.get("url", ""), s.get("title", ""), s.get("snippet", "")) for s in record.meta.get("sources") or () if isinstance(s, dict))
+                    sources.extend(
+                        Source(s.get("url", ""), s.get("title", ""), s.get("snippet", "")) for s in record.meta.get("sources") or () if isinstance(s, dict)
+                    )
                     mapping = record.meta.get("ids")
                     if isinstance(mapping, dict):
                         upstream_ids.update({k: v for k, v in mapping.items() if k in ids and isinstance(v, str)})
@@ -145,7 +148,7 @@ class AgentRunner:
         info: Any,
         check_step: StepCheck | None = None,
         report_usage: UsageReceiver | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The run's events. ``check_step(body, usage so far)`` is awaited before every model
         call and may raise (cost cap, budget); ``report_usage(usage, call in flight)`` gets
         the run's usage when it ends, however it ends (the client may have gone away)."""
@@ -224,7 +227,7 @@ class AgentRunner:
         report_usage: UsageReceiver | None = None,
         *,
         first_call: Hint | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = self._recall_for(context.scope) if use_recall else None
         settings = self.settings
@@ -277,7 +280,7 @@ class AgentRunner:
                 await queue.put(err)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - reported to the client as a server error
+            except Exception as exc:
                 log.exception("agent run failed (request %s)", context.request_id)
                 err = server_error(f"The agent run failed: {type(exc).__name__}.")
                 await queue.put(err)
@@ -310,7 +313,7 @@ class AgentRunner:
                 task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already reported
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - the run already reported its error as an event
                 pass
             finally:
                 if report_usage is not None:

@@ -168,7 +168,16 @@ class NativeTurnReader(TurnReader):
         if call.kind == "client" and not call.announced:
             call.announced = True
             call.client_id = self._mint_id()
-            out.append(ChoiceDelta(0, {"tool_calls": [{"index": call.client_index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]}))
+            out.append(
+                ChoiceDelta(
+                    0,
+                    {
+                        "tool_calls": [
+                            {"index": call.client_index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                        ]
+                    },
+                )
+            )
 
     def feed(self, event: Event) -> Sequence[ChoiceDelta]:
         if type(event) is not ChoiceDelta or event.index != 0:
@@ -299,14 +308,19 @@ class ConstrainedTurnReader(TurnReader):
             call = self._call(name, arguments)
             out = []
             if call.kind == "client":
-                out.append(ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": call.client_id, "type": "function", "function": {"name": name, "arguments": arguments}}]}))
+                out.append(
+                    ChoiceDelta(0, {"tool_calls": [{"index": 0, "id": call.client_id, "type": "function", "function": {"name": name, "arguments": arguments}}]})
+                )
             return out, Turn("", [call], "tool_calls", usage, raw_text=raw)
         known = [*offer.builtin_names, *(offer.client_names if offer.client_choice != "none" else ())]
         parsed = parse_tool_calls(raw, known) if not final or offer.required_client_names else []
         if parsed:
             calls = [self._call(p.name, p.arguments) for p in parsed]
             out = [
-                ChoiceDelta(0, {"tool_calls": [{"index": index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]})
+                ChoiceDelta(
+                    0,
+                    {"tool_calls": [{"index": index, "id": call.client_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}]},
+                )
                 for index, call in enumerate(c for c in calls if c.kind == "client")
             ]
             return out, Turn("", calls, "tool_calls", usage, raw_text=raw)

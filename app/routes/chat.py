@@ -12,8 +12,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from litestar import Request, post
@@ -120,15 +120,21 @@ def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[s
     return body
 
 
-def build_chat_handler(services: "Services") -> Any:
+def build_chat_handler(services: Services) -> Any:
     settings = services.settings
     server = settings.server
     schema_checker = SchemaChecker(SchemaLimits.from_server(server))
 
-    @post(["/v1/chat/completions", "/chat/completions"], status_code=200, summary="Create a chat completion", description=(
-        "OpenAI Chat Completions. A plain model id is proxied to its upstream; "
-        "`agent/<model>` runs the agent loop on <model>. See docs/agent.md."
-    ), tags=["chat"], operation_class=ChatCompletionOperation)
+    @post(
+        ["/v1/chat/completions", "/chat/completions"],
+        status_code=200,
+        summary="Create a chat completion",
+        description=(
+            "OpenAI Chat Completions. A plain model id is proxied to its upstream; `agent/<model>` runs the agent loop on <model>. See docs/agent.md."
+        ),
+        tags=["chat"],
+        operation_class=ChatCompletionOperation,
+    )
     async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
         info = request_info(request.scope)
         # Booked and released by the outer ASGI layer (app/middleware.py), however it ends.
@@ -142,7 +148,7 @@ def build_chat_handler(services: "Services") -> Any:
             model = payload.get("model") or settings.default_model or ""
             info.model = model
             agent_mode = model.startswith(AGENT_PREFIX)
-            route = services.router.resolve(model[len(AGENT_PREFIX):] if agent_mode else model)
+            route = services.router.resolve(model[len(AGENT_PREFIX) :] if agent_mode else model)
             if route is None or (agent_mode and services.agent is None):
                 raise model_not_found(model)
             info.mode = "agent" if agent_mode else "proxy"
@@ -154,17 +160,27 @@ def build_chat_handler(services: "Services") -> Any:
             options = payload.get("stream_options")
             include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
             tracker = UsageTracker(services, route, payload, info)
-            if agent_mode:
+            events: AsyncGenerator[Event, None]
+            agent = services.agent
+            if agent_mode and agent is not None:
                 # The gate checks the cost cap and budget before each model call; the
                 # tracker gets the run's usage however the run ends (failure, disconnect).
-                events = services.agent.run(
-                    payload=payload, route=route, model=model, request=request, info=info,
-                    check_step=functools.partial(services.gate.check_step, info), report_usage=tracker.take_run_usage,
+                events = agent.run(
+                    payload=payload,
+                    route=route,
+                    model=model,
+                    request=request,
+                    info=info,
+                    check_step=functools.partial(services.gate.check_step, info),
+                    report_usage=tracker.take_run_usage,
                 )
             else:
                 if route.context_window:
                     await services.check_context(payload, route, info.request_id)
-                events = route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
+                # Providers' complete() are async generators (the protocol says AsyncIterator).
+                events = cast(
+                    "AsyncGenerator[Event, None]", route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
+                )
             # Until the response starts, nobody else reads `receive`; watch it so a
             # client that gives up stops the upstream call (and the agent run).
             watch = DisconnectWatch(request)
@@ -227,7 +243,9 @@ class DisconnectWatch:
             self._watcher.cancel()
 
 
-async def _json_response(events: AsyncIterator[Event], tracker: UsageTracker, model: str, info: RequestInfo, headers: Mapping[str, str]) -> Response[bytes]:
+async def _json_response(
+    events: AsyncGenerator[Event, None], tracker: UsageTracker, model: str, info: RequestInfo, headers: Mapping[str, str]
+) -> Response[bytes]:
     collector = BodyCollector()
     try:
         try:
@@ -251,7 +269,7 @@ async def _json_response(events: AsyncIterator[Event], tracker: UsageTracker, mo
 
 
 async def _stream_response(
-    events: AsyncIterator[Event], tracker: UsageTracker, model: str, include_usage: bool, info: RequestInfo, headers: Mapping[str, str]
+    events: AsyncGenerator[Event, None], tracker: UsageTracker, model: str, include_usage: bool, info: RequestInfo, headers: Mapping[str, str]
 ) -> Response[bytes] | Stream:
     encoder = SSEEncoder(model=model, include_usage=include_usage, completion_id=new_completion_id(), created=int(time.time()))
     # Pull until the first event that produces output, so an error the
@@ -277,7 +295,7 @@ async def _stream_response(
         info.usage = await tracker.result(estimate=info.error_code == "client_disconnected")
         raise
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         completed = bool(head) and head[-1].endswith(b"[DONE]\n\n")
         try:
             for chunk in head:
