@@ -148,7 +148,7 @@ class SyncMemoryStore:
     def _prepare(
         self,
         scope: str,
-        text: str,
+        text: object,  # checked by clean_text: items come from clients
         tags: Iterable[str] | None,
         metadata: Mapping[str, Any] | None,
         created_at: int,

@@ -130,7 +130,7 @@ def clean_tags(tags: Iterable[str] | None, limits: MemoryLimits, *, strict: bool
     return out
 
 
-def clean_text(text: str, limits: MemoryLimits) -> str:
+def clean_text(text: object, limits: MemoryLimits) -> str:
     if not isinstance(text, str):
         raise MemoryValidationError("text must be a string")
     text = scrub(text).strip()

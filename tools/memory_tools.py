@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 from toolrelay.memory.models import Memory, MemoryHit, MemoryStoreClosed, MemoryStoreError
 from toolrelay.memory.store import MemoryStore
@@ -308,8 +308,8 @@ class MemoryForgetTool:
                 if mem is None:
                     return ToolResult.error(f"no memory with id {mem_id.strip()!r}; use memory_search to find ids")
                 deleted = [mem]
-            else:
-                deleted = await self.store.forget_memories(scope, query[:MAX_QUERY_CHARS], limit)
+            else:  # a query: the check above returned when both are None
+                deleted = await self.store.forget_memories(scope, cast(str, query)[:MAX_QUERY_CHARS], limit)
         except MemoryStoreError as exc:
             return ToolResult.error(str(exc))
         except MemoryStoreClosed:

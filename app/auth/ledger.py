@@ -450,7 +450,7 @@ class Ledger:
             cursor = conn.execute(f"SELECT {', '.join(ROW_FIELDS)} FROM usage {where} ORDER BY id DESC LIMIT ?", (*params, int(limit)))
             out = []
             for row in cursor:
-                item = dict(zip(ROW_FIELDS, row, strict=True))
+                item: dict[str, Any] = dict(zip(ROW_FIELDS, row, strict=True))
                 item["cost_usd"] = item.pop("cost_nano") / 1e9
                 item["estimated"] = bool(item["estimated"])
                 out.append(item)

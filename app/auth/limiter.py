@@ -106,6 +106,7 @@ class LimitBackend(Protocol):
 
     async def spent(self, key_id: str, period_start: int) -> int:
         """Nano-dollars spent by ``key_id`` in the period that starts at ``period_start``."""
+        ...
 
     async def seed_spend(self, key_id: str, period_start: int, period_end: float, nano: int) -> None:
         """Start the period's spend at ``nano`` unless a counter already exists (from another worker)."""

@@ -73,7 +73,8 @@ class LocalProvider:
     def _load(self, key: str) -> Any:
         import xllamacpp
 
-        params = xllamacpp.CommonParams()
+        # xllamacpp re-exports its compiled module with ``import *``, which the type checker cannot read.
+        params = xllamacpp.CommonParams()  # pyright: ignore[reportAttributeAccessIssue]
         params.model.path = str(self.model_path)
         params.n_ctx = self.settings.n_ctx * max(1, self.settings.parallel)
         params.n_parallel = max(1, self.settings.parallel)
@@ -87,7 +88,7 @@ class LocalProvider:
         params.ui = False
         params.endpoint_metrics = False
         params.verbosity = -1
-        return xllamacpp.Server(params)
+        return xllamacpp.Server(params)  # pyright: ignore[reportAttributeAccessIssue] - see above
 
     async def close(self) -> None:
         if self._inner is not None:

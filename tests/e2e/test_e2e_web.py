@@ -325,6 +325,7 @@ def pause_and_resume(fake: FakeUpstream, oai: openai.OpenAI, widget: dict[str, A
     messages: list[Any] = [{"role": "user", "content": "Where can I find the widget launch code for my city?"}]
     first = oai.chat.completions.create(model=MODEL, messages=messages, tools=[LOCATION_TOOL])
     assert first.choices[0].finish_reason == "tool_calls"
+    assert first.choices[0].message.tool_calls is not None
     (client_call,) = first.choices[0].message.tool_calls
     assert client_call.function.name == "get_user_city"
     messages.append(first.choices[0].message.model_dump(exclude_none=True, include={"role", "content", "tool_calls"}))

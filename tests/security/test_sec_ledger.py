@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture
-def booked(relay_factory: Any) -> tuple[RunningServer, httpx.Client, str, str]:
+def booked(relay_factory: Any) -> Iterator[tuple[RunningServer, httpx.Client, str, str]]:
     """(relay with auth and a fast ledger, admin client, key id, key)."""
     server = relay_factory(auth={"admin_key": ADMIN_KEY, "ledger_flush_seconds": 0.05})
     admin = httpx.Client(base_url=server.root_url, timeout=30.0, headers={"authorization": f"Bearer {ADMIN_KEY}"})

@@ -26,7 +26,7 @@ def main(argv):
     value_chars = int(argv[1])
     max_code = int(argv[2])
     alarm = float(argv[3])
-    result = {"value": None, "exception": None, "limit": None}
+    result = {"value": None, "exception": None, "limit": None}  # type: dict[str, str | None]
     state = {"written": False}
 
     def write_result():
@@ -65,7 +65,7 @@ def main(argv):
 
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors="backslashreplace")  # pyright: ignore[reportAttributeAccessIssue] - a TextIOWrapper here
         except Exception:
             pass
 
@@ -122,11 +122,13 @@ def _dumps(result):
 def _execute(source, namespace, result, value_chars):
     import _ast
 
+    # With PyCF_ONLY_AST, compile() returns an _ast.Module, which typeshed types as any AST;
+    # ast.parse() would say Module but imports the ast module into every run.
     tree = compile(source, "<code>", "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
     last = None
-    if tree.body and isinstance(tree.body[-1], _ast.Expr):
-        last = _ast.Expression(tree.body.pop().value)
-    exec(compile(tree, "<code>", "exec", dont_inherit=True), namespace)
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):  # pyright: ignore[reportAttributeAccessIssue] - a Module
+        last = _ast.Expression(tree.body.pop().value)  # pyright: ignore[reportAttributeAccessIssue] - a Module
+    exec(compile(tree, "<code>", "exec", dont_inherit=True), namespace)  # pyright: ignore[reportArgumentType] - a Module
     if last is not None:
         value = eval(compile(last, "<code>", "eval", dont_inherit=True), namespace)
         if value is not None:
@@ -163,7 +165,7 @@ def _limit_of(exc):
             errno.EDQUOT: "disk",
             errno.EAGAIN: "processes",
             errno.EMFILE: "open_files",
-        }.get(exc.errno)
+        }.get(exc.errno)  # pyright: ignore[reportArgumentType] - None (no errno) finds nothing
     if isinstance(exc, RuntimeError) and "new thread" in str(exc):
         return "processes"
     return None
