@@ -334,6 +334,13 @@ class MemorySettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     max_bytes_per_key: NonNegativeInt = 256 * 1024 * 1024
 
 
+class ResponsesSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``/v1/responses``: stored responses (``store: true``, the default) live in <data_dir>/responses.db."""
+
+    # Stored responses older than this are gone (swept on writes, refused on reads).
+    retention_days: PositiveFloat = 30.0
+
+
 # --------------------------------------------------------------------------- [auth], [limits], [pricing], [redis]
 
 
@@ -437,6 +444,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     web_search: WebSearchSettings = WebSearchSettings()
     fetch_page: FetchPageSettings = FetchPageSettings()
     memory: MemorySettings = MemorySettings()
+    responses: ResponsesSettings = ResponsesSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()

@@ -15,7 +15,9 @@ from toolrelay.agent.runner import AgentRunner
 from toolrelay.app.auth import AuthGate
 from toolrelay.app.auth.admin import build_admin_handlers
 from toolrelay.app.private_files import secure_dir
+from toolrelay.app.responses import ResponseStore
 from toolrelay.app.routes.memories import build_memory_handlers
+from toolrelay.app.routes.responses import build_responses_handlers
 from toolrelay.app.services import Services
 from toolrelay.memory import MemoryLimits, MemoryStore
 from toolrelay.tools.current_time import CurrentTimeTool
@@ -124,6 +126,17 @@ def build_memory(services: Services) -> MemoryStore | None:
     return store
 
 
+def build_response_store(services: Services) -> ResponseStore:
+    """Stored responses of ``/v1/responses``, in the data directory."""
+    store = ResponseStore(services.data_dir / "responses.db", retention_days=services.settings.responses.retention_days)
+
+    async def close() -> None:
+        store.close()
+
+    services.on_close(close)
+    return store
+
+
 def extend_services(services: Services) -> list[Any]:
     """Attach subsystems to ``services`` and return their extra route handlers."""
     settings = services.settings
@@ -132,6 +145,7 @@ def extend_services(services: Services) -> list[Any]:
     memory_store = build_memory(services)
     if memory_store is not None:
         handlers.extend(build_memory_handlers(services, memory_store))
+    handlers.extend(build_responses_handlers(services, build_response_store(services)))
     if settings.agent.enabled:
         registry = build_registry(services, memory_store)
         continuations = build_continuations(services)

@@ -1,0 +1,315 @@
+"""``/v1/responses``: the OpenAI Responses API in proxy mode, over Chat-Completions upstreams.
+
+``POST`` takes the chat route's steps in the chat route's order (authenticate
+before the body is read, strict JSON, validation with ``param``, route by
+model, ``gate.admit`` with the translated chat body so tokens-per-minute and
+cost are estimated as for chat, the schema check, the context check), sends
+the translated body through the model's provider (:class:`UpstreamCall`) and
+translates the events back (:mod:`app.responses`). The request is booked in
+the ledger with mode ``responses``; the outer ASGI layer releases it.
+
+``GET``/``DELETE /v1/responses/{id}`` and ``GET .../input_items`` read the
+store (:class:`app.responses.ResponseStore`) behind the same guard as
+``/v1/memories`` (:func:`app.guards.metered_key_guard`): only the key that
+made a response can see it; any other gets the 404 OpenAI gives for an
+unknown id, never the content.
+
+Not yet: agent models (``agent/...``), ``background: true`` (and cancel) and
+passing requests through to upstreams that speak the Responses API natively:
+each is a clear 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+
+import orjson
+from litestar import Request, Router, delete, get, post
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Response, Stream
+
+from toolrelay.app.accumulate import CompletionAccumulator
+from toolrelay.app.errors import OpenAIError, error_response, invalid_request, model_not_found
+from toolrelay.app.events import Event, Failure
+from toolrelay.app.guards import metered_key_guard, rate_limit_headers
+from toolrelay.app.jsonbody import parse_json_body
+from toolrelay.app.middleware import RequestInfo, request_info
+from toolrelay.app.providers.base import UpstreamCall
+from toolrelay.app.providers.router import AGENT_PREFIX
+from toolrelay.app.responses import (
+    ResponsesRequest,
+    ResponseStore,
+    ResponseStreamWriter,
+    StoredResponse,
+    chat_payload,
+    new_response_id,
+    output_items,
+    parse_request,
+    response_object,
+    response_scope,
+    responses_usage,
+)
+from toolrelay.app.routes.chat import SSE_HEADERS, DisconnectWatch, UsageTracker, upstream_body
+from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
+from toolrelay.app.strict_request import StrictJSONRequest
+from toolrelay.app.validation import check_request
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from toolrelay.app.services import Services
+
+__all__ = ["build_responses_handlers"]
+
+_MAX_PAGE = 100
+# The agent spellings, slash and colon (the colon one lets clients that split ids on "/" through).
+_AGENT_PREFIXES = (AGENT_PREFIX, "agent:")
+
+
+def _not_found(response_id: str) -> OpenAIError:
+    # OpenAI's own wording for an id it does not have (another key's included).
+    return OpenAIError(404, f"Response with id '{response_id}' not found.", type="invalid_request_error", param="response_id", code=None)
+
+
+def _previous_not_found(response_id: str) -> OpenAIError:
+    return OpenAIError(404, f"Previous response with id '{response_id}' not found.", type="invalid_request_error", param="previous_response_id", code=None)
+
+
+def _not_supported(what: str, param: str) -> OpenAIError:
+    return invalid_request(f"{what} is not supported yet on /v1/responses; see docs/responses.md.", param=param, code="unsupported_value")
+
+
+def _json(content: Any, headers: Mapping[str, str] | None = None) -> Response[bytes]:
+    return Response(content=orjson.dumps(content), media_type="application/json", headers=dict(headers or {}))
+
+
+def build_responses_handlers(services: Services, store: ResponseStore) -> list[Any]:
+    """The create handler (the chat-like path) and the stored-response routes, under ``/v1`` and at the root."""
+    routers = [_stored_routes(services, store, prefix) for prefix in ("/v1/responses", "/responses")]
+    return [_create_handler(services, store), *routers]
+
+
+def _create_handler(services: Services, store: ResponseStore) -> Any:
+    settings = services.settings
+    server = settings.server
+    schema_checker = SchemaChecker(SchemaLimits.from_server(server))
+
+    @post(["/v1/responses", "/responses"], status_code=200, summary="Create a response", tags=["responses"], description="OpenAI Responses API (proxy mode).")
+    async def create_response(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+        info = request_info(request.scope)
+        info.metered = True
+        try:
+            await services.gate.authenticate(request, info)
+            params = parse_request(parse_json_body(await request.body()), settings.default_model)
+            info.model = params.model
+            info.mode = "responses"
+            if params.model.startswith(_AGENT_PREFIXES):
+                raise _not_supported("Agent mode", "model")
+            if params.background:
+                raise _not_supported("'background: true'", "background")
+            route = services.router.resolve(params.model)
+            if route is None:
+                raise model_not_found(params.model)
+            info.upstream = route.provider.name
+            scope = response_scope(info.key_id)
+            history: list[dict[str, Any]] = []
+            if params.previous_response_id is not None:
+                previous = await store.get(scope, params.previous_response_id)
+                if previous is None:
+                    raise _previous_not_found(params.previous_response_id)
+                history = [*previous.context, *previous.response["output"]]
+            payload = chat_payload(params, history)
+            # The chat rules as a backstop (message and tool caps, schema sizes) on what goes upstream.
+            check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
+            ticket = info.ticket = await services.gate.admit(request, info, payload, route)
+            await schema_checker.check(payload)
+            if route.context_window:
+                await services.check_context(payload, route, info.request_id)
+            tracker = UsageTracker(services, route, payload, info)
+            call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
+            events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
+            turn = _Turn(params, history, scope, store, tracker, info)
+            watch = DisconnectWatch(request)
+            try:
+                if params.stream:
+                    return await turn.stream(events, ticket.headers)
+                return await turn.json(events, ticket.headers)
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                info.error_code = "client_disconnected"
+                return Response(content=b"", status_code=499)
+            finally:
+                watch.stop()
+        except OpenAIError as err:
+            return error_response(err, info)
+
+    return create_response
+
+
+class _Turn:
+    """One response being made: the events in, the answer out, the record stored."""
+
+    __slots__ = ("params", "history", "scope", "store", "tracker", "info", "response_id", "created_at")
+
+    def __init__(
+        self, params: ResponsesRequest, history: list[dict[str, Any]], scope: str, store: ResponseStore, tracker: UsageTracker, info: RequestInfo
+    ) -> None:
+        self.params = params
+        self.history = history
+        self.scope = scope
+        self.store = store
+        self.tracker = tracker
+        self.info = info
+        self.response_id = new_response_id()
+        self.created_at = int(time.time())
+
+    async def _keep(self, response: dict[str, Any]) -> None:
+        if self.params.store:
+            await self.store.save(self.scope, StoredResponse(response, self.params.items, [*self.history, *self.params.items]))
+
+    async def json(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes]:
+        collected = CompletionAccumulator()
+        tracker = self.tracker
+        try:
+            try:
+                async for event in events:
+                    tracker.observe(event)
+                    collected.add(event)
+                    if collected.error is not None:
+                        break
+            finally:
+                await events.aclose()
+            if collected.error is not None:
+                return error_response(collected.error, self.info)
+            await tracker.estimate()
+            choice = collected.choices.get(0)
+            message = choice.merged_message() if choice is not None else {}
+            finish = choice.finish_reason if choice is not None else None
+            response = response_object(
+                self.params,
+                response_id=self.response_id,
+                created_at=self.created_at,
+                status="incomplete" if finish == "length" else "completed",
+                output=output_items(message, finish),
+                usage=responses_usage(tracker.usage),
+            )
+            await self._keep(response)
+        finally:
+            self.info.usage = await tracker.result(estimate=self.info.error_code == "client_disconnected")
+        return _json(response, headers)
+
+    async def stream(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes] | Stream:
+        writer = ResponseStreamWriter(self.params, self.response_id, self.created_at)
+        tracker = self.tracker
+        info = self.info
+        # Pull until the first event that says something, so an upstream error up front keeps its HTTP status.
+        head = [writer.start()]
+        try:
+            async for event in events:
+                if type(event) is Failure:
+                    await events.aclose()
+                    info.usage = await tracker.result(estimate=False)
+                    return error_response(event.error, info)
+                tracker.observe(event)
+                chunk = writer.feed(event)
+                if chunk:
+                    head.append(chunk)
+                    break
+            else:
+                head.append(await self._tail(writer))
+        except BaseException:
+            await events.aclose()
+            info.usage = await tracker.result(estimate=info.error_code == "client_disconnected")
+            raise
+
+        async def body() -> AsyncGenerator[bytes, None]:
+            try:
+                for chunk in head:
+                    yield chunk
+                if writer.status != "in_progress":
+                    return
+                async for event in events:
+                    tracker.observe(event)
+                    chunk = writer.feed(event)
+                    if chunk:
+                        yield chunk
+                    if writer.status == "failed":
+                        info.error_code = "stream_error"
+                        return
+                yield await self._tail(writer)
+            finally:
+                await events.aclose()  # at once: a client that left stops the upstream call
+
+        chunks = body()
+
+        async def ending() -> None:
+            await chunks.aclose()
+            await events.aclose()
+            info.usage = await tracker.result(estimate=True)
+
+        info.ending = ending
+        return Stream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+
+    async def _tail(self, writer: ResponseStreamWriter) -> bytes:
+        await self.tracker.estimate()
+        writer.usage = self.tracker.usage
+        last = writer.finish()
+        # Stored before the last event goes out: a client that retrieves it at once finds it.
+        await self._keep(writer.response(writer.status))
+        return last
+
+
+def _stored_routes(services: Services, store: ResponseStore, prefix: str) -> Router:
+    def scope_of(request: Request[Any, Any, Any]) -> str:
+        return response_scope(request_info(cast("dict[str, Any]", request.scope)).key_id)
+
+    @get("/{response_id:str}", summary="Retrieve a stored response")
+    async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+        stored = await store.get(scope_of(request), response_id)
+        if stored is None:
+            raise _not_found(response_id)
+        return _json(stored.response, rate_limit_headers(request))
+
+    @delete("/{response_id:str}", summary="Delete a stored response and its input items", status_code=200)
+    async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+        if not await store.delete(scope_of(request), response_id):
+            raise _not_found(response_id)
+        return _json({"id": response_id, "object": "response", "deleted": True}, rate_limit_headers(request))
+
+    @get("/{response_id:str}/input_items", summary="List a stored response's input items")
+    async def list_input_items(
+        request: Request[Any, Any, Any],
+        response_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=_MAX_PAGE, description="How many items to return.")] = 20,
+        order: Annotated[Literal["asc", "desc"], QueryParameter(description="Input order (asc) or reversed (desc).")] = "desc",
+        after: Annotated[str | None, QueryParameter(description="An item id: the page after it (cursor).")] = None,
+    ) -> Response[bytes]:
+        stored = await store.get(scope_of(request), response_id)
+        if stored is None:
+            raise _not_found(response_id)
+        items = stored.input_items if order == "asc" else stored.input_items[::-1]
+        if after:
+            ids = [item.get("id") for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[:limit]
+        listing = {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+        return _json(listing, rate_limit_headers(request))
+
+    return Router(
+        prefix,
+        route_handlers=[retrieve_response, delete_response, list_input_items],
+        guards=[metered_key_guard(services.gate, mode="responses")],
+        request_class=StrictJSONRequest,
+        tags=["responses"],
+    )
