@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from toolrelay.app.middleware import RequestInfo
+from toolrelay.app.model_ids import canonical_model_id, split_agent_model
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _OTHER = "other"
@@ -47,9 +48,10 @@ class Metrics:
     def _model_label(self, model: str | None) -> str:
         if not model:
             return ""
+        model = canonical_model_id(model)  # agent:<m> and agent/<m> are one series
         if model in self._models:
             return model
-        if len(self._models) >= _MAX_MODELS or (self._is_served is not None and not self._is_served(model.removeprefix("agent/"))):
+        if len(self._models) >= _MAX_MODELS or (self._is_served is not None and not self._is_served(split_agent_model(model)[1])):
             return _OTHER
         self._models.add(model)
         return model

@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass
 
 from toolrelay.app.config import Settings
+from toolrelay.app.model_ids import AGENT_PREFIX, split_agent_model
 from toolrelay.app.providers.base import Provider
 
 log = logging.getLogger("toolrelay.models")
 
-AGENT_PREFIX = "agent/"
+__all__ = ["AGENT_PREFIX", "ModelRouter", "Route"]  # AGENT_PREFIX: re-exported for callers that import it from here
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class ModelRouter:
         self._aliases = dict(settings.aliases)
 
     def _add(self, model_id: str, provider: Provider, upstream_model: str) -> None:
-        if model_id in self._routes or model_id.startswith(AGENT_PREFIX):
+        if model_id in self._routes or split_agent_model(model_id)[0]:
             return
         upstream = self._settings.upstreams[provider.name]
         override = self._settings.models.get(model_id)

@@ -25,8 +25,9 @@ from toolrelay.app.errors import OpenAIError, error_response, model_not_found
 from toolrelay.app.events import Event, Failure, UsageReport
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
+from toolrelay.app.model_ids import AGENT_PREFIX, split_agent_model
 from toolrelay.app.providers.base import UpstreamCall
-from toolrelay.app.providers.router import AGENT_PREFIX, Route
+from toolrelay.app.providers.router import Route
 from toolrelay.app.routes.openapi_docs import ChatCompletionOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 from toolrelay.app.usage import RequestUsage
@@ -130,7 +131,8 @@ def build_chat_handler(services: Services) -> Any:
         status_code=200,
         summary="Create a chat completion",
         description=(
-            "OpenAI Chat Completions. A plain model id is proxied to its upstream; `agent/<model>` runs the agent loop on <model>. See docs/agent.md."
+            "OpenAI Chat Completions. A plain model id is proxied to its upstream; `agent/<model>` (or `agent:<model>`) runs the agent loop"
+            " on <model>. See docs/agent.md."
         ),
         tags=["chat"],
         operation_class=ChatCompletionOperation,
@@ -146,9 +148,10 @@ def build_chat_handler(services: Services) -> Any:
             payload = parse_json_body(raw)
             check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
             model = payload.get("model") or settings.default_model or ""
-            info.model = model
-            agent_mode = model.startswith(AGENT_PREFIX)
-            route = services.router.resolve(model[len(AGENT_PREFIX) :] if agent_mode else model)
+            agent_mode, base_model = split_agent_model(model)
+            # The books (access, limits, ledger, metrics) see one spelling; the answer echoes the client's.
+            info.model = AGENT_PREFIX + base_model if agent_mode else model
+            route = services.router.resolve(base_model)
             if route is None or (agent_mode and services.agent is None):
                 raise model_not_found(model)
             info.mode = "agent" if agent_mode else "proxy"

@@ -1,4 +1,9 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``; ids may contain ``/``."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``; ids may contain ``/``.
+
+The listing names agent models once, as ``agent/<m>`` (both spellings would
+double it, and the clients that cannot send ``/`` do not pick from it);
+``GET /v1/models/agent:<m>`` finds the same model and echoes the id asked for.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from litestar.response import Response
 
 from toolrelay.app.errors import error_response, model_not_found
 from toolrelay.app.middleware import request_info
-from toolrelay.app.providers.router import AGENT_PREFIX
+from toolrelay.app.model_ids import AGENT_PREFIX, canonical_model_id
 from toolrelay.app.routes.openapi_docs import ModelListOperation, ModelOperation
 
 if TYPE_CHECKING:
@@ -46,9 +51,10 @@ def build_model_handlers(services: Services) -> list[Any]:
         await services.gate.authenticate(request, info)
         # Clients send "agent/x" raw or as "agent%2Fx"; some proxies double-encode.
         wanted = unquote(model_id.lstrip("/"))
+        listed = canonical_model_id(wanted)
         for item in listing(info):
-            if item["id"] == wanted:
-                return Response(content=orjson.dumps(item), media_type="application/json")
+            if item["id"] == listed:
+                return Response(content=orjson.dumps({**item, "id": wanted}), media_type="application/json")
         return error_response(model_not_found(wanted), info)
 
     return [list_models, retrieve_model]
