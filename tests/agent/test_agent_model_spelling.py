@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 from agent_helpers import USER, assert_stream_contract, content_of, stream_raw, streamed_steps
+from test_agent_sdk_streams import node_available, node_stream
 
 from fakes.admin import Admin
 from fakes.clients import rest, sdk
@@ -96,6 +97,14 @@ def test_sdk_client_with_agent_colon(oai: openai.OpenAI, fake: FakeUpstream, tes
     with oai.chat.completions.stream(model="agent:fake-model", messages=USER) as stream:  # type: ignore[arg-type]
         final = stream.get_final_completion()
     assert final.model == "agent:fake-model" and final.choices[0].message.content == FINAL
+
+
+def test_node_sdk_with_agent_colon(agent_relay: RunningServer, fake: FakeUpstream, test_tools: Any) -> None:
+    node = node_available()
+    _script(fake)
+    result = node_stream(node, agent_relay, {"model": "agent:fake-model", "messages": USER})
+    assert result["message"]["content"] == FINAL and result["finish_reason"] == "stop"
+    assert {b["model"] for b in _upstream_bodies(fake)} == {"fake-model"}
 
 
 @pytest.mark.parametrize("model", ["agent:", "agent:no-such-model", "agent:agent/fake-model", "agent:agent:fake-model"])
