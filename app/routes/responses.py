@@ -37,8 +37,8 @@ from toolrelay.app.events import Event, Failure
 from toolrelay.app.guards import metered_key_guard, rate_limit_headers
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
+from toolrelay.app.model_ids import canonical_model_id, split_agent_model
 from toolrelay.app.providers.base import UpstreamCall
-from toolrelay.app.providers.router import AGENT_PREFIX
 from toolrelay.app.responses import (
     ResponsesRequest,
     ResponseStore,
@@ -65,8 +65,6 @@ if TYPE_CHECKING:
 __all__ = ["build_responses_handlers"]
 
 _MAX_PAGE = 100
-# The agent spellings, slash and colon (the colon one lets clients that split ids on "/" through).
-_AGENT_PREFIXES = (AGENT_PREFIX, "agent:")
 
 
 def _not_found(response_id: str) -> OpenAIError:
@@ -104,9 +102,9 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
         try:
             await services.gate.authenticate(request, info)
             params = parse_request(parse_json_body(await request.body()), settings.default_model)
-            info.model = params.model
+            info.model = canonical_model_id(params.model)
             info.mode = "responses"
-            if params.model.startswith(_AGENT_PREFIXES):
+            if split_agent_model(params.model)[0]:
                 raise _not_supported("Agent mode", "model")
             if params.background:
                 raise _not_supported("'background: true'", "background")
