@@ -229,6 +229,14 @@ class TokenCounter:
                 memo.popitem(last=False)
         return count
 
+    def remember_prompt(self, request_id: str, model: str, count: int) -> None:
+        """Record a prompt's count known without encoding (token-id inputs: their length), so
+        :meth:`count_prompt` for this request returns it instead of reading ``messages``."""
+        memo = self._memo
+        memo[(request_id, model)] = count
+        while len(memo) > _MEMO_ENTRIES:
+            memo.popitem(last=False)
+
     async def count_messages_async(self, messages: list[Any], model: str = "", tools: list[Any] | None = None) -> int:
         await self.prepare(model)
         if _chars_within(messages, _INLINE_CHARS) + (_chars_within(tools, _INLINE_CHARS) if tools else 0) <= _INLINE_CHARS:

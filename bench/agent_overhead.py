@@ -34,7 +34,7 @@ from toolrelay.agent.runner import AgentRunner
 from toolrelay.app.config import AgentSettings, UpstreamSettings
 from toolrelay.app.events import ChoiceDelta, Event, UsageReport
 from toolrelay.app.middleware import RequestInfo
-from toolrelay.app.providers.base import Health, UpstreamCall
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
 from toolrelay.tools.current_time import CurrentTimeTool
@@ -73,6 +73,10 @@ class InstantProvider:
                 yield ChoiceDelta(0, {"content": token})
             yield ChoiceDelta(0, {}, finish_reason="stop")
         yield UsageReport({"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130})
+
+    async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
+        raise NotImplementedError("the agent loop calls chat only")
+        yield b""  # an async generator, as the protocol's providers are
 
     async def start(self) -> None: ...
 

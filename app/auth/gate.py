@@ -75,9 +75,11 @@ def client_address(scope: dict[str, Any], trust_forwarded_for: bool) -> str:
 
 
 def requested_max_tokens(payload: dict[str, Any]) -> int | None:
+    """The completion tokens a request allows, None when it sets none. 0 only comes from requests
+    that generate nothing (embeddings): chat validation refuses it."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = payload.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
     return None
 
@@ -281,7 +283,8 @@ class AuthGate:
             # Off the event loop, bounded, and remembered for the rest of the request.
             prompt = await self.tokens.count_prompt(payload, route.upstream_model, info.request_id)
             tokens, worst_nano = self._estimate(payload, route, price, prompt)
-        completion = (requested_max_tokens(payload) or self._completion_estimate) * requested_choices(payload)
+        wanted = requested_max_tokens(payload)
+        completion = (self._completion_estimate if wanted is None else wanted) * requested_choices(payload)
         ticket = Ticket(price, route.upstream_model, completion, payload.get("stream") is True, key.id if key is not None else None)
         if policy is not None:
             period_start, period_end = 0, float("inf")

@@ -25,6 +25,24 @@ class UpstreamCall:
 
 
 @dataclass(slots=True)
+class ForwardCall:
+    """One call to an upstream endpoint passed through as it is (``/embeddings``, ``/completions``).
+
+    ``path`` is relative to the upstream's base URL; ``body`` is the request
+    as the upstream should receive it (its own model name in place).
+    ``model`` and ``endpoint`` (the client's id and the path it called) name
+    them in the error a client gets when the upstream lacks the endpoint.
+    """
+
+    path: str
+    body: dict[str, Any]
+    stream: bool
+    model: str
+    endpoint: str
+    request_id: str = ""
+
+
+@dataclass(slots=True)
 class Health:
     name: str
     kind: str
@@ -47,6 +65,16 @@ class Provider(Protocol):
         Errors known before the first event (HTTP status from the upstream,
         connection failure) are raised as :class:`app.errors.OpenAIError` from
         the first ``__anext__``; later failures arrive as a ``Failure`` event.
+        """
+        ...
+
+    def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
+        """Yield the reply to a passed-through call: a plain answer's whole body once, or a
+        stream's ``data:`` payloads as they arrive (``[DONE]`` included).
+
+        Errors are raised as :class:`app.errors.OpenAIError`: before the first
+        payload the upstream's HTTP error (a missing endpoint as 400
+        ``unsupported_endpoint``), later a broken or stalled stream.
         """
         ...
 

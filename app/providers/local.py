@@ -22,7 +22,8 @@ import anyio
 
 from toolrelay.app.config import UpstreamSettings
 from toolrelay.app.events import Event
-from toolrelay.app.providers.base import Health, UpstreamCall
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
+from toolrelay.app.providers.forward import unsupported_endpoint
 from toolrelay.app.providers.openai import OpenAIProvider
 
 log = logging.getLogger("toolrelay.local")
@@ -105,7 +106,7 @@ class LocalProvider:
         # llama.cpp ignores object-form tool_choice and a `user` field is meaningless to it.
         return body
 
-    async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
+    def _ready(self) -> OpenAIProvider:
         if self._inner is None:
             from toolrelay.app.errors import OpenAIError
 
@@ -116,9 +117,21 @@ class LocalProvider:
                 code="model_unavailable",
                 headers={"retry-after": "5"},
             )
+        return self._inner
+
+    async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
+        inner = self._ready()
         call = UpstreamCall(body=self.prepare(call.body), stream=call.stream, request_id=call.request_id)
-        async for event in self._inner.complete(call):
+        async for event in inner.complete(call):
             yield event
+
+    async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
+        if call.path == "/embeddings":
+            # llama.cpp serves embeddings only when started for them, and then serves
+            # nothing else (its --embeddings mode); the embedded model is started for chat.
+            raise unsupported_endpoint(call.model, call.endpoint, "the embedded local model serves chat and text completions only.")
+        async for data in self._ready().forward(call):
+            yield data
 
     async def health(self) -> Health:
         if self._inner is None:

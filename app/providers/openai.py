@@ -19,7 +19,8 @@ import orjson
 from toolrelay.app.config import UpstreamSettings
 from toolrelay.app.errors import upstream_timeout, upstream_unreachable
 from toolrelay.app.events import Event, Failure
-from toolrelay.app.providers.base import Health, UpstreamCall
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
+from toolrelay.app.providers.forward import DONE, SSEDataFramer, map_forward_error
 from toolrelay.app.providers.openai_parser import (
     SSEChunkParser,
     events_from_body,
@@ -78,12 +79,12 @@ class OpenAIProvider:
             raise RuntimeError(f"provider {self.name} used before start()")
         return self._session
 
-    async def _post(self, call: UpstreamCall) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, body: dict[str, Any], stream: bool) -> aiohttp.ClientResponse:
         # No retry here: a connection that dies after the upstream read the
         # request may still be billed, and the client SDKs retry a 502 themselves.
-        timeout = self._timeout_stream if call.stream else self._timeout_plain
+        timeout = self._timeout_stream if stream else self._timeout_plain
         try:
-            return await self.session.post(self._completions_url, data=dumps_body(call.body), timeout=timeout)
+            return await self.session.post(url, data=dumps_body(body), timeout=timeout)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise upstream_timeout(f"'{self.name}' did not answer in time") from None
         except aiohttp.ClientConnectorError as exc:
@@ -92,7 +93,7 @@ class OpenAIProvider:
             raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
-        response = await self._post(call)
+        response = await self._post(self._completions_url, call.body, call.stream)
         finished = False
         try:
             if response.status >= 400:
@@ -150,6 +151,48 @@ class OpenAIProvider:
             return
         for event in parser.end():
             yield event
+
+    async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
+        response = await self._post(self.base_url + call.path, call.body, call.stream)
+        finished = False
+        try:
+            if response.status >= 400:
+                try:
+                    raw = await response.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    raw = b""
+                raise map_forward_error(response.status, raw, response.headers, self.name, model=call.model, endpoint=call.endpoint)
+            if not call.stream or response.content_type == "application/json":
+                # A server that ignores `stream` answers with one body; the caller reads it as one event.
+                try:
+                    raw = await response.read()
+                except (TimeoutError, aiohttp.ServerTimeoutError):
+                    raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
+                except aiohttp.ClientError as exc:
+                    raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
+                yield raw
+                finished = True
+                return
+            framer = SSEDataFramer()
+            try:
+                async for chunk in response.content.iter_any():
+                    for data in framer.feed(chunk):
+                        yield data
+                        if data == DONE:
+                            finished = True
+                            return
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                raise upstream_timeout(f"'{self.name}' stopped sending its stream") from None
+            except aiohttp.ClientError as exc:
+                raise upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})") from None
+            for data in framer.end():
+                yield data
+            finished = True
+        finally:
+            if finished:
+                response.release()
+            else:
+                response.close()  # as in complete(): the upstream learns the client left
 
     async def health(self) -> Health:
         try:

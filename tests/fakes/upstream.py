@@ -3,7 +3,9 @@
 :class:`FakeUpstream` is a real HTTP server (aiohttp) running on its own event
 loop in a daemon thread, so synchronous clients in a test (``openai.OpenAI``,
 ``httpx.Client``) never deadlock with it. It records every request and answers
-``POST /v1/chat/completions`` following a script of :class:`Reply` objects.
+``POST /v1/chat/completions`` following a script of :class:`Reply` objects
+(and ``/v1/embeddings`` and the legacy ``/v1/completions`` from the same
+script: see :meth:`FakeUpstream._handle_forwarded`).
 
 Typical use (the ``fake`` fixture in ``tests/conftest.py`` hands out a started,
 freshly reset instance)::
@@ -34,6 +36,7 @@ usage chunk with ``"choices": []`` precedes ``data: [DONE]``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -48,7 +51,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["AUTO", "FakeUpstream", "RecordedRequest", "Reply", "word_count"]
+__all__ = ["AUTO", "EMBEDDING_DIMS", "FakeUpstream", "RecordedRequest", "Reply", "word_count"]
 
 
 class _Auto:
@@ -70,6 +73,8 @@ class _Auto:
 
 AUTO: Any = _Auto()
 DEFAULT_CONTENT = "Hello from the fake upstream."
+#: Floats per embedding when the request sets no ``dimensions``.
+EMBEDDING_DIMS = 8
 
 
 def word_count(text: str | None) -> int:
@@ -295,6 +300,8 @@ class FakeUpstream:
         self.models: list[str] = list(models or ["fake-model"])
         self._initial_models = list(self.models)
         self.models_status = 200
+        #: Endpoints this upstream pretends not to have (``{"embeddings"}``): answered like any unknown path.
+        self.missing_endpoints: set[str] = set()
         self.default_reply = default_reply or Reply()
         self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
         self._initial_default = self.default_reply
@@ -345,6 +352,8 @@ class FakeUpstream:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_post("/chat/completions", self._handle_chat)
+        for path in ("/v1/embeddings", "/embeddings", "/v1/completions", "/completions"):
+            app.router.add_post(path, self._handle_forwarded)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/models", self._handle_models)
         app.router.add_route("*", "/{tail:.*}", self._handle_other)
@@ -415,6 +424,7 @@ class FakeUpstream:
             self.default_reply = self._initial_default
             self.models = list(self._initial_models)
             self.models_status = 200
+            self.missing_endpoints = set()
 
     def _pick(self, body: Any) -> Reply:
         with self._lock:
@@ -439,6 +449,10 @@ class FakeUpstream:
     def chat_requests(self) -> list[RecordedRequest]:
         """Only the ``POST .../chat/completions`` requests."""
         return [r for r in self.requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+    def requests_to(self, endpoint: str) -> list[RecordedRequest]:
+        """The ``POST`` requests to ``endpoint`` (``"embeddings"``, ``"completions"``: legacy only)."""
+        return [r for r in self.requests if r.method == "POST" and r.path.rsplit("/", 1)[-1] == endpoint and not r.path.endswith("/chat/completions")]
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -711,10 +725,13 @@ class FakeUpstream:
             events.append({**envelope, "choices": [], "usage": self._usage(body, reply, n)})
         return events
 
-    async def _stream(self, request: web.Request, rec: RecordedRequest, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, rec: RecordedRequest, body: dict[str, Any], reply: Reply, events: list[dict[str, Any] | bytes] | None = None
+    ) -> web.StreamResponse:
         response = web.StreamResponse(status=200, headers={"content-type": "text/event-stream", "cache-control": "no-cache", **reply.headers})
         await response.prepare(request)
-        events = self._stream_events(body, reply)
+        if events is None:
+            events = self._stream_events(body, reply)
         for k, event in enumerate(events):
             if reply.break_after is not None and k >= reply.break_after:
                 await self._reset_connection(request, rec)
@@ -751,3 +768,165 @@ class FakeUpstream:
             except OSError:
                 pass
         transport.abort()
+
+    # ------------------------------------------------------------------ embeddings, legacy completions
+    #
+    # ``POST /v1/embeddings`` and ``POST /v1/completions`` take the same script
+    # (queue, responder, default reply) and the same HTTP-level fields as chat
+    # (status, error, headers, raw_body, delay, usage, send_usage, model;
+    # streaming: chunks, chunk_tokens, chunk_delay, break_after, send_done).
+    # Embeddings are :data:`EMBEDDING_DIMS` floats per input (``dimensions``
+    # honoured), derived from the input, float or base64 (little-endian
+    # float32, as OpenAI sends them); usage counts words (token ids: one each).
+    # A completion's text is ``content`` (per prompt and choice), with the
+    # prompt in front for ``echo``, legacy ``logprobs`` when asked.
+
+    async def _handle_forwarded(self, request: web.Request) -> web.StreamResponse:
+        endpoint = request.path.rsplit("/", 1)[-1]
+        if endpoint in self.missing_endpoints:
+            return await self._handle_other(request)
+        rec = await self._recorded(request)
+        body = rec.body
+        try:
+            reply = self._pick(body)
+            rec.reply = reply
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if reply.raw_body is not None:
+                response = web.Response(body=reply.raw_body, status=reply.status, headers={"content-type": reply.content_type, **reply.headers})
+            elif reply.status != 200:
+                response = web.json_response(reply.error_body(), status=reply.status, headers=reply.headers)
+            elif not isinstance(body, dict):
+                response = web.json_response(Reply(status=400).error_body(), status=400)
+            elif endpoint == "embeddings":
+                response = web.json_response(self._embeddings(body, reply), headers=reply.headers, dumps=json.dumps)
+            elif body.get("stream") is True if reply.stream is None else reply.stream:
+                return await self._stream(request, rec, body, reply, self._text_completion_events(body, reply))
+            else:
+                response = web.json_response(self._text_completion(body, reply), headers=reply.headers, dumps=json.dumps)
+            await response.prepare(request)
+            await response.write_eof()
+            self._finish(rec, "completed")
+            return response
+        except (asyncio.CancelledError, ConnectionError):
+            self._finish(rec, "disconnected")
+            raise
+        finally:
+            self._finish(rec, "error")
+
+    @staticmethod
+    def _inputs(value: Any) -> list[Any]:
+        """An ``input``/``prompt`` as a list of items (a string or a token array each)."""
+        if isinstance(value, list) and value and all(isinstance(t, int) for t in value):
+            return [value]
+        return value if isinstance(value, list) else [value]
+
+    @staticmethod
+    def _input_tokens(items: list[Any]) -> int:
+        return sum(len(item) if isinstance(item, list) else word_count(str(item)) for item in items)
+
+    def _embeddings(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        items = self._inputs(body.get("input"))
+        dims = body.get("dimensions") or EMBEDDING_DIMS
+        data = []
+        for index, item in enumerate(items):
+            seed = sum(json.dumps(item).encode()) + 1
+            vector = [round(((seed * (k + 1)) % 997) / 997 - 0.5, 6) for k in range(dims)]
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        out: dict[str, Any] = {"object": "list", "data": data, "model": reply.model or body.get("model")}
+        if reply.send_usage:
+            tokens = self._input_tokens(items)
+            out["usage"] = reply.usage if reply.usage is not None else {"prompt_tokens": tokens, "total_tokens": tokens}
+        return out
+
+    def _completion_texts(self, body: dict[str, Any], reply: Reply) -> list[str]:
+        prompts = self._inputs(body.get("prompt"))
+        texts = []
+        for prompt in prompts:
+            for i in range(self._choice_count(body)):
+                text = reply.content_for(i) or ""
+                if body.get("echo") is True:
+                    text = (prompt if isinstance(prompt, str) else " ".join(map(str, prompt))) + text
+                texts.append(text)
+        return texts
+
+    def _completion_usage(self, body: dict[str, Any], reply: Reply, texts: list[str]) -> dict[str, Any]:
+        if reply.usage is not None:
+            return reply.usage
+        prompt = max(1, self._input_tokens(self._inputs(body.get("prompt"))))
+        completion = sum(word_count(t) for t in texts)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    @staticmethod
+    def _legacy_logprobs(body: dict[str, Any], text: str, offset: int = 0) -> Any:
+        top = body.get("logprobs")
+        if not isinstance(top, int) or isinstance(top, bool):
+            return None
+        tokens = re.findall(r"\S+\s*", text)
+        offsets, position = [], offset
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        return {
+            "tokens": tokens,
+            "token_logprobs": [-0.25] * len(tokens),
+            "top_logprobs": [{token: -0.25, **{f"alt{k}": -3.0 - k for k in range(1, top)}} for token in tokens],
+            "text_offset": offsets,
+        }
+
+    def _text_completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        texts = self._completion_texts(body, reply)
+        choices = [
+            {"text": text, "index": i, "logprobs": self._legacy_logprobs(body, text), "finish_reason": reply.resolved_finish_reason()}
+            for i, text in enumerate(texts)
+        ]
+        out: dict[str, Any] = {
+            "id": reply.completion_id or "cmpl-fake" + os.urandom(8).hex(),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": reply.model or body.get("model"),
+            "choices": choices,
+        }
+        if reply.system_fingerprint is not None:
+            out["system_fingerprint"] = reply.system_fingerprint
+        if reply.send_usage:
+            out["usage"] = self._completion_usage(body, reply, texts)
+        return out
+
+    def _text_completion_events(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any] | bytes]:
+        if reply.chunks is not None:
+            return list(reply.chunks)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        envelope: dict[str, Any] = {
+            "id": reply.completion_id or "cmpl-fake" + os.urandom(8).hex(),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": reply.model or body.get("model"),
+        }
+        if reply.system_fingerprint is not None:
+            envelope["system_fingerprint"] = reply.system_fingerprint
+        texts = self._completion_texts(body, reply)
+        per = reply.chunk_tokens if isinstance(reply.chunk_tokens, int) else 1
+        events: list[dict[str, Any] | bytes] = []
+        for i, text in enumerate(texts):
+            pieces = list(reply.chunk_tokens) if isinstance(reply.chunk_tokens, list) else _split_words(text, per)
+            offset = 0
+            for piece in [*pieces, ""]:
+                finish = None if piece else reply.resolved_finish_reason()
+                chunk = {
+                    **envelope,
+                    "choices": [
+                        {"text": piece, "index": i, "logprobs": self._legacy_logprobs(body, piece, offset) if piece else None, "finish_reason": finish}
+                    ],
+                }
+                offset += len(piece)
+                if include_usage:
+                    chunk["usage"] = None
+                events.append(chunk)
+        if include_usage and reply.send_usage:
+            events.append({**envelope, "choices": [], "usage": self._completion_usage(body, reply, texts)})
+        return events
