@@ -18,6 +18,8 @@ from toolrelay.app.http_guard import HttpGuard
 from toolrelay.app.middleware import ASGIApp, RequestInfo, request_info, wrap_app
 from toolrelay.app.request_errors import openai_validation_error
 from toolrelay.app.routes.chat import build_chat_handler
+from toolrelay.app.routes.completions import build_completions_handler
+from toolrelay.app.routes.embeddings import build_embeddings_handler
 from toolrelay.app.routes.health import build_health_handlers, build_metrics_handler
 from toolrelay.app.routes.models import build_model_handlers
 from toolrelay.app.routes.openapi_docs import attach_protocol_schemas
@@ -67,6 +69,8 @@ def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -
 def create_litestar(settings: Settings, services: Services, extra_handlers: list[Any] | None = None) -> Litestar:
     handlers = [
         build_chat_handler(services),
+        build_embeddings_handler(services),
+        build_completions_handler(services),
         *build_model_handlers(services),
         *build_health_handlers(services),
         build_metrics_handler(services),

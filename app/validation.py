@@ -10,6 +10,7 @@ over the parsed dict rather than a schema engine.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from toolrelay.app.errors import OpenAIError, invalid_request
@@ -390,3 +391,129 @@ def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128, 
     if body.get("tools") is not None:
         check_tools(body["tools"], max_tools, budget)
     check_tool_choice(body)
+
+
+# -- /v1/embeddings and the legacy /v1/completions -----------------------------
+
+#: OpenAI's cap on the inputs of one embeddings request (and ours on a legacy prompt list).
+MAX_INPUT_ITEMS = 2048
+_ENCODING_FORMATS = frozenset(("float", "base64"))
+_INPUT_SHAPES = "one of a string, an array of strings, an array of integers, or an array of arrays of integers"
+
+
+@dataclass(frozen=True, slots=True)
+class PromptInput:
+    """What an ``input`` or ``prompt`` asks the model to read: texts, or token ids (counted, never decoded)."""
+
+    texts: list[str]
+    token_ids: int = 0
+
+
+def _is_token_array(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(token) and token >= 0 for token in value)
+
+
+def read_prompt_input(value: Any, param: str, *, allow_empty_text: bool) -> PromptInput:
+    """Check an embeddings ``input`` or a completions ``prompt`` (the four shapes OpenAI takes)."""
+    if value is None:
+        raise invalid_request(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if isinstance(value, str):
+        if not value and not allow_empty_text:
+            raise invalid_request(f"Invalid '{param}': empty string. Expected a non-empty string.", param=param, code="invalid_value")
+        return PromptInput([value])
+    if not isinstance(value, list):
+        raise _wrong_type(param, _INPUT_SHAPES, value)
+    items: list[Any] = value
+    if not items:
+        raise invalid_request(
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.", param=param, code="empty_array"
+        )
+    if len(items) > MAX_INPUT_ITEMS:
+        raise invalid_request(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {MAX_INPUT_ITEMS}, but got an array with length {len(items)} instead.",
+            param=param,
+            code="array_above_max_length",
+        )
+    first = items[0]
+    if isinstance(first, str):
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise _wrong_type(f"{param}[{i}]", "a string", item)
+            if not item and not allow_empty_text:
+                raise invalid_request(f"Invalid '{param}[{i}]': empty string. Expected a non-empty string.", param=f"{param}[{i}]", code="invalid_value")
+        return PromptInput(items)
+    if _is_int(first):
+        if not _is_token_array(items):
+            raise _wrong_type(param, "an array of non-negative integers (token ids)", items)
+        return PromptInput([], len(items))
+    if not isinstance(first, list):
+        raise _wrong_type(param, _INPUT_SHAPES, first)
+    count = 0
+    for i, item in enumerate(items):
+        if not isinstance(item, list) or not item or not _is_token_array(item):
+            raise _wrong_type(f"{param}[{i}]", "a non-empty array of token ids", item)
+        count += len(item)
+    return PromptInput([], count)
+
+
+def _model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is None:
+        raise invalid_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str):
+        raise _wrong_type("model", "a string", model)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def check_embeddings_request(body: Any) -> PromptInput:
+    """Raise :class:`OpenAIError` (400) for an embeddings request OpenAI would refuse; return its input."""
+    body = _object(body)
+    _model(body)
+    inputs = read_prompt_input(body.get("input"), "input", allow_empty_text=False)
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in _ENCODING_FORMATS:
+        if not isinstance(fmt, str):
+            raise _wrong_type("encoding_format", "a string", fmt)
+        raise invalid_request(f"Invalid value: '{fmt}'. Supported values are: 'base64' and 'float'.", param="encoding_format", code="invalid_value")
+    _number_in(body, "dimensions", 1, 2**31 - 1, integer=True)
+    _string(body, "user")
+    return inputs
+
+
+def check_legacy_completion_request(body: Any) -> PromptInput:
+    """Raise :class:`OpenAIError` (400) for a legacy completions request OpenAI would refuse; return its prompt."""
+    body = _object(body)
+    _model(body)
+    prompt = read_prompt_input(body.get("prompt"), "prompt", allow_empty_text=True)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _wrong_type("stream", "a boolean", stream)
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _wrong_type("stream_options", "an object", options)
+        if not stream:
+            raise invalid_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options", code=None)
+        _bool(options, "include_usage", "stream_options.")
+    _number_in(body, "max_tokens", 0, 2**31 - 1, integer=True)
+    _number_in(body, "temperature", 0, 2)
+    _number_in(body, "top_p", 0, 1)
+    _number_in(body, "n", 1, 128, integer=True)
+    _number_in(body, "best_of", 1, 20, integer=True)
+    _number_in(body, "logprobs", 0, 5, integer=True)
+    _number_in(body, "presence_penalty", -2, 2)
+    _number_in(body, "frequency_penalty", -2, 2)
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise _wrong_type("seed", "an integer", seed)
+    _bool(body, "echo")
+    _string(body, "suffix")
+    _string(body, "user")
+    check_stop(body.get("stop"))
+    check_logit_bias(body.get("logit_bias"))
+    return prompt
