@@ -21,9 +21,10 @@ from toolrelay.app.errors import OpenAIError, model_not_found
 from toolrelay.app.gate import Ticket
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo
+from toolrelay.app.model_ids import split_agent_model
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response
-from toolrelay.app.providers.router import Route, split_agent_model
+from toolrelay.app.providers.router import Route
 from toolrelay.app.usage import RequestUsage
 from toolrelay.app.validation import PromptInput
 
