@@ -141,7 +141,9 @@ def test_openapi_docs_served(http: httpx.Client) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/nope"), ("POST", "/v1/images/generations"), ("GET", "/v1/chat"), ("POST", "/v1/audio/speech"), ("GET", "/v2/models")])
+@pytest.mark.parametrize(
+    "method,path", [("GET", "/nope"), ("POST", "/v1/images/generations"), ("GET", "/v1/chat"), ("POST", "/v1/audio/speech"), ("GET", "/v2/models")]
+)
 def test_unknown_url_is_openai_shaped_404(http: httpx.Client, method: str, path: str) -> None:
     response = http.request(method, path, json={"model": "fake-model"} if method == "POST" else None)
     err = assert_openai_error(response, 404, code="unknown_url")
