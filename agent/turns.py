@@ -15,6 +15,7 @@ they are tested over plain lists of events (:func:`read_events`).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,7 @@ class Turn:
     separate_next: bool = False
 
 
-class TurnReader:
+class TurnReader(abc.ABC):
     """What both readers share: the first choice's deltas, the usage, a failure raised."""
 
     __slots__ = ("finish_reason", "usage")
@@ -90,9 +91,9 @@ class TurnReader:
             raise event.error  # type: ignore[union-attr]
         return _NOTHING
 
+    @abc.abstractmethod
     def finish(self) -> tuple[list[ChoiceDelta], Turn]:
         """The deltas still to stream and the turn; call once, after the last event."""
-        raise NotImplementedError
 
 
 def read_events(reader: TurnReader, events: Iterable[Event]) -> tuple[list[ChoiceDelta], Turn]:
