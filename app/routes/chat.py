@@ -8,7 +8,6 @@ one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -20,6 +19,7 @@ from litestar import Request, post
 from litestar.response import Response, Stream
 
 from toolrelay.app.accumulate import CompletionAccumulator
+from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
 from toolrelay.app.errors import OpenAIError, error_response, model_not_found
 from toolrelay.app.events import Event, Failure, UsageReport
@@ -186,64 +186,13 @@ def build_chat_handler(services: Services) -> Any:
                 )
             # Until the response starts, nobody else reads `receive`; watch it so a
             # client that gives up stops the upstream call (and the agent run).
-            watch = DisconnectWatch(request)
-            try:
-                if stream:
-                    return await _stream_response(events, tracker, model, include_usage, info, ticket.headers)
-                return await _json_response(events, tracker, model, info, ticket.headers)
-            except asyncio.CancelledError:
-                if not watch.fired:
-                    raise
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                info.error_code = "client_disconnected"
-                # Nobody is listening; 499 is the conventional "client closed request" status for the log.
-                return Response(content=b"", status_code=499)
-            finally:
-                watch.stop()
+            if stream:
+                return await answer_unless_gone(request, _stream_response(events, tracker, model, include_usage, info, ticket.headers))
+            return await answer_unless_gone(request, _json_response(events, tracker, model, info, ticket.headers))
         except OpenAIError as err:
             return error_response(err, info)
 
     return chat_completions
-
-
-class DisconnectWatch:
-    """Cancels the handler's task when the client disconnects, until :meth:`stop`.
-
-    The watcher task starts only after ``delay``: an answer faster than that
-    costs a timer instead of a task (measured: the task alone was 0.04 ms of
-    the proxy's 0.28 ms CPU per request against a fast upstream), and a client
-    cannot lose much in that time.
-    """
-
-    __slots__ = ("fired", "_task", "_receive", "_timer", "_watcher", "_info")
-
-    def __init__(self, request: Request[Any, Any, Any], delay: float = 0.05) -> None:
-        self.fired = False
-        self._info = request_info(request.scope)
-        self._task = asyncio.current_task()
-        self._receive = request.receive
-        self._watcher: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(delay, self._start)
-
-    def _start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.fired = True
-                # Set before the cancellation: the usage taken while it unwinds is then
-                # estimated, so the books get what the upstream did instead of nothing.
-                self._info.error_code = "client_disconnected"
-                if self._task is not None:
-                    self._task.cancel()
-                return
-
-    def stop(self) -> None:
-        self._timer.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
 
 
 async def _json_response(

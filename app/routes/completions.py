@@ -12,7 +12,6 @@ before its first chunk keeps its HTTP status; after that, one
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import orjson
 from litestar import Request, post
 from litestar.response import Response, Stream
 
+from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import sse_event
 from toolrelay.app.errors import OpenAIError, error_response, upstream_unreachable
 from toolrelay.app.jsonbody import JSONValue
@@ -27,7 +27,7 @@ from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.forward import DONE
 from toolrelay.app.providers.openai_parser import malformed_response, map_upstream_error
-from toolrelay.app.routes.chat import SSE_HEADERS, DisconnectWatch
+from toolrelay.app.routes.chat import SSE_HEADERS
 from toolrelay.app.routes.forwarding import Forwarded, admit_forwarded, estimated_usage, plain_reply, reply_stream, usage_object
 from toolrelay.app.usage import RequestUsage
 from toolrelay.app.validation import check_legacy_completion_request
@@ -123,19 +123,16 @@ def build_completions_handler(services: Services) -> Any:
                 await services.check_context(forwarded.priced, route, info.request_id)
             stream = forwarded.payload.get("stream") is True
             call = ForwardCall("/completions", forwarded.upstream_body(stream=stream), stream, forwarded.model, ENDPOINT, info.request_id)
-            watch = DisconnectWatch(request)
-            try:
+
+            async def book_estimate() -> None:
+                info.usage = await estimated_usage(services, forwarded, info.request_id)
+
+            async def answer() -> Response[bytes] | Stream:
                 if stream:
                     return await _stream_response(services, forwarded, reply_stream(route, call), info)
                 return await _json_response(services, forwarded, await plain_reply(route, call), info)
-            except asyncio.CancelledError:
-                if not watch.fired:
-                    raise
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                info.usage = await estimated_usage(services, forwarded, info.request_id)
-                return Response(content=b"", status_code=499)
-            finally:
-                watch.stop()
+
+            return await answer_unless_gone(request, answer(), book_estimate)
         except OpenAIError as err:
             return error_response(err, info)
 

@@ -11,7 +11,6 @@ against 330 ms for parsing and re-encoding with orjson. Bodies above
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,11 +18,11 @@ import msgspec
 from litestar import Request, post
 from litestar.response import Response
 
+from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.errors import OpenAIError, error_response
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response
-from toolrelay.app.routes.chat import DisconnectWatch
 from toolrelay.app.routes.forwarding import Forwarded, admit_forwarded, estimated_usage, plain_reply, usage_object
 from toolrelay.app.usage import RequestUsage
 from toolrelay.app.validation import check_embeddings_request
@@ -72,18 +71,12 @@ def build_embeddings_handler(services: Services) -> Any:
         info = request_info(request.scope)
         try:
             forwarded = await admit_forwarded(services, request, info, mode="embeddings", endpoint=ENDPOINT, validate=check_embeddings_request)
-            watch = DisconnectWatch(request)
-            try:
-                return await _answer(services, forwarded, info)
-            except asyncio.CancelledError:
-                if not watch.fired:
-                    raise
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+            async def book_estimate() -> None:
                 # The upstream read the input whether or not we wait for its answer.
                 info.usage = await estimated_usage(services, forwarded, info.request_id)
-                return Response(content=b"", status_code=499)
-            finally:
-                watch.stop()
+
+            return await answer_unless_gone(request, _answer(services, forwarded, info), book_estimate)
         except OpenAIError as err:
             return error_response(err, info)
 

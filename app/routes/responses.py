@@ -21,7 +21,6 @@ each is a clear 400.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
@@ -32,6 +31,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Response, Stream
 
 from toolrelay.app.accumulate import CompletionAccumulator
+from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.errors import OpenAIError, error_response, invalid_request, model_not_found
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.guards import metered_key_guard, rate_limit_headers
@@ -52,7 +52,7 @@ from toolrelay.app.responses import (
     response_scope,
     responses_usage,
 )
-from toolrelay.app.routes.chat import SSE_HEADERS, DisconnectWatch, UsageTracker, upstream_body
+from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, upstream_body
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 from toolrelay.app.strict_request import StrictJSONRequest
 from toolrelay.app.validation import check_request
@@ -130,19 +130,9 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
             call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
             events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
             turn = _Turn(params, history, scope, store, tracker, info)
-            watch = DisconnectWatch(request)
-            try:
-                if params.stream:
-                    return await turn.stream(events, ticket.headers)
-                return await turn.json(events, ticket.headers)
-            except asyncio.CancelledError:
-                if not watch.fired:
-                    raise
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                info.error_code = "client_disconnected"
-                return Response(content=b"", status_code=499)
-            finally:
-                watch.stop()
+            if params.stream:
+                return await answer_unless_gone(request, turn.stream(events, ticket.headers))
+            return await answer_unless_gone(request, turn.json(events, ticket.headers))
         except OpenAIError as err:
             return error_response(err, info)
 
