@@ -292,19 +292,7 @@ class AuthGate:
                 period_start, period_end = self._periods.bounds(policy.budget_period, time.time())
             # The worst case is held against the budget until release, so requests
             # in flight cannot all start while the spend alone is under budget.
-            ask = Ask(bucket, info.request_id, policy, tokens, period_start, period_end, worst_nano if budgeted else 0)
-            try:
-                decision = await self.backend.acquire(ask)
-            except Exception as exc:  # noqa: BLE001 - a backend outage must not become a 500
-                self._backend_failed(exc)
-                if not self._fail_open:
-                    raise errors.limiter_unavailable() from None
-            else:
-                if not decision.ok:
-                    raise self._refusal(decision, ask, key, info)
-                ticket.ask = ask
-                ticket.decision = decision
-                ticket.headers = rate_headers(policy, decision)
+            await self._acquire(ticket, Ask(bucket, info.request_id, policy, tokens, period_start, period_end, worst_nano if budgeted else 0), key, info)
         return ticket
 
     async def release(self, info: RequestInfo) -> None:
@@ -378,20 +366,23 @@ class AuthGate:
             bucket = key_bucket(key.id)
         ticket = Ticket(_FREE_PRICE)
         if policy is not None and policy.active:
-            ask = Ask(bucket, info.request_id, policy, 0)
-            try:
-                decision = await self.backend.acquire(ask)
-            except Exception as exc:  # noqa: BLE001 - a backend outage must not become a 500
-                self._backend_failed(exc)
-                if not self._fail_open:
-                    raise errors.limiter_unavailable() from None
-            else:
-                if not decision.ok:
-                    raise self._refusal(decision, ask, key, info)
-                ticket.ask = ask
-                ticket.decision = decision
-                ticket.headers = rate_headers(policy, decision)
+            await self._acquire(ticket, Ask(bucket, info.request_id, policy, 0), key, info)
         return ticket
+
+    async def _acquire(self, ticket: Ticket, ask: Ask, key: ApiKey | None, info: RequestInfo) -> None:
+        """Take ``ask`` from the limit backend onto ``ticket``, or raise the refusal (503 on an outage unless fail-open)."""
+        try:
+            decision = await self.backend.acquire(ask)
+        except Exception as exc:  # noqa: BLE001 - a backend outage must not become a 500
+            self._backend_failed(exc)
+            if not self._fail_open:
+                raise errors.limiter_unavailable() from None
+            return
+        if not decision.ok:
+            raise self._refusal(decision, ask, key, info)
+        ticket.ask = ask
+        ticket.decision = decision
+        ticket.headers = rate_headers(ask.policy, decision)
 
     async def start(self) -> None:
         await self.backend.start()
