@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--modes", default="nonstream,stream")
     parser.add_argument("--concurrencies", default="1,16,64")
     parser.add_argument("--keys", action="store_true", help="serve with an API key (auth, limits, ledger on)")
+    parser.add_argument("--no-access-log", action="store_true", help="the tuned row: access log off (the default configuration, what users run, has it on)")
     parser.add_argument("--out", help="raw results JSON (default bench/results/proxy-<time>.json)")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
@@ -73,9 +74,7 @@ def main() -> int:
     config = work / "toolrelay.toml"
     config.write_text(
         "[server]\n"
-        f'data_dir = "{work / "data"}"\n'
-        "access_log = false\n"
-        "[upstreams.mock]\n"
+        f'data_dir = "{work / "data"}"\n' + ("access_log = false\n" if args.no_access_log else "") + "[upstreams.mock]\n"
         f'base_url = "http://127.0.0.1:{mock_port}/v1"\n'
         f'api_key = "{api_key}"\n'
         'models = ["mock-model"]\n'
@@ -109,7 +108,11 @@ def main() -> int:
                 check=True,
             )
             api_key = json.loads(created.stdout)["value"]
-        relay = subprocess.Popen([sys.executable, "-m", "toolrelay.app", "serve", "--port", str(relay_port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        # Log lines go to a file, as they would to a user's log file or journald.
+        log_file = (work / "toolrelay.log").open("wb")
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "toolrelay.app", "serve", "--port", str(relay_port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file
+        )
         procs.append(relay)
         wait_http(f"http://127.0.0.1:{relay_port}/health")
         out = args.out or str(HERE / "results" / f"proxy{'-keys' if args.keys else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json")
