@@ -339,6 +339,10 @@ class ResponsesSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
 
     # Stored responses older than this are gone (swept on writes, refused on reads).
     retention_days: PositiveFloat = 30.0
+    # Per API key (the local scope when auth is off): beyond either cap the key's
+    # oldest stored responses are deleted, so one key cannot fill the disk.
+    max_stored_per_key: PositiveInt = 10_000
+    max_stored_bytes_per_key: PositiveInt = 256 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- [auth], [limits], [pricing], [redis]

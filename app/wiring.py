@@ -128,7 +128,13 @@ def build_memory(services: Services) -> MemoryStore | None:
 
 def build_response_store(services: Services) -> ResponseStore:
     """Stored responses of ``/v1/responses``, in the data directory."""
-    store = ResponseStore(services.data_dir / "responses.db", retention_days=services.settings.responses.retention_days)
+    config = services.settings.responses
+    store = ResponseStore(
+        services.data_dir / "responses.db",
+        retention_days=config.retention_days,
+        max_per_key=config.max_stored_per_key,
+        max_bytes_per_key=config.max_stored_bytes_per_key,
+    )
 
     async def close() -> None:
         store.close()

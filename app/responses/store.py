@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created_at);
 """
 
+# Step 2: each row's size, so a key's stored responses are bounded in bytes as
+# well as in time; oldest first is what eviction deletes.
+_SIZES = """
+ALTER TABLE responses ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE responses SET size = length(response) + length(input_items) + length(context);
+CREATE INDEX IF NOT EXISTS responses_scope_created ON responses (scope, created_at);
+"""
+
 _SWEEP_EVERY = 60.0
 
 
@@ -57,9 +65,11 @@ class StoredResponse:
 
 
 class ResponseStore:
-    def __init__(self, path: Path, *, retention_days: float) -> None:
+    def __init__(self, path: Path, *, retention_days: float, max_per_key: int = 10_000, max_bytes_per_key: int = 256 * 1024 * 1024) -> None:
         self._conn = connect(path)
-        migrate(self._conn, [script_step(_SCHEMA)], name=str(path))
+        migrate(self._conn, [script_step(_SCHEMA), script_step(_SIZES)], name=str(path))
+        self._max_count = max_per_key
+        self._max_bytes = max_bytes_per_key
         self._lock = threading.Lock()
         self._retention = retention_days * 86400.0
         self._swept = 0.0
@@ -81,10 +91,27 @@ class ResponseStore:
 
     def _save(self, scope: str, stored: StoredResponse) -> None:
         response = stored.response
-        row = (scope, response["id"], int(response["created_at"]), orjson.dumps(response), orjson.dumps(stored.input_items), orjson.dumps(stored.context))
+        blobs = (orjson.dumps(response), orjson.dumps(stored.input_items), orjson.dumps(stored.context))
+        row = (scope, response["id"], int(response["created_at"]), *blobs, sum(len(b) for b in blobs))
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)", row)
+            self._conn.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._evict(scope)
             self._sweep()
+
+    def _evict(self, scope: str) -> None:
+        """Keep one key's stored responses within the count and byte caps, dropping its oldest."""
+        count, total = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM responses WHERE scope = ?", (scope,)).fetchone()
+        if count <= self._max_count and total <= self._max_bytes:
+            return
+        over_bytes = total - self._max_bytes
+        doomed: list[tuple[str]] = []
+        for response_id, size in self._conn.execute("SELECT id, size FROM responses WHERE scope = ? ORDER BY created_at, id", (scope,)):
+            if count <= self._max_count and over_bytes <= 0:
+                break
+            doomed.append((response_id,))
+            count -= 1
+            over_bytes -= size
+        self._conn.executemany("DELETE FROM responses WHERE scope = ? AND id = ?", [(scope, d[0]) for d in doomed])
 
     def _sweep(self) -> None:
         now = time.time()

@@ -105,3 +105,18 @@ def test_retention_setting_is_read(tmp_path: Path, fake_upstream: FakeUpstream) 
             time.sleep(0.3)
             with pytest.raises(openai.NotFoundError):
                 client.responses.retrieve(created.id)
+
+
+def test_a_keys_oldest_responses_go_beyond_the_cap_over_http(tmp_path: Path, fake_upstream: FakeUpstream) -> None:
+    from fakes.relays import session_tree
+
+    with RelayPool(tmp_path) as pool:
+        tree = session_tree(fake_upstream, pool.data_dir(), 1)
+        tree["responses"] = {"max_stored_per_key": 2}
+        relay = pool.start(tree)
+        with sdk(relay) as client:
+            fake_upstream.reset()
+            ids = [client.responses.create(model="fake-model", input=f"turn {i}").id for i in range(3)]
+            with pytest.raises(openai.NotFoundError):
+                client.responses.retrieve(ids[0])
+            assert [client.responses.retrieve(i).id for i in ids[1:]] == ids[1:]
