@@ -23,10 +23,12 @@ import time
 __all__ = [
     "MEMORY_ID_PREFIX",
     "new_completion_id",
+    "new_item_id",
     "new_key_id",
     "new_memory_id",
     "new_repaired_tool_call_id",
     "new_request_id",
+    "new_response_id",
     "new_run_key",
     "new_tool_call_id",
     "unique_hex",
@@ -110,3 +112,13 @@ def new_memory_id() -> str:
             rand = secrets.randbits(79)  # headroom for increments
         _memory_id_last_ms, _memory_id_last_rand = ms, rand
     return MEMORY_ID_PREFIX + _b32(ms, 10) + _b32(rand, 16)
+
+
+def new_response_id() -> str:
+    """``resp_`` + 24 hex digits: the id of a response, stored and looked up by it (with the key's scope)."""
+    return "resp_" + unique_hex()
+
+
+def new_item_id(prefix: str) -> str:
+    """``<prefix>_`` + 24 hex digits: output and input item ids (``msg``, ``fc``, ``rs``, ``fco``)."""
+    return f"{prefix}_{unique_hex()}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from toolrelay.app.errors import OpenAIError, invalid_request
-from toolrelay.app.ids import unique_hex
+from toolrelay.app.ids import new_item_id, new_response_id
 
 __all__ = [
     "ResponsesRequest",
@@ -34,16 +34,6 @@ __all__ = [
 
 _ROLES = frozenset({"user", "system", "developer", "assistant"})
 _EFFORTS = frozenset({"none", "minimal", "low", "medium", "high", "xhigh"})
-
-
-def new_response_id() -> str:
-    """``resp_`` + 24 hex digits: the id of a response, stored and looked up by it (with the key's scope)."""
-    return "resp_" + unique_hex()
-
-
-def new_item_id(prefix: str) -> str:
-    """``<prefix>_`` + 24 hex digits: output and input item ids (``msg``, ``fc``, ``rs``, ``fco``)."""
-    return f"{prefix}_{unique_hex()}"
 
 
 @dataclass(slots=True)
