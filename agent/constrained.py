@@ -102,28 +102,12 @@ _SPECIAL = re.compile(r'["\\]')
 _OPENING = ("{", '"answer"', ":", '"')
 
 
-class AnswerStreamer:
-    """Pulls the ``answer`` string out of a JSON object while it is still being generated.
-
-    ``feed`` returns the newly decoded answer text (possibly empty). It only
-    starts emitting once the object has begun with the ``"answer"`` key, so a
-    tool-call step never leaks into the answer.
-
-    Linear in the length of the output (issue 10 item 18): each character is
-    looked at once, and only a partial escape (at most 11 characters) is
-    carried from one piece to the next. The previous version re-copied the
-    whole buffer on every piece.
-    """
+class _Pieces:
+    """What both answer streamers keep: the step's text and the answer, as pieces joined on demand."""
 
     def __init__(self) -> None:
         self._parts: list[str] = []
         self._answer: list[str] = []
-        self._opening = 0  # tokens of _OPENING matched so far
-        self._matched = ""  # the part of the current opening token seen so far
-        self._carry = ""  # an escape split across pieces
-        self._started = False
-        self._never = False  # the step does not open as an answer
-        self.done = False
 
     @property
     def buffer(self) -> str:
@@ -138,6 +122,29 @@ class AnswerStreamer:
         if len(self._answer) > 1:
             self._answer = ["".join(self._answer)]
         return self._answer[0] if self._answer else ""
+
+
+class AnswerStreamer(_Pieces):
+    """Pulls the ``answer`` string out of a JSON object while it is still being generated.
+
+    ``feed`` returns the newly decoded answer text (possibly empty). It only
+    starts emitting once the object has begun with the ``"answer"`` key, so a
+    tool-call step never leaks into the answer.
+
+    Linear in the length of the output (issue 10 item 18): each character is
+    looked at once, and only a partial escape (at most 11 characters) is
+    carried from one piece to the next. The previous version re-copied the
+    whole buffer on every piece.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._opening = 0  # tokens of _OPENING matched so far
+        self._matched = ""  # the part of the current opening token seen so far
+        self._carry = ""  # an escape split across pieces
+        self._started = False
+        self._never = False  # the step does not open as an answer
+        self.done = False
 
     def _open(self, text: str) -> int:
         """Match the opening ``{"answer": "``; the offset where the string starts, or -1."""
@@ -233,7 +240,7 @@ class AnswerStreamer:
 _JSON_OPENING = ("{", '"answer"', ":")
 
 
-class JsonAnswerStreamer:
+class JsonAnswerStreamer(_Pieces):
     """Like :class:`AnswerStreamer`, for a JSON answer value: streams its JSON text verbatim.
 
     Used when the client asked for structured output: ``{"answer": {...}}``
@@ -243,8 +250,7 @@ class JsonAnswerStreamer:
     """
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
-        self._answer: list[str] = []
+        super().__init__()
         self._opening = 0
         self._matched = ""
         self._started = False
@@ -253,18 +259,6 @@ class JsonAnswerStreamer:
         self._depth = 0
         self._in_string = False
         self._escaped = False
-
-    @property
-    def buffer(self) -> str:
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    @property
-    def answer(self) -> str:
-        if len(self._answer) > 1:
-            self._answer = ["".join(self._answer)]
-        return self._answer[0] if self._answer else ""
 
     def _open(self, text: str) -> int:
         """Match ``{"answer":`` and the whitespace after it; the offset where the value starts, or -1."""
