@@ -346,14 +346,8 @@ def check_logit_bias(value: Any) -> None:
             )
 
 
-def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128, schema_limits: SchemaLimits = DEFAULT_LIMITS) -> None:
-    """Raise :class:`OpenAIError` (400) for a request OpenAI would refuse."""
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _wrong_type("model", "a string", model)
-    check_messages(body.get("messages"), max_messages)
+def _check_stream(body: dict[str, Any]) -> None:
+    """``stream`` a boolean; ``stream_options`` an object, only with ``stream``."""
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _wrong_type("stream", "a boolean", stream)
@@ -364,6 +358,17 @@ def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128, 
         if not stream:
             raise invalid_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options", code=None)
         _bool(options, "include_usage", "stream_options.")
+
+
+def check_request(body: Any, *, max_messages: int = 2048, max_tools: int = 128, schema_limits: SchemaLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`OpenAIError` (400) for a request OpenAI would refuse."""
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.", code="invalid_json")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise _wrong_type("model", "a string", model)
+    check_messages(body.get("messages"), max_messages)
+    _check_stream(body)
     _number_in(body, "temperature", 0, 2)
     _number_in(body, "top_p", 0, 1)
     _number_in(body, "n", 1, 128, integer=True)
@@ -490,16 +495,7 @@ def check_legacy_completion_request(body: Any) -> PromptInput:
     body = _object(body)
     _model(body)
     prompt = read_prompt_input(body.get("prompt"), "prompt", allow_empty_text=True)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _wrong_type("stream", "a boolean", stream)
-    options = body.get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            raise _wrong_type("stream_options", "an object", options)
-        if not stream:
-            raise invalid_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options", code=None)
-        _bool(options, "include_usage", "stream_options.")
+    _check_stream(body)
     _number_in(body, "max_tokens", 0, 2**31 - 1, integer=True)
     _number_in(body, "temperature", 0, 2)
     _number_in(body, "top_p", 0, 1)
