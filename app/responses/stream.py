@@ -222,7 +222,8 @@ class ResponseStreamWriter:
             call = self._calls[position]
             arguments = "".join(call.pieces)
             item = self.output[call.index] = function_call_item(call.call_id, call.name, arguments, "completed", call.item_id)
-            self._event(out, "response.function_call_arguments.done", {"item_id": call.item_id, "output_index": call.index, "arguments": arguments})
+            done = {"item_id": call.item_id, "name": call.name, "output_index": call.index, "arguments": arguments}
+            self._event(out, "response.function_call_arguments.done", done)
             self._event(out, "response.output_item.done", {"output_index": call.index, "item": item})
         self._calls = {}
 
