@@ -107,6 +107,9 @@ class ServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
 # --------------------------------------------------------------------------- [upstreams.<name>], [models."<id>"]
 
 ToolCalling = Literal["auto", "native", "constrained"]
+# How /v1/responses reaches an upstream: passed through to its own /responses
+# ("native"), translated to chat ("translate"), or probed once ("auto").
+ResponsesAPI = Literal["translate", "native", "auto"]
 
 
 class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -130,6 +133,9 @@ class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     # Keyword rules pick the first tool for models too small to choose (default: on for kind "local").
     tool_hints: bool | None = None
     context_window: PositiveInt | None = None
+    # /v1/responses: "native" passes requests through to the upstream's /responses,
+    # "translate" sends them as chat, "auto" probes /responses once (kind "local": always translate).
+    responses_api: ResponsesAPI = "translate"
     # kind = "local" only
     model_path: str | None = None
     n_ctx: PositiveInt = 4096

@@ -40,6 +40,9 @@ class ForwardCall:
     model: str
     endpoint: str
     request_id: str = ""
+    # Bytes one streamed event, or a whole plain answer, may take (None: unbounded);
+    # set where the reply is parsed and kept rather than relayed (the Responses passthrough).
+    max_event_bytes: int | None = None
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from toolrelay.app.errors import OpenAIError
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.providers.openai_parser import map_upstream_error
 
-__all__ = ["DONE", "SSEDataFramer", "map_forward_error", "unsupported_endpoint"]
+__all__ = ["DONE", "OversizedEvent", "SSEDataFramer", "map_forward_error", "oversized_reply", "unsupported_endpoint"]
 
 #: The payload of the ``data: [DONE]`` event that ends an OpenAI stream.
 DONE = b"[DONE]"
@@ -71,18 +71,36 @@ def map_forward_error(status: int, raw: bytes, headers: Mapping[str, str], upstr
     return mapped
 
 
+class OversizedEvent(Exception):
+    """An upstream event (or plain answer) larger than the caller allows."""
+
+
+def oversized_reply(upstream: str, limit: int) -> OpenAIError:
+    """The 502 for an upstream event or answer past ``ForwardCall.max_event_bytes``."""
+    return OpenAIError(
+        502,
+        f"The upstream provider '{upstream}' sent an event or answer larger than {limit} bytes.",
+        type="upstream_error",
+        code="bad_upstream_response",
+    )
+
+
 class SSEDataFramer:
     """An SSE body cut into its ``data:`` payloads (multi-line data joined), fed raw reads.
 
     The chat parser frames inline for speed; this one serves bodies that are
     passed through whole, where a payload per event is all the caller needs.
+    With ``max_event_bytes``, :meth:`feed` raises :class:`OversizedEvent` once
+    the event being read grows past it, so a hostile upstream cannot make us
+    hold an endless line.
     """
 
-    __slots__ = ("_buffer", "_lines")
+    __slots__ = ("_buffer", "_lines", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buffer = b""
         self._lines: list[bytes] = []
+        self._max = max_event_bytes
 
     def feed(self, raw: bytes) -> list[bytes]:
         """The payloads that ``raw`` completes, in order (``[DONE]`` included)."""
@@ -102,6 +120,8 @@ class SSEDataFramer:
             if lines:
                 out.append(lines[0] if len(lines) == 1 else b"\n".join(lines))
                 lines.clear()
+        if self._max is not None and len(buffer) + sum(map(len, lines)) > self._max:
+            raise OversizedEvent
         self._buffer = buffer
         return out
 

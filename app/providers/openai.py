@@ -20,7 +20,7 @@ from toolrelay.app.config import UpstreamSettings
 from toolrelay.app.errors import upstream_timeout, upstream_unreachable
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
-from toolrelay.app.providers.forward import DONE, SSEDataFramer, map_forward_error
+from toolrelay.app.providers.forward import DONE, OversizedEvent, SSEDataFramer, map_forward_error, oversized_reply
 from toolrelay.app.providers.openai_parser import (
     SSEChunkParser,
     events_from_body,
@@ -165,7 +165,7 @@ class OpenAIProvider:
             if not call.stream or response.content_type == "application/json":
                 # A server that ignores `stream` answers with one body; the caller reads it as one event.
                 try:
-                    raw = await response.read()
+                    raw = await response.read() if call.max_event_bytes is None else await self._read_bounded(response, call.max_event_bytes)
                 except (TimeoutError, aiohttp.ServerTimeoutError):
                     raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
                 except aiohttp.ClientError as exc:
@@ -173,7 +173,7 @@ class OpenAIProvider:
                 yield raw
                 finished = True
                 return
-            framer = SSEDataFramer()
+            framer = SSEDataFramer(call.max_event_bytes)
             try:
                 async for chunk in response.content.iter_any():
                     for data in framer.feed(chunk):
@@ -181,6 +181,8 @@ class OpenAIProvider:
                         if data == DONE:
                             finished = True
                             return
+            except OversizedEvent:
+                raise oversized_reply(self.name, call.max_event_bytes or 0) from None
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 raise upstream_timeout(f"'{self.name}' stopped sending its stream") from None
             except aiohttp.ClientError as exc:
@@ -193,6 +195,17 @@ class OpenAIProvider:
                 response.release()
             else:
                 response.close()  # as in complete(): the upstream learns the client left
+
+    async def _read_bounded(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        """A plain body of at most ``limit`` bytes; past that, the 502 (the rest is not read)."""
+        pieces: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise oversized_reply(self.name, limit)
+            pieces.append(chunk)
+        return b"".join(pieces)
 
     async def health(self) -> Health:
         try:

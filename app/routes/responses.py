@@ -52,6 +52,7 @@ from toolrelay.app.responses import (
     response_scope,
     responses_usage,
 )
+from toolrelay.app.responses.passthrough import NativeResponses
 from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, upstream_body
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 from toolrelay.app.strict_request import StrictJSONRequest
@@ -94,6 +95,7 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
     settings = services.settings
     server = settings.server
     schema_checker = SchemaChecker(SchemaLimits.from_server(server))
+    native = NativeResponses(services, store, SSE_HEADERS)
 
     @post(["/v1/responses", "/responses"], status_code=200, summary="Create a response", tags=["responses"], description="OpenAI Responses API (proxy mode).")
     async def create_response(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
@@ -101,7 +103,12 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
         info.metered = True
         try:
             await services.gate.authenticate(request, info)
-            params = parse_request(parse_json_body(await request.body()), settings.default_model)
+            body = parse_json_body(await request.body())
+            native_route = await native.route_for(body, settings.default_model)
+            if native_route is not None:
+                # The model's upstream speaks the Responses API itself: passed through (app/responses/passthrough.py).
+                return await answer_unless_gone(request, native.create(request, info, cast("dict[str, Any]", body), native_route))
+            params = parse_request(body, settings.default_model)
             info.model = canonical_model_id(params.model)
             info.mode = "responses"
             if split_agent_model(params.model)[0]:
