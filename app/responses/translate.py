@@ -110,7 +110,7 @@ def parse_request(body: Any, default_model: str | None = None) -> ResponsesReque
         if truncation not in ("auto", "disabled"):
             raise invalid_request("Invalid 'truncation': expected 'auto' or 'disabled'.", param="truncation", code="invalid_value")
         request.truncation = truncation
-    request.tools = _tools(payload.get("tools"))
+    request.tools = _tools(payload.get("tools"), model)
     request.tool_choice = _tool_choice(payload.get("tool_choice"))
     text = _optional(payload, "text", dict, "an object")
     if text is not None:
@@ -284,7 +284,24 @@ def _append_message(messages: list[dict[str, Any]], item: dict[str, Any]) -> Non
     # Reasoning items: a chat upstream takes none back.
 
 
-def _tools(value: Any) -> list[dict[str, Any]]:
+# Hosted tools toolrelay's agent mode runs as built-ins (docs/responses.md).
+_AGENT_HOSTED = frozenset({"web_search", "web_search_preview", "web_search_preview_2025_03_11", "code_interpreter"})
+
+
+def hosted_tool_refusal(kind: Any, model: str, param: str) -> OpenAIError:
+    """The 400 for a hosted tool on a model reached through Chat Completions, which has nowhere to run it."""
+    if kind in _AGENT_HOSTED:
+        hint = f"use the agent model 'agent/{model}' (or 'agent:{model}'), where toolrelay runs it as a built-in tool"
+    else:
+        hint = 'only an upstream that speaks the Responses API natively (responses_api = "native") can run it'
+    return invalid_request(
+        f"Tools of type {kind!r} cannot run for '{model}': its upstream is reached through Chat Completions, which has no hosted tools; {hint}.",
+        param=f"{param}.type",
+        code="unsupported_value",
+    )
+
+
+def _tools(value: Any, model: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -297,9 +314,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         tool = cast("dict[str, Any]", raw)
         kind = tool.get("type")
         if kind != "function":
-            raise invalid_request(
-                f"Tools of type {kind!r} are not supported in proxy mode: only function tools are.", param=f"{param}.type", code="unsupported_value"
-            )
+            raise hosted_tool_refusal(kind, model, param)
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise invalid_request(f"Missing required parameter: '{param}.name'.", param=f"{param}.name", code="missing_required_parameter")
         parameters = tool.get("parameters")

@@ -4,8 +4,9 @@
 loop in a daemon thread, so synchronous clients in a test (``openai.OpenAI``,
 ``httpx.Client``) never deadlock with it. It records every request and answers
 ``POST /v1/chat/completions`` following a script of :class:`Reply` objects
-(and ``/v1/embeddings`` and the legacy ``/v1/completions`` from the same
-script: see :meth:`FakeUpstream._handle_forwarded`).
+(and ``/v1/embeddings``, the legacy ``/v1/completions`` and the Responses
+API's ``/v1/responses`` from the same script: see
+:meth:`FakeUpstream._handle_forwarded` and :meth:`FakeUpstream._handle_responses`).
 
 Typical use (the ``fake`` fixture in ``tests/conftest.py`` hands out a started,
 freshly reset instance)::
@@ -168,6 +169,8 @@ class Reply:
     chunk_delay: float = 0.0
     break_after: int | None = None
     chunks: list[dict[str, Any] | bytes] | None = None
+    #: ``/v1/responses`` only: output items sent as they are before the generated ones (a hosted tool's ``web_search_call``).
+    output_items: list[dict[str, Any]] = field(default_factory=list)
     send_done: bool = True
     stream: bool | None = None
 
@@ -354,6 +357,8 @@ class FakeUpstream:
         app.router.add_post("/chat/completions", self._handle_chat)
         for path in ("/v1/embeddings", "/embeddings", "/v1/completions", "/completions"):
             app.router.add_post(path, self._handle_forwarded)
+        app.router.add_post("/v1/responses", self._handle_responses)
+        app.router.add_post("/responses", self._handle_responses)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/models", self._handle_models)
         app.router.add_route("*", "/{tail:.*}", self._handle_other)
@@ -726,8 +731,16 @@ class FakeUpstream:
         return events
 
     async def _stream(
-        self, request: web.Request, rec: RecordedRequest, body: dict[str, Any], reply: Reply, events: list[dict[str, Any] | bytes] | None = None
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        body: dict[str, Any],
+        reply: Reply,
+        events: list[dict[str, Any] | bytes] | None = None,
+        *,
+        named: bool = False,
     ) -> web.StreamResponse:
+        """Write ``events`` as SSE; ``named``: each dict as ``event: <type>`` and ``data:`` (the Responses API), no ``[DONE]``."""
         response = web.StreamResponse(status=200, headers={"content-type": "text/event-stream", "cache-control": "no-cache", **reply.headers})
         await response.prepare(request)
         if events is None:
@@ -739,12 +752,14 @@ class FakeUpstream:
             if k and reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
             data = event if isinstance(event, bytes) else b"data: " + json.dumps(event).encode() + b"\n\n"
+            if named and isinstance(event, dict):
+                data = b"event: " + str(event.get("type")).encode() + b"\n" + data
             await response.write(data)
             rec.chunks_sent += 1
         if reply.break_after is not None and reply.break_after >= len(events):
             await self._reset_connection(request, rec)
             return response
-        if reply.send_done:
+        if reply.send_done and not named:
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
             await response.write(b"data: [DONE]\n\n")
@@ -930,3 +945,192 @@ class FakeUpstream:
         if include_usage and reply.send_usage:
             events.append({**envelope, "choices": [], "usage": self._completion_usage(body, reply, texts)})
         return events
+
+    # ------------------------------------------------------------------ the Responses API
+    #
+    # ``POST /v1/responses`` speaks the Responses API as OpenAI does, from the
+    # same script: ``content`` becomes a ``message`` item with one
+    # ``output_text`` part, ``reasoning_content`` a ``reasoning`` item with a
+    # summary (streamed as ``response.reasoning_summary_*``), ``tool_calls``
+    # ``function_call`` items, ``output_items`` are sent first as they are;
+    # ``finish_reason="length"`` ends ``incomplete``. Streamed answers are
+    # ``event: <type>`` / ``data: <json>`` pairs with a ``sequence_number``
+    # from 0 and no ``[DONE]``; ``chunks`` replaces them (a dict gets its
+    # ``event:`` line from its ``type``, bytes go verbatim). HTTP-level fields,
+    # ``delay``, ``drop``, ``chunk_delay`` and ``break_after`` work as on chat.
+    # A body without ``model`` or ``input`` is a 400, as on OpenAI (what a
+    # probe for the endpoint sees); :attr:`missing_endpoints` ``{"responses"}``
+    # makes it a 404.
+
+    async def _handle_responses(self, request: web.Request) -> web.StreamResponse:
+        if "responses" in self.missing_endpoints:
+            return await self._handle_other(request)
+        rec = await self._recorded(request)
+        body = rec.body
+        try:
+            if not isinstance(body, dict) or "model" not in body or "input" not in body:
+                response = web.json_response(
+                    {"error": {"message": "Missing required parameter: 'model'.", "type": "invalid_request_error", "param": "model", "code": None}},
+                    status=400,
+                )
+                await response.prepare(request)
+                await response.write_eof()
+                self._finish(rec, "completed")
+                return response
+            reply = self._pick(body)
+            rec.reply = reply
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            if reply.drop:
+                await self._reset_connection(request, rec, settle=0.0)
+                raise asyncio.CancelledError
+            if reply.raw_body is not None:
+                response = web.Response(body=reply.raw_body, status=reply.status, headers={"content-type": reply.content_type, **reply.headers})
+            elif reply.status != 200:
+                response = web.json_response(reply.error_body(), status=reply.status, headers=reply.headers)
+            elif body.get("stream") is True if reply.stream is None else reply.stream:
+                return await self._stream(request, rec, body, reply, self._response_events(body, reply), named=True)
+            else:
+                response = web.json_response(self._response(body, reply, "completed"), headers=reply.headers, dumps=json.dumps)
+            await response.prepare(request)
+            await response.write_eof()
+            self._finish(rec, "completed")
+            return response
+        except (asyncio.CancelledError, ConnectionError):
+            self._finish(rec, "disconnected")
+            raise
+        finally:
+            self._finish(rec, "error")
+
+    def _response_items(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any]]:
+        """The finished output items of ``reply``."""
+        items: list[dict[str, Any]] = [dict(item) for item in reply.output_items]
+        if reply.reasoning_content:
+            items.append({"id": "rs_" + os.urandom(8).hex(), "type": "reasoning", "summary": [{"type": "summary_text", "text": reply.reasoning_content}]})
+        content = reply.content_for(0)
+        status = "incomplete" if reply.resolved_finish_reason() == "length" else "completed"
+        if content:
+            part = {"type": "output_text", "annotations": [], "logprobs": [], "text": content}
+            items.append({"id": "msg_" + os.urandom(8).hex(), "type": "message", "status": status, "content": [part], "role": "assistant"})
+        for call in self._calls(reply, 0):
+            function = call["function"]
+            arguments = function["arguments"] if isinstance(function["arguments"], str) else json.dumps(function["arguments"])
+            items.append(
+                {
+                    "id": "fc_" + os.urandom(8).hex(),
+                    "type": "function_call",
+                    "status": "completed",
+                    "arguments": arguments,
+                    "call_id": call["id"],
+                    "name": function["name"],
+                }
+            )
+        return items
+
+    def _response_usage(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        if reply.usage is not None:
+            return reply.usage
+        words: list[str] = []
+        _collect_text(body.get("input"), words)
+        prompt = max(1, word_count(" ".join(words)) + word_count(body.get("instructions")))
+        completion = word_count(reply.content_for(0)) + word_count(reply.reasoning_content)
+        completion += sum(word_count(c["function"]["arguments"] if isinstance(c["function"]["arguments"], str) else "x") + 1 for c in self._calls(reply, 0))
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": word_count(reply.reasoning_content)},
+            "total_tokens": prompt + completion,
+        }
+
+    def _response(self, body: dict[str, Any], reply: Reply, status: str, output: list[dict[str, Any]] | None = None, response_id: str = "") -> dict[str, Any]:
+        """The ``response`` object, echoing the request's settings as OpenAI does."""
+        if status == "completed" and reply.resolved_finish_reason() == "length":
+            status = "incomplete"
+        done = status in ("completed", "incomplete")
+        return {
+            "id": response_id or reply.completion_id or "resp_" + os.urandom(12).hex(),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "background": False,
+            "completed_at": int(time.time()) if status == "completed" else None,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": reply.model or body.get("model"),
+            "output": (self._response_items(body, reply) if output is None else output) if done else [],
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": body.get("truncation", "disabled"),
+            "usage": self._response_usage(body, reply) if done and reply.send_usage else None,
+            "user": body.get("user"),
+            "metadata": body.get("metadata") or {},
+        }
+
+    def _response_events(self, body: dict[str, Any], reply: Reply) -> list[dict[str, Any] | bytes]:
+        """The stream OpenAI sends for ``reply``, every event with its ``sequence_number``."""
+        if reply.chunks is not None:
+            return list(reply.chunks)
+        response_id = reply.completion_id or "resp_" + os.urandom(12).hex()
+        per = reply.chunk_tokens if isinstance(reply.chunk_tokens, int) else 1
+        events: list[dict[str, Any]] = []
+
+        def add(kind: str, **fields: Any) -> None:
+            events.append({"type": kind, "sequence_number": len(events), **fields})
+
+        add("response.created", response=self._response(body, reply, "in_progress", response_id=response_id))
+        add("response.in_progress", response=self._response(body, reply, "in_progress", response_id=response_id))
+        items = self._response_items(body, reply)
+        for index, item in enumerate(items):
+            where = {"item_id": item["id"], "output_index": index}
+            kind = item["type"]
+            if kind == "message":
+                text = item["content"][0]["text"]
+                add("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []})
+                add("response.content_part.added", **where, content_index=0, part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""})
+                pieces = list(reply.chunk_tokens) if isinstance(reply.chunk_tokens, list) else _split_words(text, per)
+                for piece in pieces:
+                    add("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])
+                add("response.output_text.done", **where, content_index=0, text=text, logprobs=[])
+                add("response.content_part.done", **where, content_index=0, part=item["content"][0])
+            elif kind == "reasoning":
+                text = item["summary"][0]["text"]
+                add("response.output_item.added", output_index=index, item={**item, "summary": []})
+                add("response.reasoning_summary_part.added", **where, summary_index=0, part={"type": "summary_text", "text": ""})
+                for piece in _split_words(text, per):
+                    add("response.reasoning_summary_text.delta", **where, summary_index=0, delta=piece)
+                add("response.reasoning_summary_text.done", **where, summary_index=0, text=text)
+                add("response.reasoning_summary_part.done", **where, summary_index=0, part={"type": "summary_text", "text": text})
+            elif kind == "function_call":
+                add("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "arguments": ""})
+                for fragment in _split_n(item["arguments"], reply.arg_chunks):
+                    if fragment:
+                        add("response.function_call_arguments.delta", **where, delta=fragment)
+                add("response.function_call_arguments.done", **where, arguments=item["arguments"])
+            else:
+                add("response.output_item.added", output_index=index, item={**item, "status": "in_progress"})
+            add("response.output_item.done", output_index=index, item=item)
+        final = self._response(body, reply, "completed", output=items, response_id=response_id)
+        add(f"response.{final['status']}", response=final)
+        return list(events)
+
+
+def _collect_text(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for entry in value:
+            _collect_text(entry, out)
+    elif isinstance(value, dict):
+        for key in ("text", "content", "output"):
+            if key in value:
+                _collect_text(value[key], out)
