@@ -182,7 +182,10 @@ def _input_item(item: dict[str, Any], param: str) -> dict[str, Any]:
         return {"id": item.get("id") or new_item_id("fco"), "type": "function_call_output", "call_id": item["call_id"], "output": output, "status": "completed"}
     if kind == "reasoning":
         # A chat upstream has nowhere to take it back: kept for the record, dropped from the chat body.
-        return {"id": item.get("id") or new_item_id("rs"), "type": "reasoning", "summary": item.get("summary") or [], "content": item.get("content")}
+        reasoning = {"id": item.get("id") or new_item_id("rs"), "type": "reasoning", "summary": item.get("summary") or []}
+        if item.get("content") is not None:  # an array when present: the schema has no null here
+            reasoning["content"] = item["content"]
+        return reasoning
     raise invalid_request(f"Input items of type {kind!r} are not supported in proxy mode.", param=f"{param}.type", code="unsupported_value")
 
 
