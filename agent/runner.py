@@ -148,10 +148,12 @@ class AgentRunner:
         info: Any,
         check_step: StepCheck | None = None,
         report_usage: UsageReceiver | None = None,
+        step_outputs: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """The run's events. ``check_step(body, usage so far)`` is awaited before every model
         call and may raise (cost cap, budget); ``report_usage(usage, call in flight)`` gets
-        the run's usage when it ends, however it ends (the client may have gone away)."""
+        the run's usage when it ends, however it ends (the client may have gone away);
+        ``step_outputs`` puts each tool's whole output in its ``tool_result`` record."""
         if (payload.get("n") or 1) != 1:
             raise invalid_request("Agent models support only n=1.", param="n", code="invalid_value")
         options = _options(payload)
@@ -178,7 +180,19 @@ class AgentRunner:
         context = ToolContext(scope=scope, request_id=info.request_id, user=user)
         auto_recall = _given(options.auto_recall)
         use_recall = self.recall is not None and (auto_recall if auto_recall is not None else settings.auto_recall)
-        return self._stream(payload, route, limits, builtin_names, context, use_recall, builtin_choice, check_step, report_usage, first_call=first_call)
+        return self._stream(
+            payload,
+            route,
+            limits,
+            builtin_names,
+            context,
+            use_recall,
+            builtin_choice,
+            check_step,
+            report_usage,
+            first_call=first_call,
+            step_outputs=step_outputs,
+        )
 
     def _recall_for(self, scope: str) -> Callable[[str], Awaitable[str | None]] | None:
         """Automatic recall for one run: memories of ``scope`` for the latest user text."""
@@ -227,13 +241,14 @@ class AgentRunner:
         report_usage: UsageReceiver | None = None,
         *,
         first_call: Hint | None = None,
+        step_outputs: bool = False,
     ) -> AsyncGenerator[Event, None]:
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = self._recall_for(context.scope) if use_recall else None
         settings = self.settings
         streaming = payload.get("stream") is True
         offer = ToolOffer.for_request(payload, builtin_names, builtin_choice)
-        steps = StepLog(streaming=streaming)
+        steps = StepLog(streaming=streaming, outputs=step_outputs)
         tools = ToolExecutor(
             self.registry,
             context,

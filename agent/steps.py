@@ -38,9 +38,12 @@ def summarize(text: str, limit: int = _SUMMARY_CHARS) -> str:
 class StepLog:
     """Numbers step records and renders them as deltas."""
 
-    def __init__(self, *, streaming: bool = False) -> None:
+    def __init__(self, *, streaming: bool = False, outputs: bool = False) -> None:
         self.records: list[dict[str, Any]] = []
         self.streaming = streaming
+        # The whole tool output in each tool_result record (``output``): the Responses API shows it
+        # as a server-side item's output; chat keeps its records small (``summary``).
+        self.outputs = outputs
 
     def _delta(self, record: dict[str, Any], text: str) -> ChoiceDelta:
         record = {"index": len(self.records), **record}
@@ -77,6 +80,8 @@ class StepLog:
             record["sources"] = [{"url": s.url, "title": s.title} for s in outcome.sources]
         if outcome.data:
             record["data"] = outcome.data
+        if self.outputs:
+            record["output"] = outcome.content
         verb = "returned" if outcome.status == "ok" else f"failed ({outcome.status})"
         return self._delta(record, f"{outcome.name} {verb}: {summarize(outcome.content, 200)}\n")
 

@@ -201,10 +201,17 @@ class ResponseStreamWriter:
         text = "".join(part.pieces)
         status = "incomplete" if self.finish_reason == "length" else "completed"
         item = self.output[part.index] = message_item(text, status, part.item_id)
+        annotations = self._text_annotations(part.index)
+        if annotations:
+            item["content"][0]["annotations"] = annotations
         where = {"item_id": part.item_id, "output_index": part.index, "content_index": 0}
         self._event(out, "response.output_text.done", {**where, "text": text, "logprobs": []})
         self._event(out, "response.content_part.done", {**where, "part": item["content"][0]})
         self._event(out, "response.output_item.done", {"output_index": part.index, "item": item})
+
+    def _text_annotations(self, index: int) -> list[dict[str, Any]]:
+        """Annotations of the message item at ``index`` (agent runs' citations; none in proxy mode)."""
+        return []
 
     def _close_reasoning(self, out: list[bytes]) -> None:
         part, self._reasoning = self._reasoning, None
