@@ -21,6 +21,7 @@ each is a clear 400.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
@@ -52,6 +53,7 @@ from toolrelay.app.responses import (
     response_scope,
     responses_usage,
 )
+from toolrelay.app.responses.agent_items import AgentStreamWriter, agent_chat_payload, asks_for_agent, parse_agent_request
 from toolrelay.app.responses.passthrough import NativeResponses
 from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, upstream_body
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
@@ -108,15 +110,18 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
             if native_route is not None:
                 # The model's upstream speaks the Responses API itself: passed through (app/responses/passthrough.py).
                 return await answer_unless_gone(request, native.create(request, info, cast("dict[str, Any]", body), native_route))
-            params = parse_request(body, settings.default_model)
+            # Agent models run chat agent mode's loop (app/responses/agent_items.py); the ledger says "agent", as for chat.
+            agent_request = parse_agent_request(body, settings.default_model) if asks_for_agent(body, settings.default_model) else None
+            params = agent_request.params if agent_request is not None else parse_request(body, settings.default_model)
             info.model = canonical_model_id(params.model)
-            info.mode = "responses"
-            if split_agent_model(params.model)[0]:
-                raise _not_supported("Agent mode", "model")
+            info.mode = "agent" if agent_request is not None else "responses"
+            agent = services.agent
+            if agent_request is not None and params.background:
+                raise _not_supported("'background: true' with an agent model", "background")
             if params.background:
                 raise _not_supported("'background: true'", "background")
-            route = services.router.resolve(params.model)
-            if route is None:
+            route = services.router.resolve(split_agent_model(params.model)[1])
+            if route is None or (agent_request is not None and agent is None):
                 raise model_not_found(params.model)
             info.upstream = route.provider.name
             scope = response_scope(info.key_id)
@@ -126,14 +131,33 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
                 if previous is None:
                     raise _previous_not_found(params.previous_response_id)
                 history = [*previous.context, *previous.response["output"]]
-            payload = chat_payload(params, history)
+            if agent_request is not None and agent is not None:
+                payload = agent_chat_payload(agent_request, history, agent.enabled_builtins)
+            else:
+                payload = chat_payload(params, history)
             # The chat rules as a backstop (message and tool caps, schema sizes) on what goes upstream.
             check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
             ticket = info.ticket = await services.gate.admit(request, info, payload, route)
             await schema_checker.check(payload)
-            if route.context_window:
+            if route.context_window and agent_request is None:
                 await services.check_context(payload, route, info.request_id)
             tracker = UsageTracker(services, route, payload, info)
+            if agent_request is not None and agent is not None:
+                # As chat agent mode runs it: the gate checks cost cap and budget before each model call.
+                events = agent.run(
+                    payload=payload,
+                    route=route,
+                    model=params.model,
+                    request=request,
+                    info=info,
+                    check_step=functools.partial(services.gate.check_step, info),
+                    report_usage=tracker.take_run_usage,
+                    step_outputs=True,
+                )
+                turn = _Turn(params, history, scope, store, tracker, info, AgentStreamWriter)
+                if params.stream:
+                    return await answer_unless_gone(request, turn.stream(events, ticket.headers))
+                return await answer_unless_gone(request, turn.written(events, ticket.headers))
             call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
             events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
             turn = _Turn(params, history, scope, store, tracker, info)
@@ -149,11 +173,20 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
 class _Turn:
     """One response being made: the events in, the answer out, the record stored."""
 
-    __slots__ = ("params", "history", "scope", "store", "tracker", "info", "response_id", "created_at")
+    __slots__ = ("params", "history", "scope", "store", "tracker", "info", "response_id", "created_at", "writer_class")
 
     def __init__(
-        self, params: ResponsesRequest, history: list[dict[str, Any]], scope: str, store: ResponseStore, tracker: UsageTracker, info: RequestInfo
+        self,
+        params: ResponsesRequest,
+        history: list[dict[str, Any]],
+        scope: str,
+        store: ResponseStore,
+        tracker: UsageTracker,
+        info: RequestInfo,
+        writer_class: type[ResponseStreamWriter] = ResponseStreamWriter,
     ) -> None:
+        #: What turns the events into items (AgentStreamWriter for agent runs).
+        self.writer_class = writer_class
         self.params = params
         self.history = history
         self.scope = scope
@@ -198,8 +231,27 @@ class _Turn:
             self.info.usage = await tracker.result(estimate=self.info.error_code == "client_disconnected")
         return _json(response, headers)
 
+    async def written(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes]:
+        """The whole response as the stream writer builds it (agent runs: their steps are items), as one body."""
+        writer = self.writer_class(self.params, self.response_id, self.created_at)
+        tracker = self.tracker
+        try:
+            try:
+                async for event in events:
+                    if type(event) is Failure:
+                        return error_response(event.error, self.info)
+                    tracker.observe(event)
+                    writer.feed(event)
+            finally:
+                await events.aclose()
+            await self._tail(writer)
+            response = writer.response(writer.status)
+        finally:
+            self.info.usage = await tracker.result(estimate=self.info.error_code == "client_disconnected")
+        return _json(response, headers)
+
     async def stream(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes] | Stream:
-        writer = ResponseStreamWriter(self.params, self.response_id, self.created_at)
+        writer = self.writer_class(self.params, self.response_id, self.created_at)
         tracker = self.tracker
         info = self.info
         # Pull until the first event that says something, so an upstream error up front keeps its HTTP status.
