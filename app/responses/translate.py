@@ -195,6 +195,7 @@ def _content_parts(content: Any, role: str, param: str) -> list[dict[str, Any]]:
         part: dict[str, Any] = {"type": text_type, "text": content}
         if role == "assistant":
             part["annotations"] = []
+            part["logprobs"] = []
         return [part]
     if not isinstance(content, list):
         raise _wrong(param, "a string or an array of content parts")
@@ -214,6 +215,9 @@ def _content_parts(content: Any, role: str, param: str) -> list[dict[str, Any]]:
                 raise invalid_request(f"'{where}': only images given by 'image_url' are supported in proxy mode.", param=f"{where}.image_url")
         else:
             raise invalid_request(f"Content parts of type {kind!r} are not supported in proxy mode.", param=f"{where}.type", code="unsupported_value")
+        if kind == "output_text":
+            # Listed back as an output message's part, whose annotations and logprobs the schema requires.
+            part = {**part, "annotations": part.get("annotations") or [], "logprobs": part.get("logprobs") or []}
         parts.append(part)
     return parts
 
