@@ -440,6 +440,23 @@ class RedisSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError("redis.url must start with redis://, rediss:// or unix://")
 
 
+# --------------------------------------------------------------------------- [mcp_server]
+
+
+class McpEndpointSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """toolrelay's own tools served over MCP: ``/mcp`` (streamable HTTP) and ``toolrelay mcp`` (stdio)."""
+
+    enabled: bool = True
+    # Tool names served; empty: every built-in tool the agent offers
+    # ([agent] builtin_tools minus disabled_tools, python once its sandbox is up).
+    tools: list[str] = []
+    # Also serve the tools of the MCP servers in [mcp.servers] (off: their
+    # operator may have given them to toolrelay's agent only).
+    reexport_mcp_tools: bool = False
+    # One /mcp request body (a JSON-RPC message) at most; tool input is hostile.
+    max_body_bytes: PositiveInt = 1024 * 1024
+
+
 # --------------------------------------------------------------------------- the tree
 
 
@@ -459,3 +476,4 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()
     redis: RedisSettings = RedisSettings()
+    mcp_server: McpEndpointSettings = McpEndpointSettings()

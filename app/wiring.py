@@ -14,6 +14,7 @@ from toolrelay.agent.continuations import ContinuationStore, RedisContinuationSt
 from toolrelay.agent.runner import AgentRunner
 from toolrelay.app.auth import AuthGate
 from toolrelay.app.auth.admin import build_admin_handlers
+from toolrelay.app.mcp_server import ToolCatalogue, build_mcp_handler
 from toolrelay.app.private_files import secure_dir
 from toolrelay.app.responses import ResponseStore
 from toolrelay.app.routes.memories import build_memory_handlers
@@ -143,6 +144,11 @@ def build_response_store(services: Services) -> ResponseStore:
     return store
 
 
+def build_tool_catalogue(services: Services, agent: AgentRunner) -> ToolCatalogue:
+    """The tools served over MCP: the agent's enabled built-ins (read live: python joins once its sandbox is up)."""
+    return ToolCatalogue(agent.registry, services.settings.mcp_server, offered=lambda: agent.enabled_builtins)
+
+
 def extend_services(services: Services) -> list[Any]:
     """Attach subsystems to ``services`` and return their extra route handlers."""
     settings = services.settings
@@ -166,6 +172,8 @@ def extend_services(services: Services) -> list[Any]:
         )
         services.agent = agent
         services.on_start(lambda: start_sandbox(services, agent))
+        if settings.mcp_server.enabled:
+            handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent)))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
     return handlers
