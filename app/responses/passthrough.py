@@ -221,6 +221,14 @@ class NativeEventRelay:
         """``response`` under toolrelay's id, echoing the client's model, ``store`` and ``previous_response_id``."""
         response.update(self.echo)
         response["id"] = self.response_id
+        response["object"] = "response"
+        # What is stored and continued from must have the shape we read back (created_at, a list of item objects).
+        if type(response.get("created_at")) is not int:
+            response["created_at"] = int(time.time())
+        output = response.get("output")
+        response["output"] = [item for item in cast("list[Any]", output) if isinstance(item, dict)] if isinstance(output, list) else []
+        if not isinstance(response.get("status"), str):
+            response["status"] = "completed"
         return response
 
     def _frame(self, kind: str, event: dict[str, Any]) -> bytes:

@@ -1037,7 +1037,7 @@ class FakeUpstream:
         completion += sum(word_count(c["function"]["arguments"] if isinstance(c["function"]["arguments"], str) else "x") + 1 for c in self._calls(reply, 0))
         return {
             "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": word_count(reply.reasoning_content)},
             "total_tokens": prompt + completion,
