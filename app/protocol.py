@@ -1,7 +1,9 @@
-"""The Chat Completions wire shapes toolrelay reads and writes, declared once.
+"""The Chat Completions and Responses wire shapes toolrelay reads and writes, declared once.
 
 Field names, optionality and nullability follow the OpenAI API reference
-(``POST /v1/chat/completions``, ``GET /v1/models``, the error object), plus
+(``POST /v1/chat/completions``, ``GET /v1/models``, the error object,
+``/v1/responses``: the request, the response object, its items and stream
+events, as far as toolrelay writes them), plus
 toolrelay's documented extensions (docs/agent.md, docs/tools.md):
 ``reasoning_content``/``reasoning`` (step text chat UIs show), ``agent_steps``
 and ``agent_steps_delta`` (structured step records), ``annotations``
@@ -36,16 +38,46 @@ __all__ = [
     "ChoiceLogprobs",
     "ChunkChoice",
     "CompletionTokensDetails",
+    "ContentPartAddedEvent",
+    "ContentPartDoneEvent",
+    "CreateResponseRequest",
     "Delta",
     "ErrorDetail",
     "ErrorResponse",
     "FinishReason",
     "FunctionCall",
+    "FunctionCallArgumentsDeltaEvent",
+    "FunctionCallArgumentsDoneEvent",
     "FunctionCallDelta",
+    "FunctionCallItem",
+    "FunctionCallOutputItem",
+    "FunctionTool",
+    "InputItemParam",
+    "Item",
+    "MessageItem",
     "Model",
     "ModelList",
+    "OutputItem",
+    "OutputItemAddedEvent",
+    "OutputItemDoneEvent",
+    "OutputTextDeltaEvent",
+    "OutputTextDoneEvent",
     "PromptTokensDetails",
+    "ReasoningItem",
+    "ReasoningTextDeltaEvent",
+    "ReasoningTextDoneEvent",
+    "ResponseCompletedEvent",
+    "ResponseCreatedEvent",
+    "ResponseDeleted",
+    "ResponseErrorEvent",
+    "ResponseFailedEvent",
+    "ResponseInProgressEvent",
+    "ResponseIncompleteEvent",
+    "ResponseItemList",
     "ResponseMessage",
+    "ResponseObject",
+    "ResponseStreamEvent",
+    "ResponseUsage",
     "ToolCall",
     "ToolCallDelta",
     "UrlCitation",
@@ -465,3 +497,368 @@ class ChatCompletionRequest(Struct, kw_only=True, omit_defaults=True):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | UnsetType = UNSET
     parallel_tool_calls: bool | UnsetType = UNSET
     agent_options: AgentOptions | UnsetType = UNSET
+
+
+# ---------------------------------------------------------------------------
+# the Responses API (POST /v1/responses and the stored-response routes)
+#
+# The translation (app/responses/) builds these as dicts, like the encoder does
+# for chat; tests/responses/test_responses_protocol.py converts what it builds
+# to these types, so the two cannot drift, and tests/responses/schema.py checks
+# the same output against OpenAI's published schema.
+
+
+class OutputText(Struct, tag_field="type", tag="output_text", kw_only=True, omit_defaults=True):
+    text: str
+    annotations: list[dict[str, Any]]
+    logprobs: list[dict[str, Any]] | UnsetType = UNSET
+
+
+class OutputRefusal(Struct, tag_field="type", tag="refusal", kw_only=True):
+    refusal: str
+
+
+class InputText(Struct, tag_field="type", tag="input_text", kw_only=True):
+    text: str
+
+
+class InputImage(Struct, tag_field="type", tag="input_image", kw_only=True, omit_defaults=True):
+    image_url: str | UnsetType | None = UNSET
+    file_id: str | UnsetType | None = UNSET
+    detail: Literal["auto", "low", "high"] | UnsetType = UNSET
+
+
+class ReasoningText(Struct, tag_field="type", tag="reasoning_text", kw_only=True):
+    text: str
+
+
+class SummaryText(Struct, tag_field="type", tag="summary_text", kw_only=True):
+    text: str
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+MessageContent = OutputText | OutputRefusal | InputText | InputImage
+
+
+class MessageItem(Struct, tag_field="type", tag="message", kw_only=True, omit_defaults=True):
+    """A message: the model's (``role: assistant``, ``output_text``/``refusal`` parts) or an input one."""
+
+    id: str
+    role: Literal["assistant", "user", "system", "developer"]
+    content: list[MessageContent]
+    status: ItemStatus | UnsetType = UNSET
+
+
+class FunctionCallItem(Struct, tag_field="type", tag="function_call", kw_only=True, omit_defaults=True):
+    id: str | UnsetType = UNSET
+    call_id: Annotated[str, Meta(description="The id the client answers with in function_call_output.")]
+    name: str
+    arguments: Annotated[str, Meta(description="A JSON object as text, as the model wrote it.")]
+    status: ItemStatus | UnsetType = UNSET
+
+
+class FunctionCallOutputItem(Struct, tag_field="type", tag="function_call_output", kw_only=True, omit_defaults=True):
+    id: str | UnsetType = UNSET
+    call_id: str
+    output: str | list[dict[str, Any]]
+    status: ItemStatus | UnsetType = UNSET
+
+
+class ReasoningItem(Struct, tag_field="type", tag="reasoning", kw_only=True, omit_defaults=True):
+    """Chat upstreams' ``reasoning_content`` as ``content``; a summary only if one was made."""
+
+    id: str
+    summary: list[SummaryText]
+    content: list[ReasoningText] | UnsetType = UNSET
+    encrypted_content: str | UnsetType | None = UNSET
+    status: ItemStatus | UnsetType = UNSET
+
+
+OutputItem = MessageItem | FunctionCallItem | ReasoningItem
+Item = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
+
+
+class InputItemParam(Struct, kw_only=True, omit_defaults=True):
+    """One ``input`` entry. ``type`` may be left out for a message (``role`` and ``content``), as OpenAI allows;
+    toolrelay takes ``message``, ``function_call``, ``function_call_output`` and ``reasoning`` items."""
+
+    type: Literal["message", "function_call", "function_call_output", "reasoning"] | UnsetType = UNSET
+    id: str | UnsetType | None = UNSET
+    role: Literal["user", "assistant", "system", "developer"] | UnsetType = UNSET
+    content: str | list[dict[str, Any]] | UnsetType | None = UNSET
+    call_id: str | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+    output: str | list[dict[str, Any]] | UnsetType = UNSET
+    summary: list[dict[str, Any]] | UnsetType = UNSET
+    status: ItemStatus | UnsetType = UNSET
+
+
+class FunctionTool(Struct, tag_field="type", tag="function", kw_only=True, omit_defaults=True):
+    """A client function tool (Responses spelling: no nested ``function`` object)."""
+
+    name: str
+    description: str | UnsetType | None = UNSET
+    parameters: Annotated[dict[str, Any], Meta(description="A JSON Schema object.")] | UnsetType | None = UNSET
+    strict: bool | UnsetType | None = UNSET
+
+
+class NamedFunctionChoice(Struct, tag_field="type", tag="function", kw_only=True):
+    name: str
+
+
+class TextFormatText(Struct, tag_field="type", tag="text", kw_only=True):
+    pass
+
+
+class TextFormatJSONObject(Struct, tag_field="type", tag="json_object", kw_only=True):
+    pass
+
+
+class TextFormatJSONSchema(Struct, tag_field="type", tag="json_schema", kw_only=True, omit_defaults=True):
+    name: str
+    schema: Annotated[dict[str, Any], Meta(description="A JSON Schema object.")]
+    strict: bool | UnsetType | None = UNSET
+    description: str | UnsetType = UNSET
+
+
+class TextConfig(Struct, kw_only=True, omit_defaults=True):
+    format: TextFormatText | TextFormatJSONObject | TextFormatJSONSchema | UnsetType = UNSET
+    verbosity: Literal["low", "medium", "high"] | UnsetType | None = UNSET
+
+
+class ReasoningConfig(Struct, kw_only=True, omit_defaults=True):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | UnsetType | None = UNSET
+    summary: Literal["auto", "concise", "detailed"] | UnsetType | None = UNSET
+
+
+class CreateResponseRequest(Struct, kw_only=True, omit_defaults=True):
+    """``POST /v1/responses``. Unknown fields are accepted and ignored, as OpenAI does (docs/responses.md)."""
+
+    input: Annotated[str | list[InputItemParam], Meta(description="A user message as text, or a list of input items.")]
+    model: Annotated[str, Meta(description="A served model id or alias. Default: the server's default_model.")] | UnsetType = UNSET
+    instructions: str | UnsetType | None = UNSET
+    previous_response_id: str | UnsetType | None = UNSET
+    stream: bool | UnsetType | None = UNSET
+    store: bool | UnsetType | None = UNSET
+    background: bool | UnsetType | None = UNSET
+    tools: list[FunctionTool] | UnsetType | None = UNSET
+    tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | UnsetType | None = UNSET
+    parallel_tool_calls: bool | UnsetType | None = UNSET
+    max_output_tokens: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType | None = UNSET
+    top_p: Annotated[float, Meta(ge=0, le=1)] | UnsetType | None = UNSET
+    text: TextConfig | UnsetType | None = UNSET
+    reasoning: ReasoningConfig | UnsetType | None = UNSET
+    metadata: Annotated[dict[str, str], Meta(max_length=16)] | UnsetType | None = UNSET
+    include: list[str] | UnsetType | None = UNSET
+    truncation: Literal["auto", "disabled"] | UnsetType | None = UNSET
+    user: str | UnsetType | None = UNSET
+    safety_identifier: str | UnsetType | None = UNSET
+
+
+class InputTokensDetails(Struct, kw_only=True, omit_defaults=True):
+    cached_tokens: int
+    cache_write_tokens: int | UnsetType = UNSET
+
+
+class OutputTokensDetails(Struct, kw_only=True):
+    reasoning_tokens: int
+
+
+class ResponseUsage(Struct, kw_only=True):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class ResponseError(Struct, kw_only=True):
+    """Why a response failed (``status: failed``)."""
+
+    code: str
+    message: str
+
+
+class IncompleteDetails(Struct, kw_only=True):
+    reason: Literal["max_output_tokens", "content_filter"]
+
+
+class ResponseObject(Struct, kw_only=True, omit_defaults=True):
+    """The ``response`` object: the answer, and the echo of the request's settings."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
+    completed_at: int | None
+    error: ResponseError | None
+    incomplete_details: IncompleteDetails | None
+    instructions: str | None
+    max_output_tokens: int | None
+    model: str
+    output: list[OutputItem]
+    parallel_tool_calls: bool
+    previous_response_id: str | None
+    reasoning: ReasoningConfig | None
+    store: bool
+    temperature: float | None
+    text: TextConfig
+    tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice
+    tools: list[FunctionTool]
+    top_p: float | None
+    truncation: Literal["auto", "disabled"] | None
+    usage: ResponseUsage | None
+    user: str | None
+    safety_identifier: str | None
+    metadata: dict[str, str]
+    background: bool | None
+
+
+class ResponseItemList(Struct, kw_only=True):
+    """``GET /v1/responses/{id}/input_items``: one page."""
+
+    object: Literal["list"]
+    data: list[Item]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ResponseDeleted(Struct, kw_only=True):
+    id: str
+    object: Literal["response"]
+    deleted: Literal[True]
+
+
+# The stream: ``event: <type>`` and ``data: <one of these>``, sequence numbers 0, 1, 2...
+
+
+class ResponseCreatedEvent(Struct, tag_field="type", tag="response.created", kw_only=True):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseInProgressEvent(Struct, tag_field="type", tag="response.in_progress", kw_only=True):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseCompletedEvent(Struct, tag_field="type", tag="response.completed", kw_only=True):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseIncompleteEvent(Struct, tag_field="type", tag="response.incomplete", kw_only=True):
+    response: ResponseObject
+    sequence_number: int
+
+
+class ResponseFailedEvent(Struct, tag_field="type", tag="response.failed", kw_only=True):
+    response: ResponseObject
+    sequence_number: int
+
+
+class OutputItemAddedEvent(Struct, tag_field="type", tag="response.output_item.added", kw_only=True):
+    output_index: int
+    item: OutputItem
+    sequence_number: int
+
+
+class OutputItemDoneEvent(Struct, tag_field="type", tag="response.output_item.done", kw_only=True):
+    output_index: int
+    item: OutputItem
+    sequence_number: int
+
+
+class ContentPartAddedEvent(Struct, tag_field="type", tag="response.content_part.added", kw_only=True):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | OutputRefusal | ReasoningText
+    sequence_number: int
+
+
+class ContentPartDoneEvent(Struct, tag_field="type", tag="response.content_part.done", kw_only=True):
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | OutputRefusal | ReasoningText
+    sequence_number: int
+
+
+class OutputTextDeltaEvent(Struct, tag_field="type", tag="response.output_text.delta", kw_only=True):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[dict[str, Any]]
+    sequence_number: int
+
+
+class OutputTextDoneEvent(Struct, tag_field="type", tag="response.output_text.done", kw_only=True):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[dict[str, Any]]
+    sequence_number: int
+
+
+class ReasoningTextDeltaEvent(Struct, tag_field="type", tag="response.reasoning_text.delta", kw_only=True):
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    sequence_number: int
+
+
+class ReasoningTextDoneEvent(Struct, tag_field="type", tag="response.reasoning_text.done", kw_only=True):
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    sequence_number: int
+
+
+class FunctionCallArgumentsDeltaEvent(Struct, tag_field="type", tag="response.function_call_arguments.delta", kw_only=True):
+    item_id: str
+    output_index: int
+    delta: str
+    sequence_number: int
+
+
+class FunctionCallArgumentsDoneEvent(Struct, tag_field="type", tag="response.function_call_arguments.done", kw_only=True):
+    item_id: str
+    name: str
+    output_index: int
+    arguments: str
+    sequence_number: int
+
+
+class ResponseErrorEvent(Struct, tag_field="type", tag="error", kw_only=True):
+    code: str | None
+    message: str
+    param: str | None
+    sequence_number: int
+
+
+ResponseStreamEvent = (
+    ResponseCreatedEvent
+    | ResponseInProgressEvent
+    | ResponseCompletedEvent
+    | ResponseIncompleteEvent
+    | ResponseFailedEvent
+    | OutputItemAddedEvent
+    | OutputItemDoneEvent
+    | ContentPartAddedEvent
+    | ContentPartDoneEvent
+    | OutputTextDeltaEvent
+    | OutputTextDoneEvent
+    | ReasoningTextDeltaEvent
+    | ReasoningTextDoneEvent
+    | FunctionCallArgumentsDeltaEvent
+    | FunctionCallArgumentsDoneEvent
+    | ResponseErrorEvent
+)

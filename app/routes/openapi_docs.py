@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import msgspec
 from litestar.openapi.spec import (
@@ -23,15 +23,21 @@ from litestar.openapi.spec import (
     Operation,
     Reference,
     RequestBody,
+    Schema,
 )
 
 from toolrelay.app.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    CreateResponseRequest,
     ErrorResponse,
     Model,
     ModelList,
+    ResponseDeleted,
+    ResponseItemList,
+    ResponseObject,
+    ResponseStreamEvent,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +47,10 @@ __all__ = [
     "ChatCompletionOperation",
     "ModelListOperation",
     "ModelOperation",
+    "ResponseCreateOperation",
+    "ResponseDeleteOperation",
+    "ResponseInputItemsOperation",
+    "ResponseRetrieveOperation",
     "attach_protocol_schemas",
     "protocol_schemas",
 ]
@@ -53,6 +63,11 @@ _DOCUMENTED = (
     ErrorResponse,
     Model,
     ModelList,
+    CreateResponseRequest,
+    ResponseObject,
+    ResponseStreamEvent,
+    ResponseItemList,
+    ResponseDeleted,
 )
 
 # What each status means on these routes (docs/operations.md lists the codes).
@@ -89,7 +104,7 @@ def attach_protocol_schemas(app: Litestar) -> None:
     components.schemas = schemas
 
 
-def _ref(cls: type) -> Reference:
+def _ref(cls: Any) -> Reference:
     return Reference(ref=_REF.format(name=cls.__name__))
 
 
@@ -155,3 +170,48 @@ class ModelOperation(Operation):
             "200": _json(Model, "One model."),
             **_errors("401", "404", "429"),
         }
+
+
+# ResponseStreamEvent is a union (a type alias): msgspec gives each member a component, not the union.
+_STREAM_EVENTS = get_args(ResponseStreamEvent)
+
+
+@dataclass
+class ResponseCreateOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={"application/json": OpenAPIMediaType(schema=_ref(CreateResponseRequest))},
+            required=True,
+        )
+        self.responses = {
+            "200": OpenAPIResponse(
+                description=(
+                    "A `response` object; with `stream: true`, server-sent events, each an `event: <type>` line and a "
+                    "`data:` line holding that event, `sequence_number` 0, 1, 2...; the last is `response.completed`, "
+                    "`response.incomplete` or `response.failed`."
+                ),
+                content={
+                    "application/json": OpenAPIMediaType(schema=_ref(ResponseObject)),
+                    "text/event-stream": OpenAPIMediaType(schema=Schema(one_of=[_ref(member) for member in _STREAM_EVENTS])),
+                },
+            ),
+            **_errors("400", "401", "403", "404", "413", "415", "429", "500", "502", "503", "504"),
+        }
+
+
+@dataclass
+class ResponseRetrieveOperation(Operation):
+    def __post_init__(self) -> None:
+        self.responses = {"200": _json(ResponseObject, "The stored response."), **_errors("401", "404", "429")}
+
+
+@dataclass
+class ResponseDeleteOperation(Operation):
+    def __post_init__(self) -> None:
+        self.responses = {"200": _json(ResponseDeleted, "Deleted, with its input items."), **_errors("401", "404", "429")}
+
+
+@dataclass
+class ResponseInputItemsOperation(Operation):
+    def __post_init__(self) -> None:
+        self.responses = {"200": _json(ResponseItemList, "One page of the response's input items."), **_errors("400", "401", "404", "429")}

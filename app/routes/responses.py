@@ -56,6 +56,7 @@ from toolrelay.app.responses import (
 from toolrelay.app.responses.agent_items import AgentStreamWriter, agent_chat_payload, asks_for_agent, parse_agent_request
 from toolrelay.app.responses.passthrough import NativeResponses
 from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, upstream_body
+from toolrelay.app.routes.openapi_docs import ResponseCreateOperation, ResponseDeleteOperation, ResponseInputItemsOperation, ResponseRetrieveOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 from toolrelay.app.strict_request import StrictJSONRequest
 from toolrelay.app.validation import check_request
@@ -99,7 +100,14 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
     schema_checker = SchemaChecker(SchemaLimits.from_server(server))
     native = NativeResponses(services, store, SSE_HEADERS)
 
-    @post(["/v1/responses", "/responses"], status_code=200, summary="Create a response", tags=["responses"], description="OpenAI Responses API (proxy mode).")
+    @post(
+        ["/v1/responses", "/responses"],
+        status_code=200,
+        summary="Create a response",
+        tags=["responses"],
+        description="OpenAI Responses API (proxy mode).",
+        operation_class=ResponseCreateOperation,
+    )
     async def create_response(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
         info = request_info(request.scope)
         info.metered = True
@@ -315,20 +323,20 @@ def _stored_routes(services: Services, store: ResponseStore, prefix: str) -> Rou
     def scope_of(request: Request[Any, Any, Any]) -> str:
         return response_scope(request_info(cast("dict[str, Any]", request.scope)).key_id)
 
-    @get("/{response_id:str}", summary="Retrieve a stored response")
+    @get("/{response_id:str}", summary="Retrieve a stored response", operation_class=ResponseRetrieveOperation)
     async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
         stored = await store.get(scope_of(request), response_id)
         if stored is None:
             raise _not_found(response_id)
         return _json(stored.response, rate_limit_headers(request))
 
-    @delete("/{response_id:str}", summary="Delete a stored response and its input items", status_code=200)
+    @delete("/{response_id:str}", summary="Delete a stored response and its input items", status_code=200, operation_class=ResponseDeleteOperation)
     async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
         if not await store.delete(scope_of(request), response_id):
             raise _not_found(response_id)
         return _json({"id": response_id, "object": "response", "deleted": True}, rate_limit_headers(request))
 
-    @get("/{response_id:str}/input_items", summary="List a stored response's input items")
+    @get("/{response_id:str}/input_items", summary="List a stored response's input items", operation_class=ResponseInputItemsOperation)
     async def list_input_items(
         request: Request[Any, Any, Any],
         response_id: FromPath[str],
