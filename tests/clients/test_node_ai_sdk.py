@@ -40,8 +40,8 @@ def agent_relay(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFa
         yield server
 
 
-def ai_sdk(node: str, relay: RunningServer, scenario: str, api: str, model: str = "fake-model") -> dict[str, Any]:
-    return run_node(node, "ai_sdk.mjs", scenario, api, model, relay=relay)
+def ai_sdk(node: str, relay: RunningServer, scenario: str, api: str, model: str = "fake-model", *options: str) -> dict[str, Any]:
+    return run_node(node, "ai_sdk.mjs", scenario, api, model, *options, relay=relay)
 
 
 @pytest.mark.parametrize("api", ["responses", "chat"])
@@ -123,6 +123,16 @@ def test_tool_round_trip_after_text(node: str, relay: RunningServer, fake: FakeU
     assert result["steps"][0]["text"] == "Let me check."
 
 
+@pytest.mark.parametrize("scenario", ["tool", "stream-tool"])
+def test_tool_round_trip_after_text_without_store(node: str, relay: RunningServer, fake: FakeUpstream, scenario: str) -> None:
+    """The documented workaround: ``providerOptions.openai.store = false`` sends the earlier text whole, as a message."""
+    fake.enqueue(Reply(content="Let me check.", tool_calls=[WEATHER_CALL]), Reply(content="Sunny in Paris."))
+    result = ai_sdk(node, relay, scenario, "responses", "fake-model", "no-store")
+    check_tool_round_trip(result, fake, "responses")
+    assert result["steps"][0]["text"] == "Let me check."
+    assert fake.chat_requests[1].body["messages"][1]["content"] == "Let me check."
+
+
 def script_agent_run(fake: FakeUpstream, *client_calls: dict[str, Any]) -> None:
     """A built-in ``current_time`` step, then the given client tool calls (if any), then the answer."""
     fake.enqueue(Reply(tool_calls=[{"name": "current_time", "arguments": {"timezone": "UTC"}}]))
@@ -194,3 +204,14 @@ def test_agent_model_client_tool_round_trip_through_default_provider(node: str, 
     assert result["executed"] == ["Paris"]
     assert result["text"] == "It is noon in UTC."
     check_builtin_step_ran(fake)
+
+
+def test_agent_model_client_tool_round_trip_through_default_provider_without_store(node: str, agent_relay: RunningServer, fake: FakeUpstream) -> None:
+    """With ``store: false`` the SDK leaves the built-in step's item out of its next request, and the run still finishes."""
+    script_agent_run(fake, WEATHER_CALL)
+    result = ai_sdk(node, agent_relay, "tool", "responses", "agent:fake-model", "no-store")
+    assert result["executed"] == ["Paris"]
+    assert result["text"] == "It is noon in UTC."
+    check_builtin_step_ran(fake)
+    tool_results = [m for m in fake.chat_requests[-1].body["messages"] if m["role"] == "tool"]
+    assert json.loads(tool_results[-1]["content"]) == WEATHER_RESULT

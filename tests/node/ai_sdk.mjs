@@ -1,17 +1,21 @@
 // The Vercel AI SDK (`ai` + `@ai-sdk/openai`) against toolrelay, as a user sets it up:
 // createOpenAI({ baseURL, apiKey })(model) is its default (Responses API) model,
 // .chat(model) its Chat Completions model. Prints what the program gets as one JSON object.
-// Usage: node ai_sdk.mjs SCENARIO API MODEL
+// Usage: node ai_sdk.mjs SCENARIO API MODEL [no-store]
 //   SCENARIO: generate | stream | tool | stream-tool
 //   API:      responses (provider(model)) | chat (provider.chat(model))
+//   no-store: providerOptions.openai.store = false (earlier items sent whole, not by id)
 // Env: TOOLRELAY_BASE_URL (…/v1), TOOLRELAY_API_KEY.
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
 
-const [scenario, api, modelId] = process.argv.slice(2);
+// Warnings go into the printed JSON (each step's `warnings`), not onto stdout.
+globalThis.AI_SDK_LOG_WARNINGS = false;
+
+const [scenario, api, modelId, storeOption] = process.argv.slice(2);
 const provider = createOpenAI({ baseURL: process.env.TOOLRELAY_BASE_URL, apiKey: process.env.TOOLRELAY_API_KEY });
 const model = api === "chat" ? provider.chat(modelId) : provider(modelId);
-const common = { model, maxRetries: 0 };
+const common = { model, maxRetries: 0, ...(storeOption === "no-store" && { providerOptions: { openai: { store: false } } }) };
 
 // What the tool's execute saw: the test checks the SDK ran it with the model's arguments.
 const executed = [];
@@ -38,6 +42,7 @@ const stepView = (step) => ({
   toolResults: step.toolResults.map((r) => ({ toolCallId: r.toolCallId, toolName: r.toolName, output: r.output })),
   contentTypes: step.content.map((part) => part.type),
   responseId: step.response.id,
+  warnings: step.warnings ?? [],
 });
 
 // The text deltas as a program reads them; a stream error part fails the script
