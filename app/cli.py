@@ -135,6 +135,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve the MCP server over stdio (``toolrelay mcp``): the key comes from $TOOLRELAY_MCP_KEY."""
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"toolrelay: {exc}", file=sys.stderr)
+        return 2
+    if args.data_dir:
+        settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(settings.server, data_dir=args.data_dir))
+    configure_logging(settings.server.log_level)
+
+    import anyio
+
+    from toolrelay.app.mcp_server.stdio import StdioRefused, serve_stdio
+
+    try:
+        anyio.run(serve_stdio, settings)
+    except StdioRefused as exc:
+        print(f"toolrelay mcp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _bind_description(host: str) -> str:
     if host.strip() in WILDCARD_HOSTS:
         return f"every interface (host = {host!r})"
@@ -159,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="data directory (default ./data or $TOOLRELAY_DATA)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (set [redis] url so limits are shared)")
     serve.set_defaults(func=cmd_serve)
+
+    mcp = sub.add_parser("mcp", help="serve toolrelay's tools over MCP on stdin/stdout (for desktop hosts); API key in $TOOLRELAY_MCP_KEY")
+    mcp.add_argument("--config", help="TOML config file (default: $TOOLRELAY_CONFIG)")
+    mcp.add_argument("--data-dir", help="data directory (default ./data or $TOOLRELAY_DATA)")
+    mcp.set_defaults(func=cmd_mcp)
 
     from toolrelay.app.admin_cli import register as register_admin
 

@@ -19,6 +19,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from toolrelay.app import __version__
+from toolrelay.app.errors import OpenAIError
 from toolrelay.app.mcp_server.catalogue import ToolCatalogue, outcome_result
 from toolrelay.app.middleware import RequestInfo
 from toolrelay.memory import scope_for
@@ -41,15 +42,19 @@ def build_server(catalogue: ToolCatalogue, admission: Admission) -> Server[Any]:
         return catalogue.listing()
 
     async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        async with admission(ctx) as info:
-            if catalogue.serves(params.name):
-                # The ledger's model column names what was used; only our own names, never client text.
-                info.model = "tool:" + params.name
-            # Memory is the key's own scope: MCP has no `user`, and a client cannot name another scope.
-            context = ToolContext(scope=scope_for(info.key_id, None), request_id=info.request_id)
-            outcome = await catalogue.call(params.name, params.arguments, context)
-            if outcome.status != "ok":
-                info.error_code = f"tool_{outcome.status}"
-            return outcome_result(outcome)
+        try:
+            async with admission(ctx) as info:
+                if catalogue.serves(params.name):
+                    # The ledger's model column names what was used; only our own names, never client text.
+                    info.model = "tool:" + params.name
+                # Memory is the key's own scope: MCP has no `user`, and a client cannot name another scope.
+                context = ToolContext(scope=scope_for(info.key_id, None), request_id=info.request_id)
+                outcome = await catalogue.call(params.name, params.arguments, context)
+                if outcome.status != "ok":
+                    info.error_code = f"tool_{outcome.status}"
+                return outcome_result(outcome)
+        except OpenAIError as exc:
+            # A refusal at admission (over stdio: the key's limits), shown as the tool's error.
+            return types.CallToolResult(content=[types.TextContent(type="text", text=f"error: {exc.message}")], is_error=True)
 
     return Server("toolrelay", version=__version__, instructions=INSTRUCTIONS, on_list_tools=list_tools, on_call_tool=call_tool)
