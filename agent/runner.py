@@ -86,6 +86,12 @@ class AgentRunner:
         self.constrained_models: set[str] = set()
         disabled = set(settings.disabled_tools)
         self.enabled_builtins = [n for n in settings.builtin_tools if n in registry and n not in disabled]
+        # Tools that come and go (MCP servers' tools): names offered to a caller, by API key id.
+        self._tool_sources: list[Callable[[str | None], list[str]]] = []
+
+    def add_tool_source(self, source: Callable[[str | None], list[str]]) -> None:
+        """Offer ``source(key_id)``'s registered tools next to the built-ins, read per request."""
+        self._tool_sources.append(source)
 
     def register_tool(self, tool: Any, *, enabled: bool = True) -> None:
         """Add a built-in tool after start-up (plugins, tests)."""
@@ -93,19 +99,19 @@ class AgentRunner:
         if enabled and tool.name not in self.settings.disabled_tools:
             self.enabled_builtins.append(tool.name)
 
-    def builtins_for(self, options: AgentOptions) -> list[str]:
+    def builtins_for(self, options: AgentOptions, key_id: str | None = None) -> list[str]:
+        enabled = [*self.enabled_builtins, *(n for source in self._tool_sources for n in source(key_id))] if self._tool_sources else self.enabled_builtins
         requested = _given(options.builtin_tools)
         if requested is None:
-            return list(self.enabled_builtins)
-        unknown = [n for n in requested if n not in self.enabled_builtins]
+            return list(enabled)
+        unknown = [n for n in requested if n not in enabled]
         if unknown:
             raise invalid_request(
-                f"Invalid 'agent_options.builtin_tools': {', '.join(repr(u) for u in unknown)} not available. "
-                f"Available: {', '.join(self.enabled_builtins) or 'none'}.",
+                f"Invalid 'agent_options.builtin_tools': {', '.join(repr(u) for u in unknown)} not available. Available: {', '.join(enabled) or 'none'}.",
                 param="agent_options.builtin_tools",
                 code="invalid_value",
             )
-        return [n for n in self.enabled_builtins if n in requested]
+        return [n for n in enabled if n in requested]
 
     async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int, list[Source]]:
         """Put back the built-in steps that preceded each client tool-call pause.
@@ -165,7 +171,7 @@ class AgentRunner:
             tool_timeout_seconds=settings.tool_timeout_seconds,
             max_parallel_tools=settings.max_parallel_tools,
         )
-        builtin_names = self.builtins_for(options)
+        builtin_names = self.builtins_for(options, info.key_id)
         builtin_choice = self._builtin_choice(options, builtin_names)
         first_call: Hint | None = None
         if builtin_choice is None and _given(options.tool_choice) is None and route.tool_hints:

@@ -349,6 +349,63 @@ class ResponsesSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
     # oldest stored responses are deleted, so one key cannot fill the disk.
     max_stored_per_key: PositiveInt = 10_000
     max_stored_bytes_per_key: PositiveInt = 256 * 1024 * 1024
+    # ``background: true`` runs in flight at once (each also holds one of its key's
+    # parallel slots until it ends): per API key, and in this server process.
+    max_background_per_key: PositiveInt = 4
+    max_background_total: PositiveInt = 64
+
+
+# --------------------------------------------------------------------------- [mcp]
+
+McpTransport = Literal["streamable_http", "sse"]
+
+
+class McpServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One ``[mcp.servers.<name>]``: a stdio child (``command``) or a remote server (``url``)."""
+
+    # stdio: the argv of the child process, started at start-up and restarted when it dies.
+    command: list[str] = []
+    # The child's own variables, each taken from one of ours: { CHILD_VAR = "OUR_VAR" }.
+    # The child gets these plus a minimal set (PATH, HOME...), never our whole environment.
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    # Remote: streamable HTTP (or the older SSE transport).
+    url: str = ""
+    transport: McpTransport = "streamable_http"
+    headers: dict[str, str] = {}
+    # Header values taken from our environment: { Authorization = "OUR_VAR" }.
+    headers_env: dict[str, str] = {}
+    # Tool names (as the server names them) offered to the model; None: all.
+    allowed_tools: list[str] | None = None
+    # Per-call timeout and output cap; None: [agent] tool_timeout_seconds / max_tool_output_chars.
+    timeout_seconds: PositiveFloat | None = None
+    max_output_chars: PositiveInt | None = None
+    # Connecting, the handshake and the first tools/list, together.
+    connect_timeout_seconds: PositiveFloat = 30.0
+
+    def _check(self) -> None:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("an mcp server needs either command (stdio) or url (HTTP), not both")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError("mcp server url must start with http:// or https://")
+
+
+class McpSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """MCP servers whose tools join the agent's built-in tools (tools/mcp/)."""
+
+    servers: dict[str, McpServerSettings] = {}
+    # A dead server is reconnected (a stdio child restarted) after this delay,
+    # doubled after each failure up to restart_max_seconds.
+    restart_initial_seconds: PositiveFloat = 1.0
+    restart_max_seconds: PositiveFloat = 60.0
+    # A live server is pinged this often; a failed ping counts as a dead server
+    # (an HTTP server that went away closes no stream we could watch).
+    ping_interval_seconds: PositiveFloat = 30.0
+    # A server's tools are hostile input: beyond these caps a tool is skipped.
+    max_tools_per_server: PositiveInt = 128
+    max_schema_bytes: PositiveInt = 64 * 1024
+    max_schema_depth: PositiveInt = 32
+    max_description_chars: PositiveInt = 4000
 
 
 # --------------------------------------------------------------------------- [auth], [limits], [pricing], [redis]
@@ -472,6 +529,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     fetch_page: FetchPageSettings = FetchPageSettings()
     memory: MemorySettings = MemorySettings()
     responses: ResponsesSettings = ResponsesSettings()
+    mcp: McpSettings = McpSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()

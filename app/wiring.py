@@ -24,6 +24,7 @@ from toolrelay.memory import MemoryLimits, MemoryStore
 from toolrelay.tools.current_time import CurrentTimeTool
 from toolrelay.tools.fetch_page import FetchPageTool
 from toolrelay.tools.host_addresses import parse_addresses
+from toolrelay.tools.mcp import McpServers
 from toolrelay.tools.memory_tools import memory_tools, recall
 from toolrelay.tools.python import PythonTool
 from toolrelay.tools.registry import ToolRegistry
@@ -87,6 +88,15 @@ async def start_sandbox(services: Services, agent: AgentRunner) -> None:
     agent.register_tool(PythonTool(sandbox, max_output_chars=settings.agent.max_tool_output_chars))
     if not sandbox.available:
         log.warning("python tool disabled: %s", sandbox.status().get("reason", "no sandbox backend passed its self-test"))
+
+
+def attach_mcp_servers(services: Services, agent: AgentRunner) -> None:
+    """Connect the configured MCP servers at start-up and offer their tools next to the built-ins."""
+    servers = McpServers(services.settings.mcp, services.settings.agent, agent.registry)
+    services.on_start(servers.start)
+    services.on_close(servers.close)
+    services.set_ready_extra("mcp", servers.status)
+    agent.add_tool_source(lambda key_id: servers.tool_names())
 
 
 def build_continuations(services: Services) -> ContinuationStore | RedisContinuationStore:
@@ -172,6 +182,8 @@ def extend_services(services: Services) -> list[Any]:
         )
         services.agent = agent
         services.on_start(lambda: start_sandbox(services, agent))
+        if settings.mcp.servers:
+            attach_mcp_servers(services, agent)
         if settings.mcp_server.enabled:
             handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent)))
     if isinstance(services.gate, AuthGate):

@@ -103,6 +103,11 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         self._validators[tool.name] = cls(tool.parameters)
 
+    def remove(self, name: str) -> None:
+        """Withdraw a tool (an MCP server re-listed its tools); a run holding its name gets ``unknown_tool``."""
+        self._tools.pop(name, None)
+        self._validators.pop(name, None)
+
     def names(self) -> list[str]:
         return list(self._tools)
 
@@ -131,9 +136,13 @@ class ToolRegistry:
 
     async def call(self, name: str, raw_arguments: str | dict[str, Any] | None, context: ToolContext, *, timeout: float | None = None) -> ToolOutcome:
         started = time.perf_counter()
+        tool = self._tools.get(name)
+        # A tool may lower the output cap for itself (an MCP server's own setting), never raise it.
+        own_cap = getattr(tool, "max_output_chars", None)
+        cap = min(own_cap, self.max_output_chars) if isinstance(own_cap, int) else self.max_output_chars
 
         def outcome(status: str, content: str, arguments: Any = None, result: ToolResult | None = None) -> ToolOutcome:
-            text, truncated = _truncate(content, self.max_output_chars)
+            text, truncated = _truncate(content, cap)
             if self.on_outcome is not None:
                 self.on_outcome(name, status, time.perf_counter() - started)
             return ToolOutcome(
@@ -147,7 +156,6 @@ class ToolRegistry:
                 sources=list(result.sources) if result else [],
             )
 
-        tool = self._tools.get(name)
         if tool is None:
             return outcome("unknown_tool", f"error: there is no tool named {name!r}. Available tools: {', '.join(self._tools)}.")
         if isinstance(raw_arguments, dict):

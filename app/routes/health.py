@@ -101,6 +101,10 @@ def build_health_handlers(services: Services) -> list[Any]:
         any_ok = any(u["ok"] for u in upstreams)
         all_ok = all(u["ok"] for u in upstreams)
         status = "ready" if all_ok else ("degraded" if any_ok else "unavailable")
+        # An MCP server that is down costs its tools only: degraded, still serving.
+        mcp = (services.ready_extras().get("mcp") or {}).get("servers")
+        if status == "ready" and isinstance(mcp, list) and not all(s.get("ok") for s in mcp):
+            status = "degraded"
         body: dict[str, Any] = {"status": status}
         if details:
             body.update(upstreams=upstreams, **services.ready_extras())
@@ -109,6 +113,8 @@ def build_health_handlers(services: Services) -> list[Any]:
             sandbox = services.ready_extras().get("sandbox")
             if isinstance(sandbox, dict):
                 body["sandbox"] = {"backend": sandbox.get("backend"), "available": sandbox.get("available")}
+            if isinstance(mcp, list):
+                body["mcp"] = [{"name": s.get("name"), "ok": s.get("ok"), "status": s.get("status")} for s in mcp]
         return Response(content=orjson.dumps(body), media_type="application/json", status_code=200 if any_ok else 503)
 
     return [health, ready]

@@ -1,0 +1,57 @@
+"""An MCP server's tool as one of the agent's tools (the :class:`~toolrelay.tools.base.Tool` contract).
+
+The registry validates the arguments against the (bounded) schema, enforces
+the timeout and caps the output, exactly as for a built-in; this adapter only
+forwards the call and translates the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+
+from toolrelay.tools.base import ToolContext, ToolResult
+from toolrelay.tools.mcp.connection import McpConnection, McpUnavailableError
+from toolrelay.tools.mcp.results import tool_result
+
+__all__ = ["McpTool"]
+
+
+class McpTool:
+    __slots__ = ("_connection", "description", "max_output_chars", "name", "parameters", "remote_name", "timeout")
+
+    def __init__(
+        self,
+        connection: McpConnection,
+        *,
+        name: str,
+        remote_name: str,
+        description: str,
+        parameters: dict[str, Any],
+        timeout: float,
+        max_output_chars: int | None,
+    ) -> None:
+        self._connection = connection
+        self.name = name
+        self.remote_name = remote_name
+        self.description = description
+        self.parameters = parameters
+        self.timeout = timeout
+        # Read by the registry: lowers its output cap for this tool.
+        self.max_output_chars = max_output_chars
+
+    @property
+    def server(self) -> str:
+        return self._connection.name
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
+        try:
+            result = await self._connection.call(self.remote_name, arguments)
+        except McpUnavailableError as exc:
+            return ToolResult.error(str(exc), server=self.server)
+        except MCPError as exc:
+            return ToolResult.error(f"MCP server {self.server!r} refused the call: {exc.error.message[:500]}", server=self.server)
+        translated = tool_result(result)
+        translated.data = {"server": self.server, **(translated.data or {})}
+        return translated
