@@ -60,14 +60,16 @@ class Gate(Protocol):
 
     async def release(self, info: RequestInfo) -> None:
         """The request ended and ``info.status`` was sent: book ``info.usage`` (None when it
-        reached no model), free what ``info.ticket`` holds. Called once, by the outer ASGI layer."""
+        reached no model), free what ``info.ticket`` holds. Called once, by the outer ASGI layer
+        (or by the owner :meth:`RequestInfo.hand_off` gave the request to)."""
 
     async def check_step(self, info: RequestInfo, body: dict[str, Any], spent: dict[str, Any] | None) -> None:
         """Before each model call of an agent run (``body``, after calls that used ``spent``):
         raise 400/429 when the run could exceed the per-request cost cap or the key's budget."""
 
-    async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
-        """Like :meth:`admit` for a request that calls no model (rate and parallel limits only)."""
+    async def admit_unpriced(self, request: Any, info: RequestInfo, *, parallel: bool = True) -> Ticket:
+        """Like :meth:`admit` for a request that calls no model (rate and, unless ``parallel`` is
+        false, parallel limits only)."""
         ...
 
     def allows_model(self, info: RequestInfo, model_id: str) -> bool:
@@ -88,7 +90,7 @@ class OpenGate:
     async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> Ticket:
         return OPEN_TICKET
 
-    async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
+    async def admit_unpriced(self, request: Any, info: RequestInfo, *, parallel: bool = True) -> Ticket:
         return OPEN_TICKET
 
     async def release(self, info: RequestInfo) -> None:

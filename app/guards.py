@@ -28,7 +28,7 @@ __all__ = ["Guard", "metered_key_guard", "rate_limit_headers"]
 Guard = Callable[["ASGIConnection[Any, Any, Any, Any]", "BaseRouteHandler"], Any]
 
 
-def metered_key_guard(gate: Gate, *, mode: str, check: Callable[[RequestInfo], None] | None = None) -> Guard:
+def metered_key_guard(gate: Gate, *, mode: str, check: Callable[[RequestInfo], None] | None = None, parallel: bool = True) -> Guard:
     """A guard admitting an API key to a route that calls no model, booked like a chat request.
 
     It authenticates the caller (401, and the failed-auth throttle's 429),
@@ -38,7 +38,8 @@ def metered_key_guard(gate: Gate, *, mode: str, check: Callable[[RequestInfo], N
     admits it against the key's request and parallel limits (429 with
     ``x-ratelimit-*`` and ``retry-after``). The :class:`app.gate.Ticket` is
     kept on ``RequestInfo.ticket``; its rate-limit headers are the handler's
-    to put on its answer (:func:`rate_limit_headers`).
+    to put on its answer (:func:`rate_limit_headers`). With ``parallel`` false the request takes
+    no parallel slot (polling or cancelling a background response, whose run holds one).
     """
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -48,7 +49,7 @@ def metered_key_guard(gate: Gate, *, mode: str, check: Callable[[RequestInfo], N
         info.metered = True
         if check is not None:
             check(info)
-        info.ticket = await gate.admit_unpriced(connection, info)
+        info.ticket = await gate.admit_unpriced(connection, info, parallel=parallel)
 
     return guard
 

@@ -61,6 +61,22 @@ class RequestInfo:
         # cut stream awaits a token count, which must not run inside that cancelled scope.
         self.ending: Callable[[], Awaitable[None]] | None = None
 
+    def hand_off(self) -> RequestInfo:
+        """Give the end of this request to a new owner that outlives the HTTP exchange (a
+        ``background: true`` response): the returned copy carries the ticket, the slot and the
+        ledger row, and its owner must pass it to ``gate.release`` exactly once. This request stops
+        being metered, so the ASGI layer only logs it: one release, never two, never none."""
+        heir = RequestInfo(self.request_id)
+        heir.started = self.started
+        heir.model = self.model
+        heir.mode = self.mode
+        heir.key_id = self.key_id
+        heir.upstream = self.upstream
+        heir.ticket = self.ticket
+        heir.metered = True
+        self.metered = False
+        return heir
+
     @property
     def prompt_tokens(self) -> int | None:
         usage = self.usage

@@ -343,10 +343,11 @@ class AuthGate:
                 held_and_needed=((held + so_far) / NANO, upcoming / NANO),
             )
 
-    async def admit_unpriced(self, request: Any, info: RequestInfo) -> Ticket:
+    async def admit_unpriced(self, request: Any, info: RequestInfo, *, parallel: bool = True) -> Ticket:
         """Admit a request that calls no model (``/v1/memories``, issue 10 item 12).
 
-        It counts against the caller's requests per minute and parallel slots,
+        It counts against the caller's requests per minute and (unless ``parallel`` is false:
+        reads of a key's own background responses, whose run holds a slot) parallel slots,
         costs nothing (so tokens per minute and the budget do not apply) and,
         like every admitted request, gets a ledger row at :meth:`release`.
         """
@@ -357,12 +358,14 @@ class AuthGate:
             policy = self._ip_policy
             if policy is not None:
                 bucket = ip_bucket(client_address(request.scope, self._trust_xff))
+                if not parallel:
+                    policy = Policy(policy.rpm, 0, 0)
         elif info.key_id != ADMIN_KEY_ID:
             key = self.keys.get(info.key_id)
             if key is None:  # removed from keys.db by hand since authenticate
                 raise errors.incorrect_key(f"tr-{info.key_id}-***")
             full = self.policy_for(key)
-            policy = Policy(full.rpm, 0, full.max_parallel)
+            policy = Policy(full.rpm, 0, full.max_parallel if parallel else 0)
             bucket = key_bucket(key.id)
         ticket = Ticket(_FREE_PRICE)
         if policy is not None and policy.active:

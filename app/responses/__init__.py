@@ -3,6 +3,7 @@
 The HTTP side is :mod:`app.routes.responses`; these modules do no HTTP.
 """
 
+from toolrelay.app.responses.background import BackgroundRuns, BackgroundTurn, background_error
 from toolrelay.app.responses.store import ResponseStore, StoredResponse, response_scope
 from toolrelay.app.responses.stream import ResponseStreamWriter, failure_error
 from toolrelay.app.responses.translate import (
@@ -18,10 +19,13 @@ from toolrelay.app.responses.translate import (
 )
 
 __all__ = [
+    "BackgroundRuns",
+    "BackgroundTurn",
     "ResponseStore",
     "ResponseStreamWriter",
     "ResponsesRequest",
     "StoredResponse",
+    "background_error",
     "chat_payload",
     "failure_error",
     "input_items",

@@ -6,6 +6,12 @@ conversation the model saw (previous responses' input and output included),
 which a later ``previous_response_id`` continues from. Every statement is
 filtered on the scope, so another key's id is simply not found.
 
+A ``background: true`` response is saved while it runs (``queued``,
+``in_progress``) with the server process that runs it (``owner_pid``); its
+final save clears that. At start-up :meth:`ResponseStore.fail_abandoned`
+turns the rows of processes that are gone (a crash, a kill) into ``failed``,
+so no response stays ``in_progress`` forever.
+
 Rows older than the retention period are swept at most once a minute, on
 writes. Blocking SQLite calls run in worker threads (``anyio.to_thread``),
 one connection guarded by a lock.
@@ -13,6 +19,7 @@ one connection guarded by a lock.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -48,6 +55,12 @@ UPDATE responses SET size = length(response) + length(input_items) + length(cont
 CREATE INDEX IF NOT EXISTS responses_scope_created ON responses (scope, created_at);
 """
 
+# Step 3: the process running a background response (NULL once it is settled).
+_OWNERS = """
+ALTER TABLE responses ADD COLUMN owner_pid INTEGER;
+CREATE INDEX IF NOT EXISTS responses_running ON responses (owner_pid) WHERE owner_pid IS NOT NULL;
+"""
+
 _SWEEP_EVERY = 60.0
 
 
@@ -67,15 +80,20 @@ class StoredResponse:
 class ResponseStore:
     def __init__(self, path: Path, *, retention_days: float, max_per_key: int = 10_000, max_bytes_per_key: int = 256 * 1024 * 1024) -> None:
         self._conn = connect(path)
-        migrate(self._conn, [script_step(_SCHEMA), script_step(_SIZES)], name=str(path))
+        migrate(self._conn, [script_step(_SCHEMA), script_step(_SIZES), script_step(_OWNERS)], name=str(path))
         self._max_count = max_per_key
         self._max_bytes = max_bytes_per_key
         self._lock = threading.Lock()
         self._retention = retention_days * 86400.0
         self._swept = 0.0
 
-    async def save(self, scope: str, stored: StoredResponse) -> None:
-        await anyio.to_thread.run_sync(self._save, scope, stored)
+    async def save(self, scope: str, stored: StoredResponse, *, running: bool = False) -> None:
+        """Insert or replace; ``running``: a background response this process is still making."""
+        await anyio.to_thread.run_sync(self._save, scope, stored, os.getpid() if running else None)
+
+    async def fail_abandoned(self, error: dict[str, Any]) -> int:
+        """Mark ``failed`` (with ``error``) the running rows whose process is gone; how many."""
+        return await anyio.to_thread.run_sync(self._fail_abandoned, error)
 
     async def get(self, scope: str, response_id: str) -> StoredResponse | None:
         return await anyio.to_thread.run_sync(self._get, scope, response_id)
@@ -89,12 +107,12 @@ class ResponseStore:
 
     # ------------------------------------------------------------------ blocking side
 
-    def _save(self, scope: str, stored: StoredResponse) -> None:
+    def _save(self, scope: str, stored: StoredResponse, owner_pid: int | None) -> None:
         response = stored.response
         blobs = (orjson.dumps(response), orjson.dumps(stored.input_items), orjson.dumps(stored.context))
-        row = (scope, response["id"], int(response["created_at"]), *blobs, sum(len(b) for b in blobs))
+        row = (scope, response["id"], int(response["created_at"]), *blobs, sum(len(b) for b in blobs), owner_pid)
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            self._conn.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
             self._evict(scope)
             self._sweep()
 
@@ -120,6 +138,25 @@ class ResponseStore:
         self._swept = now
         self._conn.execute("DELETE FROM responses WHERE created_at < ?", (int(now - self._retention),))
 
+    def _fail_abandoned(self, error: dict[str, Any]) -> int:
+        with self._lock:
+            rows: list[tuple[str, str, bytes, int]] = self._conn.execute(
+                "SELECT scope, id, response, owner_pid FROM responses WHERE owner_pid IS NOT NULL"
+            ).fetchall()
+            failed = 0
+            for scope, response_id, blob, pid in rows:
+                # Another worker's live run (``--workers N``) is not ours to fail; this process's pid
+                # can only be on a row left by an earlier process that had the same pid.
+                if pid != os.getpid() and _alive(pid):
+                    continue
+                response = orjson.loads(blob)
+                response.update(status="failed", error=error, completed_at=None)
+                self._conn.execute(
+                    "UPDATE responses SET response = ?, owner_pid = NULL WHERE scope = ? AND id = ?", (orjson.dumps(response), scope, response_id)
+                )
+                failed += 1
+            return failed
+
     def _get(self, scope: str, response_id: str) -> StoredResponse | None:
         with self._lock:
             row: tuple[bytes, bytes, bytes, int] | None = self._conn.execute(
@@ -134,3 +171,13 @@ class ResponseStore:
         with self._lock:
             cursor: sqlite3.Cursor = self._conn.execute("DELETE FROM responses WHERE scope = ? AND id = ?", (scope, response_id))
             return cursor.rowcount > 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

@@ -492,5 +492,5 @@ def response_object(
         "user": request.user,
         "safety_identifier": request.safety_identifier,
         "metadata": request.metadata,
-        "background": False,
+        "background": request.background,
     }

@@ -14,8 +14,11 @@ store (:class:`app.responses.ResponseStore`) behind the same guard as
 made a response can see it; any other gets the 404 OpenAI gives for an
 unknown id, never the content.
 
-Not yet: agent models (``agent/...``), ``background: true`` (and cancel) and
-passing requests through to upstreams that speak the Responses API natively:
+``background: true`` hands the same turn to :class:`app.responses.BackgroundRuns`
+(queued at once, run in a task that owns the request's end: slot, ledger row);
+``POST .../cancel`` stops such a run.
+
+Not yet: agent models (``agent/...``) and passing requests through to upstreams that speak the Responses API natively:
 each is a clear 400.
 """
 
@@ -41,11 +44,14 @@ from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.model_ids import canonical_model_id, split_agent_model
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.responses import (
+    BackgroundRuns,
     ResponsesRequest,
     ResponseStore,
     ResponseStreamWriter,
     StoredResponse,
+    background_error,
     chat_payload,
+    failure_error,
     new_response_id,
     output_items,
     parse_request,
@@ -69,6 +75,8 @@ if TYPE_CHECKING:
 __all__ = ["build_responses_handlers"]
 
 _MAX_PAGE = 100
+# Error codes of a request stopped before its end (by its client or a cancel): its usage is estimated.
+_CUT_SHORT = frozenset({"client_disconnected", "cancelled", "server_shutdown"})
 
 
 def _not_found(response_id: str) -> OpenAIError:
@@ -90,11 +98,16 @@ def _json(content: Any, headers: Mapping[str, str] | None = None) -> Response[by
 
 def build_responses_handlers(services: Services, store: ResponseStore) -> list[Any]:
     """The create handler (the chat-like path) and the stored-response routes, under ``/v1`` and at the root."""
-    routers = [_stored_routes(services, store, prefix) for prefix in ("/v1/responses", "/responses")]
-    return [_create_handler(services, store), *routers]
+    config = services.settings.responses
+    runs = BackgroundRuns(store, services.gate, max_per_key=config.max_background_per_key, max_total=config.max_background_total)
+    services.on_start(runs.start_up)
+    # Registered after the store's closer, so it runs first (closers run in reverse): runs settle into an open store.
+    services.on_close(runs.close)
+    routers = [_stored_routes(services, store, runs, prefix) for prefix in ("/v1/responses", "/responses")]
+    return [_create_handler(services, store, runs), *routers]
 
 
-def _create_handler(services: Services, store: ResponseStore) -> Any:
+def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRuns) -> Any:
     settings = services.settings
     server = settings.server
     schema_checker = SchemaChecker(SchemaLimits.from_server(server))
@@ -127,7 +140,11 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
             if agent_request is not None and params.background:
                 raise _not_supported("'background: true' with an agent model", "background")
             if params.background:
-                raise _not_supported("'background: true'", "background")
+                if not params.store:
+                    raise background_error(
+                        "Background responses must be stored: 'background: true' requires 'store: true'.", param="background", code="invalid_value"
+                    )
+                runs.check_room(response_scope(info.key_id))  # before admission: a refusal costs no token count
             route = services.router.resolve(split_agent_model(params.model)[1])
             if route is None or (agent_request is not None and agent is None):
                 raise model_not_found(params.model)
@@ -169,6 +186,11 @@ def _create_handler(services: Services, store: ResponseStore) -> Any:
             call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
             events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
             turn = _Turn(params, history, scope, store, tracker, info)
+            if params.background:
+                started = await runs.start(turn, events, stream=params.stream)
+                if isinstance(started, dict):
+                    return _json(started, ticket.headers)
+                return Stream(started, media_type="text/event-stream", headers={**SSE_HEADERS, **ticket.headers})
             if params.stream:
                 return await answer_unless_gone(request, turn.stream(events, ticket.headers))
             return await answer_unless_gone(request, turn.json(events, ticket.headers))
@@ -205,10 +227,24 @@ class _Turn:
         self.created_at = int(time.time())
 
     async def _keep(self, response: dict[str, Any]) -> None:
+        await self.keep(response)
+
+    async def keep(self, response: dict[str, Any], *, running: bool = False) -> None:
         if self.params.store:
-            await self.store.save(self.scope, StoredResponse(response, self.params.items, [*self.history, *self.params.items]))
+            await self.store.save(self.scope, StoredResponse(response, self.params.items, [*self.history, *self.params.items]), running=running)
+
+    def snapshot(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        return response_object(self.params, response_id=self.response_id, created_at=self.created_at, status=status, output=[], error=error)
 
     async def json(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes]:
+        try:
+            response = await self.answer(events)
+        except OpenAIError as err:
+            return error_response(err, self.info)
+        return _json(response, headers)
+
+    async def answer(self, events: AsyncGenerator[Event, None]) -> dict[str, Any]:
+        """The whole response, stored; raises the upstream's error."""
         collected = CompletionAccumulator()
         tracker = self.tracker
         try:
@@ -221,7 +257,7 @@ class _Turn:
             finally:
                 await events.aclose()
             if collected.error is not None:
-                return error_response(collected.error, self.info)
+                raise collected.error
             await tracker.estimate()
             choice = collected.choices.get(0)
             message = choice.merged_message() if choice is not None else {}
@@ -236,8 +272,9 @@ class _Turn:
             )
             await self._keep(response)
         finally:
-            self.info.usage = await tracker.result(estimate=self.info.error_code == "client_disconnected")
-        return _json(response, headers)
+            # A run cut short (the client left, a background run cancelled) pays for what the upstream did.
+            self.info.usage = await tracker.result(estimate=self.info.error_code in _CUT_SHORT)
+        return response
 
     async def written(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes]:
         """The whole response as the stream writer builds it (agent runs: their steps are items), as one body."""
@@ -255,8 +292,30 @@ class _Turn:
             await self._tail(writer)
             response = writer.response(writer.status)
         finally:
-            self.info.usage = await tracker.result(estimate=self.info.error_code == "client_disconnected")
+            self.info.usage = await tracker.result(estimate=self.info.error_code in _CUT_SHORT)
         return _json(response, headers)
+
+    async def sse(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
+        """The whole event stream with no HTTP status to keep: a failure is ``response.failed``, stored too."""
+        writer = self.writer_class(self.params, self.response_id, self.created_at)
+        tracker = self.tracker
+        try:
+            yield writer.start()
+            async for event in events:
+                tracker.observe(event)
+                chunk = writer.feed(event)
+                if type(event) is Failure:
+                    self.info.status, self.info.error_code = event.error.status, "stream_error"
+                    # Stored before the last event goes out, as in _tail.
+                    await self.keep(writer.response("failed", failure_error(event.error)))
+                    yield chunk
+                    return
+                if chunk:
+                    yield chunk
+            yield await self._tail(writer)
+        finally:
+            await events.aclose()
+            self.info.usage = await tracker.result(estimate=True)
 
     async def stream(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes] | Stream:
         writer = self.writer_class(self.params, self.response_id, self.created_at)
@@ -319,19 +378,48 @@ class _Turn:
         return last
 
 
-def _stored_routes(services: Services, store: ResponseStore, prefix: str) -> Router:
+def _stored_routes(services: Services, store: ResponseStore, runs: BackgroundRuns, prefix: str) -> Router:
     def scope_of(request: Request[Any, Any, Any]) -> str:
         return response_scope(request_info(cast("dict[str, Any]", request.scope)).key_id)
 
     @get("/{response_id:str}", summary="Retrieve a stored response", operation_class=ResponseRetrieveOperation)
-    async def retrieve_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
-        stored = await store.get(scope_of(request), response_id)
+    async def retrieve_response(
+        request: Request[Any, Any, Any],
+        response_id: FromPath[str],
+        stream: Annotated[bool, QueryParameter(description="Follow a running streamed background response's events.")] = False,
+        starting_after: Annotated[int, QueryParameter(ge=-1, description="The sequence number after which to start streaming.")] = -1,
+    ) -> Response[bytes] | Stream:
+        scope = scope_of(request)
+        stored = await store.get(scope, response_id)
         if stored is None:
             raise _not_found(response_id)
+        if stream:
+            events = runs.follow(scope, response_id, starting_after)
+            if events is None:
+                raise background_error(
+                    "Only a background response created with 'stream: true' can be streamed, and only while it runs on this server.",
+                    param="stream",
+                    code="unsupported_value",
+                )
+            return Stream(events, media_type="text/event-stream", headers={**SSE_HEADERS, **rate_limit_headers(request)})
+        return _json(stored.response, rate_limit_headers(request))
+
+    @post("/{response_id:str}/cancel", summary="Cancel a background response", status_code=200)
+    async def cancel_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+        scope = scope_of(request)
+        await runs.cancel(scope, response_id)
+        stored = await store.get(scope, response_id)
+        if stored is None:
+            raise _not_found(response_id)
+        if not stored.response.get("background"):
+            raise background_error("Cannot cancel a synchronous response.", param="response_id")
+        # A finished one comes back unchanged: cancelling is idempotent, as on OpenAI.
         return _json(stored.response, rate_limit_headers(request))
 
     @delete("/{response_id:str}", summary="Delete a stored response and its input items", status_code=200, operation_class=ResponseDeleteOperation)
     async def delete_response(request: Request[Any, Any, Any], response_id: FromPath[str]) -> Response[bytes]:
+        # A running one is stopped first, or its final save would bring it back.
+        await runs.cancel(scope_of(request), response_id)
         if not await store.delete(scope_of(request), response_id):
             raise _not_found(response_id)
         return _json({"id": response_id, "object": "response", "deleted": True}, rate_limit_headers(request))
@@ -363,8 +451,10 @@ def _stored_routes(services: Services, store: ResponseStore, prefix: str) -> Rou
 
     return Router(
         prefix,
-        route_handlers=[retrieve_response, delete_response, list_input_items],
-        guards=[metered_key_guard(services.gate, mode="responses")],
+        route_handlers=[retrieve_response, cancel_response, delete_response, list_input_items],
+        # No parallel slot: a key's background run holds one for its whole length, and a key
+        # limited to one must still be able to poll and cancel it (rpm still counts).
+        guards=[metered_key_guard(services.gate, mode="responses", parallel=False)],
         request_class=StrictJSONRequest,
         tags=["responses"],
     )

@@ -25,7 +25,7 @@ from fakes.upstream import FakeUpstream
         ({"model": "fake-model", "input": "x", "max_output_tokens": 0}, 400, "max_output_tokens"),
         ({"model": "fake-model", "input": "x", "text": {"format": {"type": "xml"}}}, 400, "text.format.type"),
         ({"model": "fake-model", "input": "x", "tool_choice": "sometimes"}, 400, "tool_choice"),
-        ({"model": "fake-model", "input": "x", "background": True}, 400, "background"),
+        ({"model": "fake-model", "input": "x", "background": True, "store": False}, 400, "background"),
         ({"model": "no-such-model", "input": "x"}, 404, "model"),
         ({"model": "fake-model", "input": "x", "previous_response_id": "resp_missing"}, 404, "previous_response_id"),
     ],
