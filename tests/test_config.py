@@ -144,6 +144,7 @@ DOCUMENTED_ELSEWHERE = {
         ("limits", sections.LimitSettings),
         ("pricing", sections.PricingSettings),
         ("redis", sections.RedisSettings),
+        ("mcp_server", sections.McpEndpointSettings),
     ],
 )
 def test_configuration_doc_lists_exactly_the_settings(section: str, cls: type[msgspec.Struct]) -> None:
