@@ -90,13 +90,14 @@ async def start_sandbox(services: Services, agent: AgentRunner) -> None:
         log.warning("python tool disabled: %s", sandbox.status().get("reason", "no sandbox backend passed its self-test"))
 
 
-def attach_mcp_servers(services: Services, agent: AgentRunner) -> None:
+def attach_mcp_servers(services: Services, agent: AgentRunner) -> McpServers:
     """Connect the configured MCP servers at start-up and offer their tools next to the built-ins."""
     servers = McpServers(services.settings.mcp, services.settings.agent, agent.registry)
     services.on_start(servers.start)
     services.on_close(servers.close)
     services.set_ready_extra("mcp", servers.status)
     agent.add_tool_source(lambda key_id: servers.tool_names())
+    return servers
 
 
 def build_continuations(services: Services) -> ContinuationStore | RedisContinuationStore:
@@ -154,9 +155,11 @@ def build_response_store(services: Services) -> ResponseStore:
     return store
 
 
-def build_tool_catalogue(services: Services, agent: AgentRunner) -> ToolCatalogue:
-    """The tools served over MCP: the agent's enabled built-ins (read live: python joins once its sandbox is up)."""
-    return ToolCatalogue(agent.registry, services.settings.mcp_server, offered=lambda: agent.enabled_builtins)
+def build_tool_catalogue(services: Services, agent: AgentRunner, servers: McpServers | None = None) -> ToolCatalogue:
+    """The tools served over MCP: the agent's enabled built-ins (read live: python joins once its sandbox is up),
+    and the aggregated MCP servers' tools that are up, served only with ``[mcp_server] reexport_mcp_tools``."""
+    aggregated = servers.tool_names if servers is not None else list
+    return ToolCatalogue(agent.registry, services.settings.mcp_server, offered=lambda: agent.enabled_builtins, aggregated=aggregated)
 
 
 def extend_services(services: Services) -> list[Any]:
@@ -182,10 +185,9 @@ def extend_services(services: Services) -> list[Any]:
         )
         services.agent = agent
         services.on_start(lambda: start_sandbox(services, agent))
-        if settings.mcp.servers:
-            attach_mcp_servers(services, agent)
+        servers = attach_mcp_servers(services, agent) if settings.mcp.servers else None
         if settings.mcp_server.enabled:
-            handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent)))
+            handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent, servers)))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
     return handlers
