@@ -107,7 +107,7 @@ class ResponseStore:
 
     # ------------------------------------------------------------------ blocking side
 
-    def _save(self, scope: str, stored: StoredResponse, owner_pid: int | None) -> None:
+    def _save(self, scope: str, stored: StoredResponse, owner_pid: int | None = None) -> None:
         response = stored.response
         blobs = (orjson.dumps(response), orjson.dumps(stored.input_items), orjson.dumps(stored.context))
         row = (scope, response["id"], int(response["created_at"]), *blobs, sum(len(b) for b in blobs), owner_pid)
