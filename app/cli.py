@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -149,9 +150,19 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     import anyio
 
     from toolrelay.app.mcp_server.stdio import StdioRefused, serve_stdio
+    from toolrelay.app.services import Services
+    from toolrelay.app.wiring import build_tool_catalogue, extend_services
 
+    # No upstreams (nothing here calls a model: the embedded one would load for nothing), no /mcp route.
+    quiet = msgspec.structs.replace(settings, upstreams={}, mcp_server=msgspec.structs.replace(settings.mcp_server, enabled=False))
+    services = Services(quiet)
+    extend_services(services)
+    if services.agent is None:
+        print("toolrelay mcp: it serves the agent's tools; set [agent] enabled = true", file=sys.stderr)
+        return 2
+    catalogue = dataclasses.replace(build_tool_catalogue(services, services.agent), settings=settings.mcp_server)
     try:
-        anyio.run(serve_stdio, settings)
+        anyio.run(serve_stdio, services, catalogue)
     except StdioRefused as exc:
         print(f"toolrelay mcp: {exc}", file=sys.stderr)
         return 2

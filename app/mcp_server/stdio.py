@@ -19,18 +19,19 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 from mcp.server.context import ServerRequestContext
 from mcp.server.stdio import stdio_server
 
-from toolrelay.app.config import Settings
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.ids import new_request_id
+from toolrelay.app.mcp_server.catalogue import ToolCatalogue
 from toolrelay.app.mcp_server.server import build_server
 from toolrelay.app.middleware import RequestInfo
+
+if TYPE_CHECKING:
+    from toolrelay.app.services import Services
 
 __all__ = ["KEY_ENV", "StdioRefused", "serve_stdio"]
 
@@ -49,20 +50,13 @@ class _StdioCaller:
         self.scope: dict[str, Any] = {"type": "stdio", "headers": headers, "client": ("stdio", 0)}
 
 
-async def serve_stdio(settings: Settings, environ: dict[str, str] | None = None) -> None:
-    """Serve MCP on this process's stdin/stdout until the host closes it."""
-    from toolrelay.app.services import Services
-    from toolrelay.app.wiring import build_tool_catalogue, extend_services
+async def serve_stdio(services: Services, catalogue: ToolCatalogue, environ: dict[str, str] | None = None) -> None:
+    """Serve MCP on this process's stdin/stdout until the host closes it.
 
+    ``services`` are built by the caller (the CLI, the composition root) without
+    upstreams or the ``/mcp`` route; they are started and closed here.
+    """
     environ = dict(os.environ) if environ is None else environ
-    # No upstreams (nothing here calls a model), and no /mcp route (no HTTP here).
-    quiet = msgspec.structs.replace(settings, upstreams={}, mcp_server=msgspec.structs.replace(settings.mcp_server, enabled=False))
-    services = Services(quiet)
-    extend_services(services)
-    agent = services.agent
-    if agent is None:
-        raise StdioRefused("toolrelay mcp serves the agent's tools: set [agent] enabled = true")
-    catalogue = replace(build_tool_catalogue(services, agent), settings=settings.mcp_server)
     gate = services.gate
     caller = _StdioCaller(environ.get(KEY_ENV, "").strip() or None)
     await services.start()
