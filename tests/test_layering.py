@@ -43,7 +43,15 @@ SHARED_CORE = frozenset(
         "toolrelay.app.tokens",
     }
 )
-FEATURE_PACKAGES = ("toolrelay.agent", "toolrelay.tools", "toolrelay.memory", "toolrelay.app.auth", "toolrelay.app.routes")
+FEATURE_PACKAGES = (
+    "toolrelay.agent",
+    "toolrelay.tools",
+    "toolrelay.memory",
+    "toolrelay.app.auth",
+    "toolrelay.app.mcp_server",
+    "toolrelay.app.responses",
+    "toolrelay.app.routes",
+)
 
 
 def module_files() -> dict[str, Path]:
@@ -111,7 +119,7 @@ def package_of(module: str) -> str:
     if module in COMPOSITION_ROOT:
         return "composition root"
     parts = module.split(".")
-    if parts[1] == "app" and len(parts) > 2 and parts[2] in ("auth", "providers", "routes", "tokenizer"):
+    if parts[1] == "app" and len(parts) > 2 and parts[2] in ("auth", "mcp_server", "providers", "responses", "routes", "tokenizer"):
         return ".".join(parts[:3])
     if parts[1] == "tools" and len(parts) > 2 and parts[2] == "sandbox":
         return "toolrelay.tools.sandbox"
