@@ -11,6 +11,7 @@ request and its peak RSS.
     python bench/proxy.py                       # full run (about 6 minutes)
     python bench/proxy.py --quick               # 3 s runs, 1 repetition
     python bench/proxy.py --keys                # same, with an API key, limits and the usage ledger on
+    python bench/proxy.py --api responses       # clients on /v1/responses, translated to the mock's chat API
 
 Non-streaming load uses ``wrk`` when installed (``apt-get install wrk``),
 otherwise load.py's own asyncio client (which then competes for the same two
@@ -63,6 +64,9 @@ def main() -> int:
     parser.add_argument("--concurrencies", default="1,16,64")
     parser.add_argument("--keys", action="store_true", help="serve with an API key (auth, limits, ledger on)")
     parser.add_argument("--no-access-log", action="store_true", help="the tuned row: access log off (the default configuration, what users run, has it on)")
+    parser.add_argument(
+        "--api", choices=["chat", "responses"], default="chat", help="what clients call on toolrelay (the direct side is always the mock's chat API)"
+    )
     parser.add_argument("--out", help="raw results JSON (default bench/results/proxy-<time>.json)")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
@@ -115,7 +119,8 @@ def main() -> int:
         )
         procs.append(relay)
         wait_http(f"http://127.0.0.1:{relay_port}/health")
-        out = args.out or str(HERE / "results" / f"proxy{'-keys' if args.keys else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        label = "toolrelay" + ("-responses" if args.api == "responses" else "") + ("-keys" if args.keys else "")
+        out = args.out or str(HERE / "results" / f"{label.replace('toolrelay', 'proxy')}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         engine = "auto" if shutil.which("wrk") else "py"
         cmd = [
@@ -141,7 +146,9 @@ def main() -> int:
             "--engine",
             engine,
             "--label",
-            "toolrelay" + ("-keys" if args.keys else ""),
+            label,
+            "--target-api",
+            args.api,
             "--out",
             out,
             "--api-key",
