@@ -22,8 +22,9 @@ from toolrelay.app.model_ids import canonical_model_id, split_agent_model
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _OTHER = "other"
-# Requests counted: chat completions, by the routes' own templates.
-_CHAT_PREFIXES = ("/v1/chat/", "/chat/")
+# Requests counted: the model-serving API (chat, Responses, embeddings, legacy
+# completions, MCP), by the routes' own templates; health, metrics and admin are not.
+_API_PREFIXES = tuple(prefix + name for prefix in ("/v1/", "/") for name in ("chat/", "responses", "embeddings", "completions", "mcp"))
 _MAX_MODELS = 256
 
 
@@ -60,10 +61,10 @@ class Metrics:
         """Count one request; ``scope`` is the ASGI scope after routing (Litestar sets ``path_template``)."""
         template = scope.get("path_template") if scope.get("route_handler") is not None else None
         if template:
-            if not template.startswith(_CHAT_PREFIXES):
+            if not template.startswith(_API_PREFIXES):
                 return
             path = template
-        elif str(scope.get("path", "")).startswith(_CHAT_PREFIXES):
+        elif str(scope.get("path", "")).startswith(_API_PREFIXES):
             path = _OTHER  # no route matched: the path is the client's text
         else:
             return
@@ -91,7 +92,7 @@ class Metrics:
 
     def render(self, extra_gauges: dict[str, float] | None = None) -> str:
         lines = [
-            "# HELP toolrelay_requests_total Chat completion requests by path, mode, model and HTTP status.",
+            "# HELP toolrelay_requests_total API requests (chat, responses, embeddings, completions, mcp) by path, mode, model and HTTP status.",
             "# TYPE toolrelay_requests_total counter",
         ]
         for (path, mode, model, status), n in sorted(self.requests.items()):

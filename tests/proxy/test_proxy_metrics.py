@@ -37,13 +37,19 @@ def test_metrics_count_requests_tokens_and_tool_calls(relay_factory: Any, fake: 
             Reply(content="done", usage={"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}),
         )
         client.chat.completions.create(model="agent/fake-model", messages=USER)
+        # The other model-serving endpoints count too, each under its own path and mode.
+        fake.enqueue(Reply(content="four five", usage={"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}))
+        client.responses.create(model="fake-model", input="hi")
+        client.embeddings.create(model="fake-model", input="hi")
         text = http.get("/metrics").text
     assert sample(text, "toolrelay_requests_total", mode="proxy", model="fake-model", status="200") == 1
     assert sample(text, "toolrelay_requests_total", mode="agent", model="agent/fake-model", status="200") == 1
+    assert sample(text, "toolrelay_requests_total", path="/v1/responses", mode="responses", model="fake-model", status="200") == 1
+    assert sample(text, "toolrelay_requests_total", path="/v1/embeddings", mode="embeddings", model="fake-model", status="200") == 1
     # An unknown model id never becomes a label of its own.
     assert "no-such-model-xyz" not in text
     assert sample(text, "toolrelay_requests_total", model="other", status="404") == 1
-    assert sample(text, "toolrelay_tokens_total", model="fake-model", kind="prompt") == 7
+    assert sample(text, "toolrelay_tokens_total", model="fake-model", kind="prompt") >= 7 + 4
     assert sample(text, "toolrelay_tokens_total", model="agent/fake-model", kind="prompt") == 14
     assert sample(text, "toolrelay_tokens_total", model="agent/fake-model", kind="completion") == 3
     assert sample(text, "toolrelay_tool_calls_total", tool="current_time", status="ok") == 1
