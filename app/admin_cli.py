@@ -21,7 +21,7 @@ from toolrelay.app.config import ConfigError, Settings, load_settings
 
 
 def register(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="manage API keys (create, list, show, revoke)")
+    keys = sub.add_parser("keys", help="manage API keys (create, list, show, update, revoke)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
 
     create = keys_sub.add_parser("create", help="create a key; it is printed once")
@@ -39,7 +39,15 @@ def register(sub: Any) -> None:
     create.add_argument("--budget-usd", type=float, help="spend limit in USD per budget period")
     create.add_argument("--budget-period", default="monthly", choices=["daily", "weekly", "monthly", "total"], help="budget period (UTC; default monthly)")
     create.add_argument("--expires", help="expiry: a duration from now (30d, 12h) or a date/time (2026-01-31)")
+    create.add_argument("--mcp-servers", help=_MCP_SERVERS_HELP + "; default: all")
     create.set_defaults(func=cmd_keys_create)
+
+    update = keys_sub.add_parser("update", help="change a key's model or MCP server allow-list; a running server applies it on the next request")
+    _common(update)
+    update.add_argument("key_id", help="key id (with or without the tr- prefix)")
+    update.add_argument("--models", action="append", help="model ids or '*' patterns, comma-separated or repeated; '*': all")
+    update.add_argument("--mcp-servers", help=_MCP_SERVERS_HELP)
+    update.set_defaults(func=cmd_keys_update)
 
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     _common(listing)
@@ -63,6 +71,16 @@ def register(sub: Any) -> None:
     usage.add_argument("--group-by", default="key,model", help="comma-separated: key, model, mode, upstream, status, day, hour (default key,model)")
     usage.add_argument("--key", dest="key_id", help="only this key")
     usage.set_defaults(func=cmd_usage)
+
+
+_MCP_SERVERS_HELP = "names of [mcp.servers.<name>] whose tools it may use, comma-separated; '*': all, '': none"
+
+
+def _mcp_servers(text: str | None) -> list[str] | None:
+    """``--mcp-servers`` as the key spec takes it: '*' is every server (None), '' none."""
+    if text is None or text.strip() == "*":
+        return None
+    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +153,7 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
         budget_usd=args.budget_usd,
         budget_period=args.budget_period,
         expires=args.expires,
+        mcp_servers=_mcp_servers(args.mcp_servers),
     )
     store = _key_store(settings)
     try:
@@ -178,6 +197,7 @@ def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
             k.name,
             k.status(now),
             ",".join(k.models) or "*",
+            _servers_text(k),
             _limits_text(k),
             _budget_text(k, spent.get(k.id)),
             _date(k.expires_at),
@@ -185,7 +205,7 @@ def _keys_list(args: argparse.Namespace, out: TextIO) -> int:
         for k in keys
     ]
     out.write(
-        _table(["ID", "NAME", "STATUS", "MODELS", "LIMITS", "BUDGET", "EXPIRES"], rows)
+        _table(["ID", "NAME", "STATUS", "MODELS", "MCP SERVERS", "LIMITS", "BUDGET", "EXPIRES"], rows)
         if rows
         else "No keys. Create one with `toolrelay keys create --name NAME`.\n"
     )
@@ -218,6 +238,39 @@ def _keys_show(args: argparse.Namespace, out: TextIO) -> int:
         out.write(orjson.dumps(key.public(spent_usd=spent), option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     out.write(_describe(key, spent))
+    return 0
+
+
+def cmd_keys_update(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_keys_update, args, out)
+
+
+def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
+    from toolrelay.app.auth import keyspec
+
+    if args.models is None and args.mcp_servers is None:
+        raise _Fail("nothing to change: give --models and/or --mcp-servers")
+    change = keyspec.KeyUpdate()
+    if args.models is not None:
+        models = [m.strip() for chunk in args.models for m in chunk.split(",") if m.strip()]
+        change.models = [] if models == ["*"] else models
+    if args.mcp_servers is not None:
+        change.mcp_servers = _mcp_servers(args.mcp_servers)
+    settings = _settings(args)
+    store = _key_store(settings)
+    try:
+        key = _find(store, args.key_id)
+        updated = keyspec.update(store, key.id, change)
+    except keyspec.KeySpecError as exc:
+        raise _Fail(str(exc)) from None
+    finally:
+        store.close()
+    updated = updated or key
+    if args.json:
+        out.write(orjson.dumps(updated.public(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(f"Updated key {key.id} ('{key.name}').\n")
+        out.write(_describe(updated, None))
     return 0
 
 
@@ -324,6 +377,12 @@ def _date(ts: float | None) -> str:
     return iso(ts) or "-"
 
 
+def _servers_text(key: Any) -> str:
+    if key.mcp_servers is None:
+        return "*"
+    return ",".join(key.mcp_servers) or "(none)"
+
+
 def _limits_text(key: Any) -> str:
     parts = []
     if key.rpm:
@@ -351,6 +410,7 @@ def _describe(key: Any, spent: float | None) -> str:
         f"key         {redacted(key.id, key.tail)}",
         f"status      {key.status(time.time())}",
         f"models      {', '.join(key.models) or '* (all)'}",
+        f"mcp servers {'* (all)' if key.mcp_servers is None else ', '.join(key.mcp_servers) or '(none)'}",
         f"limits      {_limits_text(key)}",
         f"budget      {_budget_text(key, spent)}",
         f"created     {_date(key.created_at)}",

@@ -76,6 +76,10 @@ class Gate(Protocol):
         """Whether the authenticated caller may use ``model_id`` (filters /v1/models)."""
         ...
 
+    def mcp_servers_for(self, key_id: str | None) -> tuple[str, ...] | None:
+        """The ``[mcp.servers]`` names whose tools the caller (key ``key_id``) may use; None: every one."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -101,6 +105,9 @@ class OpenGate:
 
     def allows_model(self, info: RequestInfo, model_id: str) -> bool:
         return True
+
+    def mcp_servers_for(self, key_id: str | None) -> tuple[str, ...] | None:
+        return None
 
     async def start(self) -> None:
         return None

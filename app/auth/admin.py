@@ -129,6 +129,19 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
         key = lookup(key_id)
         return _json(key.public(spent_usd=await gate.spent_usd(key)))
 
+    @post("/keys/{key_id:str}", status_code=200, summary="Change an API key's model or MCP server allow-list")
+    async def update_key(key_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        key = lookup(key_id)
+        raw = await request.body()
+        try:
+            change = keyspec.update_from_json(raw)
+            updated = await anyio.to_thread.run_sync(lambda: keyspec.update(keys, key.id, change))
+        except keyspec.KeySpecError as exc:
+            raise invalid_request(str(exc), param=exc.param, code="invalid_value") from None
+        keys.refresh()  # applies from the very next request
+        changed = updated or key
+        return _json(changed.public(spent_usd=await gate.spent_usd(changed)))
+
     async def _revoke(key_id: str) -> Response[bytes]:
         key = lookup(key_id)
         revoked = await anyio.to_thread.run_sync(lambda: keys.revoke(key.id))
@@ -188,7 +201,7 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
 
     router = Router(
         "/admin",
-        route_handlers=[create_key, list_keys, show_key, revoke_key, revoke_key_post, usage],
+        route_handlers=[create_key, list_keys, show_key, update_key, revoke_key, revoke_key_post, usage],
         guards=[admin_guard(gate)],
         tags=["admin"],
     )

@@ -219,6 +219,17 @@ class AuthGate:
         key = self.keys.get(key_id)
         return key is not None and key.access.allows(model_id)
 
+    def mcp_servers_for(self, key_id: str | None) -> tuple[str, ...] | None:
+        """The MCP servers whose tools the caller may use; None: every one (no key, the admin key, no allow-list).
+
+        A key id the table does not hold gets none (fail closed): it was authenticated, so it can only be one
+        removed since, and its requests are refused anyway.
+        """
+        if key_id is None or key_id == ADMIN_KEY_ID:
+            return None
+        key = self.keys.get(key_id)
+        return () if key is None else key.mcp_servers
+
     # -- Gate protocol ---------------------------------------------------
 
     async def authenticate(self, request: Any, info: RequestInfo) -> None:

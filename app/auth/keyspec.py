@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from toolrelay.app.auth.durations import parse_when
-from toolrelay.app.auth.keystore import ApiKey, KeyStore
+from toolrelay.app.auth.keystore import KEEP, ApiKey, KeyStore
 from toolrelay.app.auth.settings import BUDGET_PERIODS
 
 
@@ -30,14 +30,33 @@ class KeySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Either an absolute Unix time, or "30d"/"12h"/ISO date in ``expires``.
     expires_at: float | None = None
     expires: str | None = None
+    # Names of [mcp.servers.<name>] whose tools the key may use; None: all, []: none.
+    mcp_servers: list[str] | None = None
 
 
+class KeyUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A change to an existing key's allow-lists; a field left out stays as it is."""
+
+    models: list[str] | msgspec.UnsetType = msgspec.UNSET
+    # null: every MCP server again; []: none.
+    mcp_servers: list[str] | msgspec.UnsetType | None = msgspec.UNSET
+
+
+_S = TypeVar("_S", KeySpec, KeyUpdate)
 _PATH = re.compile(r"at `\$\.([A-Za-z_]+)|required field `([A-Za-z_]+)`")
 
 
 def spec_from_json(raw: bytes) -> KeySpec:
+    return _decode(raw, KeySpec)
+
+
+def update_from_json(raw: bytes) -> KeyUpdate:
+    return _decode(raw, KeyUpdate)
+
+
+def _decode(raw: bytes, kind: type[_S]) -> _S:
     try:
-        return msgspec.json.decode(raw or b"{}", type=KeySpec)
+        return msgspec.json.decode(raw or b"{}", type=kind)
     except msgspec.ValidationError as exc:
         match = _PATH.search(str(exc))
         raise KeySpecError(f"Invalid key settings: {exc}", (match.group(1) or match.group(2)) if match else None) from None
@@ -57,8 +76,8 @@ def check(spec: KeySpec, now: float) -> float | None:
         raise KeySpecError("'budget_usd' must not be negative.", "budget_usd")
     if spec.budget_period not in BUDGET_PERIODS:
         raise KeySpecError(f"'budget_period' must be one of {', '.join(BUDGET_PERIODS)}.", "budget_period")
-    if any(not isinstance(m, str) or not m.strip() or len(m) > 256 for m in spec.models):
-        raise KeySpecError("'models' must be a list of model ids or '*' patterns.", "models")
+    _check_models(spec.models)
+    _check_mcp_servers(spec.mcp_servers)
     expires_at = spec.expires_at
     if spec.expires:
         try:
@@ -68,6 +87,29 @@ def check(spec: KeySpec, now: float) -> float | None:
     if expires_at is not None and expires_at <= now:
         raise KeySpecError("The expiry is in the past.", "expires")
     return expires_at
+
+
+def _check_models(models: list[str]) -> None:
+    if any(not isinstance(m, str) or not m.strip() or len(m) > 256 for m in models):
+        raise KeySpecError("'models' must be a list of model ids or '*' patterns.", "models")
+
+
+def _check_mcp_servers(servers: list[str] | None) -> None:
+    # Names are not checked against [mcp.servers]: a key may name a server the
+    # configuration adds later; an unknown name simply matches nothing.
+    if servers is not None and any(not isinstance(s, str) or not s.strip() or len(s) > 200 for s in servers):
+        raise KeySpecError("'mcp_servers' must be null (every MCP server) or a list of MCP server names.", "mcp_servers")
+
+
+def update(store: KeyStore, key_id: str, change: KeyUpdate) -> ApiKey | None:
+    """Apply ``change`` to the key ``key_id``; None if there is no such key."""
+    models = None if isinstance(change.models, msgspec.UnsetType) else change.models
+    if models is not None:
+        _check_models(models)
+    servers = KEEP if isinstance(change.mcp_servers, msgspec.UnsetType) else change.mcp_servers
+    if servers is not KEEP:
+        _check_mcp_servers(servers)
+    return store.update(key_id, models=models, mcp_servers=servers)
 
 
 def create(store: KeyStore, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
@@ -81,6 +123,7 @@ def create(store: KeyStore, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
         budget_usd=spec.budget_usd,
         budget_period=spec.budget_period,
         expires_at=expires_at,
+        mcp_servers=spec.mcp_servers,
         now=now,
     )
 

@@ -13,6 +13,7 @@ and keeps auth on (revoking the last key must not open the server).
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -46,9 +47,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
+# ``mcp_servers``: the MCP servers (``[mcp.servers.<name>]``) whose tools the
+# key may use, as a JSON list; NULL is every server, so existing keys keep
+# what they had.
+_ADD_MCP_SERVERS = "ALTER TABLE api_keys ADD COLUMN mcp_servers TEXT;"
+
 # ``PRAGMA user_version`` steps; the first is the schema from before versions
 # (``IF NOT EXISTS``), so a keys.db of an older release opens as it is.
-MIGRATIONS = (script_step(SCHEMA),)
+MIGRATIONS = (script_step(SCHEMA), script_step(_ADD_MCP_SERVERS))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -82,6 +88,8 @@ class ApiKey:
     expires_at: float | None = None
     created_at: float = 0.0
     revoked_at: float | None = None
+    # MCP server names whose tools the key may use; None: every configured server.
+    mcp_servers: tuple[str, ...] | None = None
     access: ModelAccess = field(default_factory=lambda: ModelAccess(()), compare=False, repr=False)
 
     @property
@@ -104,6 +112,7 @@ class ApiKey:
             "redacted_value": redacted(self.id, self.tail),
             "status": self.status(time.time()),
             "models": list(self.models) or ["*"],
+            "mcp_servers": list(self.mcp_servers) if self.mcp_servers is not None else None,
             "rpm": self.rpm,
             "tpm": self.tpm,
             "max_parallel": self.max_parallel,
@@ -118,7 +127,7 @@ class ApiKey:
 
 
 def _row_to_key(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
-    (kid, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at) = row
+    (kid, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at, mcp_servers) = row
     patterns = tuple(orjson.loads(models or "[]"))
     return ApiKey(
         id=kid,
@@ -134,11 +143,25 @@ def _row_to_key(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
         expires_at=expires_at,
         created_at=created_at,
         revoked_at=revoked_at,
+        mcp_servers=tuple(orjson.loads(mcp_servers)) if mcp_servers is not None else None,
         access=ModelAccess(patterns),
     )
 
 
-_COLUMNS = "id, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at"
+_COLUMNS = "id, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at, mcp_servers"
+
+
+class Keep(enum.Enum):
+    """Leave this setting as it is (where None already means every server)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+def _servers_json(servers: Iterable[str] | None) -> str | None:
+    return None if servers is None else orjson.dumps(sorted({s.strip() for s in servers if s and s.strip()})).decode()
 
 
 class KeyStore:
@@ -185,6 +208,7 @@ class KeyStore:
         budget_usd: float | None = None,
         budget_period: str = "monthly",
         expires_at: float | None = None,
+        mcp_servers: Iterable[str] | None = None,
         now: float | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key; returns it and the full key, which exists nowhere else afterwards."""
@@ -195,7 +219,7 @@ class KeyStore:
                 key_id, full = new_key()
                 try:
                     conn.execute(
-                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             key_id,
                             name,
@@ -210,6 +234,7 @@ class KeyStore:
                             expires_at,
                             created,
                             None,
+                            _servers_json(mcp_servers),
                         ),
                     )
                     break
@@ -219,6 +244,17 @@ class KeyStore:
                 raise RuntimeError("could not allocate a key id")
             row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return _row_to_key(row), full
+
+    def update(self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = KEEP) -> ApiKey | None:
+        """Change a key's allow-lists (``models`` None and ``mcp_servers`` KEEP: unchanged); None if there is no such key."""
+        with _Writer(self.path) as conn:
+            if models is not None:
+                patterns = [m.strip() for m in models if m and m.strip()]
+                conn.execute("UPDATE api_keys SET models = ? WHERE id = ?", (orjson.dumps(patterns).decode(), key_id))
+            if mcp_servers is not KEEP:
+                conn.execute("UPDATE api_keys SET mcp_servers = ? WHERE id = ?", (_servers_json(mcp_servers), key_id))
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return _row_to_key(row) if row else None
 
     def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None:
         """Mark the key revoked (idempotent); None if there is no such key."""
