@@ -1,4 +1,4 @@
-"""``/v1/responses``: the OpenAI Responses API in proxy mode, over Chat-Completions upstreams.
+"""``/v1/responses``: the OpenAI Responses API, proxy and agent mode.
 
 ``POST`` takes the chat route's steps in the chat route's order (authenticate
 before the body is read, strict JSON, validation with ``param``, route by
@@ -14,12 +14,16 @@ store (:class:`app.responses.ResponseStore`) behind the same guard as
 made a response can see it; any other gets the 404 OpenAI gives for an
 unknown id, never the content.
 
+Agent models (``agent/<m>``, ``agent:<m>``) run chat agent mode's loop on the
+translated body; :class:`app.responses.agent_items.AgentStreamWriter` turns
+its steps into hosted-tool items. An upstream that speaks the Responses API
+itself gets the request passed through (:mod:`app.responses.passthrough`).
+Streamed or not, one writer builds the response from the events, so both
+shapes of one run carry the same items.
+
 ``background: true`` hands the same turn to :class:`app.responses.BackgroundRuns`
 (queued at once, run in a task that owns the request's end: slot, ledger row);
 ``POST .../cancel`` stops such a run.
-
-Not yet: agent models (``agent/...``) and passing requests through to upstreams that speak the Responses API natively:
-each is a clear 400.
 """
 
 from __future__ import annotations
@@ -34,9 +38,8 @@ from litestar import Request, Router, delete, get, post
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Response, Stream
 
-from toolrelay.app.accumulate import CompletionAccumulator
 from toolrelay.app.disconnect import answer_unless_gone
-from toolrelay.app.errors import OpenAIError, error_response, invalid_request, model_not_found
+from toolrelay.app.errors import OpenAIError, error_response, model_not_found
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.guards import metered_key_guard, rate_limit_headers
 from toolrelay.app.jsonbody import parse_json_body
@@ -53,11 +56,9 @@ from toolrelay.app.responses import (
     chat_payload,
     failure_error,
     new_response_id,
-    output_items,
     parse_request,
     response_object,
     response_scope,
-    responses_usage,
 )
 from toolrelay.app.responses.agent_items import AgentStreamWriter, agent_chat_payload, asks_for_agent, parse_agent_request
 from toolrelay.app.responses.passthrough import NativeResponses
@@ -86,10 +87,6 @@ def _not_found(response_id: str) -> OpenAIError:
 
 def _previous_not_found(response_id: str) -> OpenAIError:
     return OpenAIError(404, f"Previous response with id '{response_id}' not found.", type="invalid_request_error", param="previous_response_id", code=None)
-
-
-def _not_supported(what: str, param: str) -> OpenAIError:
-    return invalid_request(f"{what} is not supported yet on /v1/responses; see docs/responses.md.", param=param, code="unsupported_value")
 
 
 def _json(content: Any, headers: Mapping[str, str] | None = None) -> Response[bytes]:
@@ -137,8 +134,6 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
             info.model = canonical_model_id(params.model)
             info.mode = "agent" if agent_request is not None else "responses"
             agent = services.agent
-            if agent_request is not None and params.background:
-                raise _not_supported("'background: true' with an agent model", "background")
             if params.background:
                 if not params.store:
                     raise background_error(
@@ -180,12 +175,10 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
                     step_outputs=True,
                 )
                 turn = _Turn(params, history, scope, store, tracker, info, AgentStreamWriter)
-                if params.stream:
-                    return await answer_unless_gone(request, turn.stream(events, ticket.headers))
-                return await answer_unless_gone(request, turn.written(events, ticket.headers))
-            call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
-            events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
-            turn = _Turn(params, history, scope, store, tracker, info)
+            else:
+                call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
+                events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
+                turn = _Turn(params, history, scope, store, tracker, info)
             if params.background:
                 started = await runs.start(turn, events, stream=params.stream)
                 if isinstance(started, dict):
@@ -244,56 +237,27 @@ class _Turn:
         return _json(response, headers)
 
     async def answer(self, events: AsyncGenerator[Event, None]) -> dict[str, Any]:
-        """The whole response, stored; raises the upstream's error."""
-        collected = CompletionAccumulator()
-        tracker = self.tracker
-        try:
-            try:
-                async for event in events:
-                    tracker.observe(event)
-                    collected.add(event)
-                    if collected.error is not None:
-                        break
-            finally:
-                await events.aclose()
-            if collected.error is not None:
-                raise collected.error
-            await tracker.estimate()
-            choice = collected.choices.get(0)
-            message = choice.merged_message() if choice is not None else {}
-            finish = choice.finish_reason if choice is not None else None
-            response = response_object(
-                self.params,
-                response_id=self.response_id,
-                created_at=self.created_at,
-                status="incomplete" if finish == "length" else "completed",
-                output=output_items(message, finish),
-                usage=responses_usage(tracker.usage),
-            )
-            await self._keep(response)
-        finally:
-            # A run cut short (the client left, a background run cancelled) pays for what the upstream did.
-            self.info.usage = await tracker.result(estimate=self.info.error_code in _CUT_SHORT)
-        return response
+        """The whole response, stored; raises the upstream's error.
 
-    async def written(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes]:
-        """The whole response as the stream writer builds it (agent runs: their steps are items), as one body."""
+        Built by the same writer as the stream (its SSE bytes dropped), so a
+        streamed and a plain response of one run have the same items.
+        """
         writer = self.writer_class(self.params, self.response_id, self.created_at)
         tracker = self.tracker
         try:
             try:
                 async for event in events:
                     if type(event) is Failure:
-                        return error_response(event.error, self.info)
+                        raise event.error
                     tracker.observe(event)
                     writer.feed(event)
             finally:
                 await events.aclose()
             await self._tail(writer)
-            response = writer.response(writer.status)
+            return writer.response(writer.status)
         finally:
+            # A run cut short (the client left, a background run cancelled) pays for what the upstream did.
             self.info.usage = await tracker.result(estimate=self.info.error_code in _CUT_SHORT)
-        return _json(response, headers)
 
     async def sse(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
         """The whole event stream with no HTTP status to keep: a failure is ``response.failed``, stored too."""

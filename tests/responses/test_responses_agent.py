@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -331,3 +332,23 @@ def test_agents_sdk_with_builtin_mcp_items(fake: FakeUpstream, relay: RunningSer
 
     assert result.final_output == "It is now."
     assert [item.type for item in result.new_items] == ["tool_call_item", "message_output_item"]
+
+
+def test_background_agent_run(fake: FakeUpstream, oai: openai.OpenAI, site: SearxSite) -> None:
+    """``background: true`` runs the agent in a task: queued at once, then the same items as a foreground run."""
+    url = site.url + PAGE
+    _research(fake, url)
+
+    queued = oai.responses.create(model=MODEL, input="What is the widget code?", background=True)
+    assert queued.status in ("queued", "in_progress") and queued.output == []
+
+    done = queued
+    for _ in range(300):
+        done = oai.responses.retrieve(queued.id)
+        if done.status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.1)
+    assert done.status == "completed", done.status
+    assert [item.type for item in done.output] == ["web_search_call", "code_interpreter_call", "mcp_call", "message"]
+    assert done.output_text == f"The code is W-42, see {url} for more."
+    assert done.usage is not None and done.usage.input_tokens > 0
