@@ -162,13 +162,23 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         return 2
     catalogue = dataclasses.replace(build_tool_catalogue(services, services.agent), settings=settings.mcp_server)
     try:
-        anyio.run(serve_stdio, services, catalogue)
+        anyio.run(serve_stdio, services, catalogue, _agent_models(settings))
     except StdioRefused as exc:
         print(f"toolrelay mcp: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _agent_models(settings: Settings) -> list[str]:
+    """The agent ids the configuration serves, for a process that starts no upstream: its models and aliases,
+    and ``EVERY_AGENT_MODEL`` for the ones only a running upstream could name (discovered, prefixed)."""
+    from toolrelay.app.mcp_server.stdio import EVERY_AGENT_MODEL
+
+    ids = [*(m for upstream in settings.upstreams.values() for m in upstream.models), *settings.aliases]
+    open_ended = any(upstream.discover_models or upstream.model_prefix for upstream in settings.upstreams.values())
+    return ["agent/" + m for m in ids] + ([EVERY_AGENT_MODEL] if open_ended else [])
 
 
 def _bind_description(host: str) -> str:

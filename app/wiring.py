@@ -96,7 +96,9 @@ def attach_mcp_servers(services: Services, agent: AgentRunner) -> McpServers:
     services.on_start(servers.start)
     services.on_close(servers.close)
     services.set_ready_extra("mcp", servers.status)
-    agent.add_tool_source(lambda key_id: servers.tool_names())
+    gate = services.gate
+    # A key's `mcp_servers` allow-list decides which servers' tools its runs are offered.
+    agent.add_tool_source(lambda key_id: servers.tool_names(gate.mcp_servers_for(key_id)))
     return servers
 
 
@@ -157,8 +159,13 @@ def build_response_store(services: Services) -> ResponseStore:
 
 def build_tool_catalogue(services: Services, agent: AgentRunner, servers: McpServers | None = None) -> ToolCatalogue:
     """The tools served over MCP: the agent's enabled built-ins (read live: python joins once its sandbox is up),
-    and the aggregated MCP servers' tools that are up, served only with ``[mcp_server] reexport_mcp_tools``."""
-    aggregated = servers.tool_names if servers is not None else list
+    and the aggregated MCP servers' tools that are up (of the servers the caller's key may use), served only with
+    ``[mcp_server] reexport_mcp_tools``."""
+    gate = services.gate
+
+    def aggregated(key_id: str | None) -> list[str]:
+        return servers.tool_names(gate.mcp_servers_for(key_id)) if servers is not None else []
+
     return ToolCatalogue(agent.registry, services.settings.mcp_server, offered=lambda: agent.enabled_builtins, aggregated=aggregated)
 
 

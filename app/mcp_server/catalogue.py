@@ -27,36 +27,38 @@ class ToolCatalogue:
     """The served subset of ``registry``, decided per listing (the python tool joins once its sandbox is up).
 
     ``offered`` names the agent's enabled built-ins (read when asked);
-    ``aggregated`` names the tools of MCP servers toolrelay itself uses,
-    served only when ``settings.reexport_mcp_tools`` allows it.
+    ``aggregated(key_id)`` names the tools of MCP servers toolrelay itself
+    uses that this key may use (its ``mcp_servers`` allow-list), served only
+    when ``settings.reexport_mcp_tools`` allows it.
     """
 
     registry: ToolRegistry
     settings: McpEndpointSettings
     offered: Callable[[], Iterable[str]]
-    aggregated: Callable[[], Iterable[str]] = lambda: ()
+    aggregated: Callable[[str | None], Iterable[str]] = lambda key_id: ()
 
-    def names(self) -> list[str]:
+    def names(self, key_id: str | None = None) -> list[str]:
+        """The tools served to the caller with API key ``key_id``."""
         wanted = set(self.settings.tools)
         names = [n for n in self.offered() if not wanted or n in wanted]
         if self.settings.reexport_mcp_tools:
-            names += [n for n in self.aggregated() if (not wanted or n in wanted) and n not in names]
+            names += [n for n in self.aggregated(key_id) if (not wanted or n in wanted) and n not in names]
         return [n for n in names if n in self.registry]
 
-    def serves(self, name: str) -> bool:
-        return name in self.names()
+    def serves(self, name: str, key_id: str | None = None) -> bool:
+        return name in self.names(key_id)
 
-    def listing(self) -> types.ListToolsResult:
+    def listing(self, key_id: str | None = None) -> types.ListToolsResult:
         tools: list[types.Tool] = []
-        for name in self.names():
+        for name in self.names(key_id):
             tool = self.registry.get(name)
             if tool is not None:
                 tools.append(types.Tool(name=tool.name, description=tool.description, input_schema=dict(tool.parameters)))
         return types.ListToolsResult(tools=tools)
 
-    async def call(self, name: str, arguments: dict[str, object] | None, context: ToolContext) -> ToolOutcome:
-        """Run one served tool; a name not served is answered like an unknown one, never run."""
-        served = self.names()
+    async def call(self, name: str, arguments: dict[str, object] | None, context: ToolContext, key_id: str | None = None) -> ToolOutcome:
+        """Run one tool served to ``key_id``; a name not served is answered like an unknown one, never run."""
+        served = self.names(key_id)
         if name not in served:
             # Not the registry's own answer: it would name the tools this endpoint does not serve.
             shown = name[:_SHOWN_NAME_CHARS]

@@ -36,6 +36,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.guards import metered_key_guard
 from toolrelay.app.jsonbody import parse_json_body
+from toolrelay.app.mcp_server.access import not_allowed
 from toolrelay.app.mcp_server.catalogue import ToolCatalogue
 from toolrelay.app.mcp_server.server import build_server
 from toolrelay.app.middleware import RequestInfo, request_info
@@ -52,22 +53,21 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+def _request_info(ctx: ServerRequestContext[Any, Any]) -> RequestInfo:
+    request = ctx.request
+    if request is None:  # the SDK attaches the HTTP request to every message it reads from one
+        raise RuntimeError("an MCP message without its HTTP request")
+    return request_info(cast("dict[str, Any]", request.scope))
+
+
 @asynccontextmanager
 async def _admitted_request(ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[RequestInfo]:
     # The route's guard admitted this HTTP request; the outer ASGI layer releases it.
-    request = ctx.request
-    if request is None:  # the SDK attaches the HTTP request to every message it reads from one
-        raise RuntimeError("an MCP tool call without its HTTP request")
-    yield request_info(cast("dict[str, Any]", request.scope))
+    yield _request_info(ctx)
 
 
-def _not_allowed() -> OpenAIError:
-    return OpenAIError(
-        403,
-        "This API key may not use toolrelay's tools over MCP: its model allow-list admits no agent model.",
-        type="invalid_request_error",
-        code="mcp_not_allowed",
-    )
+def _caller(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    return _request_info(ctx).key_id
 
 
 def _method_not_allowed(method: str) -> OpenAIError:
@@ -153,7 +153,7 @@ def build_mcp_handler(services: Services, catalogue: ToolCatalogue) -> Any:
     settings = services.settings.mcp_server
     gate = services.gate
     manager = StreamableHTTPSessionManager(
-        app=build_server(catalogue, _admitted_request),
+        app=build_server(catalogue, _admitted_request, _caller),
         json_response=True,
         stateless=True,
         # Host and Origin are checked for every route by app/http_guard.py, with the operator's settings.
@@ -169,7 +169,7 @@ def build_mcp_handler(services: Services, catalogue: ToolCatalogue) -> Any:
         if info.key_id is None or info.key_id == "admin":
             return
         if not any(gate.allows_model(info, "agent/" + model_id) for model_id, _ in services.router.served_models()):
-            raise _not_allowed()
+            raise not_allowed()
 
     @asgi(
         MCP_PATH,

@@ -25,11 +25,13 @@ from toolrelay.app.middleware import RequestInfo
 from toolrelay.memory import scope_for
 from toolrelay.tools.base import ToolContext
 
-__all__ = ["Admission", "build_server"]
+__all__ = ["Admission", "Caller", "build_server"]
 
 # The request a tool call belongs to, admitted for the caller (raises the gate's refusal),
 # kept for the call's duration.
 Admission = Callable[[ServerRequestContext[Any, Any]], AbstractAsyncContextManager[RequestInfo]]
+# The API key id of the caller of a message (None: no key, auth off), for what it may list.
+Caller = Callable[[ServerRequestContext[Any, Any]], "str | None"]
 
 INSTRUCTIONS = (
     "toolrelay's tools: run Python in an isolated sandbox, search the web, fetch a page as text, "
@@ -37,19 +39,19 @@ INSTRUCTIONS = (
 )
 
 
-def build_server(catalogue: ToolCatalogue, admission: Admission) -> Server[Any]:
+def build_server(catalogue: ToolCatalogue, admission: Admission, caller: Caller) -> Server[Any]:
     async def list_tools(ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return catalogue.listing()
+        return catalogue.listing(caller(ctx))
 
     async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         try:
             async with admission(ctx) as info:
-                if catalogue.serves(params.name):
+                if catalogue.serves(params.name, info.key_id):
                     # The ledger's model column names what was used; only our own names, never client text.
                     info.model = "tool:" + params.name
                 # Memory is the key's own scope: MCP has no `user`, and a client cannot name another scope.
                 context = ToolContext(scope=scope_for(info.key_id, None), request_id=info.request_id)
-                outcome = await catalogue.call(params.name, params.arguments, context)
+                outcome = await catalogue.call(params.name, params.arguments, context, info.key_id)
                 if outcome.status != "ok":
                     info.error_code = f"tool_{outcome.status}"
                 return outcome_result(outcome)
