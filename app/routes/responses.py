@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import orjson
@@ -47,6 +47,7 @@ from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.model_ids import canonical_model_id, split_agent_model
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.responses import (
+    CUT_SHORT,
     BackgroundRuns,
     ResponsesRequest,
     ResponseStore,
@@ -60,8 +61,11 @@ from toolrelay.app.responses import (
     response_object,
     response_scope,
 )
+from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.responses.agent_items import AgentStreamWriter, agent_chat_payload, asks_for_agent, parse_agent_request
+from toolrelay.app.responses.mcp_servers import McpRun, RequestMcp
 from toolrelay.app.responses.passthrough import NativeResponses
+from toolrelay.app.responses.references import resolve_item_references
 from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, upstream_body
 from toolrelay.app.routes.openapi_docs import ResponseCreateOperation, ResponseDeleteOperation, ResponseInputItemsOperation, ResponseRetrieveOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
@@ -76,8 +80,6 @@ if TYPE_CHECKING:
 __all__ = ["build_responses_handlers"]
 
 _MAX_PAGE = 100
-# Error codes of a request stopped before its end (by its client or a cancel): its usage is estimated.
-_CUT_SHORT = frozenset({"client_disconnected", "cancelled", "server_shutdown"})
 
 
 def _not_found(response_id: str) -> OpenAIError:
@@ -108,7 +110,8 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
     settings = services.settings
     server = settings.server
     schema_checker = SchemaChecker(SchemaLimits.from_server(server))
-    native = NativeResponses(services, store, SSE_HEADERS)
+    native = NativeResponses(services, store, runs, SSE_HEADERS)
+    request_mcp = RequestMcp(settings)
 
     @post(
         ["/v1/responses", "/responses"],
@@ -123,7 +126,8 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
         info.metered = True
         try:
             await services.gate.authenticate(request, info)
-            body = parse_json_body(await request.body())
+            # Before anything reads the input: references become the stored items they name (the caller's own only).
+            body = await resolve_item_references(store, response_scope(info.key_id), parse_json_body(await request.body()))
             native_route = await native.route_for(body, settings.default_model)
             if native_route is not None:
                 # The model's upstream speaks the Responses API itself: passed through (app/responses/passthrough.py).
@@ -135,11 +139,7 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
             info.mode = "agent" if agent_request is not None else "responses"
             agent = services.agent
             if params.background:
-                if not params.store:
-                    raise background_error(
-                        "Background responses must be stored: 'background: true' requires 'store: true'.", param="background", code="invalid_value"
-                    )
-                runs.check_room(response_scope(info.key_id))  # before admission: a refusal costs no token count
+                runs.admit(response_scope(info.key_id), store=params.store)
             route = services.router.resolve(split_agent_model(params.model)[1])
             if route is None or (agent_request is not None and agent is None):
                 raise model_not_found(params.model)
@@ -151,8 +151,11 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
                 if previous is None:
                     raise _previous_not_found(params.previous_response_id)
                 history = [*previous.context, *previous.response["output"]]
+            mcp_run: McpRun | None = None
             if agent_request is not None and agent is not None:
-                payload = agent_chat_payload(agent_request, history, agent.enabled_builtins)
+                # MCP servers named in `tools` (app/responses/mcp_servers.py): the free checks before admission.
+                mcp_run = request_mcp.prepare(agent_request.mcp, agent.registry, agent.builtins_for(AgentOptions(), info.key_id))
+                payload = agent_chat_payload(agent_request, history, agent.enabled_builtins, mcp_names=mcp_run.names, mcp_selected=mcp_run.selected)
             else:
                 payload = chat_payload(params, history)
             # The chat rules as a backstop (message and tool caps, schema sizes) on what goes upstream.
@@ -162,19 +165,29 @@ def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRu
             if route.context_window and agent_request is None:
                 await services.check_context(payload, route, info.request_id)
             tracker = UsageTracker(services, route, payload, info)
-            if agent_request is not None and agent is not None:
-                # As chat agent mode runs it: the gate checks cost cap and budget before each model call.
-                events = agent.run(
-                    payload=payload,
-                    route=route,
-                    model=params.model,
-                    request=request,
-                    info=info,
-                    check_step=functools.partial(services.gate.check_step, info),
-                    report_usage=tracker.take_run_usage,
-                    step_outputs=True,
-                )
-                turn = _Turn(params, history, scope, store, tracker, info, AgentStreamWriter)
+            if agent_request is not None and agent is not None and mcp_run is not None:
+                await request_mcp.connect(mcp_run, agent.registry)
+                try:
+                    # As chat agent mode runs it: the gate checks cost cap and budget before each model call.
+                    events = agent.run(
+                        payload=payload,
+                        route=route,
+                        model=params.model,
+                        request=request,
+                        info=info,
+                        check_step=functools.partial(services.gate.check_step, info),
+                        report_usage=tracker.take_run_usage,
+                        step_outputs=True,
+                        extra_tools=mcp_run.extra_tools,
+                        approval=mcp_run.approval,
+                    )
+                except BaseException:
+                    await mcp_run.aclose()
+                    raise
+                if mcp_run.servers:
+                    events = mcp_run.closing(events)
+                writer = functools.partial(AgentStreamWriter, mcp_tools=mcp_run.labels, listings=mcp_run.listings)
+                turn = _Turn(params, history, scope, store, tracker, info, writer)
             else:
                 call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
                 events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
@@ -206,7 +219,7 @@ class _Turn:
         store: ResponseStore,
         tracker: UsageTracker,
         info: RequestInfo,
-        writer_class: type[ResponseStreamWriter] = ResponseStreamWriter,
+        writer_class: Callable[[ResponsesRequest, str, int], ResponseStreamWriter] = ResponseStreamWriter,
     ) -> None:
         #: What turns the events into items (AgentStreamWriter for agent runs).
         self.writer_class = writer_class
@@ -257,7 +270,7 @@ class _Turn:
             return writer.response(writer.status)
         finally:
             # A run cut short (the client left, a background run cancelled) pays for what the upstream did.
-            self.info.usage = await tracker.result(estimate=self.info.error_code in _CUT_SHORT)
+            self.info.usage = await tracker.result(estimate=self.info.error_code in CUT_SHORT)
 
     async def sse(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
         """The whole event stream with no HTTP status to keep: a failure is ``response.failed``, stored too."""

@@ -19,7 +19,7 @@ from fakes.relays import agent_tree, start_relay
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
 
-from .node_scripts import KnownGap, known_gap, require_node, run_node
+from .node_scripts import require_node, run_node
 
 # The SDK's own id prefix for each API: the id tells which endpoint answered.
 API_ID_PREFIX = {"responses": "resp_", "chat": "chatcmpl-"}
@@ -108,19 +108,14 @@ def test_tool_round_trip(node: str, relay: RunningServer, fake: FakeUpstream, ap
     check_tool_round_trip(ai_sdk(node, relay, scenario, api), fake, api)
 
 
-@pytest.mark.xfail(
-    raises=KnownGap,
-    strict=True,
-    reason="toolrelay refuses item_reference input items (400 unsupported_value, app/responses/translate.py); the SDK stores by "
-    "default and sends an earlier assistant text item back as an item_reference to its stored id",
-)
 def test_tool_round_trip_after_text(node: str, relay: RunningServer, fake: FakeUpstream) -> None:
-    """A model that says something before calling a tool: the SDK's next step refers to that text by item id."""
+    """A model that says something before calling a tool: the SDK's next step refers to that text by item id (an item_reference)."""
     fake.enqueue(Reply(content="Let me check.", tool_calls=[WEATHER_CALL]), Reply(content="Sunny in Paris."))
-    with known_gap("Input items of type 'item_reference' are not supported"):
-        result = ai_sdk(node, relay, "tool", "responses")
+    result = ai_sdk(node, relay, "tool", "responses")
     check_tool_round_trip(result, fake, "responses")
     assert result["steps"][0]["text"] == "Let me check."
+    # The referenced item reached the model as the assistant's own words.
+    assert fake.chat_requests[1].body["messages"][1]["content"] == "Let me check."
 
 
 @pytest.mark.parametrize("scenario", ["tool", "stream-tool"])
@@ -191,16 +186,9 @@ def test_agent_model_through_default_provider(node: str, agent_relay: RunningSer
         assert [call["input"] for call in step["toolCalls"]] in ([], [{"timezone": "UTC"}]), step
 
 
-@pytest.mark.xfail(
-    raises=KnownGap,
-    strict=True,
-    reason="toolrelay refuses item_reference input items; the SDK stores by default and refers to the built-in step's "
-    "stored output item by id in the request that carries its own tool's result",
-)
 def test_agent_model_client_tool_round_trip_through_default_provider(node: str, agent_relay: RunningServer, fake: FakeUpstream) -> None:
     script_agent_run(fake, WEATHER_CALL)
-    with known_gap("Input items of type 'item_reference' are not supported"):
-        result = ai_sdk(node, agent_relay, "tool", "responses", "agent:fake-model")
+    result = ai_sdk(node, agent_relay, "tool", "responses", "agent:fake-model")
     assert result["executed"] == ["Paris"]
     assert result["text"] == "It is noon in UTC."
     check_builtin_step_ran(fake)
