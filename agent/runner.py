@@ -262,7 +262,8 @@ class AgentRunner:
                 TaintPolicy(
                     refuse_fetch_after_memory_read=settings.refuse_fetch_after_memory_read,
                     refuse_memory_writes_after_web=settings.refuse_memory_writes_after_web,
-                )
+                ),
+                tool_of=self.registry.get,
             ),
             steps=steps,
             emit=queue.put,

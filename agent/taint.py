@@ -14,6 +14,14 @@ loop refuses the tool calls that would complete the attack instead:
   ``memory_forget``) are refused, so a page can neither erase memories nor
   plant one that ``auto_recall`` would later put in front of the model.
 
+Tools outside these fixed names declare themselves with a ``trust``
+attribute (MCP servers' tools: ``[mcp.servers.<name>] trust``; the adapter
+defaults to the worst case). ``"untrusted"`` tools count both as web
+readers and as senders: a third-party server can return whatever a page
+could, and any of its tools may pass its arguments on to a host we do not
+know. ``"no_egress"`` tools only read (say, a local documentation index);
+``"trusted"`` tools are exempt. A tool without the attribute is neither.
+
 Both are per-run settings in ``[agent]`` and on by default. The state also
 survives a pause for the client's own functions: it is rebuilt from the
 run's restored built-in steps (:meth:`RunTaint.observe_history`).
@@ -22,6 +30,7 @@ run's restored built-in steps (:meth:`RunTaint.observe_history`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +44,9 @@ WEB_READERS = frozenset({"fetch_page", "web_search"})
 EGRESS_TOOLS = frozenset({"fetch_page", "web_search"})
 #: Tools that change stored memories.
 MEMORY_WRITERS = frozenset({"memory_save", "memory_forget"})
+#: ``trust`` values a tool can declare; an unknown value counts as ``"untrusted"``.
+TRUST_LEVELS = ("untrusted", "no_egress", "trusted")
+_READS_UNTRUSTED = frozenset({"untrusted", "no_egress"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,23 +68,42 @@ def _memories_in(name: str, content: str) -> bool:
 
 
 class RunTaint:
-    def __init__(self, policy: TaintPolicy) -> None:
+    """``tool_of(name)`` is the run's tool of that name (or None), read for its ``trust`` attribute."""
+
+    def __init__(self, policy: TaintPolicy, tool_of: Callable[[str], object | None] = lambda name: None) -> None:
         self.policy = policy
         self.memory_read_by: str | None = None  # what first put memories into the run
-        self.web_read_by: str | None = None  # what first put web content into the run
+        self.web_read_by: str | None = None  # what first put web (or other untrusted) content into the run
+        self._tool_of = tool_of
+        self._trust: dict[str, str | None] = {}
+
+    def _declared(self, name: str) -> str | None:
+        """The ``trust`` the tool ``name`` declares (None: none); looked up once per run and name."""
+        if name not in self._trust:
+            trust = getattr(self._tool_of(name), "trust", None)
+            self._trust[name] = None if trust is None else trust if trust in TRUST_LEVELS else "untrusted"
+        return self._trust[name]
+
+    def sends_data(self, name: str) -> bool:
+        return name in EGRESS_TOOLS or self._declared(name) == "untrusted"
+
+    def reads_untrusted(self, name: str) -> bool:
+        return name in WEB_READERS or self._declared(name) in _READS_UNTRUSTED
 
     def refusal(self, name: str) -> str | None:
         """The error the model gets instead of running ``name``, or None if it may run."""
-        if self.policy.refuse_fetch_after_memory_read and name in EGRESS_TOOLS and self.memory_read_by:
+        if self.policy.refuse_fetch_after_memory_read and self.memory_read_by and self.sends_data(name):
+            where = "a web address" if name in EGRESS_TOOLS else "a third-party tool server"
             return (
                 f"error: {name} is not available for the rest of this run because long-term memory was read "
-                f"in it ({self.memory_read_by}); this keeps stored memories from being sent to a web address. "
-                "Answer with what you have, or ask the user to request the web lookup in a new message."
+                f"in it ({self.memory_read_by}); this keeps stored memories from being sent to {where}. "
+                "Answer with what you have, or ask the user to request it in a new message."
             )
         if self.policy.refuse_memory_writes_after_web and name in MEMORY_WRITERS and self.web_read_by:
+            what = "web content was" if self.web_read_by in WEB_READERS else "a third-party tool's output was"
             return (
-                f"error: {name} is not available for the rest of this run because web content was read in it "
-                f"({self.web_read_by}); web pages must not change the user's long-term memory. "
+                f"error: {name} is not available for the rest of this run because {what} read in it "
+                f"({self.web_read_by}); untrusted content must not change the user's long-term memory. "
                 "Tell the user what you would save or forget, so they can ask for it in a new message."
             )
         return None
@@ -81,14 +112,16 @@ class RunTaint:
         self.memory_read_by = self.memory_read_by or source
 
     def observe(self, name: str, outcome: ToolOutcome) -> None:
-        if outcome.status != "ok":
-            return
-        self._observe_text(name, outcome.content)
+        if outcome.status == "ok":
+            self._observe_text(name, outcome.content)
+        elif outcome.status == "error" and not (outcome.data or {}).get("refused") and self._declared(name) in _READS_UNTRUSTED:
+            # A declared tool's error text comes from its server (an ``isError`` result) as much as its output does.
+            self.web_read_by = self.web_read_by or name
 
     def _observe_text(self, name: str, content: str) -> None:
         if name in MEMORY_READERS and _memories_in(name, content):
             self.note_memory_read(name)
-        if name in WEB_READERS:
+        if self.reads_untrusted(name):
             self.web_read_by = self.web_read_by or name
 
     def observe_history(self, messages: list[dict[str, Any]]) -> None:
@@ -102,5 +135,9 @@ class RunTaint:
             elif message.get("role") == "tool":
                 name = names.get(str(message.get("tool_call_id")), "")
                 content = message.get("content")
-                if name and isinstance(content, str) and not content.startswith("error:"):
+                if not name or not isinstance(content, str):
+                    continue
+                if not content.startswith("error:"):
                     self._observe_text(name, content)
+                elif self._declared(name) in _READS_UNTRUSTED and not content.startswith(f"error: {name} is not available for the rest of this run"):
+                    self.web_read_by = self.web_read_by or name

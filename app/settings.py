@@ -358,6 +358,9 @@ class ResponsesSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
 # --------------------------------------------------------------------------- [mcp]
 
 McpTransport = Literal["streamable_http", "sse"]
+# What the taint rules (agent/taint.py) assume of a server's tools: "untrusted" (results are untrusted
+# content and calls can send data out), "no_egress" (untrusted results, nothing sent out), "trusted" (neither).
+McpTrust = Literal["untrusted", "no_egress", "trusted"]
 
 
 class McpServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -382,6 +385,8 @@ class McpServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
     max_output_chars: PositiveInt | None = None
     # Connecting, the handshake and the first tools/list, together.
     connect_timeout_seconds: PositiveFloat = 30.0
+    # How the prompt-injection rules treat its tools; the default assumes the worst.
+    trust: McpTrust = "untrusted"
 
     def _check(self) -> None:
         if bool(self.command) == bool(self.url):

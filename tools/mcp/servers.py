@@ -122,6 +122,7 @@ class McpServers:
                 parameters=parameters,
                 timeout=timeout,
                 max_output_chars=config.max_output_chars,
+                trust=config.trust,
             )
             try:
                 self._registry.add(adapter)

@@ -19,7 +19,7 @@ __all__ = ["McpTool"]
 
 
 class McpTool:
-    __slots__ = ("_connection", "description", "max_output_chars", "name", "parameters", "remote_name", "timeout")
+    __slots__ = ("_connection", "description", "max_output_chars", "name", "parameters", "remote_name", "timeout", "trust")
 
     def __init__(
         self,
@@ -31,6 +31,7 @@ class McpTool:
         parameters: dict[str, Any],
         timeout: float,
         max_output_chars: int | None,
+        trust: str = "untrusted",
     ) -> None:
         self._connection = connection
         self.name = name
@@ -40,6 +41,8 @@ class McpTool:
         self.timeout = timeout
         # Read by the registry: lowers its output cap for this tool.
         self.max_output_chars = max_output_chars
+        # Read by the taint rules (agent/taint.py): a third-party tool is assumed to read untrusted content and send data out.
+        self.trust = trust
 
     @property
     def server(self) -> str:
