@@ -3,7 +3,7 @@
 The HTTP side is :mod:`app.routes.responses`; these modules do no HTTP.
 """
 
-from toolrelay.app.responses.background import BackgroundRuns, BackgroundTurn, background_error
+from toolrelay.app.responses.background import CUT_SHORT, BackgroundRuns, BackgroundTurn, background_error
 from toolrelay.app.responses.store import ResponseStore, StoredResponse, response_scope
 from toolrelay.app.responses.stream import ResponseStreamWriter, failure_error
 from toolrelay.app.responses.translate import (
@@ -19,6 +19,7 @@ from toolrelay.app.responses.translate import (
 )
 
 __all__ = [
+    "CUT_SHORT",
     "BackgroundRuns",
     "BackgroundTurn",
     "ResponseStore",

@@ -1,9 +1,10 @@
 """``background: true`` responses: runs that outlive the HTTP request that started them.
 
-The route builds the turn exactly as for a foreground request (proxy or
-agent: whatever produces the events) and hands it here instead of answering
-from it. :meth:`BackgroundRuns.start` stores the response as ``queued``, takes
-the request's end over from the ASGI layer (:meth:`RequestInfo.hand_off`: the
+The route builds the turn exactly as for a foreground request (proxy,
+agent, or passed through to a native Responses upstream: whatever produces
+the events) and hands it here instead of answering from it.
+:meth:`BackgroundRuns.start` stores the response as ``queued``, takes the
+request's end over from the ASGI layer (:meth:`RequestInfo.hand_off`: the
 admission ticket, its parallel slot and the one ledger row now belong to the
 run) and runs the turn in a task of its own. The task is the single owner of
 that end: whatever way the run stops (finished, failed, cancelled, the server
@@ -27,24 +28,25 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.responses.stream import failure_error
 
 if TYPE_CHECKING:
-    from toolrelay.app.events import Event
     from toolrelay.app.gate import Gate
     from toolrelay.app.middleware import RequestInfo
     from toolrelay.app.responses.store import ResponseStore
 
-__all__ = ["BackgroundRuns", "BackgroundTurn", "background_error"]
+__all__ = ["CUT_SHORT", "BackgroundRuns", "BackgroundTurn", "background_error"]
 
 log = logging.getLogger("toolrelay.responses")
 
 # The ledger's status and error code for a run that did not end on its own.
 _CANCELLED = (499, "cancelled")
 _SHUTDOWN = (503, "server_shutdown")
+#: Error codes of a request stopped before its end (its client left, a cancel, shutdown): its usage is estimated.
+CUT_SHORT = frozenset({"client_disconnected", _CANCELLED[1], _SHUTDOWN[1]})
 _SHUTDOWN_ERROR = {"code": "server_error", "message": "The server shut down before this background response finished."}
 _CRASH_ERROR = {"code": "server_error", "message": "The server stopped before this background response finished."}
 _KEEPALIVE = b": keep-alive\n\n"
@@ -54,8 +56,14 @@ _KEEPALIVE_SECONDS = 15.0
 _SHUTDOWN_WAIT_SECONDS = 10.0
 
 
-class BackgroundTurn(Protocol):
-    """What a run needs of the route's turn (app/routes/responses.py ``_Turn``), whatever its mode."""
+# What a turn is fed: app.events for a translated or agent turn, the upstream's raw replies for a passed-through one.
+_Fed = TypeVar("_Fed")
+_Fed_contra = TypeVar("_Fed_contra", contravariant=True)
+
+
+class BackgroundTurn(Protocol[_Fed_contra]):
+    """What a run needs of a turn, whatever makes it: the route's ``_Turn`` (proxy and agent mode, fed
+    :mod:`app.events`) or the passthrough's ``_NativeTurn`` (fed the upstream's replies)."""
 
     response_id: str
     scope: str
@@ -69,11 +77,11 @@ class BackgroundTurn(Protocol):
         """Store ``response`` (``running``: not settled yet)."""
         ...
 
-    async def answer(self, events: AsyncGenerator[Event, None]) -> dict[str, Any]:
+    async def answer(self, events: AsyncGenerator[_Fed_contra, None], /) -> dict[str, Any]:
         """Run the turn to its end and store the final response; raise the upstream's error."""
         ...
 
-    def sse(self, events: AsyncGenerator[Event, None]) -> AsyncGenerator[bytes, None]:
+    def sse(self, events: AsyncGenerator[_Fed_contra, None], /) -> AsyncGenerator[bytes, None]:
         """The whole event stream, a failure included; the final response is stored before the last event."""
         ...
 
@@ -137,7 +145,7 @@ class _Replay:
 
 @dataclass(slots=True, eq=False)
 class _Run:
-    turn: BackgroundTurn
+    turn: BackgroundTurn[Any]
     replay: _Replay | None
     task: asyncio.Task[None] | None = None
     # Why the task was cancelled: _CANCELLED or _SHUTDOWN (None: it was not).
@@ -166,6 +174,13 @@ class BackgroundRuns:
         if failed:
             log.warning("marked %d background responses of a stopped server failed", failed)
 
+    def admit(self, scope: str, *, store: bool) -> None:
+        """Raise what refuses a ``background: true`` request before it is admitted (a refusal costs no
+        token count): the 400 for one not stored, else :meth:`check_room`'s."""
+        if not store:
+            raise background_error("Background responses must be stored: 'background: true' requires 'store: true'.", param="background", code="invalid_value")
+        self.check_room(scope)
+
     def check_room(self, scope: str) -> None:
         """Raise the 429 for a key (``scope``) or a server already running its most background responses."""
         if self._closing:
@@ -175,7 +190,7 @@ class BackgroundRuns:
         if len(self._runs) >= self._max_total:
             raise _too_many("on this server", self._max_total)
 
-    async def start(self, turn: BackgroundTurn, events: AsyncGenerator[Event, None], *, stream: bool) -> dict[str, Any] | AsyncIterator[bytes]:
+    async def start(self, turn: BackgroundTurn[_Fed], events: AsyncGenerator[_Fed, None], *, stream: bool) -> dict[str, Any] | AsyncIterator[bytes]:
         """Store ``turn`` as queued, take its request's end over and run it; the queued response,
         or for ``stream`` the events as they come (following the run's replay log)."""
         self.check_room(turn.scope)
@@ -235,7 +250,7 @@ class BackgroundRuns:
         run.turn.info.status, run.turn.info.error_code = why
         task.cancel()
 
-    async def _drive(self, run: _Run, events: AsyncGenerator[Event, None]) -> None:
+    async def _drive(self, run: _Run, events: AsyncGenerator[Any, None]) -> None:
         turn = run.turn
         info = turn.info
         try:
@@ -269,13 +284,13 @@ class BackgroundRuns:
                 run.done.set()
 
     @staticmethod
-    async def _settle(turn: BackgroundTurn, status: str, error: dict[str, Any] | None) -> None:
+    async def _settle(turn: BackgroundTurn[Any], status: str, error: dict[str, Any] | None) -> None:
         try:
             await turn.keep(turn.snapshot(status, error))
         except Exception:  # the release after this must still happen
             log.exception("could not store background response %s as %s", turn.response_id, status)
 
-    def _forget(self, turn: BackgroundTurn) -> None:
+    def _forget(self, turn: BackgroundTurn[Any]) -> None:
         self._runs.pop((turn.scope, turn.response_id), None)
         left = self._per_scope.get(turn.scope, 1) - 1
         if left > 0:

@@ -23,6 +23,11 @@ Anything unreadable, an ``error`` event, a cut connection, a stall past the
 upstream's ``timeout`` or a stream that ends without its last event ends the
 client's stream with one ``response.failed``. Every event is renumbered, so
 ``sequence_number`` stays strictly increasing whatever the upstream sent.
+
+``background: true`` is toolrelay's, not the upstream's (it is not sent on):
+the passed-through turn is a :class:`app.responses.background.BackgroundTurn`,
+handed to the same :class:`BackgroundRuns` as a translated one, so polling,
+cancel, resumed streams, caps and the ledger row behave the same.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.model_ids import split_agent_model
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response, map_upstream_error
+from toolrelay.app.responses.background import CUT_SHORT, BackgroundRuns
 from toolrelay.app.responses.store import ResponseStore, StoredResponse, response_scope
 from toolrelay.app.responses.translate import ResponsesRequest, input_items, response_object
 from toolrelay.app.usage import RequestUsage, token_count
@@ -133,7 +139,7 @@ def _usage_of(report: Any) -> RequestUsage | None:
 class _Request:
     """The checked fields of a passed-through request (the upstream validates the rest)."""
 
-    __slots__ = ("body", "model", "items", "stream", "store", "previous_response_id", "max_output_tokens", "instructions")
+    __slots__ = ("body", "model", "items", "stream", "store", "background", "previous_response_id", "max_output_tokens", "instructions")
 
     def __init__(self, body: dict[str, Any], *, max_items: int, max_tools: int) -> None:
         self.body = body
@@ -164,15 +170,28 @@ class _Request:
                     raise _bad(f"tools[{position}]", "an object with a 'type'")
         self.stream = self._flag("stream", False)
         self.store = self._flag("store", True)
-        if self._flag("background", False):
-            raise invalid_request(
-                "'background: true' is not supported for models whose upstream speaks the Responses API natively.", param="background", code="unsupported_value"
-            )
+        self.background = self._flag("background", False)
         self.previous_response_id = self._optional("previous_response_id", str, "a string")
         self.instructions = self._optional("instructions", str, "a string")
         self.max_output_tokens = self._optional("max_output_tokens", int, "an integer")
         if self.max_output_tokens is not None and self.max_output_tokens < 1:
             raise invalid_request("Invalid 'max_output_tokens': must be at least 1.", param="max_output_tokens", code="integer_below_min_value")
+
+    def echo(self) -> ResponsesRequest:
+        """What a response shows of this request before the upstream has answered (queued, or failed up front)."""
+        metadata = self.body.get("metadata")
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in cast("dict[str, Any]", metadata).values()):
+            metadata = {}
+        return ResponsesRequest(
+            model=self.model,
+            items=[],
+            store=self.store,
+            background=self.background,
+            previous_response_id=self.previous_response_id,
+            instructions=self.instructions,
+            max_output_tokens=self.max_output_tokens,
+            metadata=cast("dict[str, str]", metadata),
+        )
 
     def _flag(self, key: str, default: bool) -> bool:
         value = self.body.get(key)
@@ -199,12 +218,32 @@ class NativeEventRelay:
     the final response object, :attr:`usage` its usage.
     """
 
-    __slots__ = ("response_id", "echo", "upstream", "snapshot", "response", "failure", "done", "sent", "pieces", "chars", "_seq", "_items", "_max_bytes")
+    __slots__ = (
+        "response_id",
+        "request",
+        "echo",
+        "upstream",
+        "created_at",
+        "snapshot",
+        "response",
+        "failure",
+        "done",
+        "sent",
+        "pieces",
+        "chars",
+        "_seq",
+        "_items",
+        "_max_bytes",
+    )
 
-    def __init__(self, response_id: str, echo: dict[str, Any], upstream: str, max_bytes: int = MAX_STREAM_BYTES) -> None:
+    def __init__(self, response_id: str, request: ResponsesRequest, upstream: str, max_bytes: int = MAX_STREAM_BYTES) -> None:
         self.response_id = response_id
-        # The fields a passed-through response shows as the client asked (model id, store, previous_response_id).
-        self.echo = echo
+        # The client's settings, for a response the upstream has not described (yet).
+        self.request = request
+        # The fields a passed-through response shows as the client asked (model id, store, previous_response_id, background).
+        self.echo = {"model": request.model, "store": request.store, "previous_response_id": request.previous_response_id, "background": request.background}
+        self.upstream = upstream
+        self.created_at = int(time.time())
         self.upstream = upstream
         self.snapshot: dict[str, Any] | None = None
         self.response: dict[str, Any] | None = None
@@ -216,6 +255,10 @@ class NativeEventRelay:
         self._seq = 0
         self._items: dict[int, dict[str, Any]] = {}
         self._max_bytes = max_bytes
+
+    def placeholder(self, status: str, error: dict[str, Any] | None = None, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The response before (or without) the upstream's own: the client's settings and ``output`` (none by default)."""
+        return response_object(self.request, response_id=self.response_id, created_at=self.created_at, status=status, output=output or [], error=error)
 
     def own(self, response: dict[str, Any]) -> dict[str, Any]:
         """``response`` under toolrelay's id, echoing the client's model, ``store`` and ``previous_response_id``."""
@@ -279,7 +322,11 @@ class NativeEventRelay:
         return map_upstream_error(status, orjson.dumps({"error": error}), {}, self.upstream)
 
     def fail(self, error: OpenAIError) -> bytes:
-        """End with ``response.failed``: the response so far, the items finished so far, and the error."""
+        """End with ``response.failed``: the response so far, the items finished so far, and the error.
+
+        A stream that failed before its first event is opened first (``response.created``,
+        ``response.in_progress``), so it is a whole stream: a background run has no HTTP status
+        left to say it with (in the foreground such a failure is the HTTP error instead)."""
         if self.done:
             return b""
         self.done = True
@@ -287,13 +334,17 @@ class NativeEventRelay:
         code = error.code if error.code in _KEPT_FAILURE_CODES else ("rate_limit_exceeded" if error.status == 429 else "server_error")
         failure = {"code": code, "message": error.message}
         output = [self._items[k] for k in sorted(self._items)]
+        opening = b""
         if self.snapshot is not None:
             response = {**self.snapshot, "status": "failed", "error": failure, "output": output, "incomplete_details": None}
         else:
-            echo = ResponsesRequest(model=self.echo["model"], items=[], store=self.echo["store"], previous_response_id=self.echo["previous_response_id"])
-            response = response_object(echo, response_id=self.response_id, created_at=int(time.time()), status="failed", output=output, error=failure)
+            response = self.placeholder("failed", failure, output)
+            if self._seq == 0:
+                started = self.placeholder("in_progress")
+                opening = self._frame("response.created", {"type": "response.created", "response": started})
+                opening += self._frame("response.in_progress", {"type": "response.in_progress", "response": started})
         self.response = response
-        return self._frame("response.failed", {"type": "response.failed", "response": response})
+        return opening + self._frame("response.failed", {"type": "response.failed", "response": response})
 
     def end(self) -> bytes:
         """The ``response.failed`` for a stream that stopped before its last event, if it did."""
@@ -307,14 +358,16 @@ class NativeEventRelay:
 class NativeResponses:
     """The passthrough path of ``POST /v1/responses``: which requests take it, and how they are answered.
 
-    ``sse_headers`` are the headers every event stream of the server carries.
+    ``runs`` are the server's background runs (the translated path's too); ``sse_headers``
+    are the headers every event stream of the server carries.
     Per upstream set to ``auto`` it remembers whether ``/responses`` exists
     (probed once; an upstream that could not be reached is probed again later).
     """
 
-    def __init__(self, services: Services, store: ResponseStore, sse_headers: Mapping[str, str]) -> None:
+    def __init__(self, services: Services, store: ResponseStore, runs: BackgroundRuns, sse_headers: Mapping[str, str]) -> None:
         self._services = services
         self._store = store
+        self._runs = runs
         self._sse_headers = dict(sse_headers)
         self._speaks: dict[str, bool] = {}
         self._probe_lock = anyio.Lock()
@@ -371,6 +424,8 @@ class NativeResponses:
         info.upstream = route.provider.name
         params = _Request(body, max_items=server.max_messages, max_tools=server.max_tools)
         scope = response_scope(info.key_id)
+        if params.background:
+            self._runs.admit(scope, store=params.store)
         history: list[dict[str, Any]] = []
         if params.previous_response_id is not None:
             previous = await self._store.get(scope, params.previous_response_id)
@@ -393,22 +448,32 @@ class NativeResponses:
         ticket = info.ticket = await services.gate.admit(request, info, priced, route)
         if route.context_window:
             await services.check_context(priced, route, info.request_id)
+        # The upstream keeps nothing and runs nothing in the background: toolrelay holds the state and runs it.
         upstream_body = {k: v for k, v in body.items() if k not in ("previous_response_id", "background")}
         upstream_body.update(model=route.upstream_model, store=False, input=upstream_input([*history, *params.items]))
         call = ForwardCall("/responses", upstream_body, params.stream, params.model, ENDPOINT, info.request_id, MAX_EVENT_BYTES)
-        echo = {"model": params.model, "store": params.store, "previous_response_id": params.previous_response_id, "background": False}
-        relay = NativeEventRelay(new_response_id(), echo, route.provider.name)
+        relay = NativeEventRelay(new_response_id(), params.echo(), route.provider.name)
         turn = _NativeTurn(services, self._store, self._sse_headers, params, history, scope, route, info, relay, priced)
         replies = cast("AsyncGenerator[bytes, None]", route.provider.forward(call))
+        if params.background:
+            started = await self._runs.start(turn, replies, stream=params.stream)
+            if isinstance(started, dict):
+                return Response(content=orjson.dumps(started), media_type="application/json", headers=dict(ticket.headers))
+            return Stream(started, media_type="text/event-stream", headers={**self._sse_headers, **ticket.headers})
         if params.stream:
             return await turn.stream(replies, ticket.headers)
         return await turn.json(replies, ticket.headers)
 
 
 class _NativeTurn:
-    """One passed-through response: the upstream's reply in, the client's answer out, the record stored."""
+    """One passed-through response: the upstream's reply in, the client's answer out, the record stored.
 
-    __slots__ = ("services", "store", "sse_headers", "params", "history", "scope", "route", "info", "relay", "priced")
+    Answered in the foreground (:meth:`json`, :meth:`stream`) or run by :class:`BackgroundRuns`
+    as a :class:`app.responses.background.BackgroundTurn` (:meth:`snapshot`, :meth:`keep`,
+    :meth:`answer`, :meth:`sse`), fed the upstream's replies (:meth:`Provider.forward`).
+    """
+
+    __slots__ = ("services", "store", "sse_headers", "params", "history", "scope", "route", "info", "relay", "priced", "response_id")
 
     def __init__(
         self,
@@ -433,6 +498,7 @@ class _NativeTurn:
         self.info = info
         self.relay = relay
         self.priced = priced
+        self.response_id = relay.response_id
 
     async def usage(self, report: Any, *, estimate: bool) -> RequestUsage | None:
         """The usage the upstream reported, else (with ``estimate``) counted here: the upstream read the prompt either way."""
@@ -445,11 +511,20 @@ class _NativeTurn:
         completion = await tokens.count_text_async("".join(self.relay.pieces), model)
         return RequestUsage(prompt, completion, 0, True)
 
-    async def keep(self, response: dict[str, Any]) -> None:
+    def snapshot(self, status: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The response with no output (queued, in progress, cancelled, failed before the upstream answered)."""
+        return self.relay.placeholder(status, error)
+
+    async def keep(self, response: dict[str, Any], *, running: bool = False) -> None:
         if self.params.store:
-            await self.store.save(self.scope, StoredResponse(response, self.params.items, [*self.history, *self.params.items]))
+            await self.store.save(self.scope, StoredResponse(response, self.params.items, [*self.history, *self.params.items]), running=running)
 
     async def json(self, replies: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> Response[bytes]:
+        response = await self.answer(replies)
+        return Response(content=orjson.dumps(response), media_type="application/json", headers=dict(headers))
+
+    async def answer(self, replies: AsyncGenerator[bytes, None]) -> dict[str, Any]:
+        """The upstream's plain answer as the client's response, stored; raises the upstream's error."""
         info = self.info
         try:
             try:
@@ -468,9 +543,44 @@ class _NativeTurn:
             await self.keep(response)
         except BaseException:
             if info.usage is None:
-                info.usage = await self.usage(None, estimate=info.error_code == "client_disconnected")
+                # Cut short (the client left, a background run cancelled): the upstream read the prompt.
+                info.usage = await self.usage(None, estimate=info.error_code in CUT_SHORT)
             raise
-        return Response(content=orjson.dumps(response), media_type="application/json", headers=dict(headers))
+        return response
+
+    async def _finish(self, last: bytes) -> bytes:
+        """``last`` (the stream's last event), once the final response is stored: a client that retrieves it at once finds it."""
+        relay = self.relay
+        if relay.failure is not None:
+            self.info.error_code = "stream_error"
+        if relay.response is not None:
+            await self.keep(relay.response)
+        return last
+
+    async def sse(self, replies: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+        """The whole relayed stream with no HTTP status to keep: any failure (up front too) is ``response.failed``."""
+        relay = self.relay
+        info = self.info
+        try:
+            try:
+                async for data in replies:
+                    chunk = relay.event(data)
+                    if relay.done:
+                        break
+                    if chunk:
+                        yield chunk
+                else:
+                    chunk = relay.end()
+            except OpenAIError as err:
+                chunk = relay.fail(err)
+            if relay.failure is not None:
+                # The ledger row says how the run ended, as for a translated background run.
+                info.status = relay.failure.status
+            yield await self._finish(chunk)
+        finally:
+            await replies.aclose()
+            report = relay.response.get("usage") if relay.response is not None else None
+            self.info.usage = await self.usage(report, estimate=True)
 
     async def stream(self, replies: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> Response[bytes] | Stream:
         relay = self.relay
@@ -495,32 +605,24 @@ class _NativeTurn:
             info.usage = await self.usage(None, estimate=info.error_code == "client_disconnected")
             raise
 
-        async def finish(last: bytes) -> bytes:
-            if relay.failure is not None:
-                info.error_code = "stream_error"
-            if relay.response is not None:
-                # Stored before the last event goes out: a client that retrieves it at once finds it.
-                await self.keep(relay.response)
-            return last
-
         async def body() -> AsyncGenerator[bytes, None]:
             try:
                 if relay.done:
-                    yield await finish(head)
+                    yield await self._finish(head)
                     return
                 yield head
                 try:
                     async for data in replies:
                         chunk = relay.event(data)
                         if relay.done:
-                            yield await finish(chunk)
+                            yield await self._finish(chunk)
                             return
                         if chunk:
                             yield chunk
                 except OpenAIError as err:
-                    yield await finish(relay.fail(err))
+                    yield await self._finish(relay.fail(err))
                     return
-                yield await finish(relay.end())
+                yield await self._finish(relay.end())
             finally:
                 await replies.aclose()  # at once: a client that left stops the upstream call
 

@@ -1115,7 +1115,7 @@ class FakeUpstream:
                 for fragment in _split_n(item["arguments"], reply.arg_chunks):
                     if fragment:
                         add("response.function_call_arguments.delta", **where, delta=fragment)
-                add("response.function_call_arguments.done", **where, arguments=item["arguments"])
+                add("response.function_call_arguments.done", **where, name=item["name"], arguments=item["arguments"])
             else:
                 add("response.output_item.added", output_index=index, item={**item, "status": "in_progress"})
             add("response.output_item.done", output_index=index, item=item)
