@@ -13,8 +13,9 @@ the deltas, ``response.output_text.done``, ``response.content_part.done``;
 then ``response.output_item.done``. Reasoning (chat upstreams'
 ``reasoning_content``) streams as ``response.reasoning_text.*`` in a
 ``reasoning`` item; tool calls as ``function_call`` items with
-``response.function_call_arguments.delta/done``. Only choice 0 is read:
-Responses has no ``n``.
+``response.function_call_arguments.delta/done``; a refusal (chat's
+``refusal`` deltas) as a ``message`` item with one ``refusal`` part and
+``response.refusal.delta/done``. Only choice 0 is read: Responses has no ``n``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from toolrelay.app.responses.translate import (
     message_item,
     new_item_id,
     reasoning_item,
+    refusal_item,
     response_object,
     responses_usage,
 )
@@ -72,7 +74,7 @@ class _Call:
 class ResponseStreamWriter:
     """One streamed response: events in, SSE bytes out; :attr:`output` and :attr:`usage` are the result so far."""
 
-    __slots__ = ("request", "response_id", "created_at", "output", "usage", "finish_reason", "_seq", "_text", "_reasoning", "_calls", "status")
+    __slots__ = ("request", "response_id", "created_at", "output", "usage", "finish_reason", "_seq", "_text", "_refusal", "_reasoning", "_calls", "status")
 
     def __init__(self, request: ResponsesRequest, response_id: str, created_at: int) -> None:
         self.request = request
@@ -85,6 +87,7 @@ class ResponseStreamWriter:
         self.status = "in_progress"
         self._seq = 0
         self._text: _Part | None = None
+        self._refusal: _Part | None = None
         self._reasoning: _Part | None = None
         self._calls: dict[int, _Call] = {}
 
@@ -150,6 +153,7 @@ class ResponseStreamWriter:
         content = delta.get("content")
         if content:
             if self._text is None:
+                self._close_text(out)  # a refusal's message, if one is open
                 self._close_reasoning(out)
                 item = message_item("", "in_progress")
                 item["content"] = []
@@ -161,6 +165,17 @@ class ResponseStreamWriter:
                 "response.output_text.delta",
                 {"item_id": part.item_id, "output_index": part.index, "content_index": 0, "delta": content, "logprobs": []},
             )
+        refusal = delta.get("refusal")
+        if refusal:
+            if self._refusal is None:
+                self._close_text(out)
+                self._close_reasoning(out)
+                item = refusal_item("", "in_progress")
+                item["content"] = []
+                self._refusal = self._open_part(out, item, {"type": "refusal", "refusal": ""})
+            part = self._refusal
+            part.pieces.append(refusal)
+            self._event(out, "response.refusal.delta", {"item_id": part.item_id, "output_index": part.index, "content_index": 0, "delta": refusal})
         fragments = delta.get("tool_calls")
         if fragments:
             for fragment in fragments:
@@ -195,6 +210,8 @@ class ResponseStreamWriter:
             self._event(out, "response.function_call_arguments.delta", {"item_id": call.item_id, "output_index": call.index, "delta": arguments})
 
     def _close_text(self, out: list[bytes]) -> None:
+        """Close the open assistant message: its text, or its refusal."""
+        self._close_refusal(out)
         part, self._text = self._text, None
         if part is None:
             return
@@ -206,6 +223,17 @@ class ResponseStreamWriter:
             item["content"][0]["annotations"] = annotations
         where = {"item_id": part.item_id, "output_index": part.index, "content_index": 0}
         self._event(out, "response.output_text.done", {**where, "text": text, "logprobs": []})
+        self._event(out, "response.content_part.done", {**where, "part": item["content"][0]})
+        self._event(out, "response.output_item.done", {"output_index": part.index, "item": item})
+
+    def _close_refusal(self, out: list[bytes]) -> None:
+        part, self._refusal = self._refusal, None
+        if part is None:
+            return
+        refusal = "".join(part.pieces)
+        item = self.output[part.index] = refusal_item(refusal, "incomplete" if self.finish_reason == "length" else "completed", part.item_id)
+        where = {"item_id": part.item_id, "output_index": part.index, "content_index": 0}
+        self._event(out, "response.refusal.done", {**where, "refusal": refusal})
         self._event(out, "response.content_part.done", {**where, "part": item["content"][0]})
         self._event(out, "response.output_item.done", {"output_index": part.index, "item": item})
 

@@ -28,6 +28,7 @@ __all__ = [
     "new_response_id",
     "output_items",
     "parse_request",
+    "refusal_item",
     "response_object",
     "responses_usage",
 ]
@@ -409,6 +410,11 @@ def message_item(text: str, status: str = "completed", item_id: str | None = Non
     }
 
 
+def refusal_item(refusal: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
+    """An assistant ``message`` output item holding one ``refusal`` part (chat's ``message.refusal``)."""
+    return {"id": item_id or new_item_id("msg"), "type": "message", "role": "assistant", "status": status, "content": [{"type": "refusal", "refusal": refusal}]}
+
+
 def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed", item_id: str | None = None) -> dict[str, Any]:
     return {"id": item_id or new_item_id("fc"), "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": status}
 
@@ -430,7 +436,7 @@ def output_items(message: dict[str, Any], finish_reason: str | None) -> list[dic
         items.append(message_item(content, status))
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
-        items.append({"id": new_item_id("msg"), "type": "message", "role": "assistant", "status": status, "content": [{"type": "refusal", "refusal": refusal}]})
+        items.append(refusal_item(refusal, status))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         items.append(function_call_item(call.get("id") or "", function.get("name") or "", function.get("arguments") or ""))
