@@ -16,6 +16,7 @@ from toolrelay.app.auth import AuthGate
 from toolrelay.app.auth.admin import build_admin_handlers
 from toolrelay.app.mcp_server import ToolCatalogue, build_mcp_handler
 from toolrelay.app.private_files import secure_dir
+from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.responses import ResponseStore
 from toolrelay.app.routes.memories import build_memory_handlers
 from toolrelay.app.routes.responses import build_responses_handlers
@@ -157,14 +158,15 @@ def build_response_store(services: Services) -> ResponseStore:
     return store
 
 
-def build_tool_catalogue(services: Services, agent: AgentRunner, servers: McpServers | None = None) -> ToolCatalogue:
+def build_tool_catalogue(services: Services, agent: AgentRunner) -> ToolCatalogue:
     """The tools served over MCP: the agent's enabled built-ins (read live: python joins once its sandbox is up),
-    and the aggregated MCP servers' tools that are up (of the servers the caller's key may use), served only with
-    ``[mcp_server] reexport_mcp_tools``."""
-    gate = services.gate
+    and the agent's other tools for the caller's key (the aggregated MCP servers' that are up, of the servers the
+    key may use), served only with ``[mcp_server] reexport_mcp_tools``. Asked of the runner rather than of the
+    servers, so ``toolrelay mcp``, which builds the services without the /mcp route, re-exports the same tools."""
 
     def aggregated(key_id: str | None) -> list[str]:
-        return servers.tool_names(gate.mcp_servers_for(key_id)) if servers is not None else []
+        builtins = set(agent.enabled_builtins)
+        return [n for n in agent.builtins_for(AgentOptions(), key_id) if n not in builtins]
 
     return ToolCatalogue(agent.registry, services.settings.mcp_server, offered=lambda: agent.enabled_builtins, aggregated=aggregated)
 
@@ -192,9 +194,10 @@ def extend_services(services: Services) -> list[Any]:
         )
         services.agent = agent
         services.on_start(lambda: start_sandbox(services, agent))
-        servers = attach_mcp_servers(services, agent) if settings.mcp.servers else None
+        if settings.mcp.servers:
+            attach_mcp_servers(services, agent)
         if settings.mcp_server.enabled:
-            handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent, servers)))
+            handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent)))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
     return handlers
