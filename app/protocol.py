@@ -721,8 +721,9 @@ class ResponseItemList(Struct, kw_only=True):
 
     object: Literal["list"]
     data: list[Item]
-    first_id: str | None
-    last_id: str | None
+    #: ``""`` on an empty page (declared non-null strings, as the API reference has them).
+    first_id: str
+    last_id: str
     has_more: bool
 
 

@@ -417,11 +417,13 @@ def _stored_routes(services: Services, store: ResponseStore, runs: BackgroundRun
             ids = [item.get("id") for item in items]
             items = items[ids.index(after) + 1 :] if after in ids else []
         page = items[:limit]
+        # An empty page (an `after` at the end) has no ids, but the API reference and every typed SDK declare
+        # both strings, never null: Rust's serde and openai-java refuse a null there, so "" says "none".
         listing = {
             "object": "list",
             "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
+            "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "",
             "has_more": len(items) > limit,
         }
         return _json(listing, rate_limit_headers(request))
