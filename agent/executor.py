@@ -63,7 +63,9 @@ class ToolExecutor:
                 shown: Any = orjson.loads(call.arguments or "{}")
             except orjson.JSONDecodeError:
                 shown = call.arguments
-            await self._emit(self._steps.tool_call(step, call.id, call.name, shown))
+            # A builtin call with a client id is one the client approved (agent/approvals.py).
+            extra = {"approval_request_id": call.client_id} if call.client_id and call.kind == "builtin" else {}
+            await self._emit(self._steps.tool_call(step, call.id, call.name, shown, **extra))
 
         # Decided before any call of the turn runs: calls of one turn cannot see each other's results.
         refusals = [self.taint.refusal(call.name) if call.kind == "builtin" else None for call in calls]

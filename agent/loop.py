@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import orjson
 
+from toolrelay.agent.approvals import APPROVED, DENIED, denied_text
 from toolrelay.agent.citations import find_citations
 from toolrelay.agent.continuations import ContinuationStore
 from toolrelay.agent.executor import ToolExecutor
@@ -38,7 +39,7 @@ from toolrelay.agent.turns import (
 )
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.events import ChoiceDelta, Event, UsageReport
-from toolrelay.app.ids import new_run_key, new_tool_call_id
+from toolrelay.app.ids import new_approval_request_id, new_run_key, new_tool_call_id
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
@@ -76,6 +77,8 @@ class RunOptions:
     #: A tool hint's call with the arguments the request spelled out (agent/hints.py):
     #: run as the first step instead of asking a model too small to fill them in.
     first_call: tuple[str, dict[str, Any]] | None = None
+    #: Tools whose calls wait for the client's approval (agent/approvals.py).
+    approval: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +248,9 @@ class AgentRun:
 
     # -- the run ------------------------------------------------------------
 
-    async def execute(self, messages: list[dict[str, Any]], *, steps_done: int = 0) -> None:
-        """Run over ``messages`` (with a paused run's restored steps); ``steps_done`` of them count towards ``max_steps``."""
+    async def execute(self, messages: list[dict[str, Any]], *, steps_done: int = 0, approvals: dict[str, str] | None = None) -> None:
+        """Run over ``messages`` (with a paused run's restored steps); ``steps_done`` of them count towards ``max_steps``;
+        ``approvals`` maps the upstream id of each restored call that waited for approval to the id the client answered."""
         self._step = steps_done
         messages = [upstream_message(m) for m in messages]
         if not self._constrained:
@@ -267,6 +271,8 @@ class AgentRun:
         finish = "stop"
         try:
             with anyio.fail_after(max(0.1, self._remaining_wall())):
+                if approvals:
+                    await self._answer_approvals(messages, approvals)
                 finish = await self._loop(messages, new_from)
         except TimeoutError:
             await self._send(
@@ -322,8 +328,11 @@ class AgentRun:
                 return turn.finish_reason if turn.finish_reason in ("length", "content_filter") else "stop"
             builtin = [c for c in turn.calls if c.kind in ("builtin", "unknown")]
             client = [c for c in turn.calls if c.kind == "client"]
+            waiting = [c for c in builtin if c.kind == "builtin" and c.name in self._options.approval]
+            if waiting:
+                builtin = [c for c in builtin if c not in waiting]
             repeated = [c for c in builtin if (c.name, _canonical(c.arguments)) in self._seen_calls]
-            if repeated and not client:
+            if repeated and not client and not waiting:
                 await self._send(
                     self._steps.note("repeat", f"Stopped a repeated call of {repeated[0].name} with the same arguments; asking for the final answer.")
                 )
@@ -348,12 +357,44 @@ class AgentRun:
                 outcomes = await self._tools.run(builtin, self._step, self._remaining_wall)
                 for call, outcome in zip(builtin, outcomes, strict=True):
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
-            if client:
-                await self._pause(messages[new_from:], client)
+            if client or waiting:
+                for c in waiting:
+                    c.client_id = new_approval_request_id()
+                    text = f"Waiting for approval to call {c.name}."
+                    note = self._steps.note("approval_request", text, call_id=c.client_id, tool=c.name, arguments=c.arguments)
+                    await self._send(note)
+                await self._pause(messages[new_from:], [*client, *waiting], approvals=[c.client_id for c in waiting])
                 return "tool_calls"
             self._check_tokens()
 
-    async def _pause(self, new_messages: list[dict[str, Any]], client: list[Call]) -> None:
+    async def _answer_approvals(self, messages: list[dict[str, Any]], approvals: dict[str, str]) -> None:
+        """Run the calls the client approved (with the stored run's arguments); tell the model the others did not run."""
+        calls = [c for m in messages if m.get("role") == "assistant" for c in m.get("tool_calls") or () if isinstance(c, dict)]
+        functions = {c.get("id"): c.get("function") or {} for c in calls}
+        approved: list[tuple[int, Call]] = []
+        for position, message in enumerate(messages):
+            call_id = message.get("tool_call_id")
+            if message.get("role") != "tool" or call_id not in approvals:
+                continue
+            function = functions.get(call_id) or {}
+            name = str(function.get("name") or "")
+            answer = message.get("content")
+            if answer == APPROVED and name in self._offer.builtin_names:
+                approved.append((position, Call(call_id, name, str(function.get("arguments") or "{}"), "builtin", approvals[call_id])))
+            elif answer == APPROVED:
+                messages[position] = {**message, "content": f"error: {name} was approved, but this request does not offer it any more; it was not run."}
+            else:
+                reason = answer[len(DENIED) :].strip() if isinstance(answer, str) and answer.startswith(DENIED) else None
+                messages[position] = {**message, "content": denied_text(name, reason)}
+        if not approved:
+            return
+        self._step += 1
+        outcomes = await self._tools.run([call for _, call in approved], self._step, self._remaining_wall)
+        for (position, call), outcome in zip(approved, outcomes, strict=True):
+            self._seen_calls.add((call.name, _canonical(call.arguments)))
+            messages[position] = {"role": "tool", "tool_call_id": call.id, "content": outcome.content}
+
+    async def _pause(self, new_messages: list[dict[str, Any]], client: list[Call], *, approvals: list[str] | None = None) -> None:
         """Keep the run's new history until the client answers ``client`` (by the ids it was shown)."""
         await self._continuations.save(
             run_key=new_run_key(),
@@ -365,6 +406,8 @@ class AgentRun:
                 "sources": [{"url": x.url, "title": x.title, "snippet": x.snippet} for x in self._tools.sources],
                 # The client answers with our ids; the stored history (and the upstream) knows its own.
                 "ids": {c.client_id: c.id for c in client},
+                # Of those, the calls waiting for approval: run on resume if approved (agent/approvals.py).
+                "approvals": approvals or [],
             },
             ttl=self._options.continuation_ttl,
         )

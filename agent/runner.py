@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -31,7 +31,7 @@ from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
 from toolrelay.memory.scope import scope_for
-from toolrelay.tools.base import Source, ToolContext
+from toolrelay.tools.base import Source, Tool, ToolContext
 from toolrelay.tools.registry import ToolRegistry
 
 log = logging.getLogger("toolrelay.agent")
@@ -113,11 +113,12 @@ class AgentRunner:
             )
         return [n for n in enabled if n in requested]
 
-    async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int, list[Source]]:
+    async def restore(self, messages: list[dict[str, Any]], scope: str) -> tuple[list[dict[str, Any]], int, list[Source], dict[str, str]]:
         """Put back the built-in steps that preceded each client tool-call pause.
 
         Also returns the step count of the latest restored run, so ``max_steps``
-        spans the whole run rather than restarting after each pause.
+        spans the whole run rather than restarting after each pause, and the
+        restored calls that waited for approval (upstream id -> the client's id).
         """
         restored: list[dict[str, Any]] = []
         steps = 0
@@ -125,6 +126,7 @@ class AgentRunner:
         # Our call ids -> the upstream's, for the restored runs: the client's
         # tool results must answer the ids the stored history (and the upstream) used.
         upstream_ids: dict[str, str] = {}
+        approvals: dict[str, str] = {}
         for message in messages:
             if message.get("role") == "assistant" and message.get("tool_calls"):
                 ids = [c["id"] for c in message["tool_calls"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
@@ -138,11 +140,13 @@ class AgentRunner:
                     mapping = record.meta.get("ids")
                     if isinstance(mapping, dict):
                         upstream_ids.update({k: v for k, v in mapping.items() if k in ids and isinstance(v, str)})
+                        waited = record.meta.get("approvals") or ()
+                        approvals.update({upstream_ids[k]: k for k in waited if k in ids and k in upstream_ids})
                     continue
             elif message.get("role") == "tool" and message.get("tool_call_id") in upstream_ids:
                 message = {**message, "tool_call_id": upstream_ids[message["tool_call_id"]]}
             restored.append(message)
-        return restored, steps, sources
+        return restored, steps, sources, approvals
 
     def run(
         self,
@@ -155,11 +159,15 @@ class AgentRunner:
         check_step: StepCheck | None = None,
         report_usage: UsageReceiver | None = None,
         step_outputs: bool = False,
+        extra_tools: Sequence[Tool] = (),
+        approval: Collection[str] = (),
     ) -> AsyncGenerator[Event, None]:
         """The run's events. ``check_step(body, usage so far)`` is awaited before every model
         call and may raise (cost cap, budget); ``report_usage(usage, call in flight)`` gets
         the run's usage when it ends, however it ends (the client may have gone away);
-        ``step_outputs`` puts each tool's whole output in its ``tool_result`` record."""
+        ``step_outputs`` puts each tool's whole output in its ``tool_result`` record;
+        ``extra_tools`` join this run only (per-request MCP servers), and calls of the
+        tools named in ``approval`` wait for the client's approval (agent/approvals.py)."""
         if (payload.get("n") or 1) != 1:
             raise invalid_request("Agent models support only n=1.", param="n", code="invalid_value")
         options = _options(payload)
@@ -172,6 +180,10 @@ class AgentRunner:
             max_parallel_tools=settings.max_parallel_tools,
         )
         builtin_names = self.builtins_for(options, info.key_id)
+        registry = self.registry
+        if extra_tools:
+            registry = registry.with_tools(extra_tools)
+            builtin_names = [*builtin_names, *(t.name for t in extra_tools)]
         builtin_choice = self._builtin_choice(options, builtin_names)
         first_call: Hint | None = None
         if builtin_choice is None and _given(options.tool_choice) is None and route.tool_hints:
@@ -198,6 +210,8 @@ class AgentRunner:
             report_usage,
             first_call=first_call,
             step_outputs=step_outputs,
+            registry=registry,
+            approval=frozenset(approval),
         )
 
     def _recall_for(self, scope: str) -> Callable[[str], Awaitable[str | None]] | None:
@@ -248,7 +262,10 @@ class AgentRunner:
         *,
         first_call: Hint | None = None,
         step_outputs: bool = False,
+        registry: ToolRegistry | None = None,
+        approval: frozenset[str] = frozenset(),
     ) -> AsyncGenerator[Event, None]:
+        registry = registry or self.registry
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
         recall = self._recall_for(context.scope) if use_recall else None
         settings = self.settings
@@ -256,14 +273,14 @@ class AgentRunner:
         offer = ToolOffer.for_request(payload, builtin_names, builtin_choice)
         steps = StepLog(streaming=streaming, outputs=step_outputs)
         tools = ToolExecutor(
-            self.registry,
+            registry,
             context,
             taint=RunTaint(
                 TaintPolicy(
                     refuse_fetch_after_memory_read=settings.refuse_fetch_after_memory_read,
                     refuse_memory_writes_after_web=settings.refuse_memory_writes_after_web,
                 ),
-                tool_of=self.registry.get,
+                tool_of=registry.get,
             ),
             steps=steps,
             emit=queue.put,
@@ -274,7 +291,7 @@ class AgentRunner:
         run = AgentRun(
             route=route,
             offer=offer,
-            requests=RequestBuilder(payload, route.upstream_model, offer, self.registry.schemas(offer.builtin_names)),
+            requests=RequestBuilder(payload, route.upstream_model, offer, registry.schemas(offer.builtin_names)),
             tools=tools,
             steps=steps,
             options=RunOptions(
@@ -284,6 +301,7 @@ class AgentRunner:
                 system_prompt=settings.system_prompt,
                 continuation_ttl=settings.continuation_ttl_seconds,
                 first_call=(first_call.tool, first_call.arguments) if first_call is not None and first_call.arguments is not None else None,
+                approval=approval,
             ),
             continuations=self.continuations,
             tokens=self.tokens,
@@ -294,9 +312,9 @@ class AgentRunner:
 
         async def produce() -> None:
             try:
-                messages, steps_done, restored_sources = await self.restore(list(payload["messages"]), context.scope)
+                messages, steps_done, restored_sources, approvals = await self.restore(list(payload["messages"]), context.scope)
                 tools.sources.extend(restored_sources)
-                await run.execute(messages, steps_done=steps_done)
+                await run.execute(messages, steps_done=steps_done, approvals=approvals)
                 await queue.put(_END)
             except OpenAIError as err:
                 await queue.put(err)

@@ -57,10 +57,10 @@ class StepLog:
             return {}
         return {STEPS_FIELD: list(self.records)}
 
-    def tool_call(self, step: int, call_id: str, name: str, arguments: Any) -> ChoiceDelta:
+    def tool_call(self, step: int, call_id: str, name: str, arguments: Any, **extra: Any) -> ChoiceDelta:
         shown = orjson.dumps(arguments).decode() if not isinstance(arguments, str) else arguments
         return self._delta(
-            {"type": "tool_call", "step": step, "call_id": call_id, "tool": name, "arguments": arguments},
+            {"type": "tool_call", "step": step, "call_id": call_id, "tool": name, "arguments": arguments, **extra},
             f"Calling {name}({summarize(shown, 200)})\n",
         )
 

@@ -22,6 +22,7 @@ import time
 
 __all__ = [
     "MEMORY_ID_PREFIX",
+    "new_approval_request_id",
     "new_completion_id",
     "new_item_id",
     "new_key_id",
@@ -66,6 +67,11 @@ def new_tool_call_id() -> str:
 def new_repaired_tool_call_id() -> str:
     """``call_`` + 24 hex digits: for a whole upstream tool call that came without an id."""
     return "call_" + os.urandom(12).hex()
+
+
+def new_approval_request_id() -> str:
+    """``mcpr_`` + 24 URL-safe characters (144 random bits): a call waiting for the client's approval; it keys the paused run."""
+    return "mcpr_" + secrets.token_urlsafe(18)
 
 
 def new_run_key() -> str:

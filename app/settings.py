@@ -411,6 +411,21 @@ class McpSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_schema_bytes: PositiveInt = 64 * 1024
     max_schema_depth: PositiveInt = 32
     max_description_chars: PositiveInt = 4000
+    # Per-request servers ({"type": "mcp", "server_url": ...} in a Responses
+    # request, agent mode): a client makes toolrelay connect to a URL of its
+    # choice, so off unless the operator turns it on. The URL passes
+    # fetch_page's network guard: no loopback, private, link-local or metadata
+    # address unless one of these CIDRs (say "127.0.0.1/32") allows it.
+    allow_request_servers: bool = False
+    request_server_allow_networks: tuple[str, ...] = ()
+    # Connecting, the handshake and tools/list of one per-request server, together.
+    request_server_connect_timeout_seconds: PositiveFloat = 10.0
+    # Per-request servers one request may list.
+    max_request_servers: PositiveInt = 4
+
+    def _check(self) -> None:
+        for net in self.request_server_allow_networks:
+            ipaddress.ip_network(net)  # fail at startup, not at the first request
 
 
 # --------------------------------------------------------------------------- [auth], [limits], [pricing], [redis]

@@ -103,6 +103,15 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         self._validators[tool.name] = cls(tool.parameters)
 
+    def with_tools(self, tools: Iterable[Tool]) -> ToolRegistry:
+        """A registry for one run: these tools on top of this one's (same caps, same outcome hook)."""
+        overlay = ToolRegistry(max_output_chars=self.max_output_chars, default_timeout=self.default_timeout, on_outcome=self.on_outcome)
+        overlay._tools = dict(self._tools)
+        overlay._validators = dict(self._validators)
+        for tool in tools:
+            overlay.add(tool)
+        return overlay
+
     def remove(self, name: str) -> None:
         """Withdraw a tool (an MCP server re-listed its tools); a run holding its name gets ``unknown_tool``."""
         self._tools.pop(name, None)

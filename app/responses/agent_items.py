@@ -20,19 +20,24 @@ translated chat body); this module does no I/O. It decides three things:
   built-in an ``mcp_call`` with ``server_label: "toolrelay"``. Not a type of
   our own: the AI SDK's non-streamed response schema refuses any output item
   type it does not know, and the openai SDK reads one as a ``message`` with no
-  content, which the Agents SDK then fails to read as text.
+  content, which the Agents SDK then fails to read as text. An MCP server's
+  tool (configured or per-request) is an ``mcp_call`` with that server's label
+  and the server's own tool name; a call waiting for the client's approval an
+  ``mcp_approval_request`` (app/responses/mcp_items.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
 
 from toolrelay.app.errors import OpenAIError, invalid_request
+from toolrelay.app.events import Event
 from toolrelay.app.model_ids import split_agent_model
+from toolrelay.app.responses.mcp_items import MCP_ITEM_TYPES, McpEntry, approval_chat_items, parse_mcp_entry, redacted_entry
 from toolrelay.app.responses.stream import ResponseStreamWriter
 from toolrelay.app.responses.translate import ResponsesRequest, chat_payload, new_item_id, parse_request
 
@@ -59,7 +64,7 @@ HOSTED_BUILTINS: dict[str, tuple[str, ...]] = {
 }
 _STANDS_FOR_HOSTED = frozenset(name for names in HOSTED_BUILTINS.values() for name in names)
 #: Our server-side items, accepted back in ``input``.
-SERVER_ITEM_TYPES = frozenset({"web_search_call", "code_interpreter_call", "mcp_call"})
+SERVER_ITEM_TYPES = frozenset({"web_search_call", "code_interpreter_call", "mcp_call", *MCP_ITEM_TYPES})
 MCP_SERVER_LABEL = "toolrelay"
 #: Each python call runs in a fresh sandbox: no container persists between calls.
 CONTAINER_ID = "toolrelay-sandbox"
@@ -76,6 +81,8 @@ class AgentRequest:
     hosted: list[tuple[int, str]]
     #: ``agent_options`` of the body (the chat extension, for clients sending ``extra_body``).
     agent_options: dict[str, Any] | None
+    #: The ``mcp`` entries of ``tools`` (with their headers: never stored, never echoed).
+    mcp: list[McpEntry] = field(default_factory=list)
 
 
 def asks_for_agent(body: Any, default_model: str | None) -> bool:
@@ -89,6 +96,13 @@ def _server_item(raw: dict[str, Any], param: str) -> dict[str, Any]:
     item_id = raw.get("id")
     if item_id is not None and not isinstance(item_id, str):
         raise invalid_request(f"Invalid type for '{param}.id': expected a string.", param=f"{param}.id", code="invalid_type")
+    if raw["type"] == "mcp_approval_response":
+        if not isinstance(raw.get("approval_request_id"), str):
+            raise invalid_request(
+                f"Missing required parameter: '{param}.approval_request_id'.", param=f"{param}.approval_request_id", code="missing_required_parameter"
+            )
+        if not isinstance(raw.get("approve"), bool):
+            raise invalid_request(f"Invalid type for '{param}.approve': expected a boolean.", param=f"{param}.approve", code="invalid_type")
     return {**raw, "id": item_id or new_item_id(raw["type"][:2])}
 
 
@@ -109,6 +123,8 @@ def parse_agent_request(body: Any, default_model: str | None) -> AgentRequest:
         payload["input"] = entries
     tools: list[dict[str, Any]] = []
     hosted: list[tuple[int, str]] = []
+    mcp: list[McpEntry] = []
+    echoed: dict[int, dict[str, Any]] = {}
     functions: list[Any] = []
     positions: list[int] = []
     raw_tools = payload.get("tools")
@@ -117,7 +133,10 @@ def parse_agent_request(body: Any, default_model: str | None) -> AgentRequest:
             kind = cast("dict[str, Any]", entry).get("type") if isinstance(entry, dict) else None
             if isinstance(kind, str) and kind in HOSTED_BUILTINS:
                 hosted.append((position, kind))
-                tools.append(cast("dict[str, Any]", entry))
+                echoed[position] = cast("dict[str, Any]", entry)
+            elif kind == "mcp":
+                mcp.append(parse_mcp_entry(position, cast("dict[str, Any]", entry)))
+                echoed[position] = redacted_entry(cast("dict[str, Any]", entry))
             else:
                 functions.append(entry)
                 positions.append(position)
@@ -128,14 +147,14 @@ def parse_agent_request(body: Any, default_model: str | None) -> AgentRequest:
         raise _renumbered(err, positions) from None
     for position, item in server_items.items():
         params.items[position] = item
-    if hosted:
-        # The echo keeps the client's order: function tools as parsed, hosted entries as sent.
+    if echoed:
+        # The echo keeps the client's order: function tools as parsed, hosted and mcp entries as sent (headers redacted).
         parsed = iter(params.tools)
-        tools = [entry if any(p == position for p, _ in hosted) else next(parsed) for position, entry in enumerate(cast("list[Any]", raw_tools))]
+        tools = [echoed[position] if position in echoed else next(parsed) for position in range(len(cast("list[Any]", raw_tools)))]
     else:
         tools = params.tools
     options = payload.get("agent_options")
-    return AgentRequest(params, tools, hosted, cast("dict[str, Any]", options) if isinstance(options, dict) else None)
+    return AgentRequest(params, tools, hosted, cast("dict[str, Any]", options) if isinstance(options, dict) else None, mcp)
 
 
 def _renumbered(err: OpenAIError, positions: list[int]) -> OpenAIError:
@@ -167,13 +186,37 @@ def builtins_for_hosted(hosted: Sequence[tuple[int, str]], enabled: Sequence[str
     return [n for n in enabled if n in wanted or n not in _STANDS_FOR_HOSTED]
 
 
-def agent_chat_payload(request: AgentRequest, history: list[dict[str, Any]], enabled_builtins: Sequence[str]) -> dict[str, Any]:
-    """The chat body the agent runs on: the translated conversation, the client's functions, the built-ins chosen."""
-    payload = chat_payload(request.params, history)
+def agent_chat_payload(
+    request: AgentRequest,
+    history: list[dict[str, Any]],
+    enabled_builtins: Sequence[str],
+    *,
+    mcp_names: Mapping[tuple[str, str], str] | None = None,
+    mcp_selected: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The chat body the agent runs on: the translated conversation, the client's functions, the built-ins chosen.
+
+    ``mcp_names`` maps (server label, tool) to the model's name for approval
+    items; ``mcp_selected``, when the request listed configured MCP servers,
+    the names of their tools (the only configured servers' tools offered).
+    """
+    params = request.params
+    if mcp_names is not None or any(item.get("type") in MCP_ITEM_TYPES for item in (*history, *params.items)):
+        names = dict(mcp_names or {})
+        items = params.items
+        params.items = approval_chat_items(items, names)
+        try:
+            payload = chat_payload(params, approval_chat_items(history, names))
+        finally:
+            params.items = items
+    else:
+        payload = chat_payload(params, history)
     # From here on the echo: hosted entries are no chat tools.
     request.params.tools = request.tools
     options = dict(request.agent_options or {})
     selected = builtins_for_hosted(request.hosted, enabled_builtins)
+    if mcp_selected is not None:
+        selected = [*(selected if selected is not None else enabled_builtins), *mcp_selected]
     if selected is not None and "builtin_tools" not in options:
         options["builtin_tools"] = selected
     if options:
@@ -214,10 +257,22 @@ class AgentStreamWriter(ResponseStreamWriter):
     is read once, by its ``index`` (a stream repeats every record at its end).
     """
 
-    __slots__ = ("_tool_items", "_last_record", "_sent", "_starts", "_annotations")
+    __slots__ = ("_tool_items", "_last_record", "_sent", "_starts", "_annotations", "_mcp_tools", "_listings")
 
-    def __init__(self, request: ResponsesRequest, response_id: str, created_at: int) -> None:
+    def __init__(
+        self,
+        request: ResponsesRequest,
+        response_id: str,
+        created_at: int,
+        *,
+        mcp_tools: Mapping[str, tuple[str, str]] | None = None,
+        listings: Sequence[dict[str, Any]] = (),
+    ) -> None:
         super().__init__(request, response_id, created_at)
+        # The model's name of each MCP tool -> (server label, the server's own tool name).
+        self._mcp_tools = mcp_tools or {}
+        # mcp_list_tools items, the first of the output (as OpenAI sends them).
+        self._listings = listings
         self._tool_items: dict[str, _ToolItem] = {}
         self._last_record = -1
         # Characters of answer text so far, and where each message item's text starts in them:
@@ -250,6 +305,32 @@ class AgentStreamWriter(ResponseStreamWriter):
         self._sent += len(content)
         return chunk
 
+    def start(self) -> bytes:
+        out = [super().start()]
+        self._list(out)
+        return b"".join(out)
+
+    def feed(self, event: Event) -> bytes:
+        if self._listings:
+            # A non-streamed response never calls start(): the listings still come first.
+            out: list[bytes] = []
+            self._list(out)
+            return b"".join(out) + super().feed(event)
+        return super().feed(event)
+
+    def _list(self, out: list[bytes]) -> None:
+        listings, self._listings = self._listings, ()
+        for listing in listings:
+            index = len(self.output)
+            item = dict(listing)
+            self.output.append(item)
+            where = {"item_id": item["id"], "output_index": index}
+            self._event(out, "response.output_item.added", {"output_index": index, "item": {**item, "tools": []}})
+            self._event(out, "response.mcp_list_tools.in_progress", dict(where))
+            failed = item.get("error") is not None
+            self._event(out, "response.mcp_list_tools.failed" if failed else "response.mcp_list_tools.completed", dict(where))
+            self._event(out, "response.output_item.done", {"output_index": index, "item": item})
+
     # ------------------------------------------------------------------ built-in calls
 
     def _record(self, out: list[bytes], record: dict[str, Any]) -> None:
@@ -262,6 +343,8 @@ class AgentStreamWriter(ResponseStreamWriter):
             self._open_tool(out, record)
         elif kind == "tool_result":
             self._close_tool(out, record)
+        elif kind == "approval_request":
+            self._approval_request(out, record)
         # `limit` and `repeat` notes: the response's status says a run was cut.
 
     def _open_tool(self, out: list[bytes], record: dict[str, Any]) -> None:
@@ -283,16 +366,20 @@ class AgentStreamWriter(ResponseStreamWriter):
                 "outputs": None,
             }
         else:
+            label, name = self._mcp_tools.get(tool, (MCP_SERVER_LABEL, tool))
             item = {
                 "id": new_item_id("mcp"),
                 "type": "mcp_call",
                 "status": "in_progress",
-                "server_label": MCP_SERVER_LABEL,
-                "name": tool,
+                "server_label": label,
+                "name": name,
                 "arguments": "",
                 "output": None,
                 "error": None,
             }
+            approval = record.get("approval_request_id")
+            if isinstance(approval, str):
+                item["approval_request_id"] = approval
         self.output.append(item)
         opened = self._tool_items[str(record.get("call_id"))] = _ToolItem(index, item["id"], kind, tool, arguments)
         where = {"item_id": opened.item_id, "output_index": index}
@@ -311,6 +398,24 @@ class AgentStreamWriter(ResponseStreamWriter):
         else:
             self._event(out, "response.web_search_call.in_progress", dict(where))
             self._event(out, "response.web_search_call.searching", dict(where))
+
+    def _approval_request(self, out: list[bytes], record: dict[str, Any]) -> None:
+        """A call the run paused on until the client approves it: an ``mcp_approval_request`` item, whole at once."""
+        self._close_text(out)
+        self._close_reasoning(out)
+        tool = str(record.get("tool") or "")
+        label, name = self._mcp_tools.get(tool, (MCP_SERVER_LABEL, tool))
+        item = {
+            "id": str(record.get("call_id")),
+            "type": "mcp_approval_request",
+            "server_label": label,
+            "name": name,
+            "arguments": _arguments_text(record.get("arguments") or "{}"),
+        }
+        index = len(self.output)
+        self.output.append(item)
+        self._event(out, "response.output_item.added", {"output_index": index, "item": item})
+        self._event(out, "response.output_item.done", {"output_index": index, "item": item})
 
     @staticmethod
     def _web_action(kind: str, arguments: Any, sources: Any) -> dict[str, Any]:

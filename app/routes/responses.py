@@ -45,6 +45,7 @@ from toolrelay.app.guards import metered_key_guard, rate_limit_headers
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.model_ids import canonical_model_id, split_agent_model
+from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.responses import (
     CUT_SHORT,
@@ -61,7 +62,6 @@ from toolrelay.app.responses import (
     response_object,
     response_scope,
 )
-from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.responses.agent_items import AgentStreamWriter, agent_chat_payload, asks_for_agent, parse_agent_request
 from toolrelay.app.responses.mcp_servers import McpRun, RequestMcp
 from toolrelay.app.responses.passthrough import NativeResponses

@@ -7,15 +7,26 @@ forwards the call and translates the result.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
+import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from toolrelay.tools.base import ToolContext, ToolResult
-from toolrelay.tools.mcp.connection import McpConnection, McpUnavailableError
+from toolrelay.tools.mcp.connection import McpUnavailableError
+from toolrelay.tools.mcp.request_server import RequestServerError
 from toolrelay.tools.mcp.results import tool_result
 
-__all__ = ["McpTool"]
+__all__ = ["McpTool", "ToolServer"]
+
+
+class ToolServer(Protocol):
+    """What runs the calls: a configured server's supervised connection or a per-request server."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> types.CallToolResult: ...
 
 
 class McpTool:
@@ -23,7 +34,7 @@ class McpTool:
 
     def __init__(
         self,
-        connection: McpConnection,
+        connection: ToolServer,
         *,
         name: str,
         remote_name: str,
@@ -51,7 +62,7 @@ class McpTool:
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         try:
             result = await self._connection.call(self.remote_name, arguments)
-        except McpUnavailableError as exc:
+        except (McpUnavailableError, RequestServerError) as exc:
             return ToolResult.error(str(exc), server=self.server)
         except MCPError as exc:
             return ToolResult.error(f"MCP server {self.server!r} refused the call: {exc.error.message[:500]}", server=self.server)
