@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,28 @@ class StoredResponse:
     context: list[dict[str, Any]]
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Saves that commit together; every saver waits for the one commit."""
+
+    rows: list[tuple[str, StoredResponse, int | None]]
+    done: anyio.Event
+    error: BaseException | None = None
+    # Per row: what stopped that row alone (it could not be serialized); the others were saved.
+    errors: list[Exception | None] = field(default_factory=lambda: [])
+
+
 class ResponseStore:
+    """Stored responses; saves are group-committed.
+
+    A save returns once its row is committed (a client that retrieves a
+    response right after it was answered finds it, on any worker). Saves that
+    arrive while a commit is under way join the next one: one thread hop and
+    one transaction for the lot. Measured on this 2-core machine at
+    concurrency 16: a transaction and a thread hop per save cost 0.9 ms of CPU
+    per request.
+    """
+
     def __init__(self, path: Path, *, retention_days: float, max_per_key: int = 10_000, max_bytes_per_key: int = 256 * 1024 * 1024) -> None:
         self._conn = connect(path)
         migrate(self._conn, [script_step(_SCHEMA), script_step(_SIZES), script_step(_OWNERS), script_step(_TOTALS_AND_ITEMS)], name=str(path))
@@ -133,10 +154,36 @@ class ResponseStore:
         self._lock = threading.Lock()
         self._retention = retention_days * 86400.0
         self._swept = 0.0
+        self._open: _Batch | None = None  # the batch new saves join
+        self._committing = anyio.Lock()
 
     async def save(self, scope: str, stored: StoredResponse, *, running: bool = False) -> None:
-        """Insert or replace; ``running``: a background response this process is still making."""
-        await anyio.to_thread.run_sync(self._save, scope, stored, os.getpid() if running else None)
+        """Insert or replace, committed when this returns; ``running``: a background response this process is still making."""
+        row = (scope, stored, os.getpid() if running else None)
+        batch = self._open
+        if batch is not None:
+            position = len(batch.rows)
+            batch.rows.append(row)
+            await batch.done.wait()
+        else:
+            position = 0
+            batch = self._open = _Batch([row], anyio.Event())
+            # The first saver commits the batch; shielded, so the others are not left waiting if it is cancelled.
+            with anyio.CancelScope(shield=True):
+                async with self._committing:
+                    self._open = None  # saves from now on form the next batch
+                    try:
+                        batch.errors = await anyio.to_thread.run_sync(self._save_all, batch.rows)
+                    except BaseException as exc:  # the transaction failed: every saver of the batch raises it
+                        batch.error = exc
+                        raise
+                    finally:
+                        batch.done.set()
+        if batch.error is not None:
+            raise batch.error
+        own = batch.errors[position]
+        if own is not None:
+            raise own
 
     async def fail_abandoned(self, error: dict[str, Any]) -> int:
         """Mark ``failed`` (with ``error``) the running rows whose process is gone; how many."""
@@ -159,17 +206,34 @@ class ResponseStore:
     # ------------------------------------------------------------------ blocking side
 
     def _save(self, scope: str, stored: StoredResponse, owner_pid: int | None = None) -> None:
-        response = stored.response
-        blobs = (orjson.dumps(response), orjson.dumps(stored.input_items), orjson.dumps(stored.context))
-        row = (scope, response["id"], int(response["created_at"]), *blobs, sum(len(b) for b in blobs), owner_pid)
-        response_id = response["id"]
-        items = [*stored.input_items, *(response.get("output") or ())]
-        item_ids = {item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
+        errors = self._save_all([(scope, stored, owner_pid)])
+        if errors[0] is not None:
+            raise errors[0]
+
+    def _save_all(self, rows: list[tuple[str, StoredResponse, int | None]]) -> list[Exception | None]:
+        """Write ``rows`` in one transaction; per row, the error that kept it out (one bad row spoils no other)."""
+        encoded: list[tuple[Any, ...] | None] = []
+        errors: list[Exception | None] = []
+        for scope, stored, owner_pid in rows:
+            try:
+                encoded.append(_encode(scope, stored, owner_pid))
+                errors.append(None)
+            except (TypeError, ValueError, KeyError) as exc:  # content orjson cannot write (an integer past 64 bits)
+                encoded.append(None)
+                errors.append(exc)
         with self._lock, transaction(self._conn):
-            self._conn.execute(_UPSERT, row)
-            self._conn.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)", [(scope, item_id, response_id) for item_id in item_ids])
-            self._evict(scope)
+            for (scope, stored, _), values in zip(rows, encoded, strict=True):
+                if values is None:
+                    continue
+                self._conn.execute(_UPSERT, values)
+                response_id = values[1]
+                items = [*stored.input_items, *(stored.response.get("output") or ())]
+                item_ids = {item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
+                self._conn.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)", [(scope, item_id, response_id) for item_id in item_ids])
+            for scope in {scope for scope, _, _ in rows}:
+                self._evict(scope)
             self._sweep()
+        return errors
 
     def _evict(self, scope: str) -> None:
         """Keep one key's stored responses within the count and byte caps, dropping its oldest."""
@@ -254,6 +318,12 @@ class ResponseStore:
         with self._lock:
             cursor: sqlite3.Cursor = self._conn.execute("DELETE FROM responses WHERE scope = ? AND id = ?", (scope, response_id))
             return cursor.rowcount > 0
+
+
+def _encode(scope: str, stored: StoredResponse, owner_pid: int | None) -> tuple[Any, ...]:
+    response = stored.response
+    blobs = (orjson.dumps(response), orjson.dumps(stored.input_items), orjson.dumps(stored.context))
+    return (scope, response["id"], int(response["created_at"]), *blobs, sum(len(b) for b in blobs), owner_pid)
 
 
 def _alive(pid: int) -> bool:

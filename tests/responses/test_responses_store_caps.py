@@ -34,3 +34,43 @@ def test_oldest_responses_of_a_key_are_evicted_beyond_the_byte_cap(tmp_path: Pat
     total = store._conn.execute("SELECT SUM(size) FROM responses WHERE scope = 'k:a'").fetchone()[0]
     assert total <= 10_000
     store.close()
+
+
+def test_concurrent_saves_commit_together_and_one_bad_row_spoils_no_other(tmp_path: Path) -> None:
+    """Group commit: saves that overlap share a transaction, each returns once its row is readable."""
+    import anyio
+
+    store = ResponseStore(tmp_path / "responses.db", retention_days=30)
+    commits: list[int] = []
+    save_all = store._save_all
+
+    def counting(rows: list[tuple[str, StoredResponse, int | None]]) -> list[Exception | None]:
+        commits.append(len(rows))
+        return save_all(rows)
+
+    store._save_all = counting  # type: ignore[method-assign]
+    now = int(time.time())
+    outcomes: dict[str, str] = {}
+
+    async def save(i: int) -> None:
+        stored = _stored(f"resp_{i}", now)
+        if i == 7:
+            stored.input_items.append({"type": "message", "content": 2**70})  # orjson cannot write it
+        try:
+            await store.save("k:a", stored)
+        except TypeError:
+            outcomes[f"resp_{i}"] = "refused"
+            return
+        # Committed when save returns: readable at once.
+        outcomes[f"resp_{i}"] = "stored" if store._get("k:a", f"resp_{i}") is not None else "missing"
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for i in range(40):
+                group.start_soon(save, i)
+
+    anyio.run(main)
+    assert outcomes.pop("resp_7") == "refused"
+    assert set(outcomes.values()) == {"stored"} and len(outcomes) == 39
+    assert sum(commits) == 40 and len(commits) < 40, commits  # overlapping saves shared commits
+    store.close()
