@@ -34,6 +34,7 @@ from fakes.server import RunningServer  # noqa: E402
 from fakes.upstream import FakeUpstream, Reply  # noqa: E402
 
 from .helpers import parse_event_stream, strict_response  # noqa: E402
+from .schema import check_stream, parse_stream, validate_response  # noqa: E402
 
 MODEL = "agent:fake-model"
 PAGE = "/docs/widget"
@@ -124,6 +125,9 @@ def test_streamed_events_in_order(fake: FakeUpstream, http: httpx.Client, site: 
     with http.stream("POST", "/v1/responses", json={"model": MODEL, "input": "What is the widget code?", "stream": True}) as reply:
         reply.read()
     assert reply.status_code == 200, reply.text
+    # Against OpenAI's published schema: every event, the order rules, the final output.
+    final_response = check_stream(parse_stream(reply.content))
+    validate_response(final_response)
     events = parse_event_stream(reply)  # strict against the SDK's models, sequence numbers 0, 1, 2, ...
     kinds = [event.type for event in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
