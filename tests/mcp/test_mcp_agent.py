@@ -15,7 +15,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import SECRET, TOOL_TIMEOUT
+from mcp_support import SECRET, TOOL_TIMEOUT
 
 from fakes.clients import rest, sdk
 from fakes.server import RunningServer

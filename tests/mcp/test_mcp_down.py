@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import mcp_section
+from mcp_support import mcp_section
 from test_mcp_agent import ask, results, script, steps
 
 from fakes.clients import rest, sdk

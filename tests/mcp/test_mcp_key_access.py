@@ -17,9 +17,9 @@ import httpx2
 import mcp_types as types
 import openai
 import pytest
-from conftest import SERVER_SCRIPT
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp_support import SERVER_SCRIPT
 
 from fakes.admin import ADMIN_KEY, Admin
 from fakes.clients import sdk

@@ -10,21 +10,20 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp_session_support import SessionFactory
 
 from fakes.admin import ADMIN_KEY, Admin
 from fakes.relays import e2e_tree, start_relay
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
-
-SessionFactory = Callable[[str | None], AbstractAsyncContextManager[ClientSession]]
 
 
 @pytest.fixture(scope="module")

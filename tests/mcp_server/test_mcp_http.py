@@ -9,8 +9,8 @@ import secrets
 import httpx
 import mcp_types as types
 import pytest
-from conftest import SessionFactory
 from mcp import MCPError
+from mcp_session_support import SessionFactory
 
 from fakes.admin import Admin
 from fakes.server import RunningServer
