@@ -21,6 +21,7 @@ from toolrelay.app.errors import invalid_request
 from toolrelay.app.gate import Gate
 from toolrelay.app.metrics import Metrics
 from toolrelay.app.private_files import secure_dir
+from toolrelay.app.providers.anthropic import AnthropicProvider
 from toolrelay.app.providers.base import Provider
 from toolrelay.app.providers.local import LocalProvider
 from toolrelay.app.providers.openai import OpenAIProvider
@@ -38,6 +39,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     for name, upstream in settings.upstreams.items():
         if upstream.kind == "local":
             providers[name] = LocalProvider(name, upstream)
+        elif upstream.kind == "anthropic":
+            providers[name] = AnthropicProvider(name, upstream, resolve_api_key(upstream))
         else:
             providers[name] = OpenAIProvider(name, upstream, resolve_api_key(upstream))
     return providers

@@ -113,7 +113,7 @@ ResponsesAPI = Literal["translate", "native", "auto"]
 
 
 class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    kind: Literal["openai", "local"] = "openai"
+    kind: Literal["openai", "local", "anthropic"] = "openai"
     base_url: str = ""
     api_key: str | None = None
     api_key_env: str | None = None
@@ -133,6 +133,8 @@ class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     # Keyword rules pick the first tool for models too small to choose (default: on for kind "local").
     tool_hints: bool | None = None
     context_window: PositiveInt | None = None
+    # kind = "anthropic": max_tokens sent when the client set none (the Messages API requires one).
+    default_max_tokens: PositiveInt = 4096
     # /v1/responses: "native" passes requests through to the upstream's /responses,
     # "translate" sends them as chat, "auto" probes /responses once (kind "local": always translate).
     responses_api: ResponsesAPI = "translate"

@@ -2,7 +2,7 @@
 
 Lookup order for a route: the ``[pricing.models]`` table (exact id, then the
 longest matching ``*`` pattern) by the served id, then by the upstream's model
-name; then, for ``openai``-kind upstreams, the built-in table below by
+name; then, for ``openai`` and ``anthropic`` upstreams, the built-in table below by
 longest prefix (so dated snapshots like ``gpt-4o-2024-08-06`` price as
 ``gpt-4o``); then ``[pricing.default]``. A ``local`` upstream is free unless
 listed explicitly. Costs are kept as integer nano-dollars so sums over
@@ -43,6 +43,21 @@ BUILTIN_PRICES: dict[str, tuple[float, float, float | None]] = {
     "o3-mini": (1.10, 4.40, 0.55),
     "o3-pro": (20.00, 80.00, None),
     "o4-mini": (1.10, 4.40, 0.275),
+    # Anthropic list prices (platform.claude.com/docs/en/about-claude/pricing, read 2026):
+    # base input, output, cache hits. Cache writes (1.25x input for 5 minutes) are
+    # priced as plain input, which this table has no column for.
+    "claude-opus-4-6": (5.00, 25.00, 0.50),
+    "claude-opus-4-5": (5.00, 25.00, 0.50),
+    "claude-opus-4-1": (15.00, 75.00, 1.50),
+    "claude-opus-4": (15.00, 75.00, 1.50),
+    "claude-sonnet-4-6": (3.00, 15.00, 0.30),
+    "claude-sonnet-4-5": (3.00, 15.00, 0.30),
+    "claude-sonnet-4": (3.00, 15.00, 0.30),
+    "claude-3-7-sonnet": (3.00, 15.00, 0.30),
+    "claude-haiku-4-5": (1.00, 5.00, 0.10),
+    "claude-3-5-haiku": (0.80, 4.00, 0.08),
+    "claude-3-opus": (15.00, 75.00, 1.50),
+    "claude-3-haiku": (0.25, 1.25, 0.03),
 }
 
 FREE = ModelPrice()

@@ -1,0 +1,122 @@
+"""Anthropic's Messages API as an upstream (``kind = "anthropic"``).
+
+The transport only: the aiohttp session, timeouts and connection handling
+are :class:`~toolrelay.app.providers.openai.OpenAIProvider`'s own (one
+transport for every upstream kind); the wire lives in the pure modules
+:mod:`~toolrelay.app.providers.anthropic_request` (chat body to Messages
+body) and :mod:`~toolrelay.app.providers.anthropic_reply` (Messages replies
+and errors to events). The Messages API has no embeddings, legacy
+completions or Responses endpoint, so :meth:`AnthropicProvider.forward`
+refuses with the 400 every upstream without the endpoint gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from toolrelay.app.config import UpstreamSettings
+from toolrelay.app.errors import upstream_timeout, upstream_unreachable
+from toolrelay.app.events import Event, Failure
+from toolrelay.app.providers.anthropic_reply import MessagesStreamReader, events_from_message, map_anthropic_error
+from toolrelay.app.providers.anthropic_request import messages_request
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
+from toolrelay.app.providers.forward import unsupported_endpoint
+from toolrelay.app.providers.openai import OpenAIProvider
+
+__all__ = ["ANTHROPIC_BASE_URL", "ANTHROPIC_VERSION", "AnthropicProvider"]
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+#: The API version every request names (the one Anthropic's SDKs send); override with ``headers``.
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class AnthropicProvider(OpenAIProvider):
+    """An upstream that speaks Anthropic's Messages API (``POST /v1/messages``)."""
+
+    kind = "anthropic"
+
+    def __init__(self, name: str, settings: UpstreamSettings, api_key: str | None) -> None:
+        super().__init__(name, settings, None)
+        self.base_url = (settings.base_url or ANTHROPIC_BASE_URL).rstrip("/")
+        self._messages_url = self.base_url + "/v1/messages"
+        self._default_max_tokens = settings.default_max_tokens
+        headers = {"content-type": "application/json", "accept": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        # The session is made in start() from these; the operator's `headers` win (a newer version, a beta flag).
+        self._headers = {**headers, **settings.headers}
+
+    async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
+        body = messages_request(call.body, default_max_tokens=self._default_max_tokens)
+        response = await self._post(self._messages_url, body, call.stream)
+        finished = False
+        try:
+            if response.status >= 400:
+                try:
+                    raw = await response.read()
+                except (TimeoutError, aiohttp.ClientError):
+                    raw = b""
+                raise map_anthropic_error(response.status, raw, response.headers, self.name)
+            if not call.stream or response.content_type == "application/json":
+                try:
+                    raw = await response.read()
+                except (TimeoutError, aiohttp.ServerTimeoutError):
+                    raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
+                except aiohttp.ClientError as exc:
+                    raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
+                for event in events_from_message(raw, self.name):
+                    yield event
+                finished = True
+                return
+            async for event in self._read_stream(response):
+                yield event
+            finished = True
+        finally:
+            if finished:
+                response.release()
+            else:
+                response.close()  # the upstream learns the client left
+
+    async def _read_stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        reader = MessagesStreamReader(self.name)
+        try:
+            async for raw in response.content.iter_any():
+                for event in reader.feed(raw):
+                    yield event
+                if reader.failed:
+                    return
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            yield Failure(upstream_timeout(f"'{self.name}' stopped sending its stream"))
+            return
+        except aiohttp.ClientError as exc:
+            yield Failure(upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})"))
+            return
+        for event in reader.end():
+            yield event
+
+    async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
+        raise unsupported_endpoint(call.model, call.endpoint, f"its upstream '{self.name}' speaks Anthropic's Messages API, which has no such endpoint.")
+        yield b""  # pragma: no cover - makes this an async generator, as the protocol says
+
+    async def health(self) -> Health:
+        try:
+            async with self.session.get(self.base_url + "/v1/models", timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status < 400:
+                    return Health(self.name, self.kind, True, "reachable")
+                if response.status in (401, 403):
+                    return Health(self.name, self.kind, False, f"reachable, but it rejected the API key (HTTP {response.status})")
+                return Health(self.name, self.kind, False, f"degraded: HTTP {response.status}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return Health(self.name, self.kind, False, f"unreachable: {type(exc).__name__}")
+
+    async def list_models(self) -> list[str]:
+        # One page of up to 1000 (the API's maximum) holds every Claude model.
+        async with self.session.get(self.base_url + "/v1/models", params={"limit": "1000"}, timeout=aiohttp.ClientTimeout(total=10)) as response:
+            if response.status >= 400:
+                return []
+            payload = orjson.loads(await response.read())
+        data = payload.get("data") if isinstance(payload, dict) else None
+        return [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
