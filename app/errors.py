@@ -86,6 +86,15 @@ def upstream_unreachable(detail: str) -> OpenAIError:
     return OpenAIError(502, f"The upstream provider could not be reached: {detail}", type="upstream_error", code="upstream_connection_error")
 
 
+class UpstreamDisconnected(OpenAIError):
+    """The upstream dropped the connection after the request was sent: it may have processed (and
+    billed) it, so failover does not retry it unless the operator allows it. The client sees the same 502."""
+
+
+def upstream_disconnected(detail: str) -> UpstreamDisconnected:
+    return UpstreamDisconnected(502, f"The upstream provider could not be reached: {detail}", type="upstream_error", code="upstream_connection_error")
+
+
 def upstream_timeout(detail: str = "the upstream provider did not answer in time") -> OpenAIError:
     return OpenAIError(504, f"Upstream timeout: {detail}", type="timeout_error", code="upstream_timeout")
 

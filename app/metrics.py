@@ -45,6 +45,12 @@ class Metrics:
         self.latency_sums: dict[str, float] = defaultdict(float)
         self.tool_calls: dict[tuple[str, str], int] = defaultdict(int)
         self.tool_seconds: dict[str, float] = defaultdict(float)
+        # Labelled series kept by their owners (the failover router's attempts and breaker states).
+        self._line_sources: list[Callable[[], list[str]]] = []
+
+    def add_lines(self, source: Callable[[], list[str]]) -> None:
+        """Render ``source()``'s exposition lines (with their HELP/TYPE) in every scrape."""
+        self._line_sources.append(source)
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -126,4 +132,6 @@ class Metrics:
         ]
         for name, value in (extra_gauges or {}).items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        for source in self._line_sources:
+            lines += source()
         return "\n".join(lines) + "\n"

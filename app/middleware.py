@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,7 +40,22 @@ error_log = logging.getLogger("toolrelay.error")
 class RequestInfo:
     """What the handlers learn about a request, for the gate's release, the access log and the usage ledger."""
 
-    __slots__ = ("ending", "error_code", "key_id", "metered", "mode", "model", "request_id", "started", "status", "ticket", "upstream", "usage")
+    __slots__ = (
+        "deployment",
+        "ending",
+        "error_code",
+        "key_id",
+        "metered",
+        "mode",
+        "model",
+        "request_id",
+        "served_model",
+        "started",
+        "status",
+        "ticket",
+        "upstream",
+        "usage",
+    )
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
@@ -49,6 +65,10 @@ class RequestInfo:
         self.status = 0
         self.key_id: str | None = None
         self.upstream: str | None = None
+        # Set by the failover router (app/providers/routing/) when a deployment answered: the
+        # model and deployment named in x-toolrelay-model / x-toolrelay-deployment.
+        self.served_model: str | None = None
+        self.deployment: str | None = None
         self.error_code: str | None = None
         # Set by a handler whose requests the gate books (released at the end, refused ones too).
         self.metered = False
@@ -86,6 +106,11 @@ class RequestInfo:
     def completion_tokens(self) -> int | None:
         usage = self.usage
         return None if usage is None else usage.completion_tokens
+
+
+#: The HTTP request this task serves, for code far from the handler that must note something on it
+#: (the failover router: which deployment answered). Each request runs in its own task (context).
+current_request: ContextVar[RequestInfo | None] = ContextVar("toolrelay_current_request", default=None)
 
 
 def request_info(scope: Mapping[str, Any]) -> RequestInfo:
@@ -141,11 +166,15 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             if kind == "http.response.start":
                 started = True
                 info.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                if info.deployment is None:
+                    message["headers"] = [*message.get("headers", ()), id_header]
+                else:
+                    message["headers"] = [*message.get("headers", ()), id_header, *_served_headers(info)]
             elif kind == "http.response.body" and not message.get("more_body") and info.metered and not released:
                 await release()
             await send(message)
 
+        current_request.set(info)
         try:
             refusal = guard.check(scope) if guard is not None else None
             if refusal is None:
@@ -170,6 +199,14 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
                 _log(scope, info)
 
     return toolrelay_asgi
+
+
+def _served_headers(info: RequestInfo) -> tuple[tuple[bytes, bytes], ...]:
+    # Names from the configuration (latin-1 safe header values), never the client's text.
+    return (
+        (b"x-toolrelay-model", (info.served_model or "").encode("latin-1", "replace")),
+        (b"x-toolrelay-deployment", (info.deployment or "").encode("latin-1", "replace")),
+    )
 
 
 # Client-controlled text in the access line is bounded and made single-line:

@@ -66,17 +66,22 @@ class Services:
         self.tokens = TokenCounter(
             cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars
         )
-        self.router = ModelRouter(settings, build_providers(settings))
+        self.router = ModelRouter(settings, build_providers(settings), tokens=self.tokens)
         self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth)
         self.agent = None
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
         self.started_at = int(time.time())
         self._closers: list[Hook] = []
         self._starters: list[Hook] = []
+        routing = self.router.routing
+        if routing.deployments():
+            self.metrics.add_lines(routing.metric_lines)
         self._ready_extras: dict[str, ReadyExtra] = {}
 
     async def start(self) -> None:
         secure_dir(self.data_dir)
+        if routing.deployments():
+            self.set_ready_extra("routing", routing.ready)
         # Unpack the offline vocabularies now (cheap: files only); they load on first use.
         await anyio.to_thread.run_sync(self.tokens.install)
         async with anyio.create_task_group() as tg:
@@ -86,6 +91,7 @@ class Services:
         await self.gate.start()
         for starter in self._starters:
             await starter()
+        await self.router.routing.start()
 
     def on_start(self, starter: Hook) -> None:
         """Run ``starter`` (async, no arguments) after the core is up, in registration order."""
@@ -101,6 +107,7 @@ class Services:
         for provider in self.router.providers.values():
             await provider.close()
 
+        await self.router.routing.close()
     def on_close(self, closer: Hook) -> None:
         self._closers.append(closer)
 

@@ -146,12 +146,48 @@ class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields
     system_prompt: str = DEFAULT_LOCAL_SYSTEM_PROMPT
 
 
+# How a model with several deployments picks one for an attempt (app/providers/routing/strategy.py).
+RoutingStrategy = Literal["weighted", "least_busy", "latency", "priority"]
+
+
+class DeploymentSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One upstream serving a model: an entry of ``[models."<id>"] deployments``."""
+
+    upstream: str
+    # The model's name at that upstream; default: the served id.
+    model: str | None = None
+    # The name in logs, metrics, /ready and x-toolrelay-deployment; default: the upstream's
+    # name (with "#<n>" when the same upstream appears twice).
+    name: str | None = None
+    # Share of the traffic under strategy "weighted", relative to the tier's other deployments.
+    weight: PositiveFloat = 1.0
+    # Tier: lower tiers are used first; a higher one only when every deployment below is unavailable.
+    priority: NonNegativeInt = 0
+    # Capacity at that upstream, per minute and per server process (0: unbounded); a
+    # deployment at its capacity is skipped while another one has room.
+    rpm: NonNegativeInt = 0
+    tpm: NonNegativeInt = 0
+
+
 class ModelSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-model overrides, keyed by the served model id."""
 
     tool_calling: ToolCalling | None = None
     tool_hints: bool | None = None
     context_window: PositiveInt | None = None
+    # Several upstreams behind one id, with failover (docs/configuration.md#routing).
+    # Empty: the upstream whose ``models`` lists the id, as before.
+    deployments: list[DeploymentSettings] = []
+    strategy: RoutingStrategy = "weighted"
+    # Served ids tried in order when every deployment of this one failed.
+    fallbacks: list[str] = []
+    # Served ids with larger windows, tried in order for a request too large for this one.
+    context_fallbacks: list[str] = []
+
+    def _check(self) -> None:
+        names = [d.name for d in self.deployments if d.name]
+        if len(names) != len(set(names)):
+            raise ValueError("deployment names of a model must be unique")
 
 
 # --------------------------------------------------------------------------- [agent]
@@ -519,6 +555,30 @@ class RedisSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError("redis.url must start with redis://, rediss:// or unix://")
 
 
+# --------------------------------------------------------------------------- [routing]
+
+
+class RoutingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retries, cooldowns and circuit breakers of models with deployments or fallbacks."""
+
+    # Attempts per model (the one asked for, then each fallback) before the next is tried.
+    max_attempts: PositiveInt = 3
+    # Time all attempts of one request may take before its first byte, waits included;
+    # once spent, the last error is the answer.
+    max_retry_seconds: PositiveFloat = 30.0
+    # The longest retry-after (from a 429/503) worth waiting for when no other deployment is free.
+    max_retry_after_seconds: NonNegativeFloat = 5.0
+    # Retry a request whose connection dropped after it was sent (it may have been processed and billed).
+    retry_after_send: bool = False
+    # A deployment failing breaker_failures times within breaker_window_seconds is taken
+    # out for breaker_cooldown_seconds, then one request probes it.
+    breaker_failures: PositiveInt = 5
+    breaker_window_seconds: PositiveFloat = 60.0
+    breaker_cooldown_seconds: PositiveFloat = 30.0
+    # With [redis]: how often this process reads the breakers other processes opened.
+    breaker_sync_seconds: PositiveFloat = 1.0
+
+
 # --------------------------------------------------------------------------- [mcp_server]
 
 
@@ -556,4 +616,11 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()
     redis: RedisSettings = RedisSettings()
+    routing: RoutingSettings = RoutingSettings()
     mcp_server: McpEndpointSettings = McpEndpointSettings()
+
+    def _check(self) -> None:
+        for model_id, model in self.models.items():
+            for deployment in model.deployments:
+                if deployment.upstream not in self.upstreams:
+                    raise ValueError(f"models.{model_id}: deployment upstream '{deployment.upstream}' is not in [upstreams]")

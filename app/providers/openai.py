@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from toolrelay.app.config import UpstreamSettings
-from toolrelay.app.errors import upstream_timeout, upstream_unreachable
+from toolrelay.app.errors import upstream_disconnected, upstream_timeout, upstream_unreachable
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
 from toolrelay.app.providers.forward import DONE, OversizedEvent, SSEDataFramer, map_forward_error, oversized_reply
@@ -90,7 +90,8 @@ class OpenAIProvider:
         except aiohttp.ClientConnectorError as exc:
             raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
         except aiohttp.ClientError as exc:
-            raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
+            # Connected, then dropped: the request may have been read (failover does not retry these).
+            raise upstream_disconnected(f"'{self.name}' ({type(exc).__name__})") from None
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         response = await self._post(self._completions_url, call.body, call.stream)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolrelay.app.config import Settings
 from toolrelay.app.model_ids import AGENT_PREFIX, split_agent_model
 from toolrelay.app.providers.base import Provider
+from toolrelay.app.providers.routing import Deployment, DeploymentGroup, RedisBreakers, RoutedProvider, Routing
+
+if TYPE_CHECKING:
+    from toolrelay.app.tokens import TokenCounter
 
 log = logging.getLogger("toolrelay.models")
 
@@ -25,11 +31,20 @@ class Route:
 
 
 class ModelRouter:
-    def __init__(self, settings: Settings, providers: dict[str, Provider]) -> None:
+    def __init__(self, settings: Settings, providers: dict[str, Provider], *, tokens: TokenCounter | None = None) -> None:
         self._settings = settings
         self._providers = providers
         self._routes: dict[str, Route] = {}
         self._prefixes: list[tuple[str, Provider]] = []
+        redis = settings.redis
+        shared = (
+            RedisBreakers(redis.url, prefix=redis.prefix, socket_timeout=redis.socket_timeout, connect_timeout=redis.connect_timeout) if redis.url else None
+        )
+        self.routing = Routing(settings.routing, tokens=tokens, shared=shared, plain_group=self._plain_group)
+        # Models with deployments or fallbacks first: their declaration wins over an upstream's `models` list.
+        for model_id, model in settings.models.items():
+            if model.deployments or model.fallbacks or model.context_fallbacks:
+                self._add_routed(model_id)
         for name, upstream in settings.upstreams.items():
             provider = providers[name]
             for model in upstream.models:
@@ -54,6 +69,56 @@ class ModelRouter:
         if hints is None:
             hints = upstream.kind == "local"
         self._routes[model_id] = Route(model_id, provider, upstream_model, tool_calling, context_window, hints)
+
+    def _add_routed(self, model_id: str) -> None:
+        """The route of a model with deployments or fallbacks: a :class:`RoutedProvider` over its deployments."""
+        model = self._settings.models[model_id]
+        if model.deployments:
+            counts: dict[str, int] = {}
+            deployments: list[Deployment] = []
+            for index, spec in enumerate(model.deployments):
+                counts[spec.upstream] = counts.get(spec.upstream, 0) + 1
+                name = spec.name or (spec.upstream if counts[spec.upstream] == 1 else f"{spec.upstream}#{counts[spec.upstream]}")
+                deployments.append(
+                    Deployment(
+                        model_id=model_id,
+                        name=name,
+                        provider=self._providers[spec.upstream],
+                        model=spec.model or model_id,
+                        index=index,
+                        policy=self._settings.routing,
+                        weight=spec.weight,
+                        priority=spec.priority,
+                        rpm=spec.rpm,
+                        tpm=spec.tpm,
+                    )
+                )
+        else:
+            # Fallbacks only: the one upstream that lists the id.
+            owner = next((name for name, upstream in self._settings.upstreams.items() if model_id in upstream.models), None)
+            if owner is None:
+                log.warning("model %s has fallbacks but neither deployments nor an upstream serving it; not served", model_id)
+                return
+            deployments = [Deployment(model_id=model_id, name=owner, provider=self._providers[owner], model=model_id, index=0, policy=self._settings.routing)]
+        self._add(model_id, deployments[0].provider, deployments[0].model)
+        base = self._routes[model_id]
+        window = base.context_window
+        group = DeploymentGroup(model_id, deployments, model.strategy, window, random.random)
+        self.routing.add(group)
+        provider = RoutedProvider(group, fallbacks=list(model.fallbacks), context_fallbacks=list(model.context_fallbacks), routing=self.routing)
+        # With context fallbacks the routed provider checks the window itself (and moves the
+        # request on), so callers' own check (services.check_context) is skipped.
+        self._routes[model_id] = Route(model_id, provider, base.upstream_model, base.tool_calling, None if model.context_fallbacks else window, base.tool_hints)
+
+    def _plain_group(self, model_id: str) -> DeploymentGroup | None:
+        """A model served the old way, as a one-deployment group: the fallback of a routed model."""
+        route = self.resolve(model_id)
+        if route is None:
+            return None
+        if isinstance(route.provider, RoutedProvider):
+            return route.provider.group
+        d = Deployment(model_id=model_id, name=route.provider.name, provider=route.provider, model=route.upstream_model, index=0, policy=self._settings.routing)
+        return DeploymentGroup(model_id, [d], "weighted", route.context_window, random.random)
 
     async def discover(self) -> None:
         """Add the models upstreams with ``discover_models`` list; an unreachable one is skipped, not fatal."""

@@ -105,6 +105,9 @@ def build_health_handlers(services: Services) -> list[Any]:
         mcp = (services.ready_extras().get("mcp") or {}).get("servers")
         if status == "ready" and isinstance(mcp, list) and not all(s.get("ok") for s in mcp):
             status = "degraded"
+        # A deployment taken out by its breaker: its model still serves through the others.
+        if status == "ready" and services.router.routing.any_open():
+            status = "degraded"
         body: dict[str, Any] = {"status": status}
         if details:
             body.update(upstreams=upstreams, **services.ready_extras())
