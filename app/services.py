@@ -23,6 +23,7 @@ from toolrelay.app.metrics import Metrics
 from toolrelay.app.private_files import secure_dir
 from toolrelay.app.providers.anthropic import AnthropicProvider
 from toolrelay.app.providers.base import Provider
+from toolrelay.app.providers.gemini import GeminiProvider
 from toolrelay.app.providers.local import LocalProvider
 from toolrelay.app.providers.openai import OpenAIProvider
 from toolrelay.app.providers.router import ModelRouter, Route
@@ -41,6 +42,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             providers[name] = LocalProvider(name, upstream)
         elif upstream.kind == "anthropic":
             providers[name] = AnthropicProvider(name, upstream, resolve_api_key(upstream))
+        elif upstream.kind == "gemini":
+            providers[name] = GeminiProvider(name, upstream, resolve_api_key(upstream))
         else:
             providers[name] = OpenAIProvider(name, upstream, resolve_api_key(upstream))
     return providers

@@ -113,7 +113,7 @@ ResponsesAPI = Literal["translate", "native", "auto"]
 
 
 class UpstreamSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    kind: Literal["openai", "local", "anthropic"] = "openai"
+    kind: Literal["openai", "local", "anthropic", "gemini"] = "openai"
     base_url: str = ""
     api_key: str | None = None
     api_key_env: str | None = None

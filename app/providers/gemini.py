@@ -1,0 +1,227 @@
+"""Google's Gemini (the Generative Language API) as a native upstream: ``kind = "gemini"``.
+
+The transport only: one long-lived aiohttp session, as for OpenAI-compatible
+upstreams (:mod:`toolrelay.app.providers.openai`), with the request built by
+:mod:`~toolrelay.app.providers.gemini_request` and the answer read by
+:mod:`~toolrelay.app.providers.gemini_parser` (both pure).
+
+The API key goes in the ``x-goog-api-key`` header, never in the URL
+(Google also accepts ``?key=``), so it cannot reach an access log or an
+error message that quotes the URL. ``/v1/embeddings`` is served through
+``:batchEmbedContents``; the legacy ``/v1/completions`` has no Gemini
+counterpart and gets the clear ``unsupported_endpoint`` error.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from toolrelay.app.config import UpstreamSettings
+from toolrelay.app.errors import OpenAIError, invalid_request, upstream_timeout, upstream_unreachable
+from toolrelay.app.events import Event, Failure
+from toolrelay.app.jsonbody import JSONValue
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
+from toolrelay.app.providers.forward import map_forward_error, unsupported_endpoint
+from toolrelay.app.providers.gemini_parser import GeminiReader, GeminiSSEParser, map_gemini_error
+from toolrelay.app.providers.gemini_request import model_path, to_gemini
+from toolrelay.app.providers.openai import dumps_body
+from toolrelay.app.providers.openai_parser import malformed_response
+
+__all__ = ["DEFAULT_BASE_URL", "GeminiProvider", "embeddings_reply", "embeddings_request"]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+_API = "/v1beta/"
+
+
+def embeddings_request(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(model path, ``batchEmbedContents`` body) for an OpenAI embeddings body; 400 for token-id input."""
+    model = model_path(str(body.get("model") or ""))
+    inputs = body.get("input")
+    texts = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise invalid_request("A Gemini embedding model takes text input (a string or a list of strings), not token ids.", "input")
+    dimensions = body.get("dimensions")
+    requests: list[dict[str, Any]] = []
+    for text in texts:
+        request: dict[str, Any] = {"model": model, "content": {"parts": [{"text": text}]}}
+        if isinstance(dimensions, int):
+            request["outputDimensionality"] = dimensions
+        requests.append(request)
+    return model, {"requests": requests}
+
+
+def embeddings_reply(raw: bytes, model: str, encoding_format: Any, upstream: str) -> bytes:
+    """A ``batchEmbedContents`` answer as an OpenAI embeddings list (no usage: Gemini reports none)."""
+    payload: JSONValue
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed_response(upstream) from None
+    embeddings: JSONValue = payload.get("embeddings") if isinstance(payload, dict) else None
+    if not isinstance(embeddings, list):
+        raise malformed_response(upstream)
+    data: list[dict[str, Any]] = []
+    for index, embedding in enumerate(embeddings):
+        values: JSONValue = embedding.get("values") if isinstance(embedding, dict) else None
+        if not isinstance(values, list):
+            raise malformed_response(upstream)
+        vector: Any = values
+        if encoding_format == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    return orjson.dumps({"object": "list", "data": data, "model": model})
+
+
+class GeminiProvider:
+    """An upstream that speaks Gemini's ``generateContent``."""
+
+    kind = "gemini"
+
+    def __init__(self, name: str, settings: UpstreamSettings, api_key: str | None) -> None:
+        self.name = name
+        self.settings = settings
+        self.base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._headers = {"content-type": "application/json", "accept": "application/json", **settings.headers}
+        if api_key:
+            self._headers["x-goog-api-key"] = api_key
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout_stream = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout)
+        self._timeout_plain = aiohttp.ClientTimeout(total=settings.timeout, sock_connect=settings.connect_timeout)
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=self.settings.max_connections, ttl_dns_cache=300),
+                headers=self._headers,
+                trust_env=False,  # as for OpenAI upstreams: a shell proxy must not reroute upstream traffic
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"provider {self.name} used before start()")
+        return self._session
+
+    def _url(self, model: str, method: str) -> str:
+        return f"{self.base_url}{_API}{model}:{method}"
+
+    async def _post(self, url: str, body: dict[str, Any], stream: bool) -> aiohttp.ClientResponse:
+        # No retry here, as for OpenAI upstreams: a request the upstream already read may be billed.
+        try:
+            return await self.session.post(url, data=dumps_body(body), timeout=self._timeout_stream if stream else self._timeout_plain)
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise upstream_timeout(f"'{self.name}' did not answer in time") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
+        except aiohttp.ClientError as exc:
+            raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
+
+    async def _error(self, response: aiohttp.ClientResponse) -> OpenAIError:
+        try:
+            raw = await response.read()
+        except (TimeoutError, aiohttp.ClientError):
+            raw = b""
+        return map_gemini_error(response.status, raw, response.headers, self.name)
+
+    async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
+        request = to_gemini(call.body)
+        url = self._url(request.model, "streamGenerateContent?alt=sse" if call.stream else "generateContent")
+        response = await self._post(url, request.body, call.stream)
+        finished = False
+        try:
+            if response.status >= 400:
+                raise await self._error(response)
+            if not call.stream:
+                for event in GeminiReader(self.name).body_events(_json_body(await self._read(response), self.name)):
+                    yield event
+                finished = True
+                return
+            parser = GeminiSSEParser(self.name)
+            try:
+                async for raw in response.content.iter_any():
+                    for event in parser.feed(raw):
+                        yield event
+                    if parser.failed:
+                        return
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                yield Failure(upstream_timeout(f"'{self.name}' stopped sending its stream"))
+                return
+            except aiohttp.ClientError as exc:
+                yield Failure(upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})"))
+                return
+            for event in parser.end():
+                yield event
+            finished = True
+        finally:
+            if finished:
+                response.release()
+            else:
+                response.close()  # the upstream learns the client left
+
+    async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
+        if call.path != "/embeddings":
+            raise unsupported_endpoint(call.model, call.endpoint, f"its upstream '{self.name}' is a Gemini upstream, which has no such endpoint.")
+        model, body = embeddings_request(call.body)
+        response = await self._post(self._url(model, "batchEmbedContents"), body, False)
+        try:
+            if response.status >= 400:
+                error = await self._error(response)
+                if error.status in (404, 405, 501) and error.code != "model_not_found":
+                    raw = orjson.dumps({"error": {"message": error.message}})
+                    error = map_forward_error(error.status, raw, {}, self.name, model=call.model, endpoint=call.endpoint)
+                raise error
+            yield embeddings_reply(await self._read(response), str(call.body.get("model") or ""), call.body.get("encoding_format"), self.name)
+        finally:
+            response.release()
+
+    async def health(self) -> Health:
+        try:
+            async with self.session.get(self.base_url + _API + "models?pageSize=1", timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status < 400:
+                    return Health(self.name, self.kind, True, "reachable")
+                error = map_gemini_error(response.status, await response.read(), response.headers, self.name)
+                if error.code == "upstream_auth_error":
+                    return Health(self.name, self.kind, False, f"reachable, but it rejected the API key (HTTP {response.status})")
+                return Health(self.name, self.kind, False, f"degraded: HTTP {response.status}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return Health(self.name, self.kind, False, f"unreachable: {type(exc).__name__}")
+
+    async def list_models(self) -> list[str]:
+        """The models that can ``generateContent`` (ids without ``models/``); first 1,000."""
+        async with self.session.get(self.base_url + _API + "models?pageSize=1000", timeout=aiohttp.ClientTimeout(total=10)) as response:
+            if response.status >= 400:
+                return []
+            payload = orjson.loads(await response.read())
+        models = payload.get("models") if isinstance(payload, dict) else None
+        return [
+            model["name"].removeprefix("models/")
+            for model in models or []
+            if isinstance(model, dict) and isinstance(model.get("name"), str) and "generateContent" in (model.get("supportedGenerationMethods") or ())
+        ]
+
+
+def _json_body(raw: bytes, upstream: str) -> JSONValue:
+    """A plain answer's JSON; the 502 when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed_response(upstream) from None
