@@ -193,6 +193,8 @@ class FakeAnthropic:
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self._calls.append(RecordedCall(request.path, {k.lower(): v for k, v in request.headers.items()}, None))
         refused = self._auth(request)
         if refused is not None:
             return refused
