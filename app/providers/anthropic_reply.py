@@ -61,6 +61,7 @@ _STATUS_TYPES = {
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
+    500: "api_error",
     529: "overloaded_error",
 }
 # Anthropic's rate-limit headers under the names OpenAI clients read.
@@ -86,7 +87,7 @@ def map_anthropic_error(status: int, raw: bytes, headers: Mapping[str, str], ups
     except orjson.JSONDecodeError:
         payload = None
     error: JSONValue = payload.get("error") if isinstance(payload, dict) else None
-    kind = _STATUS_TYPES.get(status, "api_error")
+    kind = _STATUS_TYPES.get(status, "")  # "": another status (a proxy's 502), kept as it is
     said = ""
     if isinstance(error, dict):
         named: JSONValue = error.get("type")
