@@ -144,6 +144,8 @@ DOCUMENTED_ELSEWHERE = {
         ("limits", sections.LimitSettings),
         ("pricing", sections.PricingSettings),
         ("redis", sections.RedisSettings),
+        ("routing", sections.RoutingSettings),
+        ("models", sections.ModelSettings),
         ("mcp_server", sections.McpEndpointSettings),
     ],
 )
