@@ -2,7 +2,7 @@
 
 Lookup order for a route: the ``[pricing.models]`` table (exact id, then the
 longest matching ``*`` pattern) by the served id, then by the upstream's model
-name; then, for ``openai`` and ``anthropic`` upstreams, the built-in table below by
+name; then, for ``openai``, ``anthropic`` and ``gemini`` upstreams, the built-in table below by
 longest prefix (so dated snapshots like ``gpt-4o-2024-08-06`` price as
 ``gpt-4o``); then ``[pricing.default]``. A ``local`` upstream is free unless
 listed explicitly. Costs are kept as integer nano-dollars so sums over
@@ -58,6 +58,18 @@ BUILTIN_PRICES: dict[str, tuple[float, float, float | None]] = {
     "claude-3-5-haiku": (0.80, 4.00, 0.08),
     "claude-3-opus": (15.00, 75.00, 1.50),
     "claude-3-haiku": (0.25, 1.25, 0.03),
+    # Gemini API paid-tier list prices (ai.google.dev/gemini-api/docs/pricing, read December 2025),
+    # text input, output (thinking included), context-cache reads. Pro models cost more
+    # for prompts over 200k tokens (2.5 Pro: 2.50/15.00); this table prices every prompt
+    # at the lower tier, so list the model in [pricing.models] if long prompts are common.
+    "gemini-3-pro": (2.00, 12.00, 0.20),
+    "gemini-3-flash": (0.50, 3.00, 0.05),
+    "gemini-2.5-pro": (1.25, 10.00, 0.125),
+    "gemini-2.5-flash": (0.30, 2.50, 0.03),
+    "gemini-2.5-flash-lite": (0.10, 0.40, 0.01),
+    "gemini-2.0-flash": (0.10, 0.40, 0.025),
+    "gemini-2.0-flash-lite": (0.075, 0.30, None),
+    "gemini-embedding-001": (0.15, 0.00, None),
 }
 
 FREE = ModelPrice()

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from toolrelay.app.auth.pricing import PriceTable
+from toolrelay.app.auth.settings import PricingSettings
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.events import ChoiceDelta, ChoiceMessage, Failure, UsageReport
 from toolrelay.app.providers.gemini import embeddings_reply, embeddings_request
@@ -304,3 +306,18 @@ def test_embeddings_translation() -> None:
     assert reply == {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 1.0]}], "model": "emb"}
     encoded = orjson.loads(embeddings_reply(b'{"embeddings": [{"values": [0.5, 1.0]}]}', "emb", "base64", "gem"))
     assert encoded["data"][0]["embedding"] == "AAAAPwAAgD8="
+
+
+@pytest.mark.parametrize(
+    ("model", "prices"),
+    [
+        ("gemini-2.5-flash", (0.30, 2.50, 0.03)),
+        ("gemini-2.5-flash-lite", (0.10, 0.40, 0.01)),  # the longer prefix wins over gemini-2.5-flash
+        ("gemini-2.5-flash-preview-09-2025", (0.30, 2.50, 0.03)),
+        ("gemini-2.5-pro", (1.25, 10.00, 0.125)),
+        ("gemini-3-pro-preview", (2.00, 12.00, 0.20)),
+    ],
+)
+def test_builtin_gemini_prices(model: str, prices: tuple[float, float, float]) -> None:
+    price = PriceTable(PricingSettings()).lookup(model)
+    assert (price.input, price.output, price.cached) == pytest.approx(tuple(p * 1000 for p in prices))
