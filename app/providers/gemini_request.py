@@ -20,7 +20,11 @@ Chat Completions body means in the Generative Language API:
   ``parametersJsonSchema`` (full JSON Schema, not the OpenAPI subset of
   ``parameters``), ``tool_choice`` becomes ``toolConfig``;
 - sampling fields, ``response_format`` and ``reasoning_effort`` become
-  ``generationConfig`` (table in docs/configuration.md).
+  ``generationConfig`` (table in docs/upstreams.md);
+- ``logprobs``, ``logit_bias``, ``audio``, ``prediction`` would change the
+  answer and have no counterpart here: a 400 ``unsupported_parameter``, as
+  for Anthropic upstreams; fields that only tune OpenAI's billing or storage
+  (``store``, ``metadata``, ``service_tier``, ``user``) are not sent.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ THOUGHT_SEPARATOR = "__thought__"
 #: smallest budget Gemini 2.5 Pro accepts (it cannot turn thinking off); 0 turns it off on Flash.
 REASONING_BUDGETS: dict[str, int] = {"none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
 
+# Fields with no Gemini counterpart that would change the answer: refused rather than dropped.
+_REFUSED = ("logprobs", "top_logprobs", "logit_bias", "audio", "prediction")
 _TOOL_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 # Gemini model resource names: "models/<id>" or "tunedModels/<id>"; anything else could walk the URL path.
 _MODEL_NAME = re.compile(r"^(?:(?:models|tunedModels)/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -87,6 +93,11 @@ def split_call_id(call_id: str) -> tuple[str, str | None]:
 
 def to_gemini(body: dict[str, Any]) -> GeminiRequest:
     """Translate a Chat Completions body; raises the 400 for what Gemini cannot be asked."""
+    for param in _REFUSED:
+        if body.get(param) not in (None, False):
+            raise invalid_request(f"Gemini upstreams do not support `{param}`.", param=param, code="unsupported_parameter")
+    if "audio" in (body.get("modalities") or ()):
+        raise invalid_request("Gemini upstreams do not answer with audio here.", param="modalities", code="unsupported_parameter")
     model = model_path(str(body.get("model") or ""))
     system, contents = _contents(body.get("messages") or [])
     out: dict[str, Any] = {"contents": contents}

@@ -107,6 +107,10 @@ def test_tool_choice(choice: Any, config: dict[str, Any] | None) -> None:
         ({"messages": USER, "tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0]"),
         ({"messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
         ({"messages": USER, "reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"messages": USER, "logprobs": True}, "logprobs"),
+        ({"messages": USER, "top_logprobs": 2}, "top_logprobs"),
+        ({"messages": USER, "logit_bias": {"1": 5}}, "logit_bias"),
+        ({"messages": USER, "modalities": ["text", "audio"]}, "modalities"),
     ],
 )
 def test_untranslatable_requests_are_400s_with_param(fields: dict[str, Any], param: str) -> None:
