@@ -12,6 +12,7 @@ request and its peak RSS.
     python bench/proxy.py --quick               # 3 s runs, 1 repetition
     python bench/proxy.py --keys                # same, with an API key, limits and the usage ledger on
     python bench/proxy.py --api responses       # clients on /v1/responses, translated to the mock's chat API
+    python bench/proxy.py --deployments 2       # the model served by two mock upstreams (failover routing, weighted)
 
 Non-streaming load uses ``wrk`` when installed (``apt-get install wrk``),
 otherwise load.py's own asyncio client (which then competes for the same two
@@ -67,6 +68,12 @@ def main() -> int:
     parser.add_argument(
         "--api", choices=["chat", "responses"], default="chat", help="what clients call on toolrelay (the direct side is always the mock's chat API)"
     )
+    parser.add_argument(
+        "--deployments",
+        type=int,
+        default=1,
+        help="mock upstreams behind the one model: 1 is the plain route, 2 or more a [models] deployments list (failover routing)",
+    )
     parser.add_argument("--out", help="raw results JSON (default bench/results/proxy-<time>.json)")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
@@ -74,15 +81,19 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="toolrelay-bench-"))
     mock_port, relay_port = free_port(), free_port()
+    # The direct runs go to the first mock; with --deployments N toolrelay spreads over N of them.
+    mock_ports = [mock_port, *(free_port() for _ in range(max(1, args.deployments) - 1))]
     api_key = "sk-bench"
     config = work / "toolrelay.toml"
-    config.write_text(
-        "[server]\n"
-        f'data_dir = "{work / "data"}"\n' + ("access_log = false\n" if args.no_access_log else "") + "[upstreams.mock]\n"
-        f'base_url = "http://127.0.0.1:{mock_port}/v1"\n'
-        f'api_key = "{api_key}"\n'
-        'models = ["mock-model"]\n'
-    )
+    text = f'[server]\ndata_dir = "{work / "data"}"\n' + ("access_log = false\n" if args.no_access_log else "")
+    if args.deployments <= 1:
+        text += f'[upstreams.mock]\nbase_url = "http://127.0.0.1:{mock_port}/v1"\napi_key = "{api_key}"\nmodels = ["mock-model"]\n'
+    else:
+        for i, port in enumerate(mock_ports):
+            text += f'[upstreams.mock{i}]\nbase_url = "http://127.0.0.1:{port}/v1"\napi_key = "{api_key}"\n'
+        entries = ", ".join(f'{{ upstream = "mock{i}" }}' for i in range(len(mock_ports)))
+        text += f'[models."mock-model"]\ndeployments = [{entries}]\n'
+    config.write_text(text)
     env = {**os.environ, "TOOLRELAY_CONFIG": str(config)}
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -96,12 +107,17 @@ def main() -> int:
                     proc.kill()
 
     try:
-        mock = subprocess.Popen(
-            [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(mock_port), "--tokens", "20", "--token-delay-ms", "5"],
-            stdout=subprocess.DEVNULL,
-        )
-        procs.append(mock)
-        wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
+        mocks = [
+            subprocess.Popen(
+                [sys.executable, str(HERE / "mock_upstream.py"), "--port", str(port), "--tokens", "20", "--token-delay-ms", "5"],
+                stdout=subprocess.DEVNULL,
+            )
+            for port in mock_ports
+        ]
+        procs.extend(mocks)
+        mock = mocks[0]
+        for port in mock_ports:
+            wait_http(f"http://127.0.0.1:{port}/v1/models")
         if args.keys:
             created = subprocess.run(
                 [sys.executable, "-m", "toolrelay.app", "keys", "create", "--name", "bench", "--rpm", "10000000", "--tpm", "10000000000", "--json"],
@@ -119,7 +135,12 @@ def main() -> int:
         )
         procs.append(relay)
         wait_http(f"http://127.0.0.1:{relay_port}/health")
-        label = "toolrelay" + ("-responses" if args.api == "responses" else "") + ("-keys" if args.keys else "")
+        label = (
+            "toolrelay"
+            + ("-responses" if args.api == "responses" else "")
+            + ("-keys" if args.keys else "")
+            + (f"-{args.deployments}deployments" if args.deployments > 1 else "")
+        )
         out = args.out or str(HERE / "results" / f"{label.replace('toolrelay', 'proxy')}-{time.strftime('%Y%m%d-%H%M%S')}.json")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         engine = "auto" if shutil.which("wrk") else "py"
