@@ -20,7 +20,7 @@ from fakes.server import RunningServer, relay_config
 from fakes.upstream import FakeUpstream
 
 POOL = "pool-model"
-WINDOW = 60
+WINDOW = 2000
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_every_deployment_and_fallback_down_is_the_last_error(relay: RunningServ
 
 
 def test_a_request_too_large_goes_to_the_context_fallback_unsent(relay: RunningServer, ups: dict[str, FakeUpstream]) -> None:
-    long = " ".join(["word"] * 200)  # well past the 60-token window
+    long = " ".join(["word"] * 3000)  # well past the 2000-token window
     with sdk(relay) as client:
         raw = client.chat.completions.with_raw_response.create(model=POOL, messages=[{"role": "user", "content": long}])
     assert raw.headers["x-toolrelay-model"] == "big-model"
@@ -175,3 +175,22 @@ def test_attempts_are_counted_and_the_ledger_names_the_upstream_that_answered(re
             return db.execute("SELECT model, upstream FROM usage").fetchall()
 
     assert wait_until(rows, what="the ledger row") == [(POOL, "b")]
+
+
+def test_legacy_completions_fail_over_too(relay: RunningServer, ups: dict[str, FakeUpstream]) -> None:
+    ups["a"].enqueue(Reply(status=503))
+    with sdk(relay) as client:
+        raw = client.completions.with_raw_response.create(model=POOL, prompt="Say hi")
+    assert raw.headers["x-toolrelay-deployment"] == "b"
+    assert raw.parse().model == POOL
+    assert [r.body["model"] for r in ups["b"].requests_to("completions")] == ["m-b"]
+
+
+def test_agent_model_calls_fail_over_too(start: Callable[..., RunningServer], ups: dict[str, FakeUpstream]) -> None:
+    relay = start(agent={"builtin_tools": ["current_time"]})
+    ups["a"].enqueue(Reply(status=500))
+    with sdk(relay) as client:
+        completion = client.chat.completions.create(model=f"agent/{POOL}", messages=MESSAGES)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Hello from the fake upstream."
+    assert len(ups["a"].chat_requests) == 1
+    assert [r.body["model"] for r in ups["b"].chat_requests] == ["m-b"]
