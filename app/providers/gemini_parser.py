@@ -110,7 +110,10 @@ def map_gemini_error(status: int, raw: bytes, headers: Mapping[str, str], upstre
     if not isinstance(err, dict):
         return map_upstream_error(status, raw, headers, upstream)
     name = err.get("status") if isinstance(err.get("status"), str) else ""
-    http = STATUS_CODES.get(str(name), status if 400 <= status <= 599 else 502)
+    code_in_body = err.get("code")
+    # The name is the precise one; then the body's code (a stream's error event has no HTTP status of its own).
+    fallback = code_in_body if isinstance(code_in_body, int) and 400 <= code_in_body <= 599 else status if 400 <= status <= 599 else 502
+    http = STATUS_CODES.get(str(name), fallback)
     message = (
         err.get("message")
         if isinstance(err.get("message"), str) and err.get("message")

@@ -199,6 +199,7 @@ def _error(code: int, status: str, message: str = "m", details: list[Any] | None
             None,
         ),
         (502, b"<html>Bad Gateway</html>", 502, None, None),
+        (500, orjson.dumps({"error": {"code": 429, "message": "quota"}}), 429, "rate_limit_exceeded", "1"),  # no status name: the body's code
         (503, b"[" + _error(503, "UNAVAILABLE") + b"]", 503, None, "1"),
     ],
 )
