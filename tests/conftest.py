@@ -33,6 +33,8 @@ Per test:
 - ``relay_factory``: ``relay_factory(tree_overrides...) -> RunningServer`` for a
   test that needs its own configuration (stopped at the end of the test).
 - ``redis_url`` (module): a real ``redis-server`` (:mod:`fakes.redis`).
+- ``postgres_server`` (session): a real PostgreSQL cluster (:mod:`fakes.postgres`);
+  ``postgres_url`` (function): a fresh, empty database on it.
 - ``logs``: a :class:`LogCapture` handler on the root logger at DEBUG for the
   test's duration (records from every logger and thread).
 """
@@ -51,6 +53,7 @@ import openai
 import pytest
 
 from fakes.clients import async_sdk, rest, sdk
+from fakes.postgres import PostgresServer, running_postgres
 from fakes.redis import running_redis
 from fakes.relays import FAKE_MODELS, RelayPool, session_tree
 from fakes.server import RunningServer, closed_port, load_toml_settings, run_toolrelay
@@ -115,6 +118,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for this module (skipped without the binary unless CI requires it)."""
     with running_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster for the session (skipped without the binaries unless CI requires it)."""
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's cluster."""
+    return postgres_server.new_database()
 
 
 @pytest.fixture
