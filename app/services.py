@@ -73,28 +73,28 @@ class Services:
         self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth)
         self.agent = None
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
-        self.started_at = int(time.time())
-        self._closers: list[Hook] = []
-        self._starters: list[Hook] = []
         routing = self.router.routing
         if routing.deployments():
             self.metrics.add_lines(routing.metric_lines)
+        self.started_at = int(time.time())
+        self._closers: list[Hook] = []
+        self._starters: list[Hook] = []
         self._ready_extras: dict[str, ReadyExtra] = {}
+        if routing.deployments():
+            self.set_ready_extra("routing", routing.ready)
 
     async def start(self) -> None:
         secure_dir(self.data_dir)
-        if routing.deployments():
-            self.set_ready_extra("routing", routing.ready)
         # Unpack the offline vocabularies now (cheap: files only); they load on first use.
         await anyio.to_thread.run_sync(self.tokens.install)
         async with anyio.create_task_group() as tg:
             for provider in self.router.providers.values():
                 tg.start_soon(provider.start)
         await self.router.discover()
+        await self.router.routing.start()
         await self.gate.start()
         for starter in self._starters:
             await starter()
-        await self.router.routing.start()
 
     def on_start(self, starter: Hook) -> None:
         """Run ``starter`` (async, no arguments) after the core is up, in registration order."""
@@ -107,10 +107,10 @@ class Services:
             except Exception:
                 log.exception("error while shutting down")
         await self.gate.close()
+        await self.router.routing.close()
         for provider in self.router.providers.values():
             await provider.close()
 
-        await self.router.routing.close()
     def on_close(self, closer: Hook) -> None:
         self._closers.append(closer)
 
