@@ -155,7 +155,11 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     # No upstreams (nothing here calls a model: the embedded one would load for nothing), no /mcp route.
     quiet = msgspec.structs.replace(settings, upstreams={}, mcp_server=msgspec.structs.replace(settings.mcp_server, enabled=False))
-    services = Services(quiet)
+    try:
+        services = Services(quiet)
+    except ConfigError as exc:  # the shared database unreachable
+        print(f"toolrelay mcp: {exc}", file=sys.stderr)
+        return 2
     extend_services(services)
     if services.agent is None:
         print("toolrelay mcp: it serves the agent's tools; set [agent] enabled = true", file=sys.stderr)

@@ -13,6 +13,7 @@ from litestar.response import Response
 
 from toolrelay.app import __version__
 from toolrelay.app.config import Settings
+from toolrelay.app.database import database_unavailable, unavailable_errors
 from toolrelay.app.errors import OpenAIError, error_response, server_error
 from toolrelay.app.http_guard import HttpGuard
 from toolrelay.app.middleware import ASGIApp, RequestInfo, request_info, wrap_app
@@ -66,6 +67,11 @@ def _unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -
     return error_response(server_error(), _info(request))
 
 
+def _database_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.warning("database unavailable in %s %s (request %s): %s", request.method, request.url.path, _info(request).request_id, type(exc).__name__)
+    return error_response(database_unavailable(), _info(request))
+
+
 def create_litestar(settings: Settings, services: Services, extra_handlers: list[Any] | None = None) -> Litestar:
     handlers = [
         build_chat_handler(services),
@@ -79,11 +85,15 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
     cors = (
         CORSConfig(allow_origins=settings.server.cors_origins, allow_headers=["*"], expose_headers=["x-request-id"]) if settings.server.cors_origins else None
     )
+    exception_handlers: dict[Any, Any] = {OpenAIError: _openai_error_handler, HTTPException: _http_error_handler, Exception: _unexpected_error_handler}
+    if services.database is not None:
+        # A store that could not reach the shared database within its timeout: 503, never a 500 (psycopg imported only here).
+        exception_handlers.update(dict.fromkeys(unavailable_errors(), _database_error_handler))
     app = Litestar(
         route_handlers=handlers,
         on_startup=[services.start],
         on_shutdown=[services.close],
-        exception_handlers={OpenAIError: _openai_error_handler, HTTPException: _http_error_handler, Exception: _unexpected_error_handler},
+        exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="toolrelay", version=__version__, path="/docs", description="OpenAI-compatible Chat Completions server with an agent mode."
         ),

@@ -17,6 +17,7 @@ import anyio
 from toolrelay.app.auth import build_gate
 from toolrelay.app.bind import Exposure
 from toolrelay.app.config import Settings, resolve_api_key
+from toolrelay.app.database import DatabaseHealth, open_database
 from toolrelay.app.errors import invalid_request
 from toolrelay.app.gate import Gate
 from toolrelay.app.metrics import Metrics
@@ -30,6 +31,8 @@ from toolrelay.app.providers.router import ModelRouter, Route
 from toolrelay.app.tokens import TokenCounter
 
 if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
     from toolrelay.agent.runner import AgentRunner
 
 log = logging.getLogger("toolrelay")
@@ -65,12 +68,18 @@ class Services:
         self.exposure = Exposure.of(settings.server)
         # 0700 before anything (keys.db, usage.db) is created in it (issue 10 item 16).
         secure_dir(self.data_dir)
+        # The shared database ([database] url), or None for SQLite files in data_dir: opened (and checked)
+        # before any store is built, so an unreachable server refuses to start; stores receive it explicitly.
+        self.database: ConnectionPool[Any] | None = open_database(settings.database)
+        self.database_health = (
+            DatabaseHealth(self.database, settings.database.url or "", timeout=settings.database.connect_timeout_seconds) if self.database is not None else None
+        )
         server = settings.server
         self.tokens = TokenCounter(
             cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars
         )
         self.router = ModelRouter(settings, build_providers(settings), tokens=self.tokens)
-        self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth)
+        self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth, database=self.database)
         self.agent = None
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
         routing = self.router.routing
@@ -110,6 +119,8 @@ class Services:
         await self.router.routing.close()
         for provider in self.router.providers.values():
             await provider.close()
+        if self.database is not None:  # last: the stores closed above flush into it
+            await anyio.to_thread.run_sync(self.database.close)
 
     def on_close(self, closer: Hook) -> None:
         self._closers.append(closer)

@@ -555,6 +555,37 @@ class RedisSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError("redis.url must start with redis://, rediss:// or unix://")
 
 
+# --------------------------------------------------------------------------- [database]
+
+
+class DatabaseSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the durable state lives: SQLite files in data_dir (no url), or one PostgreSQL database several hosts share."""
+
+    # "postgresql://user:password@host:5432/dbname"; absent: SQLite files in server.data_dir.
+    url: str | None = None
+    pool_min_size: NonNegativeInt = 1
+    pool_max_size: PositiveInt = 10
+    # Opening a connection, and waiting for a free one: a request that needs the
+    # database while it is down gets a 503 after this long, never a hang.
+    connect_timeout_seconds: PositiveFloat = 5.0
+    # Keys are mirrored in memory and reloaded on every change (LISTEN/NOTIFY) and
+    # at least this often; while the database is unreachable the mirror keeps
+    # authenticating for at most this long, then key-checked requests get 503.
+    key_cache_seconds: PositiveFloat = 30.0
+    # Ledger rows held in memory while the database is unreachable; written when it returns.
+    ledger_buffer_rows: PositiveInt = 100_000
+    # This process's name in the ledger's host column; empty: "<hostname>:<pid>".
+    host_name: str = ""
+
+    def _check(self) -> None:
+        if self.url is not None and not self.url.strip():
+            msgspec.structs.force_setattr(self, "url", None)  # TOOLRELAY_DATABASE__URL="" is no database
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database.url must start with postgresql:// (leave it out for SQLite files in server.data_dir)")
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("database.pool_min_size must not exceed database.pool_max_size")
+
+
 # --------------------------------------------------------------------------- [routing]
 
 
@@ -616,6 +647,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()
     redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
     routing: RoutingSettings = RoutingSettings()
     mcp_server: McpEndpointSettings = McpEndpointSettings()
 

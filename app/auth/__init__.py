@@ -54,11 +54,12 @@ def build_backend(config: GateSettings) -> LimitBackend:
     return MemoryBackend(slot_ttl_seconds=config.limits.slot_ttl_seconds)
 
 
-def build_gate(settings: Settings, tokens: Any, *, force_auth: bool) -> AuthGate:
+def build_gate(settings: Settings, tokens: Any, *, force_auth: bool, database: Any = None) -> AuthGate:
     """The gate for ``settings``; ``tokens`` is the server's :class:`app.tokens.TokenCounter`.
 
     ``force_auth``: the server binds a public address without
     ``allow_unauthenticated_public`` (:class:`toolrelay.app.bind.Exposure`).
+    ``database``: the shared PostgreSQL pool (``Services.database``), or None for SQLite files.
     """
     config = GateSettings.of(settings)
     local = frozenset(name for name, upstream in settings.upstreams.items() if upstream.kind == "local")

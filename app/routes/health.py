@@ -109,6 +109,15 @@ def build_health_handlers(services: Services) -> list[Any]:
         if status == "ready" and services.router.routing.any_open():
             status = "degraded"
         body: dict[str, Any] = {"status": status}
+        database = services.database_health
+        if database is not None:
+            # The shared database holds the keys and the ledger: a host that cannot reach it cannot serve for long
+            # (cached keys expire after key_cache_seconds), so it reads as unavailable; the URL is for the admin key.
+            up, _ = await anyio.to_thread.run_sync(database.check)
+            body["database"] = database.status(admin=details)
+            if not up:
+                status = body["status"] = "unavailable"
+                any_ok = False
         if details:
             body.update(upstreams=upstreams, **services.ready_extras())
         elif summary:
