@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
 from toolrelay.tools.base import ToolContext
+from toolrelay.tools.registry import ToolOutcome
 
 __all__ = ["AgentRun", "LimitReached", "Limits", "RunHooks", "RunOptions"]
 
@@ -104,6 +105,20 @@ def _canonical(arguments: str) -> str:
         return orjson.dumps(orjson.loads(arguments or "{}"), option=orjson.OPT_SORT_KEYS).decode()
     except orjson.JSONDecodeError:
         return arguments
+
+
+def _images_message(calls: Sequence[Call], outcomes: Sequence[ToolOutcome]) -> dict[str, Any] | None:
+    """The images tools returned, as one user message of image parts after the step's tool messages.
+
+    A chat ``tool`` message carries text only; a user message is where every
+    Chat Completions upstream takes images. None when no tool returned one.
+    """
+    parts: list[dict[str, Any]] = []
+    for call, outcome in zip(calls, outcomes, strict=True):
+        if outcome.images:
+            parts.append({"type": "text", "text": f"Images returned by {outcome.name} (call {call.id}):"})
+            parts.extend({"type": "image_url", "image_url": {"url": url}} for url in outcome.images)
+    return {"role": "user", "content": parts} if parts else None
 
 
 _NO_TOOLS_HINTS = (
@@ -357,6 +372,9 @@ class AgentRun:
                 outcomes = await self._tools.run(builtin, self._step, self._remaining_wall)
                 for call, outcome in zip(builtin, outcomes, strict=True):
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
+                shown = _images_message(builtin, outcomes)
+                if shown is not None:
+                    messages.append(shown)
             if client or waiting:
                 for c in waiting:
                     c.client_id = new_approval_request_id()
@@ -393,6 +411,9 @@ class AgentRun:
         for (position, call), outcome in zip(approved, outcomes, strict=True):
             self._seen_calls.add((call.name, _canonical(call.arguments)))
             messages[position] = {"role": "tool", "tool_call_id": call.id, "content": outcome.content}
+        shown = _images_message([call for _, call in approved], outcomes)
+        if shown is not None:
+            messages.append(shown)
 
     async def _pause(self, new_messages: list[dict[str, Any]], client: list[Call], *, approvals: list[str] | None = None) -> None:
         """Keep the run's new history until the client answers ``client`` (by the ids it was shown)."""

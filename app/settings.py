@@ -425,6 +425,9 @@ class McpServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
     connect_timeout_seconds: PositiveFloat = 30.0
     # How the prompt-injection rules treat its tools; the default assumes the worst.
     trust: McpTrust = "untrusted"
+    # Images in its results: "model" shows them to the model as image parts (it needs a
+    # vision model); "text" only describes them (type and size), for text-only models.
+    image_results: Literal["model", "text"] = "model"
 
     def _check(self) -> None:
         if bool(self.command) == bool(self.url):

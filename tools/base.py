@@ -33,12 +33,16 @@ class ToolResult:
     configured output limit). ``is_error`` marks a failure the model should
     see and may recover from. ``data`` is a small JSON-able summary for the
     step record shown to the client; ``sources`` feed citations.
+    ``images`` are ``data:`` URLs the model is shown next to the result (a
+    chat ``tool`` message holds text only, so the loop adds them as a user
+    message's image parts).
     """
 
     content: str
     is_error: bool = False
     data: dict[str, Any] | None = None
     sources: list[Source] = field(default_factory=list)
+    images: tuple[str, ...] = ()
 
     @classmethod
     def error(cls, message: str, **data: Any) -> ToolResult:

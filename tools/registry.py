@@ -37,6 +37,7 @@ class ToolOutcome:
     truncated: bool = False
     data: dict[str, Any] | None = None
     sources: list[Source] = field(default_factory=list)
+    images: tuple[str, ...] = ()
 
 
 def _truncate(text: str, limit: int) -> tuple[str, bool]:
@@ -163,6 +164,7 @@ class ToolRegistry:
                 truncated=truncated,
                 data=result.data if result else None,
                 sources=list(result.sources) if result else [],
+                images=result.images if result and status == "ok" else (),
             )
 
         if tool is None:

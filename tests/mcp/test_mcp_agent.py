@@ -8,6 +8,7 @@ upstream plays the model and calls their tools as ``files__<tool>`` and
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -34,7 +35,9 @@ def script(fake: FakeUpstream, calls: dict[str, list[dict[str, Any]]]) -> None:
 
     def respond(body: dict[str, Any]) -> Reply:
         messages = body["messages"]
-        if messages[-1]["role"] == "tool":
+        # Results came back when the last turn is tool messages (and the images they returned, as a user message).
+        last = messages[-2] if messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], list) else messages[-1]
+        if last["role"] == "tool":
             return Reply(content="done: " + " | ".join(m["content"] for m in messages if m["role"] == "tool"))
         user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
         return Reply(tool_calls=calls[user]) if user in calls else Reply(content="no tools needed")
@@ -129,10 +132,17 @@ def test_failing_tool_and_image_tool_results(fake: FakeUpstream, client: openai.
     assert got["files__fail"]["status"] == "error"
     assert got["files__fail"]["summary"].startswith("error:")
     assert got["remote__pixel"]["status"] == "ok"
-    assert got["remote__pixel"]["data"]["content"] == [{"type": "image", "mime_type": "image/png", "bytes": 70}]
-    tool_texts = [m["content"] for m in fake.chat_requests[-1].body["messages"] if m["role"] == "tool"]
+    assert got["remote__pixel"]["data"]["content"] == [{"type": "image", "mime_type": "image/png", "bytes": 70, "shown_to_model": True}]
+    messages = fake.chat_requests[-1].body["messages"]
+    tool_texts = [m["content"] for m in messages if m["role"] == "tool"]
     assert tool_texts[0].startswith("error:")
-    assert tool_texts[1] == "[image: image/png, 70 bytes; not readable as text]"
+    assert tool_texts[1] == "[image: image/png, 70 bytes; attached below for you to view]"
+    # The image itself reaches the model: a user message of image parts right after the step's tool messages.
+    shown = messages[-1]
+    assert shown["role"] == "user" and messages[-2]["role"] == "tool"
+    assert shown["content"][0] == {"type": "text", "text": "Images returned by remote__pixel (call c2):"}
+    url = shown["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,") and base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")
 
 
 def test_mcp_call_runs_on_the_server_and_the_client_function_comes_back(fake: FakeUpstream, client: openai.OpenAI) -> None:

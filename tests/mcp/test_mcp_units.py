@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from toolrelay.app.settings import McpServerSettings, McpSettings
 from toolrelay.tools.mcp.names import MAX_NAME_CHARS, tool_name
-from toolrelay.tools.mcp.results import tool_result
+from toolrelay.tools.mcp.results import MAX_IMAGE_BYTES, MAX_IMAGES, tool_result
 from toolrelay.tools.mcp.schema import SchemaLimits, bounded_parameters
 
 OPENAI_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -86,10 +87,10 @@ def test_schema_bounds(schema: Any, problem: str | None) -> None:
         (types.CallToolResult(content=[types.TextContent(type="text", text="bad")], is_error=True), "error: bad", True, None),
         (types.CallToolResult(content=[], is_error=True), "error: the tool reported an error", True, None),
         (
-            types.CallToolResult(content=[types.ImageContent(type="image", data="AAAA", mime_type="image/png")]),
-            "[image: image/png, 3 bytes; not readable as text]",
+            types.CallToolResult(content=[types.ImageContent(type="image", data="AAAA", mime_type="image/tiff")]),
+            "[image: image/tiff, 3 bytes; not readable as text]",
             False,
-            {"content": [{"type": "image", "mime_type": "image/png", "bytes": 3}]},
+            {"content": [{"type": "image", "mime_type": "image/tiff", "bytes": 3}]},
         ),
         (types.CallToolResult(content=[types.ResourceLink(type="resource_link", uri="file:///a", name="a")]), "[resource: file:///a (a)]", False, None),
     ],
@@ -97,6 +98,24 @@ def test_schema_bounds(schema: Any, problem: str | None) -> None:
 def test_results_as_the_model_reads_them(result: types.CallToolResult, content: str, is_error: bool, data: Any) -> None:
     translated = tool_result(result)
     assert (translated.content, translated.is_error, translated.data) == (content, is_error, data)
+    assert translated.images == ()
+
+
+def _png(size: int) -> types.ImageContent:
+    return types.ImageContent(type="image", data=base64.b64encode(b"\x89PNG" + b"x" * (size - 4)).decode(), mime_type="image/png")
+
+
+def test_viewable_images_are_handed_to_the_model_within_bounds() -> None:
+    shown = tool_result(types.CallToolResult(content=[_png(10) for _ in range(MAX_IMAGES + 2)]))
+    assert len(shown.images) == MAX_IMAGES and all(url.startswith("data:image/png;base64,") for url in shown.images)
+    assert shown.content.count("attached below for you to view") == MAX_IMAGES
+    assert shown.content.count("not readable as text") == 2  # beyond the count: only described
+    too_big = tool_result(types.CallToolResult(content=[_png(MAX_IMAGE_BYTES + 1)]))
+    assert too_big.images == () and "not readable as text" in too_big.content
+    described = tool_result(types.CallToolResult(content=[_png(10)]), images_to_model=False)
+    assert described.images == () and described.content == "[image: image/png, 10 bytes; not readable as text]"
+    failed = tool_result(types.CallToolResult(content=[_png(10)], is_error=True))
+    assert failed.images == () and failed.is_error
 
 
 @pytest.mark.parametrize(

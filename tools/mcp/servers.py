@@ -123,6 +123,7 @@ class McpServers:
                 timeout=timeout,
                 max_output_chars=config.max_output_chars,
                 trust=config.trust,
+                images_to_model=config.image_results == "model",
             )
             try:
                 self._registry.add(adapter)

@@ -30,7 +30,7 @@ class ToolServer(Protocol):
 
 
 class McpTool:
-    __slots__ = ("_connection", "description", "max_output_chars", "name", "parameters", "remote_name", "timeout", "trust")
+    __slots__ = ("_connection", "description", "images_to_model", "max_output_chars", "name", "parameters", "remote_name", "timeout", "trust")
 
     def __init__(
         self,
@@ -43,6 +43,7 @@ class McpTool:
         timeout: float,
         max_output_chars: int | None,
         trust: str = "untrusted",
+        images_to_model: bool = True,
     ) -> None:
         self._connection = connection
         self.name = name
@@ -54,6 +55,8 @@ class McpTool:
         self.max_output_chars = max_output_chars
         # Read by the taint rules (agent/taint.py): a third-party tool is assumed to read untrusted content and send data out.
         self.trust = trust
+        # Images in results shown to the model as image parts ([mcp.servers.x] image_results = "model"), or only described.
+        self.images_to_model = images_to_model
 
     @property
     def server(self) -> str:
@@ -66,6 +69,6 @@ class McpTool:
             return ToolResult.error(str(exc), server=self.server)
         except MCPError as exc:
             return ToolResult.error(f"MCP server {self.server!r} refused the call: {exc.error.message[:500]}", server=self.server)
-        translated = tool_result(result)
+        translated = tool_result(result, images_to_model=self.images_to_model)
         translated.data = {"server": self.server, **(translated.data or {})}
         return translated
