@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -57,6 +58,19 @@ class Continuation:
     run_key: str
     messages: list[dict[str, Any]]
     meta: dict[str, Any]
+
+
+class Continuations(Protocol):
+    """What the agent loop needs of a continuation store, whichever backend holds it (SQLite, Redis, PostgreSQL)."""
+
+    async def save(self, run_key: str, scope: str, call_ids: list[str], messages: list[dict[str, Any]], meta: dict[str, Any], ttl: float) -> None: ...
+
+    async def find(self, scope: str, call_ids: list[str]) -> Continuation | None: ...
+
+
+#: One paused run as ``toolrelay db copy`` moves it: run key, scope, expiry (epoch seconds), messages and
+#: meta JSON (bytes, as written), and the call ids that resume it.
+ContinuationRow = tuple[str, str, float, bytes, bytes, list[str]]
 
 
 class ContinuationStore:
@@ -107,6 +121,16 @@ class ContinuationStore:
 
     async def find(self, scope: str, call_ids: list[str]) -> Continuation | None:
         return await anyio.to_thread.run_sync(self._find, scope, call_ids)
+
+    def export_rows(self) -> Iterator[ContinuationRow]:
+        """Every unexpired paused run with its call ids (``toolrelay db copy``)."""
+        with self._lock:
+            runs = self._db.execute("SELECT run_key, scope, expires_at, messages, meta FROM continuations WHERE expires_at >= ?", (time.time(),)).fetchall()
+            calls: dict[str, list[str]] = {}
+            for run_key, call_id in self._db.execute("SELECT run_key, call_id FROM paused_calls ORDER BY call_id"):
+                calls.setdefault(run_key, []).append(call_id)
+        for run_key, scope, expires_at, messages, meta in runs:
+            yield (run_key, scope, expires_at, bytes(messages), bytes(meta), calls.get(run_key, []))
 
 
 class RedisContinuationStore:

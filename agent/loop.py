@@ -26,7 +26,7 @@ import orjson
 
 from toolrelay.agent.approvals import APPROVED, DENIED, denied_text
 from toolrelay.agent.citations import find_citations
-from toolrelay.agent.continuations import ContinuationStore
+from toolrelay.agent.continuations import Continuations
 from toolrelay.agent.executor import ToolExecutor
 from toolrelay.agent.request import RequestBuilder, ToolOffer, upstream_message
 from toolrelay.agent.steps import StepLog
@@ -160,7 +160,7 @@ class AgentRun:
         tools: ToolExecutor,
         steps: StepLog,
         options: RunOptions,
-        continuations: ContinuationStore,
+        continuations: Continuations,
         tokens: TokenCounter,
         context: ToolContext,
         emit: Callable[[Event], Awaitable[None]],

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import UnsetType
 
-from toolrelay.agent.continuations import ContinuationStore
+from toolrelay.agent.continuations import Continuations
 from toolrelay.agent.executor import ToolExecutor
 from toolrelay.agent.hints import Hint, hint_for
 from toolrelay.agent.loop import AgentRun, Limits, RunHooks, RunOptions, StepCheck
@@ -72,7 +72,7 @@ class AgentRunner:
         self,
         settings: AgentSettings,
         registry: ToolRegistry,
-        continuations: ContinuationStore,
+        continuations: Continuations,
         tokens: TokenCounter,
         *,
         recall: Callable[[str, str, int], Awaitable[str | None]] | None = None,

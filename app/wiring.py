@@ -10,14 +10,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from toolrelay.agent.continuations import ContinuationStore, RedisContinuationStore
+from toolrelay.agent.continuations import Continuations, ContinuationStore, RedisContinuationStore
 from toolrelay.agent.runner import AgentRunner
 from toolrelay.app.auth import AuthGate
 from toolrelay.app.auth.admin import build_admin_handlers
 from toolrelay.app.mcp_server import ToolCatalogue, build_mcp_handler
 from toolrelay.app.private_files import secure_dir
 from toolrelay.app.protocol import AgentOptions
-from toolrelay.app.responses import ResponseStore
+from toolrelay.app.responses import ResponseStorage, ResponseStore
 from toolrelay.app.routes.memories import build_memory_handlers
 from toolrelay.app.routes.responses import build_responses_handlers
 from toolrelay.app.services import Services
@@ -103,8 +103,13 @@ def attach_mcp_servers(services: Services, agent: AgentRunner) -> McpServers:
     return servers
 
 
-def build_continuations(services: Services) -> ContinuationStore | RedisContinuationStore:
-    """Paused agent runs: in Redis when configured (any host can resume), else SQLite in the data directory."""
+def build_continuations(services: Services) -> Continuations:
+    """Paused agent runs: in the shared database or Redis when configured (any host can resume), else SQLite in
+    the data directory. The database wins over Redis: a paused run is durable state, not a counter."""
+    if services.database is not None:
+        from toolrelay.agent.continuations_pg import PostgresContinuationStore
+
+        return PostgresContinuationStore(services.database)
     redis = services.settings.redis
     if redis.url:
         store = RedisContinuationStore(
@@ -141,15 +146,26 @@ def build_memory(services: Services) -> MemoryStore | None:
     return store
 
 
-def build_response_store(services: Services) -> ResponseStore:
-    """Stored responses of ``/v1/responses``, in the data directory."""
+def build_response_store(services: Services) -> ResponseStorage:
+    """Stored responses of ``/v1/responses``: in the shared database when configured, else in the data directory."""
     config = services.settings.responses
-    store = ResponseStore(
-        services.data_dir / "responses.db",
-        retention_days=config.retention_days,
-        max_per_key=config.max_stored_per_key,
-        max_bytes_per_key=config.max_stored_bytes_per_key,
-    )
+    store: ResponseStorage
+    if services.database is not None:
+        from toolrelay.app.responses.store_pg import PostgresResponseStore
+
+        store = PostgresResponseStore(
+            services.database,
+            retention_days=config.retention_days,
+            max_per_key=config.max_stored_per_key,
+            max_bytes_per_key=config.max_stored_bytes_per_key,
+        )
+    else:
+        store = ResponseStore(
+            services.data_dir / "responses.db",
+            retention_days=config.retention_days,
+            max_per_key=config.max_stored_per_key,
+            max_bytes_per_key=config.max_stored_bytes_per_key,
+        )
 
     async def close() -> None:
         store.close()
@@ -186,9 +202,7 @@ def extend_services(services: Services) -> list[Any]:
         agent = AgentRunner(
             settings.agent,
             registry,
-            # AgentRunner names the SQLite store; the Redis one offers the same save/find.
-            # A Protocol for both belongs in agent/continuations.py.
-            continuations,  # pyright: ignore[reportArgumentType]
+            continuations,
             services.tokens,
             recall=partial(recall, memory_store) if memory_store is not None else None,
         )

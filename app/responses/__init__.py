@@ -4,7 +4,7 @@ The HTTP side is :mod:`app.routes.responses`; these modules do no HTTP.
 """
 
 from toolrelay.app.responses.background import CUT_SHORT, BackgroundRuns, BackgroundTurn, background_error
-from toolrelay.app.responses.store import ResponseStore, StoredResponse, response_scope
+from toolrelay.app.responses.store import ResponseStorage, ResponseStore, StoredResponse, response_scope
 from toolrelay.app.responses.stream import ResponseStreamWriter, failure_error
 from toolrelay.app.responses.translate import (
     ResponsesRequest,
@@ -22,6 +22,7 @@ __all__ = [
     "CUT_SHORT",
     "BackgroundRuns",
     "BackgroundTurn",
+    "ResponseStorage",
     "ResponseStore",
     "ResponseStreamWriter",
     "ResponsesRequest",

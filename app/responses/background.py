@@ -36,7 +36,7 @@ from toolrelay.app.responses.stream import failure_error
 if TYPE_CHECKING:
     from toolrelay.app.gate import Gate
     from toolrelay.app.middleware import RequestInfo
-    from toolrelay.app.responses.store import ResponseStore
+    from toolrelay.app.responses.store import ResponseStorage
 
 __all__ = ["CUT_SHORT", "BackgroundRuns", "BackgroundTurn", "background_error"]
 
@@ -156,7 +156,7 @@ class _Run:
 class BackgroundRuns:
     """This process's background runs: start, follow, cancel, and stop them all at shutdown."""
 
-    def __init__(self, store: ResponseStore, gate: Gate, *, max_per_key: int, max_total: int) -> None:
+    def __init__(self, store: ResponseStorage, gate: Gate, *, max_per_key: int, max_total: int) -> None:
         self._store = store
         self._gate = gate
         self._max_per_key = max_per_key

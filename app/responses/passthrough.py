@@ -48,7 +48,7 @@ from toolrelay.app.model_ids import split_agent_model
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response, map_upstream_error
 from toolrelay.app.responses.background import CUT_SHORT, BackgroundRuns
-from toolrelay.app.responses.store import ResponseStore, StoredResponse, response_scope
+from toolrelay.app.responses.store import ResponseStorage, StoredResponse, response_scope
 from toolrelay.app.responses.translate import ResponsesRequest, input_items, response_object
 from toolrelay.app.usage import RequestUsage, token_count
 
@@ -364,7 +364,7 @@ class NativeResponses:
     (probed once; an upstream that could not be reached is probed again later).
     """
 
-    def __init__(self, services: Services, store: ResponseStore, runs: BackgroundRuns, sse_headers: Mapping[str, str]) -> None:
+    def __init__(self, services: Services, store: ResponseStorage, runs: BackgroundRuns, sse_headers: Mapping[str, str]) -> None:
         self._services = services
         self._store = store
         self._runs = runs
@@ -478,7 +478,7 @@ class _NativeTurn:
     def __init__(
         self,
         services: Services,
-        store: ResponseStore,
+        store: ResponseStorage,
         sse_headers: dict[str, str],
         params: _Request,
         history: list[dict[str, Any]],

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.jsonbody import JSONValue
-from toolrelay.app.responses.store import ResponseStore
+from toolrelay.app.responses.store import ResponseStorage
 
 __all__ = ["resolve_item_references"]
 
@@ -45,7 +45,7 @@ def _not_found(item_id: str, position: int) -> OpenAIError:
     )
 
 
-async def resolve_item_references(store: ResponseStore, scope: str, body: JSONValue) -> JSONValue:
+async def resolve_item_references(store: ResponseStorage, scope: str, body: JSONValue) -> JSONValue:
     """``body`` with each ``item_reference`` in ``input`` replaced by the stored item (a new dict; ``body`` is left as it was)."""
     if not isinstance(body, dict):
         return body

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import orjson
 
 from toolrelay.app.sqlite import connect, migrate, script_step, transaction
 
-__all__ = ["ResponseStore", "StoredResponse", "response_scope"]
+__all__ = ["ResponseRow", "ResponseStorage", "ResponseStore", "StoredResponse", "response_scope"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -110,6 +111,10 @@ ON CONFLICT (scope, id) DO UPDATE SET
 
 _SWEEP_EVERY = 60.0
 
+#: One stored row as ``toolrelay db copy`` moves it: scope, id, created_at, the response, input items and
+#: context JSON (bytes, as written), and the pid of the process running it (None once settled).
+ResponseRow = tuple[str, str, int, bytes, bytes, bytes, "int | None"]
+
 
 def response_scope(key_id: str | None) -> str:
     """The scope of a caller's responses: its key id, or the one local scope when auth is off."""
@@ -135,8 +140,14 @@ class _Batch:
     errors: list[Exception | None] = field(default_factory=lambda: [])
 
 
-class ResponseStore:
-    """Stored responses; saves are group-committed.
+class ResponseStorage:
+    """What the routes use of a stored-responses backend: group-committed saves and lookups by (scope, id).
+
+    The async side (this class) is shared; a backend implements the blocking
+    side (``_save_all``, ``_get``, ``_find_items``, ``_delete``,
+    ``_fail_abandoned``, ``close``), which runs in worker threads:
+    :class:`ResponseStore` on SQLite, :class:`~app.responses.store_pg.PostgresResponseStore`
+    on PostgreSQL.
 
     A save returns once its row is committed (a client that retrieves a
     response right after it was answered finds it, on any worker). Saves that
@@ -146,14 +157,7 @@ class ResponseStore:
     per request.
     """
 
-    def __init__(self, path: Path, *, retention_days: float, max_per_key: int = 10_000, max_bytes_per_key: int = 256 * 1024 * 1024) -> None:
-        self._conn = connect(path)
-        migrate(self._conn, [script_step(_SCHEMA), script_step(_SIZES), script_step(_OWNERS), script_step(_TOTALS_AND_ITEMS)], name=str(path))
-        self._max_count = max_per_key
-        self._max_bytes = max_bytes_per_key
-        self._lock = threading.Lock()
-        self._retention = retention_days * 86400.0
-        self._swept = 0.0
+    def __init__(self) -> None:
         self._open: _Batch | None = None  # the batch new saves join
         self._committing = anyio.Lock()
 
@@ -200,10 +204,7 @@ class ResponseStore:
         return await anyio.to_thread.run_sync(self._find_items, scope, item_ids)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    # ------------------------------------------------------------------ blocking side
+        raise NotImplementedError
 
     def _save(self, scope: str, stored: StoredResponse, owner_pid: int | None = None) -> None:
         errors = self._save_all([(scope, stored, owner_pid)])
@@ -212,24 +213,49 @@ class ResponseStore:
 
     def _save_all(self, rows: list[tuple[str, StoredResponse, int | None]]) -> list[Exception | None]:
         """Write ``rows`` in one transaction; per row, the error that kept it out (one bad row spoils no other)."""
-        encoded: list[tuple[Any, ...] | None] = []
-        errors: list[Exception | None] = []
-        for scope, stored, owner_pid in rows:
-            try:
-                encoded.append(_encode(scope, stored, owner_pid))
-                errors.append(None)
-            except (TypeError, ValueError, KeyError) as exc:  # content orjson cannot write (an integer past 64 bits)
-                encoded.append(None)
-                errors.append(exc)
+        raise NotImplementedError
+
+    def _fail_abandoned(self, error: dict[str, Any]) -> int:
+        raise NotImplementedError
+
+    def _get(self, scope: str, response_id: str) -> StoredResponse | None:
+        raise NotImplementedError
+
+    def _find_items(self, scope: str, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _delete(self, scope: str, response_id: str) -> bool:
+        raise NotImplementedError
+
+
+class ResponseStore(ResponseStorage):
+    """Stored responses in a SQLite file (one connection guarded by a lock)."""
+
+    def __init__(self, path: Path, *, retention_days: float, max_per_key: int = 10_000, max_bytes_per_key: int = 256 * 1024 * 1024) -> None:
+        super().__init__()
+        self._conn = connect(path)
+        migrate(self._conn, [script_step(_SCHEMA), script_step(_SIZES), script_step(_OWNERS), script_step(_TOTALS_AND_ITEMS)], name=str(path))
+        self._max_count = max_per_key
+        self._max_bytes = max_bytes_per_key
+        self._lock = threading.Lock()
+        self._retention = retention_days * 86400.0
+        self._swept = 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ blocking side
+
+    def _save_all(self, rows: list[tuple[str, StoredResponse, int | None]]) -> list[Exception | None]:
+        encoded, errors = encode_rows(rows)
         with self._lock, transaction(self._conn):
             for (scope, stored, _), values in zip(rows, encoded, strict=True):
                 if values is None:
                     continue
                 self._conn.execute(_UPSERT, values)
                 response_id = values[1]
-                items = [*stored.input_items, *(stored.response.get("output") or ())]
-                item_ids = {item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
-                self._conn.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)", [(scope, item_id, response_id) for item_id in item_ids])
+                self._conn.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)", [(scope, i, response_id) for i in item_ids(stored)])
             for scope in {scope for scope, _, _ in rows}:
                 self._evict(scope)
             self._sweep()
@@ -308,16 +334,57 @@ class ResponseStore:
         for _, ids, row in rows:
             if row is None or row[2] < horizon:
                 continue
-            wanted_here = set(ids)
-            for item in [*orjson.loads(row[1]), *(orjson.loads(row[0]).get("output") or ())]:
-                if isinstance(item, dict) and item.get("id") in wanted_here:
-                    found[item["id"]] = item
+            found.update(items_with_ids(row[0], row[1], set(ids)))
         return found
+
+    def export_rows(self, batch: int = 500) -> Iterator[list[ResponseRow]]:
+        """Every stored row as written (``toolrelay db copy``), ``batch`` at a time, in key order."""
+        after: tuple[str, str] = ("", "")
+        while True:
+            with self._lock:
+                rows: list[ResponseRow] = self._conn.execute(
+                    "SELECT scope, id, created_at, response, input_items, context, owner_pid FROM responses "
+                    "WHERE (scope, id) > (?, ?) ORDER BY scope, id LIMIT ?",
+                    (*after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield rows
+            after = (rows[-1][0], rows[-1][1])
 
     def _delete(self, scope: str, response_id: str) -> bool:
         with self._lock:
             cursor: sqlite3.Cursor = self._conn.execute("DELETE FROM responses WHERE scope = ? AND id = ?", (scope, response_id))
             return cursor.rowcount > 0
+
+
+def encode_rows(rows: list[tuple[str, StoredResponse, int | None]]) -> tuple[list[tuple[Any, ...] | None], list[Exception | None]]:
+    """Each row's column values (scope, id, created_at, three JSON blobs, size, owner pid), or the error that keeps it out."""
+    encoded: list[tuple[Any, ...] | None] = []
+    errors: list[Exception | None] = []
+    for scope, stored, owner_pid in rows:
+        try:
+            encoded.append(_encode(scope, stored, owner_pid))
+            errors.append(None)
+        except (TypeError, ValueError, KeyError) as exc:  # content orjson cannot write (an integer past 64 bits)
+            encoded.append(None)
+            errors.append(exc)
+    return encoded, errors
+
+
+def item_ids(stored: StoredResponse) -> set[str]:
+    """The ids of a response's input and output items: what ``item_reference`` may name."""
+    items = [*stored.input_items, *(stored.response.get("output") or ())]
+    return {item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)}
+
+
+def items_with_ids(response_blob: bytes, input_blob: bytes, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """The items of one stored row (input first, then output) whose id is in ``wanted``."""
+    found: dict[str, dict[str, Any]] = {}
+    for item in [*orjson.loads(input_blob), *(orjson.loads(response_blob).get("output") or ())]:
+        if isinstance(item, dict) and item.get("id") in wanted:
+            found[item["id"]] = item
+    return found
 
 
 def _encode(scope: str, stored: StoredResponse, owner_pid: int | None) -> tuple[Any, ...]:

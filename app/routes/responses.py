@@ -9,7 +9,7 @@ translates the events back (:mod:`app.responses`). The request is booked in
 the ledger with mode ``responses``; the outer ASGI layer releases it.
 
 ``GET``/``DELETE /v1/responses/{id}`` and ``GET .../input_items`` read the
-store (:class:`app.responses.ResponseStore`) behind the same guard as
+store (:class:`app.responses.ResponseStorage`) behind the same guard as
 ``/v1/memories`` (:func:`app.guards.metered_key_guard`): only the key that
 made a response can see it; any other gets the 404 OpenAI gives for an
 unknown id, never the content.
@@ -51,7 +51,7 @@ from toolrelay.app.responses import (
     CUT_SHORT,
     BackgroundRuns,
     ResponsesRequest,
-    ResponseStore,
+    ResponseStorage,
     ResponseStreamWriter,
     StoredResponse,
     background_error,
@@ -95,7 +95,7 @@ def _json(content: Any, headers: Mapping[str, str] | None = None) -> Response[by
     return Response(content=orjson.dumps(content), media_type="application/json", headers=dict(headers or {}))
 
 
-def build_responses_handlers(services: Services, store: ResponseStore) -> list[Any]:
+def build_responses_handlers(services: Services, store: ResponseStorage) -> list[Any]:
     """The create handler (the chat-like path) and the stored-response routes, under ``/v1`` and at the root."""
     config = services.settings.responses
     runs = BackgroundRuns(store, services.gate, max_per_key=config.max_background_per_key, max_total=config.max_background_total)
@@ -106,7 +106,7 @@ def build_responses_handlers(services: Services, store: ResponseStore) -> list[A
     return [_create_handler(services, store, runs), *routers]
 
 
-def _create_handler(services: Services, store: ResponseStore, runs: BackgroundRuns) -> Any:
+def _create_handler(services: Services, store: ResponseStorage, runs: BackgroundRuns) -> Any:
     settings = services.settings
     server = settings.server
     schema_checker = SchemaChecker(SchemaLimits.from_server(server))
@@ -216,7 +216,7 @@ class _Turn:
         params: ResponsesRequest,
         history: list[dict[str, Any]],
         scope: str,
-        store: ResponseStore,
+        store: ResponseStorage,
         tracker: UsageTracker,
         info: RequestInfo,
         writer_class: Callable[[ResponsesRequest, str, int], ResponseStreamWriter] = ResponseStreamWriter,
@@ -355,7 +355,7 @@ class _Turn:
         return last
 
 
-def _stored_routes(services: Services, store: ResponseStore, runs: BackgroundRuns, prefix: str) -> Router:
+def _stored_routes(services: Services, store: ResponseStorage, runs: BackgroundRuns, prefix: str) -> Router:
     def scope_of(request: Request[Any, Any, Any]) -> str:
         return response_scope(request_info(cast("dict[str, Any]", request.scope)).key_id)
 

@@ -1,19 +1,30 @@
-"""Stored responses are bounded per key: one key cannot fill the disk with `store: true`."""
+"""Stored responses are bounded per key: one key cannot fill the disk with `store: true` (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from toolrelay.app.responses.store import ResponseStore, StoredResponse
+import pytest
+
+from fakes.stores import BACKENDS, StoreMaker, scalar
+from toolrelay.app.responses.store import StoredResponse
+
+
+@pytest.fixture(params=BACKENDS)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreMaker]:
+    maker = StoreMaker(request, request.param, tmp_path)
+    yield maker
+    maker.close()
 
 
 def _stored(response_id: str, created: int, text: str = "x") -> StoredResponse:
     return StoredResponse({"id": response_id, "created_at": created, "output": [text]}, [{"type": "message", "content": text}], [])
 
 
-def test_oldest_responses_of_a_key_are_evicted_beyond_the_count_cap(tmp_path: Path) -> None:
-    store = ResponseStore(tmp_path / "responses.db", retention_days=30, max_per_key=3)
+def test_oldest_responses_of_a_key_are_evicted_beyond_the_count_cap(stores: StoreMaker) -> None:
+    store = stores.responses(max_per_key=3)
     now = int(time.time())
     for i in range(5):
         store._save("k:a", _stored(f"resp_{i}", now + i))
@@ -21,26 +32,25 @@ def test_oldest_responses_of_a_key_are_evicted_beyond_the_count_cap(tmp_path: Pa
     kept = [i for i in range(5) if store._get("k:a", f"resp_{i}") is not None]
     assert kept == [2, 3, 4]
     assert store._get("k:b", "resp_b") is not None  # another key's responses are untouched
-    store.close()
 
 
-def test_oldest_responses_of_a_key_are_evicted_beyond_the_byte_cap(tmp_path: Path) -> None:
-    store = ResponseStore(tmp_path / "responses.db", retention_days=30, max_per_key=1000, max_bytes_per_key=10_000)
+def test_oldest_responses_of_a_key_are_evicted_beyond_the_byte_cap(stores: StoreMaker) -> None:
+    store = stores.responses(max_per_key=1000, max_bytes_per_key=10_000)
     now = int(time.time())
     for i in range(10):
         store._save("k:a", _stored(f"resp_{i}", now + i, "y" * 2_000))
     kept = [i for i in range(10) if store._get("k:a", f"resp_{i}") is not None]
     assert kept and kept == list(range(10 - len(kept), 10)) and len(kept) <= 2
-    total = store._conn.execute("SELECT SUM(size) FROM responses WHERE scope = 'k:a'").fetchone()[0]
+    total = scalar(store, "SELECT SUM(size) FROM responses WHERE scope = 'k:a'")
     assert total <= 10_000
-    store.close()
+    assert scalar(store, "SELECT bytes FROM response_totals WHERE scope = 'k:a'") == total
 
 
-def test_concurrent_saves_commit_together_and_one_bad_row_spoils_no_other(tmp_path: Path) -> None:
+def test_concurrent_saves_commit_together_and_one_bad_row_spoils_no_other(stores: StoreMaker) -> None:
     """Group commit: saves that overlap share a transaction, each returns once its row is readable."""
     import anyio
 
-    store = ResponseStore(tmp_path / "responses.db", retention_days=30)
+    store = stores.responses()
     commits: list[int] = []
     save_all = store._save_all
 
@@ -73,4 +83,3 @@ def test_concurrent_saves_commit_together_and_one_bad_row_spoils_no_other(tmp_pa
     assert outcomes.pop("resp_7") == "refused"
     assert set(outcomes.values()) == {"stored"} and len(outcomes) == 39
     assert sum(commits) == 40 and len(commits) < 40, commits  # overlapping saves shared commits
-    store.close()
