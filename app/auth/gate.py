@@ -28,13 +28,14 @@ import anyio
 from toolrelay.app.auth import errors
 from toolrelay.app.auth.durations import go_duration
 from toolrelay.app.auth.keyformat import mask, matches, parse_key_id
-from toolrelay.app.auth.keystore import ApiKey, KeyStore
+from toolrelay.app.auth.keystore import ApiKey, Keys
 from toolrelay.app.auth.ledger import Ledger
 from toolrelay.app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key_bucket
 from toolrelay.app.auth.periods import PeriodClock
 from toolrelay.app.auth.pricing import FREE, NANO, Price, PriceTable
 from toolrelay.app.auth.settings import GateSettings
 from toolrelay.app.auth.throttle import FailedAuthThrottle
+from toolrelay.app.database import database_unavailable
 from toolrelay.app.errors import OpenAIError, model_not_found
 from toolrelay.app.middleware import RequestInfo
 from toolrelay.app.tokens import prompt_chars
@@ -131,7 +132,7 @@ class AuthGate:
         self,
         *,
         config: GateSettings,
-        keys: KeyStore,
+        keys: Keys,
         backend: LimitBackend,
         prices: PriceTable,
         ledger: Ledger | None,
@@ -250,6 +251,13 @@ class AuthGate:
         key_id = parse_key_id(token)
         if key_id is not None:
             key = keys.get(key_id)
+            if key is None and keys.fetches_missing:
+                # Created on another host a moment ago, its notification still on the way: one lookup
+                # (wrong guesses are throttled per address above before they cost one).
+                try:
+                    key = await anyio.to_thread.run_sync(keys.fetch, key_id)
+                except Exception:  # noqa: BLE001 - the database is down: 503, not a 500
+                    raise database_unavailable() from None
             if key is not None and matches(token, key.key_hash):
                 if key.revoked_at is not None:
                     raise OpenAIError(401, f"The API key tr-{key.id} has been revoked.", type="authentication_error", code="invalid_api_key")

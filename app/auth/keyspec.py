@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from toolrelay.app.auth.durations import parse_when
-from toolrelay.app.auth.keystore import KEEP, ApiKey, KeyStore
+from toolrelay.app.auth.keystore import KEEP, ApiKey, Keys
 from toolrelay.app.auth.settings import BUDGET_PERIODS
 
 
@@ -101,7 +101,7 @@ def _check_mcp_servers(servers: list[str] | None) -> None:
         raise KeySpecError("'mcp_servers' must be null (every MCP server) or a list of MCP server names.", "mcp_servers")
 
 
-def update(store: KeyStore, key_id: str, change: KeyUpdate) -> ApiKey | None:
+def update(store: Keys, key_id: str, change: KeyUpdate) -> ApiKey | None:
     """Apply ``change`` to the key ``key_id``; None if there is no such key."""
     models = None if isinstance(change.models, msgspec.UnsetType) else change.models
     if models is not None:
@@ -112,7 +112,7 @@ def update(store: KeyStore, key_id: str, change: KeyUpdate) -> ApiKey | None:
     return store.update(key_id, models=models, mcp_servers=servers)
 
 
-def create(store: KeyStore, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
+def create(store: Keys, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
     expires_at = check(spec, now)
     return store.create(
         name=spec.name.strip(),

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -164,8 +164,44 @@ def _servers_json(servers: Iterable[str] | None) -> str | None:
     return None if servers is None else orjson.dumps(sorted({s.strip() for s in servers if s and s.strip()})).decode()
 
 
+class Keys(Protocol):
+    """What the gate, the admin API and the CLI use of a key store: :class:`KeyStore` (SQLite) or
+    :class:`toolrelay.app.auth.pg_keystore.PgKeyStore` (PostgreSQL, shared by several hosts)."""
+
+    # True: a key id the mirror does not hold may still exist (written by another host a moment ago): ask fetch().
+    fetches_missing: bool
+
+    def refresh(self) -> bool: ...
+    def get(self, key_id: str) -> ApiKey | None: ...
+    @property
+    def any_keys(self) -> bool: ...
+    def all(self) -> list[ApiKey]: ...
+    def fetch(self, key_id: str) -> ApiKey | None: ...
+    def create(
+        self,
+        *,
+        name: str,
+        models: Iterable[str] = (),
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: str = "monthly",
+        expires_at: float | None = None,
+        mcp_servers: Iterable[str] | None = None,
+        now: float | None = None,
+    ) -> tuple[ApiKey, str]: ...
+    def update(self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = ...) -> ApiKey | None: ...
+    def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None: ...
+    def load(self, key_id: str) -> ApiKey | None: ...
+    def close(self) -> None: ...
+
+
 class KeyStore:
     """The keys table and its in-memory mirror. Reads are dict lookups; writes go through SQLite."""
+
+    # The data_version check in refresh() is exact: a key the mirror lacks does not exist.
+    fetches_missing = False
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -194,6 +230,10 @@ class KeyStore:
 
     def all(self) -> list[ApiKey]:
         return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    def fetch(self, key_id: str) -> ApiKey | None:
+        self.refresh()
+        return self.get(key_id)
 
     # -- writes (CLI, admin API; off the hot path) ---------------------
 

@@ -213,6 +213,10 @@ class Ledger:
         self.restarts = 0  # writer threads restarted after dying
         self._failures = 0  # consecutive failed rounds of the writer loop
         self._drop_logged = 0.0
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Create or migrate the table (a subclass: its own database)."""
         conn = connect(self.path)
         try:
             migrate(conn, MIGRATIONS, name=str(self.path))
@@ -327,8 +331,12 @@ class Ledger:
                     return
                 time.sleep(_RESTART_PAUSE)
 
+    def _open_writer(self) -> Any:
+        """The writer thread's connection for its lifetime (SQLite); a subclass may borrow one per batch instead."""
+        return connect(self.path)
+
     def _run(self) -> None:
-        conn = connect(self.path)
+        conn = self._open_writer()
         pending = self._pending
         rows = self._rows
         try:
@@ -364,7 +372,8 @@ class Ledger:
                             log.error("usage ledger: %d rows could not be written at shutdown", len(left))
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _write(self, conn: sqlite3.Connection, rows: list[_Pending]) -> list[_Pending]:
         """Write ``rows``; return the ones to retry later (the database was busy or full)."""
@@ -405,11 +414,12 @@ class Ledger:
         self, *, since: float | None = None, until: float | None = None, group_by: Iterable[str] = ("key", "model"), key_id: str | None = None
     ) -> list[dict[str, Any]]:
         groups = [g for g in group_by]
-        unknown = [g for g in groups if g not in GROUPS]
+        known = self._groups
+        unknown = [g for g in groups if g not in known]
         if unknown:
-            raise ValueError(f"unknown group_by {', '.join(unknown)}; use any of {', '.join(GROUPS)}")
-        where, params = _where(since, until, key_id)
-        columns = [GROUPS[g] for g in groups] + [
+            raise ValueError(f"unknown group_by {', '.join(unknown)}; use any of {', '.join(known)}")
+        where, params = _where(since, until, key_id, self._mark)
+        columns = [known[g] for g in groups] + [
             "COUNT(*)",
             "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)",
             "SUM(prompt_tokens)",
@@ -419,65 +429,69 @@ class Ledger:
         ]
         sql = f"SELECT {', '.join(columns)} FROM usage {where}"
         if groups:
-            sql += f" GROUP BY {', '.join(GROUPS[g] for g in groups)}"
+            sql += f" GROUP BY {', '.join(known[g] for g in groups)}"
         sql += " ORDER BY SUM(cost_nano) DESC, COUNT(*) DESC"
-        conn = connect(self.path)
-        try:
-            out = []
-            for row in conn.execute(sql, params):
-                item = dict(zip(groups, row[: len(groups)], strict=True))
-                requests, errors, prompt, completion, cost, latency = row[len(groups) :]
-                if not requests:
-                    continue
-                item.update(
-                    requests=requests,
-                    errors=errors or 0,
-                    prompt_tokens=prompt or 0,
-                    completion_tokens=completion or 0,
-                    total_tokens=(prompt or 0) + (completion or 0),
-                    cost_usd=round((cost or 0) / 1e9, 9),
-                    avg_latency_ms=round(latency, 1) if latency is not None else None,
-                )
-                out.append(item)
-            return out
-        finally:
-            conn.close()
+        out = []
+        for row in self._query(sql, params):
+            item = dict(zip(groups, row[: len(groups)], strict=True))
+            requests, errors, prompt, completion, cost, latency = row[len(groups) :]
+            if not requests:
+                continue
+            item.update(
+                requests=int(requests),
+                errors=int(errors or 0),
+                prompt_tokens=int(prompt or 0),
+                completion_tokens=int(completion or 0),
+                total_tokens=int((prompt or 0) + (completion or 0)),
+                cost_usd=round(int(cost or 0) / 1e9, 9),
+                avg_latency_ms=round(float(latency), 1) if latency is not None else None,
+            )
+            out.append(item)
+        return out
 
     def rows(self, *, since: float | None = None, until: float | None = None, key_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        where, params = _where(since, until, key_id)
-        conn = connect(self.path)
-        try:
-            cursor = conn.execute(f"SELECT {', '.join(ROW_FIELDS)} FROM usage {where} ORDER BY id DESC LIMIT ?", (*params, int(limit)))
-            out = []
-            for row in cursor:
-                item: dict[str, Any] = dict(zip(ROW_FIELDS, row, strict=True))
-                item["cost_usd"] = item.pop("cost_nano") / 1e9
-                item["estimated"] = bool(item["estimated"])
-                out.append(item)
-            out.reverse()
-            return out
-        finally:
-            conn.close()
+        where, params = _where(since, until, key_id, self._mark)
+        fields = self._row_fields
+        sql = f"SELECT {', '.join(fields)} FROM usage {where} ORDER BY id DESC LIMIT {self._mark}"
+        out = []
+        for row in self._query(sql, (*params, int(limit))):
+            item: dict[str, Any] = dict(zip(fields, row, strict=True))
+            item["cost_usd"] = item.pop("cost_nano") / 1e9
+            item["estimated"] = bool(item["estimated"])
+            out.append(item)
+        out.reverse()
+        return out
 
     def spent_nano(self, key_id: str, since: float) -> int:
+        mark = self._mark
+        rows = self._query(f"SELECT COALESCE(SUM(cost_nano), 0) FROM usage WHERE key_id = {mark} AND ts >= {mark}", (key_id, since))
+        return int(rows[0][0])
+
+    # What the reading queries differ in between databases (a subclass sets its own).
+    _groups: dict[str, str] = GROUPS
+    _row_fields: tuple[str, ...] = ROW_FIELDS
+    _mark = "?"
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """All rows of one read, on a connection of its own (any thread)."""
         conn = connect(self.path)
         try:
-            row = conn.execute("SELECT COALESCE(SUM(cost_nano), 0) FROM usage WHERE key_id = ? AND ts >= ?", (key_id, since)).fetchone()
-            return int(row[0])
+            return list(conn.execute(sql, params))
         finally:
             conn.close()
 
 
-def _where(since: float | None, until: float | None, key_id: str | None) -> tuple[str, tuple[Any, ...]]:
+def _where(since: float | None, until: float | None, key_id: str | None, mark: str = "?") -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause and its parameters; ``mark`` is the driver's placeholder (SQLite ``?``, psycopg ``%s``)."""
     clauses: list[str] = []
     params: list[Any] = []
     if since is not None:
-        clauses.append("ts >= ?")
+        clauses.append(f"ts >= {mark}")
         params.append(since)
     if until is not None:
-        clauses.append("ts < ?")
+        clauses.append(f"ts < {mark}")
         params.append(until)
     if key_id is not None:
-        clauses.append("key_id = ?")
+        clauses.append(f"key_id = {mark}")
         params.append(key_id)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
