@@ -209,6 +209,18 @@ def test_loopback_server_refused_unless_its_network_is_allowed(fake: FakeUpstrea
     assert fake.chat_requests == []
 
 
+def test_unreachable_per_request_server_is_a_424_and_nothing_goes_upstream(fake: FakeUpstream, oai: openai.OpenAI, dead_port: int) -> None:
+    script(fake, {})
+    with pytest.raises(openai.APIStatusError) as failed:
+        oai.responses.create(model=MODEL, input="hi", tools=[request_server(f"http://127.0.0.1:{dead_port}/mcp")])  # type: ignore[list-item]
+    assert failed.value.status_code == 424
+    body = failed.value.body
+    assert isinstance(body, dict) and body["type"] == "external_connector_error" and body["code"] == "mcp_list_tools_failed"
+    assert body["param"] == "tools[0]" and "could not be reached" in body["message"]
+    assert SECRET_HEADER not in failed.value.response.text
+    assert fake.chat_requests == []
+
+
 # ---------------------------------------------------------------------------------- approvals
 
 
