@@ -70,6 +70,8 @@ def main() -> None:
     server = build(name)
     if transport == "stdio":
         server.run("stdio")
+    elif transport == "sse":  # the older HTTP+SSE transport: GET /sse, POST /messages/
+        server.run("sse", host="127.0.0.1", port=int(sys.argv[2]))
     else:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]), json_response=transport == "http-json")
 
