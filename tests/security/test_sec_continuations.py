@@ -4,8 +4,8 @@ llama.cpp and Ollama give tool calls predictable ids and reuse them
 ("call_0"). Paused runs were stored under those ids in one table, so a second
 scope pausing on the same id overwrote the first one's record: the first
 scope's resume lost its built-in steps. Now every client tool call gets an id
-minted by the relay, records are keyed by (scope, id) in both backends
-(SQLite, and Redis against a real redis-server), and the upstream still sees
+minted by the relay, records are keyed by (scope, id) in every backend
+(SQLite, Redis against a real redis-server, PostgreSQL against a real server), and the upstream still sees
 its own ids in the history.
 
 Over HTTP against a real relay: two users of one key, and two API keys, whose
@@ -37,17 +37,19 @@ WEATHER = {
 QUESTION = {"role": "user", "content": "What's the weather where I am, and what time is it there?"}
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any] | None:
-    """The ``[redis]`` section for the continuation store under test (None: SQLite)."""
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The settings sections choosing the continuation store under test (none: SQLite)."""
     if request.param == "sqlite":
-        return None
+        return {}
+    if request.param == "postgres":
+        return {"database": {"url": request.getfixturevalue("postgres_url")}}
     url = request.getfixturevalue("redis_url")
-    return {"url": url, "prefix": "sec" + os.urandom(4).hex()}
+    return {"redis": {"url": url, "prefix": "sec" + os.urandom(4).hex()}}
 
 
-def _relay(relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, redis: dict[str, Any] | None, **sections: Any) -> RunningServer:
-    tree = relay_config(fake.base_url, tmp_path / "data", agent={"builtin_tools": ["current_time"]}, redis=redis, **sections)
+def _relay(relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any], **sections: Any) -> RunningServer:
+    tree = relay_config(fake.base_url, tmp_path / "data", agent={"builtin_tools": ["current_time"]}, **backend, **sections)
     return relay_factory(tree=tree)
 
 
@@ -103,7 +105,7 @@ def _assert_consistent(sent: list[dict[str, Any]], city: str) -> None:
 
 
 def test_two_users_with_the_same_upstream_id_each_resume_their_own_run(
-    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any] | None
+    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any]
 ) -> None:
     server = _relay(relay_factory, fake, tmp_path, backend)
     alice_id, _ = _pause(fake, server, "sk-test", "UTC", "Oslo", user="alice")
@@ -121,7 +123,7 @@ def test_two_users_with_the_same_upstream_id_each_resume_their_own_run(
 
 
 def test_another_scope_presenting_a_run_id_gets_nothing_restored(
-    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any] | None
+    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any]
 ) -> None:
     server = _relay(relay_factory, fake, tmp_path, backend)
     alice_id, _ = _pause(fake, server, "sk-test", "UTC", "Oslo", user="alice")
@@ -136,7 +138,7 @@ def test_another_scope_presenting_a_run_id_gets_nothing_restored(
 
 
 def test_two_api_keys_with_the_same_upstream_id(
-    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any] | None
+    relay_factory: Callable[..., RunningServer], fake: FakeUpstream, tmp_path: Path, backend: dict[str, Any]
 ) -> None:
     server = _relay(relay_factory, fake, tmp_path, backend, auth={"admin_key": ADMIN_KEY})
     keys = []
