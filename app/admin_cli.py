@@ -68,7 +68,7 @@ def register(sub: Any) -> None:
     _common(usage)
     usage.add_argument("--since", help="start: a date/time (2025-01-31) or a duration back from now (24h, 7d); default: everything")
     usage.add_argument("--until", help="end (exclusive), same forms as --since")
-    usage.add_argument("--group-by", default="key,model", help="comma-separated: key, model, mode, upstream, status, day, hour (default key,model)")
+    usage.add_argument("--group-by", default="key,model", help="comma-separated: key, model, mode, upstream, status, day, hour, host (default key,model)")
     usage.add_argument("--key", dest="key_id", help="only this key")
     usage.set_defaults(func=cmd_usage)
 
@@ -112,6 +112,8 @@ def _run(func: Any, args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _key_store(settings: Settings) -> Any:
+    if settings.database.url is not None:
+        return _shared(settings).keys
     from toolrelay.app.auth import keys_path
     from toolrelay.app.auth.keystore import KeyStore
 
@@ -119,10 +121,59 @@ def _key_store(settings: Settings) -> Any:
 
 
 def _ledger(settings: Settings) -> Any:
+    if settings.database.url is not None:
+        return _SharedLedger(settings)
     from toolrelay.app.auth import usage_path
     from toolrelay.app.auth.ledger import Ledger
 
     return Ledger(usage_path(settings))
+
+
+class _Shared:
+    """The keys and the ledger in the shared database, for one command: no listener, no writer thread;
+    closing the key store closes the pool."""
+
+    def __init__(self, settings: Settings) -> None:
+        from toolrelay.app.auth.pg_keystore import PgKeyStore
+        from toolrelay.app.auth.pg_ledger import PgLedger
+        from toolrelay.app.database import host_name, open_database
+
+        db = settings.database
+        try:
+            pool = open_database(db, name="toolrelay-cli")
+        except ConfigError as exc:
+            raise _Fail(str(exc)) from None
+        assert pool is not None  # noqa: S101 - a url is configured
+        self.pool = pool
+        self.keys = PgKeyStore(pool, db.url or "", cache_seconds=db.key_cache_seconds, timeout=db.connect_timeout_seconds, listen=False, on_close=pool.close)
+        self.ledger = PgLedger(pool, host=host_name(db), timeout=db.connect_timeout_seconds)
+
+
+def _shared(settings: Settings) -> _Shared:
+    return _Shared(settings)
+
+
+class _SharedLedger:
+    """The ledger's reads, each on a pool of its own that closes after it (a command makes one or two)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def _read(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        shared = _Shared(self._settings)
+        try:
+            return getattr(shared.ledger, method)(*args, **kwargs)
+        finally:
+            shared.pool.close()
+
+    def summary(self, **kwargs: Any) -> Any:
+        return self._read("summary", **kwargs)
+
+    def rows(self, **kwargs: Any) -> Any:
+        return self._read("rows", **kwargs)
+
+    def spent_nano(self, key_id: str, since: float) -> int:
+        return self._read("spent_nano", key_id, since)
 
 
 def _spent(settings: Settings, key: Any) -> float | None:
@@ -314,7 +365,7 @@ def _usage(args: argparse.Namespace, out: TextIO) -> int:
         if key_id is None:
             raise _Fail("--key is not a key id")
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
-    if not Path(settings.server.data_dir).exists():
+    if settings.database.url is None and not Path(settings.server.data_dir).exists():
         raise _Fail(f"data directory {settings.server.data_dir} does not exist")
     try:
         rows = _ledger(settings).summary(since=since, until=until, group_by=group_by, key_id=key_id)

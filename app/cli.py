@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     from toolrelay.app.admin_cli import register as register_admin
 
     register_admin(sub)
+    from toolrelay.app.db_cli import register as register_db
+
+    register_db(sub)
     return parser
 
 

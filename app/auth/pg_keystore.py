@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -83,7 +83,17 @@ class PgKeyStore:
     # The mirror may lag another host's write by the notification's trip: look a missing key up once.
     fetches_missing = True
 
-    def __init__(self, pool: ConnectionPool[Any], url: str, *, cache_seconds: float = 30.0, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[Any],
+        url: str,
+        *,
+        cache_seconds: float = 30.0,
+        timeout: float = 5.0,
+        listen: bool = True,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        """``listen`` False: no listener thread (a CLI command that reads and writes once); ``on_close``: run by close()."""
         self._pool = pool
         self._url = url  # the listener's own connection (the pool's conninfo may be a callable)
         self._cache_seconds = cache_seconds
@@ -96,8 +106,11 @@ class PgKeyStore:
         with self._connection() as conn:
             migrate(conn, MIGRATIONS, name="keys")
         self._reload()
-        self._thread = threading.Thread(target=self._listen_loop, name="toolrelay-keys-listener", daemon=True)
-        self._thread.start()
+        self._on_close = on_close
+        self._thread: threading.Thread | None = None
+        if listen:
+            self._thread = threading.Thread(target=self._listen_loop, name="toolrelay-keys-listener", daemon=True)
+            self._thread.start()
 
     # -- hot path ------------------------------------------------------
 
@@ -201,7 +214,10 @@ class PgKeyStore:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(self._timeout + 2)
+        if self._thread is not None:
+            self._thread.join(self._timeout + 2)
+        if self._on_close is not None:
+            self._on_close()
 
     # -- internals ---------------------------------------------------------
 
