@@ -1,4 +1,5 @@
-"""``toolrelay db upgrade`` and ``toolrelay db status``: the shared database's schemas, for operators.
+"""``toolrelay db upgrade`` and ``toolrelay db status``: the shared database's schemas, for operators
+(``toolrelay db copy``, from SQLite files, is :mod:`app.db_copy`).
 
 Every server migrates at start-up anyway (each store, under its schema's
 advisory lock, so hosts starting together apply each step once); ``upgrade``
@@ -53,6 +54,9 @@ def register(sub: Any) -> None:
         parser.add_argument("--config", help="TOML config file (default: $TOOLRELAY_CONFIG)")
         parser.add_argument("--json", action="store_true", help="print JSON")
         parser.set_defaults(func=func)
+    from toolrelay.app.db_copy import add_copy_command
+
+    add_copy_command(db_sub)
 
 
 def _open(args: argparse.Namespace) -> tuple[Settings, Any]:

@@ -133,11 +133,14 @@ class PostgresResponseStore(ResponseStorage):
         host: str | None = None,
         heartbeat: bool = True,
     ) -> None:
+        """``heartbeat`` False: a store that runs nothing in the background (``toolrelay db copy``) and so
+        claims no host."""
         super().__init__()
         self._pool = pool
         with pool.connection() as conn:
             migrate(conn, MIGRATIONS, name=SCHEMA_NAME)
-            conn.execute(_HEARTBEAT, (host or socket.gethostname(),))
+            if heartbeat:
+                conn.execute(_HEARTBEAT, (host or socket.gethostname(),))
         self.host = host or socket.gethostname()
         self._max_count = max_per_key
         self._max_bytes = max_bytes_per_key
