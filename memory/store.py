@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
+from .backend import MemoryBackend
 from .models import Memory, MemoryHit, MemoryPage
 from .query import MatchMode
 from .sync_store import Order, SyncMemoryStore
@@ -34,11 +35,14 @@ _T = TypeVar("_T")
 
 
 class MemoryStore:
-    """Async facade over :class:`SyncMemoryStore`.
+    """Async facade over a blocking store: :class:`SyncMemoryStore`, or ``PgMemoryStore`` through :meth:`from_sync`.
 
-    Every method runs the blocking SQLite work in a worker thread, at most
-    ``max_concurrency`` at a time, so the event loop never waits on disk.
+    Every method runs the blocking work in a worker thread, at most
+    ``max_concurrency`` at a time, so the event loop never waits on disk or
+    on the database.
     """
+
+    sync: MemoryBackend
 
     def __init__(self, path: str | os.PathLike[str], *, max_concurrency: int = 4, **kwargs: Any) -> None:
         """Open (creating if needed) the database; blocks briefly, see :meth:`open`.
@@ -55,15 +59,17 @@ class MemoryStore:
         return await anyio.to_thread.run_sync(functools.partial(cls, path, max_concurrency=max_concurrency, **kwargs))
 
     @classmethod
-    def from_sync(cls, sync: SyncMemoryStore, *, max_concurrency: int = 4) -> MemoryStore:
+    def from_sync(cls, sync: MemoryBackend, *, max_concurrency: int = 4) -> MemoryStore:
         self = cls.__new__(cls)
         self.sync = sync
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         return self
 
     @property
-    def path(self) -> Path:
-        return self.sync.path
+    def path(self) -> Path | None:
+        """The SQLite file; None for a store in PostgreSQL."""
+        path = getattr(self.sync, "path", None)
+        return path if isinstance(path, Path) else None
 
     @property
     def limits(self) -> MemoryLimits:

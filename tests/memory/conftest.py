@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,9 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from toolrelay.memory import MemoryStore, SyncMemoryStore, scope_for  # noqa: E402
+from toolrelay.memory.backend import MemoryBackend  # noqa: E402
+
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -19,15 +24,40 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sync_store(db_path: Path):
-    store = SyncMemoryStore(db_path)
+def pg_pool(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A pool on a fresh PostgreSQL database (the ``postgres_url`` fixture), closed after the test."""
+    from toolrelay.app.postgres import open_pool
+
+    pool = open_pool(request.getfixturevalue("postgres_url"), max_size=4)
+    yield pool
+    pool.close()
+
+
+def open_backend(kind: str, request: pytest.FixtureRequest, db_path: Path, **kwargs: Any) -> MemoryBackend:
+    """The blocking store of ``kind``: SQLite in ``db_path``, or PostgreSQL on the test's own database."""
+    if kind == "sqlite":
+        return SyncMemoryStore(db_path, **kwargs)
+    from toolrelay.memory.pg_store import PgMemoryStore
+
+    return PgMemoryStore(request.getfixturevalue("pg_pool"), **kwargs)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which store the test runs against: the same test functions cover SQLite and PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def sync_store(backend: str, request: pytest.FixtureRequest, db_path: Path) -> Iterator[MemoryBackend]:
+    store = open_backend(backend, request, db_path)
     yield store
     store.close()
 
 
 @pytest.fixture
-def store(db_path: Path):
-    store = MemoryStore(db_path)
+def store(sync_store: MemoryBackend) -> Iterator[MemoryStore]:
+    store = MemoryStore.from_sync(sync_store)
     yield store
     store.close()
 
