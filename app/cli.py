@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,30 +13,27 @@ import msgspec
 
 from toolrelay.app import __version__
 from toolrelay.app.bind import WILDCARD_HOSTS
-from toolrelay.app.config import ConfigError, Settings, load_settings
+from toolrelay.app.config import ConfigError, ServerSettings, Settings, load_settings
+from toolrelay.app.logs import LogFormat, WriterHandler, install_logging
 
 if TYPE_CHECKING:
     from toolrelay.app.services import Services
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp and uvicorn repeat what our access line says, at a cost per request.
-    for noisy in ("uvicorn.access", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def configure_logging(level: str, log_format: LogFormat = "plain") -> WriterHandler:
+    """Every log line to stderr in ``log_format``, written off the event loop (app/logs/); close the
+    returned handler when serving ends so no line is lost."""
+    return install_logging(level, log_format)
 
 
 def banner(settings: Settings, services: Services, host: str, port: int) -> str:
     every_interface = host.strip() in WILDCARD_HOSTS
     shown_host = "127.0.0.1" if every_interface else host
-    base = f"http://{shown_host}:{port}/v1"
+    scheme = "https" if settings.server.ssl_certfile else "http"
+    base = f"{scheme}://{shown_host}:{port}/v1"
     models = [m for m, _ in services.router.served_models()]
     auth_on = bool(getattr(services.gate, "enabled", False))
-    where = f"every interface, port {port} (host = {host!r})" if every_interface else f"http://{host}:{port}"
+    where = f"every interface, port {port} (host = {host!r})" if every_interface else f"{scheme}://{host}:{port}"
     lines = [
         f"toolrelay {__version__} listening on {where}",
         f"  OpenAI base URL : {base}",
@@ -79,11 +75,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
+    for flag in ("log_format", "ssl_certfile", "ssl_keyfile"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
     if overrides:
-        settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, **overrides))
+        try:
+            settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, **overrides))
+        except ValueError as exc:
+            print(f"toolrelay: {exc}", file=sys.stderr)
+            return 2
         server = settings.server
-    configure_logging(server.log_level)
+    log_handler = configure_logging(server.log_level, server.log_format)
+    try:
+        return _serve(args, settings, server)
+    finally:
+        # The access lines of the last requests are still queued in the writer thread.
+        log_handler.close()
 
+
+def _serve(args: argparse.Namespace, settings: Settings, server: ServerSettings) -> int:
     from toolrelay.app.server import create_app
 
     try:
@@ -115,7 +125,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",
-        "timeout_graceful_shutdown": 10,
+        # uvicorn's own records reach the root logger, so they come out in server.log_format too.
+        "log_config": None,
+        # After SIGTERM/SIGINT the listener closes and requests in flight (streams too) get this long.
+        "timeout_graceful_shutdown": server.shutdown_timeout_seconds,
+        "ssl_certfile": server.ssl_certfile,
+        "ssl_keyfile": server.ssl_keyfile,
     }
     try:
         if args.workers > 1:
@@ -125,6 +140,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ["TOOLRELAY_HOST"] = server.host
             os.environ["TOOLRELAY_PORT"] = str(server.port)
             os.environ["TOOLRELAY_DATA"] = os.path.abspath(server.data_dir)
+            os.environ["TOOLRELAY_SERVER__LOG_FORMAT"] = server.log_format
+            for name, path in (("SSL_CERTFILE", server.ssl_certfile), ("SSL_KEYFILE", server.ssl_keyfile)):
+                if path:
+                    os.environ[f"TOOLRELAY_SERVER__{name}"] = os.path.abspath(path)
             print(banner(settings, services, server.host, server.port) + f"\n  workers         : {args.workers}", flush=True)
             uvicorn.run("toolrelay.app.server:app_from_env", factory=True, workers=args.workers, **common)
         else:
@@ -208,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--data-dir", help="data directory (default ./data or $TOOLRELAY_DATA)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (set [redis] url so limits are shared)")
+    serve.add_argument("--log-format", choices=("plain", "json"), help="log lines as plain text (default) or one JSON object each")
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--ssl-keyfile", help="the PEM private key of --ssl-certfile (if not in the same file)")
     serve.set_defaults(func=cmd_serve)
 
     mcp = sub.add_parser("mcp", help="serve toolrelay's tools over MCP on stdin/stdout (for desktop hosts); API key in $TOOLRELAY_MCP_KEY")

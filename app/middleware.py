@@ -26,6 +26,8 @@ import anyio
 
 from toolrelay.app.errors import error_messages, server_error
 from toolrelay.app.ids import new_request_id
+from toolrelay.app.logs.access import AccessLog
+from toolrelay.app.logs.safe import log_safe as log_safe  # re-exported: its home before app/logs/
 
 if TYPE_CHECKING:
     from toolrelay.app.gate import Gate, Ticket
@@ -128,6 +130,7 @@ def request_info(scope: Mapping[str, Any]) -> RequestInfo:
 def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: Any = None, guard: Any = None) -> ASGIApp:
     """``gate`` releases metered requests; ``guard`` (:class:`app.http_guard.HttpGuard`) refuses
     cross-site and rebinding requests before any handler."""
+    access = AccessLog() if log_requests else None
 
     async def toolrelay_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -195,8 +198,8 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
                 await release()
             if metrics is not None:
                 metrics.record_request(scope, info, time.perf_counter() - info.started)
-            if log_requests:
-                _log(scope, info)
+            if access is not None:
+                access.record(scope, info)  # pyright: ignore[reportArgumentType] - same class, see release()
 
     return toolrelay_asgi
 
@@ -207,49 +210,3 @@ def _served_headers(info: RequestInfo) -> tuple[tuple[bytes, bytes], ...]:
         (b"x-toolrelay-model", (info.served_model or "").encode("latin-1", "replace")),
         (b"x-toolrelay-deployment", (info.deployment or "").encode("latin-1", "replace")),
     )
-
-
-# Client-controlled text in the access line is bounded and made single-line:
-# a newline in a model id would forge log lines, a 5 MB id would bloat the log.
-_MAX_MODEL_CHARS = 128
-_MAX_PATH_CHARS = 512
-_MAX_FIELD_CHARS = 64
-
-
-def log_safe(value: str, limit: int) -> str:
-    """``value`` cut to ``limit`` characters with control and other unprintable characters escaped (``\\n``, ``\\x1b``)."""
-    cut = len(value) > limit
-    if cut:
-        value = value[:limit]
-    if not value.isprintable() or " " in value or "\\" in value:
-        # Spaces too (they would forge "key=..." fields), and backslashes so escapes stay unambiguous.
-        value = "".join(c if c.isprintable() and c != " " and c != "\\" else _escape_char(c) for c in value)
-    return value + "..." if cut else value
-
-
-def _escape_char(c: str) -> str:
-    return repr(c)[1:-1] if c != " " else "\\x20"
-
-
-def _log(scope: dict[str, Any], info: RequestInfo) -> None:
-    # Deliberately no query string, headers or bodies: they can hold keys and user data.
-    latency_ms = (time.perf_counter() - info.started) * 1000
-    parts = [
-        log_safe(str(scope.get("method", "-")), _MAX_FIELD_CHARS),
-        log_safe(str(scope.get("path", "-")), _MAX_PATH_CHARS),
-        str(info.status),
-        f"{latency_ms:.1f}ms",
-    ]
-    if info.model and info.mode:
-        # Only a routed model: an unknown id is the client's text, not something this server served.
-        parts.append(f"model={log_safe(info.model, _MAX_MODEL_CHARS)}")
-    if info.mode:
-        parts.append(f"mode={info.mode}")
-    if info.prompt_tokens is not None:
-        parts.append(f"tokens={info.prompt_tokens}+{info.completion_tokens or 0}")
-    if info.key_id:
-        parts.append(f"key={log_safe(info.key_id, _MAX_FIELD_CHARS)}")
-    if info.error_code:
-        parts.append(f"error={log_safe(info.error_code, _MAX_FIELD_CHARS)}")
-    parts.append(f"id={info.request_id}")
-    access_log.info(" ".join(parts))

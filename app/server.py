@@ -72,6 +72,11 @@ def _database_error_handler(request: Request[Any, Any, Any], exc: Exception) -> 
     return error_response(database_unavailable(), _info(request))
 
 
+def _flush_log_handlers() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def create_litestar(settings: Settings, services: Services, extra_handlers: list[Any] | None = None) -> Litestar:
     handlers = [
         build_chat_handler(services),
@@ -92,7 +97,9 @@ def create_litestar(settings: Settings, services: Services, extra_handlers: list
     app = Litestar(
         route_handlers=handlers,
         on_startup=[services.start],
-        on_shutdown=[services.close],
+        # Logs flushed last: uvicorn re-raises SIGTERM once shutdown is over, which ends the process
+        # without atexit, so the writer thread's last batch must be out by then (app/logs/).
+        on_shutdown=[services.close, _flush_log_handlers],
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="toolrelay", version=__version__, path="/docs", description="OpenAI-compatible Chat Completions server with an agent mode."
@@ -130,6 +137,6 @@ def app_from_env() -> ASGIApp:
     from toolrelay.app.config import load_settings
 
     settings = load_settings()
-    configure_logging(settings.server.log_level)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     asgi, _ = create_app(settings)
     return asgi

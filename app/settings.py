@@ -88,6 +88,13 @@ class ServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     token_count_threads: PositiveInt = 2
     token_count_exact_chars: NonNegativeInt = 1_000_000
     access_log: bool = True
+    # "plain" lines, or "json": one object per line for every log line (app/logs/).
+    log_format: Literal["plain", "json"] = "plain"
+    # On SIGTERM/SIGINT, requests and streams in flight get this long to finish.
+    shutdown_timeout_seconds: NonNegativeFloat = 10.0
+    # Serve HTTPS (uvicorn's TLS): PEM paths; the certificate file may hold the key too.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     # Serve /metrics without the admin key even while authentication is on.
     metrics_public: bool = False
     log_level: str = "info"
@@ -102,6 +109,10 @@ class ServerSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     # /ready reuses one upstream probe for this long (each probe is a call
     # with the operator's upstream key; concurrent hits share one probe).
     ready_cache_seconds: NonNegativeFloat = 10.0
+
+    def _check(self) -> None:
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("server.ssl_keyfile needs server.ssl_certfile (the certificate, PEM; it may hold the key too)")
 
 
 # --------------------------------------------------------------------------- [upstreams.<name>], [models."<id>"]
