@@ -12,6 +12,7 @@ from toolrelay.agent.steps import StepLog
 from toolrelay.agent.taint import RunTaint
 from toolrelay.agent.turns import Call
 from toolrelay.app.events import Event
+from toolrelay.app.tracing import NOOP_TRACER, Tracer
 from toolrelay.tools.base import Source, ToolContext
 from toolrelay.tools.registry import ToolOutcome, ToolRegistry
 
@@ -26,7 +27,7 @@ class ToolExecutor:
     step record before any runs and a ``tool_result`` record as it ends.
     """
 
-    __slots__ = ("_context", "_emit", "_max_parallel", "_registry", "_steps", "_timeout", "_unknown_hint", "sources", "taint")
+    __slots__ = ("_context", "_emit", "_max_parallel", "_registry", "_steps", "_timeout", "_tracer", "_unknown_hint", "sources", "taint")
 
     def __init__(
         self,
@@ -40,8 +41,10 @@ class ToolExecutor:
         max_parallel: int,
         available_names: Sequence[str],
         sources: list[Source] | None = None,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._registry = registry
+        self._tracer = tracer
         self._context = context
         # Untrusted content seen so far, and the tools it closes (agent/taint.py).
         self.taint = taint
@@ -71,6 +74,26 @@ class ToolExecutor:
         refusals = [self.taint.refusal(call.name) if call.kind == "builtin" else None for call in calls]
 
         async def run_one(i: int, call: Call) -> None:
+            # GenAI semantic conventions; the arguments and the result stay out of the span (user data).
+            span = self._tracer.start(
+                f"execute_tool {call.name}",
+                {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.id, "gen_ai.tool.type": "function"},
+            )
+            token = self._tracer.activate(span)
+            try:
+                outcome = await run_call(i, call)
+                if outcome.status != "ok":
+                    span.set_error(outcome.status)
+            finally:
+                self._tracer.deactivate(token)
+                span.end()
+            outcomes[i] = outcome
+            if call.kind == "builtin":
+                self.taint.observe(call.name, outcome)
+            self.sources.extend(outcome.sources)
+            await self._emit(self._steps.tool_result(step, call.id, outcome))
+
+        async def run_call(i: int, call: Call) -> ToolOutcome:
             async with limiter:
                 timeout = max(0.1, min(self._timeout, remaining_wall()))
                 refusal = refusals[i]
@@ -82,11 +105,7 @@ class ToolExecutor:
                     outcome = ToolOutcome(
                         call.name, "unknown_tool", f"error: there is no tool named {call.name!r}. Available tools: {self._unknown_hint}.", 0.0
                     )
-            outcomes[i] = outcome
-            if call.kind == "builtin":
-                self.taint.observe(call.name, outcome)
-            self.sources.extend(outcome.sources)
-            await self._emit(self._steps.tool_result(step, call.id, outcome))
+            return outcome
 
         async with anyio.create_task_group() as tg:
             for i, call in enumerate(calls):

@@ -43,6 +43,7 @@ from toolrelay.app.ids import new_approval_request_id, new_run_key, new_tool_cal
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
+from toolrelay.app.tracing import NOOP_TRACER, Span, Tracer
 from toolrelay.tools.base import ToolContext
 from toolrelay.tools.registry import ToolOutcome
 
@@ -165,8 +166,14 @@ class AgentRun:
         context: ToolContext,
         emit: Callable[[Event], Awaitable[None]],
         hooks: RunHooks = RunHooks(),
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._route = route
+        self._tracer = tracer
+        # The span of the step under way (a model turn and the tools it called), while tracing.
+        self._step_span: Span | None = None
+        self._step_token: object = None
+        self._turns = 0
         self._offer = offer
         self._requests = requests
         self._tools = tools
@@ -266,6 +273,37 @@ class AgentRun:
     async def execute(self, messages: list[dict[str, Any]], *, steps_done: int = 0, approvals: dict[str, str] | None = None) -> None:
         """Run over ``messages`` (with a paused run's restored steps); ``steps_done`` of them count towards ``max_steps``;
         ``approvals`` maps the upstream id of each restored call that waited for approval to the id the client answered."""
+        tracer = self._tracer
+        model = self._route.model_id
+        span = tracer.start(f"invoke_agent {model}", {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "toolrelay", "gen_ai.request.model": model})
+        token = tracer.activate(span)
+        try:
+            await self._execute(messages, steps_done=steps_done, approvals=approvals)
+        except BaseException as exc:
+            span.set_error(exc.code or str(exc.status) if isinstance(exc, OpenAIError) else type(exc).__name__)
+            raise
+        finally:
+            self._close_step()
+            tracer.deactivate(token)
+            span.set_attribute("gen_ai.usage.input_tokens", self.usage["prompt_tokens"])
+            span.set_attribute("gen_ai.usage.output_tokens", self.usage["completion_tokens"])
+            span.end()
+
+    def _open_step(self) -> None:
+        """A span per pass of the loop (one model turn and the tools it called), the parent of their spans."""
+        self._close_step()
+        self._turns += 1
+        span = self._step_span = self._tracer.start(f"agent_step {self._turns}", {"toolrelay.agent.step": self._turns})
+        self._step_token = self._tracer.activate(span)
+
+    def _close_step(self) -> None:
+        span = self._step_span
+        if span is not None:
+            self._step_span = None
+            self._tracer.deactivate(self._step_token)
+            span.end()
+
+    async def _execute(self, messages: list[dict[str, Any]], *, steps_done: int, approvals: dict[str, str] | None) -> None:
         self._step = steps_done
         messages = [upstream_message(m) for m in messages]
         if not self._constrained:
@@ -312,6 +350,7 @@ class AgentRun:
         limit_note: str | None = None
         answer_after_hint = False
         while True:
+            self._open_step()
             if answer_after_hint:
                 force_final, answer_after_hint = True, False
             if self._first_call is not None and self._first_call[0] in offer.builtin_names and not force_final:

@@ -30,6 +30,7 @@ from toolrelay.app.events import Event, Failure, KeepAlive
 from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.providers.router import Route
 from toolrelay.app.tokens import TokenCounter
+from toolrelay.app.tracing import NOOP_TRACER, Tracer
 from toolrelay.memory.scope import scope_for
 from toolrelay.tools.base import Source, Tool, ToolContext
 from toolrelay.tools.registry import ToolRegistry
@@ -76,8 +77,10 @@ class AgentRunner:
         tokens: TokenCounter,
         *,
         recall: Callable[[str, str, int], Awaitable[str | None]] | None = None,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self.settings = settings
+        self.tracer = tracer
         self.registry = registry
         self.continuations = continuations
         self.tokens = tokens
@@ -287,6 +290,7 @@ class AgentRunner:
             tool_timeout_seconds=limits.tool_timeout_seconds,
             max_parallel=limits.max_parallel_tools,
             available_names=[*offer.builtin_names, *sorted(offer.client_names)],
+            tracer=self.tracer,
         )
         run = AgentRun(
             route=route,
@@ -308,6 +312,7 @@ class AgentRunner:
             context=context,
             emit=queue.put,
             hooks=RunHooks(check_step=check_step, recall=recall, on_no_native_tools=lambda: self.constrained_models.add(route.model_id)),
+            tracer=self.tracer,
         )
 
         async def produce() -> None:

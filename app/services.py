@@ -29,6 +29,7 @@ from toolrelay.app.providers.local import LocalProvider
 from toolrelay.app.providers.openai import OpenAIProvider
 from toolrelay.app.providers.router import ModelRouter, Route
 from toolrelay.app.tokens import TokenCounter
+from toolrelay.app.tracing import NOOP_TRACER, Tracer, build_tracer
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("toolrelay")
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
+def build_providers(settings: Settings, tracer: Tracer = NOOP_TRACER) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     for name, upstream in settings.upstreams.items():
         if upstream.kind == "local":
@@ -49,6 +50,11 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             providers[name] = GeminiProvider(name, upstream, resolve_api_key(upstream))
         else:
             providers[name] = OpenAIProvider(name, upstream, resolve_api_key(upstream))
+    if tracer.enabled:
+        from toolrelay.app.tracing.upstream import TracedProvider
+
+        # Below the failover router: each attempt is a client span of its own.
+        providers = {name: TracedProvider(p, tracer, settings.upstreams[name].base_url) for name, p in providers.items()}
     return providers
 
 
@@ -78,7 +84,9 @@ class Services:
         self.tokens = TokenCounter(
             cache_dir=self.data_dir / "cache" / "tiktoken", threads=server.token_count_threads, exact_chars=server.token_count_exact_chars
         )
-        self.router = ModelRouter(settings, build_providers(settings), tokens=self.tokens)
+        # NOOP_TRACER unless [tracing] enabled: the OpenTelemetry SDK is imported only then.
+        self.tracer: Tracer = build_tracer(settings.tracing)
+        self.router = ModelRouter(settings, build_providers(settings, self.tracer), tokens=self.tokens)
         self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth, database=self.database)
         self.agent = None
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
@@ -121,6 +129,8 @@ class Services:
             await provider.close()
         if self.database is not None:  # last: the stores closed above flush into it
             await anyio.to_thread.run_sync(self.database.close)
+        if self.tracer.enabled:  # the spans still buffered (a bounded, blocking export)
+            await anyio.to_thread.run_sync(self.tracer.shutdown)
 
     def on_close(self, closer: Hook) -> None:
         self._closers.append(closer)

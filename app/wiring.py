@@ -141,7 +141,15 @@ def build_memory(services: Services) -> MemoryStore | None:
         max_memories_per_key=config.max_memories_per_key,
         max_bytes_per_key=config.max_bytes_per_key,
     )
-    store = MemoryStore(path, **options)
+    if services.database is not None:
+        # The shared database: every host finds the memories saved through any other (memory/pg_store.py).
+        from toolrelay.memory.pg_store import PgMemoryStore
+
+        options.pop("search_budget_ms", None)
+        pg = PgMemoryStore(services.database, search_budget_ms=config.search_budget_ms, **options)
+        store = MemoryStore.from_sync(pg)
+    else:
+        store = MemoryStore(path, **options)
     services.on_close(store.aclose)
     return store
 
@@ -205,6 +213,7 @@ def extend_services(services: Services) -> list[Any]:
             continuations,
             services.tokens,
             recall=partial(recall, memory_store) if memory_store is not None else None,
+            tracer=services.tracer,
         )
         services.agent = agent
         services.on_start(lambda: start_sandbox(services, agent))

@@ -22,7 +22,7 @@ from toolrelay.app.errors import upstream_timeout, upstream_unreachable
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.providers.anthropic_reply import MessagesStreamReader, events_from_message, map_anthropic_error
 from toolrelay.app.providers.anthropic_request import messages_request
-from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall, call_headers
 from toolrelay.app.providers.forward import unsupported_endpoint
 from toolrelay.app.providers.openai import OpenAIProvider
 
@@ -51,7 +51,7 @@ class AnthropicProvider(OpenAIProvider):
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         body = messages_request(call.body, default_max_tokens=self._default_max_tokens)
-        response = await self._post(self._messages_url, body, call.stream)
+        response = await self._post(self._messages_url, body, call.stream, call_headers(call.request_id, call.headers))
         finished = False
         try:
             if response.status >= 400:

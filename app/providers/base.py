@@ -22,6 +22,9 @@ class UpstreamCall:
     body: dict[str, Any]
     stream: bool
     request_id: str = ""
+    # Extra headers for this call only (the W3C trace context of its client span); the
+    # providers add ``x-request-id`` from ``request_id`` themselves.
+    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -43,6 +46,15 @@ class ForwardCall:
     # Bytes one streamed event, or a whole plain answer, may take (None: unbounded);
     # set where the reply is parsed and kept rather than relayed (the Responses passthrough).
     max_event_bytes: int | None = None
+    headers: dict[str, str] | None = None  # as UpstreamCall.headers
+
+
+def call_headers(request_id: str, extra: dict[str, str] | None) -> dict[str, str] | None:
+    """The per-call headers of an upstream request: the request id (so the upstream's logs can be
+    matched with ours) and ``extra``; None when there are none (aiohttp then merges nothing)."""
+    if extra:
+        return {"x-request-id": request_id, **extra} if request_id else extra
+    return {"x-request-id": request_id} if request_id else None
 
 
 @dataclass(slots=True)

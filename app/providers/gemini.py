@@ -26,7 +26,7 @@ from toolrelay.app.config import UpstreamSettings
 from toolrelay.app.errors import OpenAIError, invalid_request, upstream_timeout, upstream_unreachable
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.jsonbody import JSONValue
-from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall
+from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall, call_headers
 from toolrelay.app.providers.forward import map_forward_error, unsupported_endpoint
 from toolrelay.app.providers.gemini_parser import GeminiReader, GeminiSSEParser, map_gemini_error
 from toolrelay.app.providers.gemini_request import model_path, to_gemini
@@ -116,10 +116,11 @@ class GeminiProvider:
     def _url(self, model: str, method: str) -> str:
         return f"{self.base_url}{_API}{model}:{method}"
 
-    async def _post(self, url: str, body: dict[str, Any], stream: bool) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         # No retry here, as for OpenAI upstreams: a request the upstream already read may be billed.
         try:
-            return await self.session.post(url, data=dumps_body(body), timeout=self._timeout_stream if stream else self._timeout_plain)
+            timeout = self._timeout_stream if stream else self._timeout_plain
+            return await self.session.post(url, data=dumps_body(body), timeout=timeout, headers=headers)
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise upstream_timeout(f"'{self.name}' did not answer in time") from None
         except aiohttp.ClientConnectorError as exc:
@@ -145,7 +146,7 @@ class GeminiProvider:
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         request = to_gemini(call.body)
         url = self._url(request.model, "streamGenerateContent?alt=sse" if call.stream else "generateContent")
-        response = await self._post(url, request.body, call.stream)
+        response = await self._post(url, request.body, call.stream, call_headers(call.request_id, call.headers))
         finished = False
         try:
             if response.status >= 400:
@@ -181,7 +182,7 @@ class GeminiProvider:
         if call.path != "/embeddings":
             raise unsupported_endpoint(call.model, call.endpoint, f"its upstream '{self.name}' is a Gemini upstream, which has no such endpoint.")
         model, body = embeddings_request(call.body)
-        response = await self._post(self._url(model, "batchEmbedContents"), body, False)
+        response = await self._post(self._url(model, "batchEmbedContents"), body, False, call_headers(call.request_id, call.headers))
         try:
             if response.status >= 400:
                 error = await self._error(response)

@@ -121,7 +121,7 @@ class LocalProvider:
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         inner = self._ready()
-        call = UpstreamCall(body=self.prepare(call.body), stream=call.stream, request_id=call.request_id)
+        call = UpstreamCall(body=self.prepare(call.body), stream=call.stream, request_id=call.request_id, headers=call.headers)
         async for event in inner.complete(call):
             yield event
 

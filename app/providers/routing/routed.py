@@ -116,14 +116,14 @@ class RoutedProvider:
 
     def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         def open_call(d: Deployment) -> AsyncIterator[Event]:
-            return d.provider.complete(UpstreamCall({**call.body, "model": d.model}, call.stream, call.request_id))
+            return d.provider.complete(UpstreamCall({**call.body, "model": d.model}, call.stream, call.request_id, call.headers))
 
         return self._run(open_call, call.request_id, call.body)
 
     def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
         def open_call(d: Deployment) -> AsyncIterator[bytes]:
             body = {**call.body, "model": d.model}
-            return d.provider.forward(ForwardCall(call.path, body, call.stream, call.model, call.endpoint, call.request_id, call.max_event_bytes))
+            return d.provider.forward(ForwardCall(call.path, body, call.stream, call.model, call.endpoint, call.request_id, call.max_event_bytes, call.headers))
 
         return self._run(open_call, call.request_id, None)
 
