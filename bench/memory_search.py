@@ -547,7 +547,7 @@ def make_queries(rng: random.Random, tail: list[str], n: int) -> list[tuple[str,
     return out
 
 
-def _postgres_store(stack: contextlib.ExitStack, url: str | None, workdir: Path) -> Any:
+def _postgres_store(stack: contextlib.ExitStack, url: str | None, workdir: Path, search_budget_ms: float | None) -> Any:
     """A PgMemoryStore on ``url``, or on a private cluster started for this run."""
     from toolrelay.app.postgres import open_pool
     from toolrelay.memory.pg_store import PgMemoryStore
@@ -559,7 +559,7 @@ def _postgres_store(stack: contextlib.ExitStack, url: str | None, workdir: Path)
         url = str(stack.enter_context(running_postgres(workdir)).new_database())
     pool = open_pool(url, max_size=8)
     stack.callback(pool.close)
-    return PgMemoryStore(pool)
+    return PgMemoryStore(pool, search_budget_ms=search_budget_ms)
 
 
 def _pg_size(store: Any) -> int:
@@ -588,6 +588,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--url", default=None, help="postgresql://... (--backend postgres; default: a private cluster)")
+    ap.add_argument("--search-budget-ms", type=float, default=None, help="the planner's ranking budget (default: the store's)")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -598,9 +599,9 @@ def main() -> None:
         path = os.path.join(tmp, "memory.db")
         store: Any
         if args.backend == "postgres":
-            store = _postgres_store(stack, args.url, Path(tmp))
+            store = _postgres_store(stack, args.url, Path(tmp), args.search_budget_ms)
         else:
-            store = SyncMemoryStore(path, fts_detail=args.detail, scope_strategy=args.scope_strategy)
+            store = SyncMemoryStore(path, fts_detail=args.detail, scope_strategy=args.scope_strategy, search_budget_ms=args.search_budget_ms)
 
         t0 = time.perf_counter()
         items = []
