@@ -141,7 +141,15 @@ def build_memory(services: Services) -> MemoryStore | None:
         max_memories_per_key=config.max_memories_per_key,
         max_bytes_per_key=config.max_bytes_per_key,
     )
-    store = MemoryStore(path, **options)
+    if services.database is not None:
+        # The shared database: every host finds the memories saved through any other (memory/pg_store.py).
+        from toolrelay.memory.pg_store import PgMemoryStore
+
+        options.pop("search_budget_ms", None)
+        pg = PgMemoryStore(services.database, search_budget_ms=config.search_budget_ms, **options)
+        store = MemoryStore.from_sync(pg)
+    else:
+        store = MemoryStore(path, **options)
     services.on_close(store.aclose)
     return store
 
