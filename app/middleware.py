@@ -28,6 +28,7 @@ from toolrelay.app.errors import error_messages, server_error
 from toolrelay.app.ids import new_request_id
 from toolrelay.app.logs.access import AccessLog
 from toolrelay.app.logs.safe import log_safe as log_safe  # re-exported: its home before app/logs/
+from toolrelay.app.security_headers import API_POLICY, DOCS_PREFIX, SECURITY_HEADERS, docs_send
 
 if TYPE_CHECKING:
     from toolrelay.app.gate import Gate, Ticket
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 access_log = logging.getLogger("toolrelay.access")
+_API_SECURITY = (*SECURITY_HEADERS, API_POLICY)
 error_log = logging.getLogger("toolrelay.error")
 
 
@@ -138,6 +140,9 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             return
         info = request_info(scope)
         id_header = (b"x-request-id", info.request_id.encode())
+        docs = scope.get("path", "").startswith(DOCS_PREFIX)
+        # The docs pages get their own policy (app/security_headers.py), everything else the strictest.
+        security = SECURITY_HEADERS if docs else _API_SECURITY
         started = False
         released = False
 
@@ -169,19 +174,23 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             if kind == "http.response.start":
                 started = True
                 info.status = message["status"]
+                if metrics is not None:
+                    metrics.response_started(info, message.get("headers", ()))
                 if info.deployment is None:
-                    message["headers"] = [*message.get("headers", ()), id_header]
+                    message["headers"] = [*message.get("headers", ()), id_header, *security]
                 else:
-                    message["headers"] = [*message.get("headers", ()), id_header, *_served_headers(info)]
+                    message["headers"] = [*message.get("headers", ()), id_header, *security, *_served_headers(info)]
             elif kind == "http.response.body" and not message.get("more_body") and info.metered and not released:
                 await release()
             await send(message)
 
         current_request.set(info)
+        if metrics is not None:
+            metrics.inflight += 1  # taken back in record_request, in the finally below
         try:
             refusal = guard.check(scope) if guard is not None else None
             if refusal is None:
-                await app(scope, receive, send_with_id)
+                await app(scope, receive, docs_send(send_with_id) if docs else send_with_id)
             else:
                 info.error_code = refusal.code
                 for message in error_messages(refusal):
@@ -191,7 +200,7 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             if not started:
                 err = server_error()
                 info.status = err.status
-                for message in error_messages(err, id_header):
+                for message in error_messages(err, id_header, *_API_SECURITY):
                     await send(message)
         finally:
             if info.metered and not released:
