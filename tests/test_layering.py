@@ -27,6 +27,8 @@ COMPOSITION_ROOT = frozenset(
         "toolrelay.app.__main__",
         "toolrelay.app.admin_cli",
         "toolrelay.app.cli",
+        "toolrelay.app.db_cli",
+        "toolrelay.app.db_copy",
         "toolrelay.app.server",
         "toolrelay.app.services",
         "toolrelay.app.wiring",
@@ -51,6 +53,7 @@ FEATURE_PACKAGES = (
     "toolrelay.app.mcp_server",
     "toolrelay.app.responses",
     "toolrelay.app.routes",
+    "toolrelay.app.tracing",
 )
 
 
@@ -119,7 +122,7 @@ def package_of(module: str) -> str:
     if module in COMPOSITION_ROOT:
         return "composition root"
     parts = module.split(".")
-    if parts[1] == "app" and len(parts) > 2 and parts[2] in ("auth", "mcp_server", "providers", "responses", "routes", "tokenizer"):
+    if parts[1] == "app" and len(parts) > 2 and parts[2] in ("auth", "mcp_server", "providers", "responses", "routes", "tokenizer", "tracing"):
         return ".".join(parts[:3])
     if parts[1] == "tools" and len(parts) > 2 and parts[2] == "sandbox":
         return "toolrelay.tools.sandbox"
