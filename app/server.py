@@ -124,7 +124,12 @@ def create_app(settings: Settings, services: Services | None = None) -> tuple[AS
     gate = services.gate
     # Asked per request only for a Host the guard does not know: keys created later turn auth on.
     guard = HttpGuard(settings.server, auth_enabled=lambda: bool(getattr(gate, "enabled", False)))
-    return wrap_app(cast("ASGIApp", litestar), gate=gate, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard), services
+    asgi = wrap_app(cast("ASGIApp", litestar), gate=gate, log_requests=settings.server.access_log, metrics=services.metrics, guard=guard)
+    if services.tracer.enabled:
+        from toolrelay.app.tracing.asgi import traced_app
+
+        asgi = traced_app(asgi, services.tracer)
+    return asgi, services
 
 
 def app_from_env() -> ASGIApp:

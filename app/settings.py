@@ -624,6 +624,21 @@ class RoutingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     breaker_sync_seconds: PositiveFloat = 1.0
 
 
+# --------------------------------------------------------------------------- [tracing]
+
+
+class TracingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """OpenTelemetry spans exported over OTLP/HTTP (needs the ``toolrelay[otel]`` extra); off: nothing is imported."""
+
+    enabled: bool = False
+    # The collector's OTLP/HTTP base URL; spans go to <otlp_endpoint>/v1/traces.
+    # Headers (an API key of a hosted backend) come from OTEL_EXPORTER_OTLP_HEADERS.
+    otlp_endpoint: str = "http://localhost:4318"
+    service_name: str = "toolrelay"
+    # Share of new traces recorded; a client's sampled traceparent is always followed.
+    sample_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+
+
 # --------------------------------------------------------------------------- [mcp_server]
 
 
@@ -664,6 +679,7 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database: DatabaseSettings = DatabaseSettings()
     routing: RoutingSettings = RoutingSettings()
     mcp_server: McpEndpointSettings = McpEndpointSettings()
+    tracing: TracingSettings = TracingSettings()
 
     def _check(self) -> None:
         for model_id, model in self.models.items():
