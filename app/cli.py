@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from toolrelay.app import __version__
 from toolrelay.app.bind import WILDCARD_HOSTS
 from toolrelay.app.config import ConfigError, ServerSettings, Settings, load_settings
 from toolrelay.app.logs import LogFormat, WriterHandler, install_logging
+from toolrelay.app.metrics_workers import METRICS_DIR_ENV
 
 if TYPE_CHECKING:
     from toolrelay.app.services import Services
@@ -145,7 +148,13 @@ def _serve(args: argparse.Namespace, settings: Settings, server: ServerSettings)
                 if path:
                     os.environ[f"TOOLRELAY_SERVER__{name}"] = os.path.abspath(path)
             print(banner(settings, services, server.host, server.port) + f"\n  workers         : {args.workers}", flush=True)
-            uvicorn.run("toolrelay.app.server:app_from_env", factory=True, workers=args.workers, **common)
+            # A private (0700) directory where the workers find each other's metrics sockets.
+            metrics_dir = tempfile.mkdtemp(prefix="toolrelay-metrics-")
+            os.environ[METRICS_DIR_ENV] = metrics_dir
+            try:
+                uvicorn.run("toolrelay.app.server:app_from_env", factory=True, workers=args.workers, **common)
+            finally:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         else:
             services.on_start(announce)
             uvicorn.Server(uvicorn.Config(asgi, **common)).run()

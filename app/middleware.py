@@ -174,6 +174,8 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             if kind == "http.response.start":
                 started = True
                 info.status = message["status"]
+                if metrics is not None:
+                    metrics.response_started(info, message.get("headers", ()))
                 if info.deployment is None:
                     message["headers"] = [*message.get("headers", ()), id_header, *security]
                 else:
@@ -183,6 +185,8 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             await send(message)
 
         current_request.set(info)
+        if metrics is not None:
+            metrics.inflight += 1  # taken back in record_request, in the finally below
         try:
             refusal = guard.check(scope) if guard is not None else None
             if refusal is None:

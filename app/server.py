@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any, cast
 
 from litestar import Litestar, Request
@@ -16,6 +18,7 @@ from toolrelay.app.config import Settings
 from toolrelay.app.database import database_unavailable, unavailable_errors
 from toolrelay.app.errors import OpenAIError, error_response, server_error
 from toolrelay.app.http_guard import HttpGuard
+from toolrelay.app.metrics_workers import METRICS_DIR_ENV, WorkerMetrics
 from toolrelay.app.middleware import ASGIApp, RequestInfo, request_info, wrap_app
 from toolrelay.app.request_errors import openai_validation_error
 from toolrelay.app.routes.chat import build_chat_handler
@@ -143,5 +146,11 @@ def app_from_env() -> ASGIApp:
 
     settings = load_settings()
     configure_logging(settings.server.log_level, settings.server.log_format)
-    asgi, _ = create_app(settings)
+    asgi, services = create_app(settings)
+    metrics_dir = os.environ.get(METRICS_DIR_ENV)
+    if metrics_dir:
+        # One scrape counts every worker's requests (app/metrics_workers.py).
+        workers = WorkerMetrics(Path(metrics_dir), services.metrics)
+        services.on_start(workers.start)
+        services.on_close(workers.close)
     return asgi

@@ -92,6 +92,12 @@ class Services:
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
         routing = self.router.routing
         if routing.deployments():
+            self.metrics.add_counter(
+                "toolrelay_upstream_attempts_total",
+                "Upstream attempts of routed models by model, deployment and outcome.",
+                ("model", "deployment", "outcome"),
+                routing.attempts,  # pyright: ignore[reportArgumentType] - keys are (model, deployment, outcome)
+            )
             self.metrics.add_lines(routing.metric_lines)
         self.started_at = int(time.time())
         self._closers: list[Hook] = []

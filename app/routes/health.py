@@ -152,7 +152,7 @@ def build_metrics_handler(services: Services) -> Any:
         if ledger is not None:  # rows the usage ledger lost (see app/auth/ledger.py): alert on any
             gauges["toolrelay_ledger_rows_dropped"] = float(ledger.dropped_bad + ledger.dropped_overflow)
             gauges["toolrelay_ledger_writer_restarts"] = float(ledger.restarts)
-        body = services.metrics.render(gauges)
+        body = await services.metrics.scrape(gauges)  # with --workers N: every worker's counts
         return Response(content=body.encode(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return metrics

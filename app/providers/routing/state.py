@@ -198,17 +198,13 @@ class Routing:
         return any(d.state(now) is BreakerState.OPEN for d in self.deployments())
 
     def metric_lines(self) -> list[str]:
+        """This process's breaker states; the attempts (:attr:`attempts`) are a counter the metrics sum over workers."""
         lines = [
-            "# HELP toolrelay_upstream_attempts_total Upstream attempts of routed models by model, deployment and outcome.",
-            "# TYPE toolrelay_upstream_attempts_total counter",
-        ]
-        for (model, name, outcome), n in sorted(self.attempts.items()):
-            lines.append(f'toolrelay_upstream_attempts_total{{model="{_escape(model)}",deployment="{_escape(name)}",outcome="{outcome}"}} {n}')
-        lines += [
             "# HELP toolrelay_deployment_state Breaker state of each deployment: 0 closed, 1 half-open (probing), 2 open.",
             "# TYPE toolrelay_deployment_state gauge",
         ]
         now = time.monotonic()
-        for d in self.deployments():
-            lines.append(f'toolrelay_deployment_state{{model="{_escape(d.model_id)}",deployment="{_escape(d.name)}"}} {int(d.state(now))}')
+        lines.extend(
+            f'toolrelay_deployment_state{{model="{_escape(d.model_id)}",deployment="{_escape(d.name)}"}} {int(d.state(now))}' for d in self.deployments()
+        )
         return lines
