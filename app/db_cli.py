@@ -28,9 +28,8 @@ __all__ = ["SCHEMAS", "register"]
 def _steps(module: str, attribute: str) -> Callable[[Settings], Sequence[Any]]:
     def load(settings: Settings) -> Sequence[Any]:
         found: Any = getattr(importlib.import_module(module), attribute)
-        # memory: steps per stemmer language (its setting, where the memory store has one)
-        language: str = getattr(settings.memory, "language", "english")
-        return cast("Sequence[Any]", found(language) if callable(found) else found)
+        # memory: its steps create the text-search configuration of [memory] language
+        return cast("Sequence[Any]", found(settings.memory.language) if callable(found) else found)
 
     return load
 

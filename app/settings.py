@@ -373,10 +373,47 @@ class FetchPageSettings(Section, frozen=True, kw_only=True, forbid_unknown_field
 # --------------------------------------------------------------------------- [memory]
 
 
+# The text-search languages of memories on PostgreSQL: its Snowball stemmers, and "simple" (lower case only).
+MemoryLanguage = Literal[
+    "simple",
+    "arabic",
+    "armenian",
+    "basque",
+    "catalan",
+    "danish",
+    "dutch",
+    "english",
+    "finnish",
+    "french",
+    "german",
+    "greek",
+    "hindi",
+    "hungarian",
+    "indonesian",
+    "irish",
+    "italian",
+    "lithuanian",
+    "nepali",
+    "norwegian",
+    "portuguese",
+    "romanian",
+    "russian",
+    "serbian",
+    "spanish",
+    "swedish",
+    "tamil",
+    "turkish",
+    "yiddish",
+]
+
+
 class MemorySettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     # Database file; empty means <data_dir>/memory.db.
     path: str = ""
+    # The stemmer of memory search on PostgreSQL ([database] url); changing it rebuilds
+    # every memory's index entry once, at start-up. SQLite's FTS5 index is always English (porter).
+    language: MemoryLanguage = "english"
     # Per-search cost budget of the ranking planner, in milliseconds (None: the store's default, 3 ms).
     search_budget_ms: PositiveFloat | None = None
     # Storage caps (0: none), checked on every save (HTTP and memory_save): one

@@ -146,7 +146,7 @@ def build_memory(services: Services) -> MemoryStore | None:
         from toolrelay.memory.pg_store import PgMemoryStore
 
         options.pop("search_budget_ms", None)
-        pg = PgMemoryStore(services.database, search_budget_ms=config.search_budget_ms, **options)
+        pg = PgMemoryStore(services.database, language=config.language, search_budget_ms=config.search_budget_ms, **options)
         store = MemoryStore.from_sync(pg)
     else:
         store = MemoryStore(path, **options)

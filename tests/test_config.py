@@ -74,6 +74,7 @@ def test_the_environment_beats_the_file(tmp_path: Path) -> None:
         ({"fetch_page": {"allowed_ports": [0]}}, "0 is not a port"),
         ({"fetch_page": {"allow_networks": ["nope"]}}, "fetch_page"),
         ({"memory": {"max_bytes_per_key": -1}}, "memory.max_bytes_per_key: Expected `int` >= 0"),
+        ({"memory": {"language": "klingon"}}, "memory.language: Invalid enum value 'klingon'"),
         ({"auth": {"admin_key": "short"}}, "auth.admin_key must be at least 16 characters"),
         ({"auth": {"max_failed_auth": -1}}, "auth.max_failed_auth: Expected `int` >= 0"),
         ({"limits": {"max_request_cost_usd": -1}}, "limits.max_request_cost_usd: Expected `float` >= 0.0"),
