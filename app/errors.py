@@ -11,6 +11,7 @@ below Litestar (:mod:`app.middleware`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -72,14 +73,21 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
     return OpenAIError(400, message, type="invalid_request_error", param=param, code=code)
 
 
-def model_not_found(model: str) -> OpenAIError:
-    return OpenAIError(
-        404,
-        f"The model `{model}` does not exist or you do not have access to it.",
-        type="invalid_request_error",
-        param="model",
-        code="model_not_found",
-    )
+# Model ids named in a model_not_found message; the rest are counted.
+_MAX_NAMED_MODELS = 20
+
+
+def model_not_found(model: str, available: Sequence[str] | None = None) -> OpenAIError:
+    """OpenAI's 404 for a model; ``available``: the ids the caller may use, named (at most 20) to help a wrong guess."""
+    message = f"The model `{model}` does not exist or you do not have access to it."
+    if available is not None:
+        shown = sorted(available)[:_MAX_NAMED_MODELS]
+        if not shown:
+            message += " This key may use no model."
+        else:
+            more = len(available) - len(shown)
+            message += " Models available to you: " + ", ".join(shown) + (f" (and {more} more; see GET /v1/models)." if more > 0 else ".")
+    return OpenAIError(404, message, type="invalid_request_error", param="model", code="model_not_found")
 
 
 def upstream_unreachable(detail: str) -> OpenAIError:

@@ -17,7 +17,7 @@ requests refused before admission, a client that went away, or an error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -80,6 +80,10 @@ class Gate(Protocol):
         """The ``[mcp.servers]`` names whose tools the caller (key ``key_id``) may use; None: every one."""
         ...
 
+    def use_model_catalogue(self, catalogue: Callable[[], list[str]]) -> None:
+        """Every model id the server serves (read when a key is refused a model, to name the ones it may use)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -107,6 +111,9 @@ class OpenGate:
         return True
 
     def mcp_servers_for(self, key_id: str | None) -> tuple[str, ...] | None:
+        return None
+
+    def use_model_catalogue(self, catalogue: Callable[[], list[str]]) -> None:
         return None
 
     async def start(self) -> None:

@@ -18,9 +18,10 @@ from toolrelay.app.auth import build_gate
 from toolrelay.app.bind import Exposure
 from toolrelay.app.config import Settings, resolve_api_key
 from toolrelay.app.database import DatabaseHealth, open_database
-from toolrelay.app.errors import invalid_request
+from toolrelay.app.errors import OpenAIError, invalid_request, model_not_found
 from toolrelay.app.gate import Gate
 from toolrelay.app.metrics import Metrics
+from toolrelay.app.model_ids import AGENT_PREFIX
 from toolrelay.app.private_files import secure_dir
 from toolrelay.app.providers.anthropic import AnthropicProvider
 from toolrelay.app.providers.base import Provider
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from toolrelay.agent.runner import AgentRunner
+    from toolrelay.app.middleware import RequestInfo
 
 log = logging.getLogger("toolrelay")
 
@@ -88,6 +90,7 @@ class Services:
         self.tracer: Tracer = build_tracer(settings.tracing)
         self.router = ModelRouter(settings, build_providers(settings, self.tracer), tokens=self.tokens)
         self.gate: Gate = gate if gate is not None else build_gate(settings, self.tokens, force_auth=self.exposure.requires_auth, database=self.database)
+        self.gate.use_model_catalogue(self.model_ids)
         self.agent = None
         self.metrics = Metrics(is_served=lambda model: self.router.resolve(model) is not None)
         routing = self.router.routing
@@ -148,6 +151,15 @@ class Services:
         extras: dict[str, Any] = {key: value() for key, value in self._ready_extras.items()}
         extras["models"] = len(self.router.served_models())
         return extras
+
+    def model_ids(self) -> list[str]:
+        """Every model id a client can name: the served ids and aliases, and their ``agent/`` forms when agent mode is on."""
+        plain = [model for model, _ in self.router.served_models()]
+        return plain + [AGENT_PREFIX + model for model in plain] if self.agent is not None else plain
+
+    def model_not_found(self, info: RequestInfo, model: str) -> OpenAIError:
+        """The 404 for ``model``, naming the models the caller's key may use (computed only on this error path)."""
+        return model_not_found(model, [m for m in self.model_ids() if self.gate.allows_model(info, m)])
 
     async def check_context(self, payload: dict[str, Any], route: Route, request_id: str | None = None) -> None:
         """Refuse a prompt that cannot fit the model's context window before spending a call on it."""

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -141,6 +141,7 @@ class AuthGate:
     ) -> None:
         self.config = config
         self.keys = keys
+        self._model_catalogue: Callable[[], list[str]] | None = None
         self.backend = backend
         self.prices = prices
         self.ledger = ledger
@@ -220,6 +221,9 @@ class AuthGate:
         key = self.keys.get(key_id)
         return key is not None and key.access.allows(model_id)
 
+    def use_model_catalogue(self, catalogue: Callable[[], list[str]]) -> None:
+        self._model_catalogue = catalogue
+
     def mcp_servers_for(self, key_id: str | None) -> tuple[str, ...] | None:
         """The MCP servers whose tools the caller may use; None: every one (no key, the admin key, no allow-list).
 
@@ -285,8 +289,10 @@ class AuthGate:
             if key is None:  # removed from keys.db by hand since authenticate
                 raise errors.incorrect_key(f"tr-{key_id}-***")
             if not key.access.allows(info.model or ""):
-                # As OpenAI does for a model the key cannot use: the same 404 as an unknown one.
-                raise model_not_found(info.model or "")
+                # As OpenAI does for a model the key cannot use: the same 404 as an unknown one, naming the ones it may use.
+                catalogue = self._model_catalogue
+                allowed = [m for m in catalogue() if key.access.allows(m)] if catalogue is not None else None
+                raise model_not_found(info.model or "", allowed)
             policy = self.policy_for(key)
             if not policy.active:
                 policy = None

@@ -21,7 +21,7 @@ from litestar.response import Response, Stream
 from toolrelay.app.accumulate import CompletionAccumulator
 from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
-from toolrelay.app.errors import OpenAIError, error_response, model_not_found
+from toolrelay.app.errors import OpenAIError, error_response
 from toolrelay.app.events import Event, Failure, UsageReport
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
@@ -153,7 +153,7 @@ def build_chat_handler(services: Services) -> Any:
             info.model = AGENT_PREFIX + base_model if agent_mode else model
             route = services.router.resolve(base_model)
             if route is None or (agent_mode and services.agent is None):
-                raise model_not_found(model)
+                raise services.model_not_found(info, model)
             info.mode = "agent" if agent_mode else "proxy"
             info.upstream = route.provider.name
             ticket = info.ticket = await services.gate.admit(request, info, payload, route)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from litestar import Request
 
-from toolrelay.app.errors import OpenAIError, model_not_found
+from toolrelay.app.errors import OpenAIError
 from toolrelay.app.gate import Ticket
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo
@@ -111,7 +111,7 @@ async def admit_forwarded(
         raise not_for_agent_models(model, endpoint)
     route = services.router.resolve(model)
     if route is None:
-        raise model_not_found(model)
+        raise services.model_not_found(info, model)
     info.upstream = route.provider.name
     priced = priced_view(prompt, payload, generates=mode != "embeddings")
     if prompt.token_ids:

@@ -14,7 +14,7 @@ import orjson
 from litestar import Request, get
 from litestar.response import Response
 
-from toolrelay.app.errors import error_response, model_not_found
+from toolrelay.app.errors import error_response
 from toolrelay.app.middleware import request_info
 from toolrelay.app.model_ids import AGENT_PREFIX, canonical_model_id
 from toolrelay.app.routes.openapi_docs import ModelListOperation, ModelOperation
@@ -55,6 +55,6 @@ def build_model_handlers(services: Services) -> list[Any]:
         for item in listing(info):
             if item["id"] == listed:
                 return Response(content=orjson.dumps({**item, "id": wanted}), media_type="application/json")
-        return error_response(model_not_found(wanted), info)
+        return error_response(services.model_not_found(info, wanted), info)
 
     return [list_models, retrieve_model]

@@ -39,7 +39,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Response, Stream
 
 from toolrelay.app.disconnect import answer_unless_gone
-from toolrelay.app.errors import OpenAIError, error_response, model_not_found
+from toolrelay.app.errors import OpenAIError, error_response
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.guards import metered_key_guard, rate_limit_headers
 from toolrelay.app.jsonbody import parse_json_body
@@ -142,7 +142,7 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
                 runs.admit(response_scope(info.key_id), store=params.store)
             route = services.router.resolve(split_agent_model(params.model)[1])
             if route is None or (agent_request is not None and agent is None):
-                raise model_not_found(params.model)
+                raise services.model_not_found(info, params.model)
             info.upstream = route.provider.name
             scope = response_scope(info.key_id)
             history: list[dict[str, Any]] = []

@@ -243,6 +243,16 @@ def test_key_limited_to_models(auth_relay: RunningServer, admin: Admin, fake: Fa
         with pytest.raises(openai.NotFoundError) as info:
             client.chat.completions.create(model="fake-tools", messages=CHAT["messages"])
         assert info.value.code == "model_not_found"
+        # The 404 names what this key may use (its own allow-list, agent forms included), never other models.
+        message = info.value.message
+        assert "Models available to you: " in message and "fake-model" in message and "agent/fake-model" in message
+        listed = set(message.split("Models available to you: ", 1)[1].rstrip(".").split(", "))
+        assert {"fake-model", "agent/fake-model", "agent/fake-tools"} <= listed  # "agent/*" allows every agent form
+        assert "fake-tools" not in listed and "gpt-4" not in listed
+        # An unknown id too, through the route's own check.
+        with pytest.raises(openai.NotFoundError) as unknown:
+            client.chat.completions.create(model="no-such-model", messages=CHAT["messages"])
+        assert set(unknown.value.message.split("Models available to you: ", 1)[1].rstrip(".").split(", ")) == listed
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(model="gpt-4", messages=CHAT["messages"])  # an alias is its own id
         with pytest.raises(openai.NotFoundError):
