@@ -11,6 +11,9 @@ file                      table           how
 ``agent.db``              continuations   the unexpired paused runs with their call ids
 ``responses.db``          responses       every stored row as written; the item index rebuilt,
                                           totals kept by the triggers
+``memory.db``             ``memories``    every memory in insertion order, ids, scopes, times and
+                                          metadata kept; search vectors built in ``[memory] language``
+                                          (read from ``--config``), usage rows summed
 ========================  ==============  ==================================================
 
 Files are recognised by the tables they hold, not by name (``[memory] path``
@@ -35,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-__all__ = ["CopyError", "CopyReport", "copy_installation", "sqlite_source"]
+__all__ = ["CopyError", "CopyOptions", "CopyReport", "copy_installation", "sqlite_source"]
 
 _LEDGER_FIELDS = (
     "ts",
@@ -53,11 +56,21 @@ _LEDGER_FIELDS = (
     "estimated",
 )
 # The destination table of each part, checked empty before anything is written.
-_TABLES = {"keys": "api_keys", "ledger": "usage", "continuations": "continuations", "responses": "responses"}
+_TABLES = {"keys": "api_keys", "ledger": "usage", "continuations": "continuations", "responses": "responses", "memory": "memories"}
 
 
 class CopyError(RuntimeError):
     """The copy cannot be done as asked (nothing was written when raised before the first part)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    """What a part needs beyond its file and the pool."""
+
+    #: The ledger's ``host`` column for the copied rows.
+    host: str
+    #: ``[memory] language``: the stemmer the memories' search vectors are built with.
+    memory_language: str = "english"
 
 
 @dataclass(slots=True)
@@ -104,7 +117,7 @@ def _count(pool: ConnectionPool[Any], table: str) -> int:
 # ---------------------------------------------------------------------- parts
 
 
-def _copy_keys(path: Path, pool: ConnectionPool[Any], _host: str) -> tuple[int, int]:
+def _copy_keys(path: Path, pool: ConnectionPool[Any], _options: CopyOptions) -> tuple[int, int]:
     from toolrelay.app.auth.keystore import _COLUMNS
     from toolrelay.app.auth.pg_keystore import MIGRATIONS
     from toolrelay.app.postgres import migrate
@@ -123,7 +136,7 @@ def _copy_keys(path: Path, pool: ConnectionPool[Any], _host: str) -> tuple[int, 
     return len(rows), _count(pool, "api_keys")
 
 
-def _copy_ledger(path: Path, pool: ConnectionPool[Any], host: str) -> tuple[int, int]:
+def _copy_ledger(path: Path, pool: ConnectionPool[Any], options: CopyOptions) -> tuple[int, int]:
     from toolrelay.app.auth.pg_ledger import MIGRATIONS
     from toolrelay.app.postgres import migrate
 
@@ -134,12 +147,12 @@ def _copy_ledger(path: Path, pool: ConnectionPool[Any], host: str) -> tuple[int,
         with conn.transaction(), conn.cursor() as cur, cur.copy(_sql(f"COPY usage ({fields}, host) FROM STDIN")) as copy, _read_only(path) as src:
             for row in src.execute(f"SELECT {fields} FROM usage ORDER BY id"):  # noqa: S608 - known column names
                 # PostgreSQL text cannot hold NUL (SQLite can), as the ledger writer itself handles it.
-                copy.write_row((*(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row), host))
+                copy.write_row((*(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row), options.host))
                 read += 1
     return read, _count(pool, "usage")
 
 
-def _copy_continuations(path: Path, pool: ConnectionPool[Any], _host: str) -> tuple[int, int]:
+def _copy_continuations(path: Path, pool: ConnectionPool[Any], _options: CopyOptions) -> tuple[int, int]:
     from toolrelay.agent.continuations import ContinuationStore
     from toolrelay.agent.continuations_pg import PostgresContinuationStore
 
@@ -153,7 +166,7 @@ def _copy_continuations(path: Path, pool: ConnectionPool[Any], _host: str) -> tu
     return len(rows), target.count_rows()
 
 
-def _copy_responses(path: Path, pool: ConnectionPool[Any], host: str) -> tuple[int, int]:
+def _copy_responses(path: Path, pool: ConnectionPool[Any], options: CopyOptions) -> tuple[int, int]:
     from toolrelay.app.responses.store import ResponseStore
     from toolrelay.app.responses.store_pg import PostgresResponseStore
 
@@ -163,19 +176,34 @@ def _copy_responses(path: Path, pool: ConnectionPool[Any], host: str) -> tuple[i
     read = 0
     try:
         for batch in source.export_rows():
-            read += target.import_rows(batch, owner_host=f"copied-from:{host}")
+            read += target.import_rows(batch, owner_host=f"copied-from:{options.host}")
     finally:
         source.close()
         target.close()
     return read, target.count_rows()
 
 
+def _copy_memory(path: Path, pool: ConnectionPool[Any], options: CopyOptions) -> tuple[int, int]:
+    from toolrelay.memory.pg_store import PgMemoryStore
+    from toolrelay.memory.schema import export_rows
+
+    # The caps are the server's business: a copy moves every memory it finds (import_rows checks none).
+    target = PgMemoryStore(pool, language=options.memory_language)
+    try:
+        with _read_only(path) as src:
+            read = target.import_rows(export_rows(src))
+        return read, target.count_rows()
+    finally:
+        target.close()
+
+
 # Part name -> (the table that identifies its SQLite file, the copier).
-_PARTS: dict[str, tuple[str, Callable[[Path, Any, str], tuple[int, int]]]] = {
+_PARTS: dict[str, tuple[str, Callable[[Path, Any, CopyOptions], tuple[int, int]]]] = {
     "keys": ("api_keys", _copy_keys),
     "ledger": ("usage", _copy_ledger),
     "continuations": ("paused_calls", _copy_continuations),
     "responses": ("responses", _copy_responses),
+    "memory": ("memories_fts", _copy_memory),
 }
 
 
@@ -192,7 +220,9 @@ def _plan(files: list[Path]) -> Iterator[tuple[str, Path]]:
                 yield part, path
 
 
-def copy_installation(source: str, pool: ConnectionPool[Any], *, host: str | None = None, out: TextIO | None = None) -> CopyReport:
+def copy_installation(
+    source: str, pool: ConnectionPool[Any], *, host: str | None = None, memory_language: str = "english", out: TextIO | None = None
+) -> CopyReport:
     """Copy every part found in ``source`` into the database of ``pool``; a report of rows read and found."""
     plan = list(_plan(sqlite_source(source)))
     if not plan:
@@ -201,8 +231,9 @@ def copy_installation(source: str, pool: ConnectionPool[Any], *, host: str | Non
     if busy:
         raise CopyError("the destination already holds " + ", ".join(busy) + "; copy into an empty database")
     report = CopyReport()
+    options = CopyOptions(host=host or socket.gethostname(), memory_language=memory_language)
     for part, path in plan:
-        read, found = _PARTS[part][1](path, pool, host or socket.gethostname())
+        read, found = _PARTS[part][1](path, pool, options)
         report.copied[part] = (read, found)
         if out is not None:
             out.write(f"{part:<14} {read:>9} rows from {path.name}\n")
@@ -218,6 +249,7 @@ def add_copy_command(db_sub: Any) -> None:
     copy.add_argument("--from", dest="source", required=True, help="sqlite:///<data_dir or file>")
     copy.add_argument("--to", dest="target", required=True, help="postgresql://user:password@host:5432/dbname")
     copy.add_argument("--host", default=None, help="the ledger's host column for the copied rows (default: this machine's name)")
+    copy.add_argument("--config", help="TOML config file whose [memory] language the memories are indexed in (default: $TOOLRELAY_CONFIG)")
     copy.set_defaults(func=cmd_db_copy)
 
 
@@ -225,6 +257,7 @@ def cmd_db_copy(args: Any, out: TextIO | None = None) -> int:
     """Exit 0 when every row read is in the database, 1 when counts differ, 2 when the copy was refused."""
     import sys
 
+    from toolrelay.app.config import ConfigError, load_settings
     from toolrelay.app.postgres import DatabaseUnavailable, is_postgres_url, open_pool, redact_url
 
     stream = out or sys.stdout
@@ -232,12 +265,17 @@ def cmd_db_copy(args: Any, out: TextIO | None = None) -> int:
         print(f"toolrelay: --to must be a postgresql:// URL, not {args.target!r}", file=sys.stderr)
         return 2
     try:
+        language = load_settings(getattr(args, "config", None)).memory.language
+    except ConfigError as exc:
+        print(f"toolrelay: {exc}", file=sys.stderr)
+        return 2
+    try:
         pool = open_pool(args.target, max_size=2, name="toolrelay-db-copy")
     except DatabaseUnavailable as exc:
         print(f"toolrelay: {exc}", file=sys.stderr)
         return 2
     try:
-        report = copy_installation(args.source, pool, host=args.host, out=stream)
+        report = copy_installation(args.source, pool, host=args.host, memory_language=language, out=stream)
     except CopyError as exc:
         print(f"toolrelay: {exc}", file=sys.stderr)
         return 2

@@ -49,7 +49,7 @@ from toolrelay.app.postgres import DatabaseUnavailable, migrate
 from .models import Memory, MemoryHit, MemoryPage, MemoryQuotaExceeded, MemoryStoreClosed, MemoryValidationError
 from .pg_schema import SCHEMA_NAME, TS_CONFIG, check_language, migrations, set_language
 from .query import MatchMode, query_terms
-from .schema import owner_of
+from .schema import MemoryRow, owner_of
 from .sync_store import Order
 from .validation import (
     DEFAULT_LIMITS,
@@ -78,6 +78,14 @@ SELECT v.id, %s, v.text, v.tags, ARRAY(SELECT json_array_elements_text(v.filter_
 FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
     AS v(id, text, tags, created_at, metadata, size, folded, folded_tags, filter_tags)
 ORDER BY v.id
+"""
+# A copied row keeps its id, scope and creation time; WITH ORDINALITY keeps the source's order in seq.
+_IMPORT = f"""
+INSERT INTO memories (id, scope, text, tags, tag_list, created_at, metadata, size, vec)
+SELECT v.id, v.scope, v.text, v.tags, ARRAY(SELECT json_array_elements_text(v.filter_tags::json)), v.created_at, v.metadata, v.size, {_VEC}
+FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[])
+    WITH ORDINALITY AS v(id, scope, text, tags, created_at, metadata, size, folded, folded_tags, filter_tags, ord)
+ORDER BY v.ord
 """
 _LEXEME = re.compile(r"'((?:[^']|'')*)'")
 
@@ -572,6 +580,55 @@ class PgMemoryStore:
             f"SELECT {_COLUMNS}, 0.0, m.seq FROM memories m WHERE m.scope = %s AND m.tag_list && %s::text[] ORDER BY m.id DESC LIMIT %s",
             (scope, [_no_nul(t) for t in tags], limit),
         ).fetchall()
+
+    # -- moving an installation ----------------------------------------------
+
+    def import_rows(self, batches: Iterable[Sequence[MemoryRow]]) -> int:
+        """Write memories exported from another store as they are (ids, scopes, times, tags and metadata kept), in one transaction.
+
+        For ``toolrelay db copy``: the caps are not checked (the memories exist
+        already; refusing some would lose them), the search vectors are built
+        with this store's language and the usage rows grow by what was written.
+        Returns the number of rows written.
+        """
+        usage: dict[str, builtins.list[int]] = {}
+        written = 0
+        with self._connection() as conn, conn.transaction():
+            for batch in batches:
+                if not batch:
+                    continue
+                columns: builtins.list[builtins.list[Any]] = [[] for _ in range(10)]
+                for row in batch:
+                    _check_pg_scope(row.scope)
+                    tags = [str(t) for t in json.loads(row.tags)] if row.tags else []
+                    encoded = row.text.encode()
+                    # The SQLite store's measure (its triggers' _SIZE): text, tags JSON and metadata JSON in UTF-8.
+                    size = len(encoded) + len(row.tags.encode()) + (len(row.metadata.encode()) if row.metadata else 0)
+                    values = (row.id, row.scope, encoded, row.tags, row.created_at, row.metadata, size, fold(row.text), fold(" ".join(tags)))
+                    for column, value in zip(columns, (*values, json.dumps([_no_nul(t) for t in tags], ensure_ascii=False)), strict=True):
+                        column.append(value)
+                    for owner in ("s:" + row.scope, owner_of(row.scope)):
+                        counts = usage.setdefault(owner, [0, 0])
+                        counts[0] += 1
+                        counts[1] += size
+                conn.execute(_IMPORT, columns)
+                written += len(batch)
+            owners = sorted(usage)
+            conn.execute(
+                "INSERT INTO memories_usage (owner, n, bytes) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+                "ON CONFLICT (owner) DO UPDATE SET n = memories_usage.n + excluded.n, bytes = memories_usage.bytes + excluded.bytes",
+                (owners, [usage[o][0] for o in owners], [usage[o][1] for o in owners]),
+            )
+        self._sizes.clear()
+        if written >= self.ANALYZE_FROM_ROWS:
+            self.optimize()
+        return written
+
+    def count_rows(self) -> int:
+        """Memories in every scope together."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT count(*) FROM memories").fetchone()
+        return int(row[0]) if row else 0
 
     # -- maintenance -------------------------------------------------------
 

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, NamedTuple
 
 from toolrelay.app.sqlite import Migration, run_script
 
 from .models import Memory
 
-__all__ = ["MEMORY_COLUMNS", "SCHEMA_VERSION", "FtsDetail", "migrations", "owner_of", "row_to_memory"]
+__all__ = ["MEMORY_COLUMNS", "SCHEMA_VERSION", "FtsDetail", "MemoryRow", "export_rows", "migrations", "owner_of", "row_to_memory"]
 
 FtsDetail = Literal["full", "column"]
 
@@ -150,6 +150,36 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
         created_at=int(created_at),
         metadata=json.loads(metadata) if metadata else None,
     )
+
+
+class MemoryRow(NamedTuple):
+    """One stored memory as the ``memories`` table holds it, for moving it to another store unchanged."""
+
+    id: str
+    scope: str
+    text: str
+    #: The JSON array as stored.
+    tags: str
+    created_at: int
+    #: The JSON object as stored, or None.
+    metadata: str | None
+
+
+def export_rows(conn: sqlite3.Connection, batch: int = 1000) -> Iterator[list[MemoryRow]]:
+    """Every memory of the file in insertion (``seq``) order, ``batch`` rows at a time.
+
+    Takes a connection rather than a store: ``toolrelay db copy`` reads a file
+    it opened read-only, which opening a store (it migrates) would not be.
+    """
+    after = -1
+    while True:
+        rows = conn.execute(
+            "SELECT seq, id, scope, text, tags, created_at, metadata FROM memories WHERE seq > ? ORDER BY seq LIMIT ?", (after, batch)
+        ).fetchall()
+        if not rows:
+            return
+        yield [MemoryRow(id_, scope, text, tags, int(created_at), metadata) for _, id_, scope, text, tags, created_at, metadata in rows]
+        after = rows[-1][0]
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:

@@ -1,11 +1,13 @@
 """``toolrelay db copy``: a one-host installation, populated through a real toolrelay over HTTP, moved to PostgreSQL.
 
 The SQLite data directory gets keys (one revoked), ledger rows, a stored
-response and a paused agent run; after the copy the row counts and contents
-match table by table, a second copy is refused, and a toolrelay on the
-PostgreSQL URL (a fresh data directory) serves them: the key works and the
-revoked one does not, the response is retrieved and continued, the paused
-run resumes with its hidden step, and the old requests are in its usage.
+response, a paused agent run and memories in two scopes (one tagged, one
+with metadata); after the copy the row counts and contents match table by
+table, a second copy is refused, and a toolrelay on the PostgreSQL URL (a
+fresh data directory) serves them: the key works and the revoked one does
+not, the response is retrieved and continued, the paused run resumes with
+its hidden step, the memories are found by search in their own scope only,
+with the same ids, and the old requests are in its usage.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import psycopg
 import pytest
 
 from fakes.admin import Admin
-from fakes.clients import sdk
+from fakes.clients import rest, sdk
 from fakes.relays import RelayPool, auth_tree
 from fakes.upstream import FakeUpstream, Reply
 from toolrelay.app.db_copy import cmd_db_copy
+from toolrelay.memory.scope import scope_for
+from toolrelay.memory.sync_store import SyncMemoryStore
 
 WEATHER: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 QUESTION: Any = {"role": "user", "content": "Weather in Oslo?"}
@@ -45,10 +49,22 @@ def _pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(bytes(v) if isinstance(v, (bytes, memoryview)) else v for v in row) for row in conn.execute(sql)]  # pyright: ignore[reportArgumentType]
 
 
-def _copy(source: Path, url: str) -> tuple[int, str]:
+def _copy(source: Path, url: str, config: Path | None = None) -> tuple[int, str]:
     out = io.StringIO()
-    code = cmd_db_copy(argparse.Namespace(source=f"sqlite:///{source}", target=url, host="old-host"), out=out)
+    code = cmd_db_copy(argparse.Namespace(source=f"sqlite:///{source}", target=url, host="old-host", config=config), out=out)
     return code, out.getvalue()
+
+
+def _search(http: httpx.Client, q: str, user: str | None = None) -> list[dict[str, Any]]:
+    response = http.get("/v1/memories/search", params={"q": q, **({"user": user} if user else {})})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def _save(http: httpx.Client, text: str, user: str | None = None, tags: list[str] | None = None) -> dict[str, Any]:
+    response = http.post("/v1/memories", params={"user": user} if user else {}, json={"text": text, **({"tags": tags} if tags else {})})
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def test_a_populated_installation_moves_to_postgres_whole(
@@ -72,12 +88,18 @@ def test_a_populated_installation_moves_to_postgres_whole(
                 stored = client.responses.create(model="fake-model", input="Capital of France?")
                 paused = client.chat.completions.create(model="agent/fake-model", messages=[QUESTION], tools=[WEATHER])
             assert paused.choices[0].finish_reason == "tool_calls"
-            admin.usage_rows(key_id, count=2)
-    # Stopped: the ledger is flushed, the files are still.
+            with rest(relay, key) as http:
+                own = _save(http, "The staging database runs PostgreSQL 15", tags=["infra", "Databases"])
+                ann = _save(http, "Ann takes the database minutes on Fridays", user="ann")
+                _save(http, "Ann prefers window seats", user="ann")
+            admin.usage_rows(key_id, count=5)
+    # Stopped: the ledger is flushed, the files are still. One memory with metadata (only imports set it).
+    with SyncMemoryStore(old_dir / "memory.db") as memories:
+        noted = memories.save(scope_for(key_id, None), "Deploys happen on Tuesdays", tags=["ops"], metadata={"source": "wiki", "ü": [1, 2.5]})
 
     code, printed = _copy(old_dir, postgres_url)
     assert code == 0, (printed, capsys.readouterr().err)
-    for part in ("keys", "ledger", "continuations", "responses"):
+    for part in ("keys", "ledger", "continuations", "responses", "memory"):
         assert part in printed
 
     # Table by table: the same rows.
@@ -98,6 +120,14 @@ def test_a_populated_installation_moves_to_postgres_whole(
     assert len(_sqlite_rows(old_dir / "agent.db", runs)) == 1 and _pg_rows(postgres_url, runs) == _sqlite_rows(old_dir / "agent.db", runs)
     calls = "SELECT scope, call_id, run_key FROM paused_calls ORDER BY call_id"
     assert _pg_rows(postgres_url, calls) == _sqlite_rows(old_dir / "agent.db", calls)
+    # Memories in insertion order with every column (text is BYTEA there), and the caps' usage rows the same.
+    memory_columns = "SELECT id, scope, text, tags, created_at, metadata FROM memories ORDER BY seq"
+    old_memories = [(i, s, t.encode(), *rest) for i, s, t, *rest in _sqlite_rows(old_dir / "memory.db", memory_columns)]
+    assert len(old_memories) == 4 and _pg_rows(postgres_url, memory_columns) == old_memories
+    assert [row[0] for row in old_memories] == sorted(row[0] for row in old_memories)
+    usage_rows = "SELECT owner, n, bytes FROM {} WHERE n > 0 ORDER BY owner"
+    old_memory_usage = _sqlite_rows(old_dir / "memory.db", usage_rows.format("memory_usage"))
+    assert len(old_memory_usage) == 3 and _pg_rows(postgres_url, usage_rows.format("memories_usage")) == old_memory_usage
 
     # Twice would double the ledger: refused, nothing written.
     code, _ = _copy(old_dir, postgres_url)
@@ -125,6 +155,19 @@ def test_a_populated_installation_moves_to_postgres_whole(
             assert resumed.choices[0].message.content == "Cold in Oslo."
             sent = [m for m in fake.chat_requests[-1].body["messages"] if m["role"] != "system"]
             assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "tool"]  # the hidden current_time step came along
+        with rest(relay, key) as http:
+            # Found by search with the same ids, each in its own scope only; tags and metadata came along.
+            assert [(m["id"], m["tags"]) for m in _search(http, "database")] == [(own["id"], own["tags"])] and own["tags"] == ["infra", "databases"]
+            assert [m["id"] for m in _search(http, "databases")] == [own["id"]]
+            assert [m["id"] for m in _search(http, "database", user="ann")] == [ann["id"]]
+            assert [m["text"] for m in _search(http, "window seats", user="ann")] == ["Ann prefers window seats"]
+            assert _search(http, "database", user="bob") == [] and _search(http, "window") == []
+            [found] = _search(http, "tuesdays deploy")
+            assert (found["id"], found["metadata"], found["created_at"]) == (noted.id, {"source": "wiki", "ü": [1, 2.5]}, noted.created_at)
+            assert http.get("/v1/memories", params={"user": "ann"}).json()["data"][0]["created_at"] == ann["created_at"]
+            # The caps count what was copied: a new memory lands on top of the copied ones.
+            _save(http, "Ann's third memory", user="ann")
+        assert _pg_rows(postgres_url, f"SELECT n FROM memories_usage WHERE owner = 's:{scope_for(key_id, 'ann')}'") == [(3,)]
         with Admin(relay) as admin:
             rows = admin.usage_rows(key_id, count=len(old_usage) + 2)
             assert {row["request_id"] for row in rows} >= {row[1] for row in old_usage}
