@@ -48,6 +48,7 @@ log = logging.getLogger("toolrelay.responses")
 
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER_SECONDS = 60.0
+_EVICT_PAGE = 256
 _SWEEP_EVERY = 60.0
 
 _SCHEMA = """
@@ -153,6 +154,7 @@ class PostgresResponseStore(ResponseStorage):
             self._beat.start()
 
     def close(self) -> None:
+        self._stop_writer()
         self._stop.set()
         if self._beat is not None:
             self._beat.join(5)
@@ -188,12 +190,28 @@ class PostgresResponseStore(ResponseStorage):
             return
         over_bytes = total - self._max_bytes
         doomed: list[str] = []
-        for response_id, size in cur.execute("SELECT id, size FROM responses WHERE scope = %s ORDER BY created_at, id", (scope,)).fetchall():
-            if count <= self._max_count and over_bytes <= 0:
+        # The oldest rows in pages along the (scope, created_at, id) index: reading the whole scope on every
+        # save once a key is at its cap made each save O(its responses).
+        after: tuple[Any, str] | None = None
+        while count > self._max_count or over_bytes > 0:
+            if after is None:
+                page = cur.execute(
+                    "SELECT created_at, id, size FROM responses WHERE scope = %s ORDER BY created_at, id LIMIT %s", (scope, _EVICT_PAGE)
+                ).fetchall()
+            else:
+                page = cur.execute(
+                    "SELECT created_at, id, size FROM responses WHERE scope = %s AND (created_at, id) > (%s, %s) ORDER BY created_at, id LIMIT %s",
+                    (scope, *after, _EVICT_PAGE),
+                ).fetchall()
+            if not page:
                 break
-            doomed.append(response_id)
-            count -= 1
-            over_bytes -= size
+            for created_at, response_id, size in page:
+                if count <= self._max_count and over_bytes <= 0:
+                    break
+                doomed.append(response_id)
+                count -= 1
+                over_bytes -= size
+                after = (created_at, response_id)
         cur.execute("DELETE FROM responses WHERE scope = %s AND id = ANY(%s)", (scope, doomed))
 
     def _sweep(self) -> None:
