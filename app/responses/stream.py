@@ -74,7 +74,21 @@ class _Call:
 class ResponseStreamWriter:
     """One streamed response: events in, SSE bytes out; :attr:`output` and :attr:`usage` are the result so far."""
 
-    __slots__ = ("request", "response_id", "created_at", "output", "usage", "finish_reason", "_seq", "_text", "_refusal", "_reasoning", "_calls", "status")
+    __slots__ = (
+        "request",
+        "response_id",
+        "created_at",
+        "output",
+        "usage",
+        "finish_reason",
+        "silent",
+        "_seq",
+        "_text",
+        "_refusal",
+        "_reasoning",
+        "_calls",
+        "status",
+    )
 
     def __init__(self, request: ResponsesRequest, response_id: str, created_at: int) -> None:
         self.request = request
@@ -85,6 +99,8 @@ class ResponseStreamWriter:
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.status = "in_progress"
+        # True for a plain (non-streamed) response: the items are built, no event is encoded.
+        self.silent = False
         self._seq = 0
         self._text: _Part | None = None
         self._refusal: _Part | None = None
@@ -94,6 +110,8 @@ class ResponseStreamWriter:
     # ------------------------------------------------------------------ framing
 
     def _event(self, out: list[bytes], kind: str, fields: dict[str, Any]) -> None:
+        if self.silent:
+            return
         fields["type"] = kind
         fields["sequence_number"] = self._seq
         self._seq += 1
@@ -269,7 +287,8 @@ class ResponseStreamWriter:
         self._close_text(out)
         self._close_calls(out)
         self.status = "incomplete" if self.finish_reason == "length" else "completed"
-        self._event(out, f"response.{self.status}", {"response": self.response(self.status)})
+        if not self.silent:
+            self._event(out, f"response.{self.status}", {"response": self.response(self.status)})
         return b"".join(out)
 
     def fail(self, error: OpenAIError) -> bytes:

@@ -252,10 +252,11 @@ class _Turn:
     async def answer(self, events: AsyncGenerator[Event, None]) -> dict[str, Any]:
         """The whole response, stored; raises the upstream's error.
 
-        Built by the same writer as the stream (its SSE bytes dropped), so a
+        Built by the same writer as the stream (silent: no event encoded), so a
         streamed and a plain response of one run have the same items.
         """
         writer = self.writer_class(self.params, self.response_id, self.created_at)
+        writer.silent = True
         tracker = self.tracker
         try:
             try:
@@ -266,8 +267,7 @@ class _Turn:
                     writer.feed(event)
             finally:
                 await events.aclose()
-            await self._tail(writer)
-            return writer.response(writer.status)
+            return (await self._finish(writer))[1]
         finally:
             # A run cut short (the client left, a background run cancelled) pays for what the upstream did.
             self.info.usage = await tracker.result(estimate=self.info.error_code in CUT_SHORT)
@@ -347,12 +347,17 @@ class _Turn:
         return Stream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
     async def _tail(self, writer: ResponseStreamWriter) -> bytes:
+        return (await self._finish(writer))[0]
+
+    async def _finish(self, writer: ResponseStreamWriter) -> tuple[bytes, dict[str, Any]]:
+        """Close the response: its last event (none when silent) and the final response object, stored."""
         await self.tracker.estimate()
         writer.usage = self.tracker.usage
         last = writer.finish()
+        final = writer.response(writer.status)
         # Stored before the last event goes out: a client that retrieves it at once finds it.
-        await self._keep(writer.response(writer.status))
-        return last
+        await self._keep(final)
+        return last, final
 
 
 def _stored_routes(services: Services, store: ResponseStorage, runs: BackgroundRuns, prefix: str) -> Router:
