@@ -532,7 +532,9 @@ class AuthGate:
                 key_id=info.key_id,
                 model=info.model,
                 mode=info.mode,
-                upstream=info.upstream,
+                # A routed model's row names the deployment that answered ("upstream/deployment"): two deployments
+                # can share one upstream (regions, keys, model names), and the row must say which one served.
+                upstream=info.upstream if info.deployment is None else f"{info.upstream}/{info.deployment}",
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 cost_nano=cost,

@@ -158,7 +158,7 @@ def test_responses_api_fails_over_too(relay: RunningServer, ups: dict[str, FakeU
     assert raw.parse().output_text == "Hello from the fake upstream."
 
 
-def test_attempts_are_counted_and_the_ledger_names_the_upstream_that_answered(relay: RunningServer, ups: dict[str, FakeUpstream]) -> None:
+def test_attempts_are_counted_and_the_ledger_names_the_deployment_that_answered(relay: RunningServer, ups: dict[str, FakeUpstream]) -> None:
     ups["a"].enqueue(Reply(status=500))
     _chat(relay)
     with rest(relay) as http:
@@ -174,7 +174,7 @@ def test_attempts_are_counted_and_the_ledger_names_the_upstream_that_answered(re
         with sqlite3.connect(usage_db) as db:
             return db.execute("SELECT model, upstream FROM usage").fetchall()
 
-    assert wait_until(rows, what="the ledger row") == [(POOL, "b")]
+    assert wait_until(rows, what="the ledger row") == [(POOL, "b/b")]  # <upstream>/<deployment>
 
 
 def test_legacy_completions_fail_over_too(relay: RunningServer, ups: dict[str, FakeUpstream]) -> None:
