@@ -66,7 +66,10 @@ def main() -> int:
     parser.add_argument("--keys", action="store_true", help="serve with an API key (auth, limits, ledger on)")
     parser.add_argument("--no-access-log", action="store_true", help="the tuned row: access log off (the default configuration, what users run, has it on)")
     parser.add_argument(
-        "--api", choices=["chat", "responses"], default="chat", help="what clients call on toolrelay (the direct side is always the mock's chat API)"
+        "--api",
+        choices=["chat", "responses", "responses-nostore"],
+        default="chat",
+        help="what clients call on toolrelay (the direct side is always the mock's chat API)",
     )
     parser.add_argument(
         "--deployments",
@@ -137,7 +140,7 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{relay_port}/health")
         label = (
             "toolrelay"
-            + ("-responses" if args.api == "responses" else "")
+            + ("" if args.api == "chat" else f"-{args.api}")
             + ("-keys" if args.keys else "")
             + (f"-{args.deployments}deployments" if args.deployments > 1 else "")
         )
