@@ -52,13 +52,15 @@ def test_concurrent_saves_commit_together_and_one_bad_row_spoils_no_other(stores
 
     store = stores.responses()
     commits: list[int] = []
-    save_all = store._save_all
+    # Every commit goes through one method: SQLite's _write_locked (on the loop or in the writer thread), else _save_all.
+    method = "_write_locked" if hasattr(store, "_write_locked") else "_save_all"
+    write = getattr(store, method)
 
     def counting(rows: list[tuple[str, StoredResponse, int | None]]) -> list[Exception | None]:
         commits.append(len(rows))
-        return save_all(rows)
+        return write(rows)
 
-    store._save_all = counting  # type: ignore[method-assign]
+    setattr(store, method, counting)
     now = int(time.time())
     outcomes: dict[str, str] = {}
 
