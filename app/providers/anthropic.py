@@ -19,12 +19,12 @@ import orjson
 
 from toolrelay.app.config import UpstreamSettings
 from toolrelay.app.errors import upstream_timeout, upstream_unreachable
-from toolrelay.app.events import Event, Failure
+from toolrelay.app.events import Event
 from toolrelay.app.providers.anthropic_reply import MessagesStreamReader, events_from_message, map_anthropic_error
 from toolrelay.app.providers.anthropic_request import messages_request
 from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall, call_headers
 from toolrelay.app.providers.forward import unsupported_endpoint
-from toolrelay.app.providers.openai import OpenAIProvider
+from toolrelay.app.providers.openai import OpenAIProvider, read_stream
 
 __all__ = ["ANTHROPIC_BASE_URL", "ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -81,20 +81,7 @@ class AnthropicProvider(OpenAIProvider):
                 response.close()  # the upstream learns the client left
 
     async def _read_stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-        reader = MessagesStreamReader(self.name)
-        try:
-            async for raw in response.content.iter_any():
-                for event in reader.feed(raw):
-                    yield event
-                if reader.failed:
-                    return
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            yield Failure(upstream_timeout(f"'{self.name}' stopped sending its stream"))
-            return
-        except aiohttp.ClientError as exc:
-            yield Failure(upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})"))
-            return
-        for event in reader.end():
+        async for event in read_stream(response, MessagesStreamReader(self.name), self.name):
             yield event
 
     async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:

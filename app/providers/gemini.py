@@ -24,13 +24,13 @@ import orjson
 
 from toolrelay.app.config import UpstreamSettings
 from toolrelay.app.errors import OpenAIError, invalid_request, upstream_timeout, upstream_unreachable
-from toolrelay.app.events import Event, Failure
+from toolrelay.app.events import Event
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall, call_headers
 from toolrelay.app.providers.forward import map_forward_error, unsupported_endpoint
 from toolrelay.app.providers.gemini_parser import GeminiReader, GeminiSSEParser, map_gemini_error
 from toolrelay.app.providers.gemini_request import model_path, to_gemini
-from toolrelay.app.providers.openai import dumps_body
+from toolrelay.app.providers.openai import dumps_body, read_stream
 from toolrelay.app.providers.openai_parser import malformed_response
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiProvider", "embeddings_reply", "embeddings_request"]
@@ -156,20 +156,7 @@ class GeminiProvider:
                     yield event
                 finished = True
                 return
-            parser = GeminiSSEParser(self.name)
-            try:
-                async for raw in response.content.iter_any():
-                    for event in parser.feed(raw):
-                        yield event
-                    if parser.failed:
-                        return
-            except (TimeoutError, aiohttp.ServerTimeoutError):
-                yield Failure(upstream_timeout(f"'{self.name}' stopped sending its stream"))
-                return
-            except aiohttp.ClientError as exc:
-                yield Failure(upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})"))
-                return
-            for event in parser.end():
+            async for event in read_stream(response, GeminiSSEParser(self.name), self.name):
                 yield event
             finished = True
         finally:

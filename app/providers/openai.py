@@ -10,8 +10,8 @@ which owns the wire format and the repair of upstream quirks.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -34,6 +34,35 @@ def dumps_body(body: Any) -> bytes:
     except TypeError:
         # Integers beyond 64 bits (a huge `seed`): the stdlib keeps them exact.
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class StreamParser(Protocol):
+    """A provider's incremental stream reader: bytes in as they arrive, events out."""
+
+    failed: bool
+
+    def feed(self, raw: bytes) -> Iterable[Event]: ...
+
+    def end(self) -> Iterable[Event]: ...
+
+
+async def read_stream(response: aiohttp.ClientResponse, parser: StreamParser, upstream: str) -> AsyncIterator[Event]:
+    """Yield ``parser``'s events from a streamed body as bytes arrive (never buffering the whole answer);
+    a stall or a broken connection ends it with a Failure. One loop for every provider's wire format."""
+    try:
+        async for raw in response.content.iter_any():
+            for event in parser.feed(raw):
+                yield event
+            if parser.failed:
+                return
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        yield Failure(upstream_timeout(f"'{upstream}' stopped sending its stream"))
+        return
+    except aiohttp.ClientError as exc:
+        yield Failure(upstream_unreachable(f"'{upstream}' broke the stream ({type(exc).__name__})"))
+        return
+    for event in parser.end():
+        yield event
 
 
 class OpenAIProvider:
@@ -137,21 +166,7 @@ class OpenAIProvider:
                 response.close()
 
     async def _read_sse(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-        """Yield events from an SSE body as bytes arrive; never buffers the whole answer."""
-        parser = SSEChunkParser(self.name)
-        try:
-            async for raw in response.content.iter_any():
-                for event in parser.feed(raw):
-                    yield event
-                if parser.failed:
-                    return
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            yield Failure(upstream_timeout(f"'{self.name}' stopped sending its stream"))
-            return
-        except aiohttp.ClientError as exc:
-            yield Failure(upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})"))
-            return
-        for event in parser.end():
+        async for event in read_stream(response, SSEChunkParser(self.name), self.name):
             yield event
 
     async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
