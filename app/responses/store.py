@@ -19,6 +19,7 @@ one connection guarded by a lock.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import queue
@@ -186,7 +187,7 @@ def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) ->
             future.set_exception(error)
 
 
-class ResponseStorage:
+class ResponseStorage(abc.ABC):
     """What the routes use of a stored-responses backend: group-committed saves and lookups by (scope, id).
 
     The async side (this class) is shared; a backend implements the blocking
@@ -310,29 +311,34 @@ class ResponseStorage:
         """The stored items (input or output of this scope's responses) with these ids; unknown ids are absent."""
         return await anyio.to_thread.run_sync(self._find_items, scope, item_ids)
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Write what is queued (:meth:`_stop_writer`) and release the backend's connections."""
 
     def _save(self, scope: str, stored: StoredResponse, owner_pid: int | None = None) -> None:
         errors = self._save_all([(scope, stored, owner_pid)])
         if errors[0] is not None:
             raise errors[0]
 
+    @abc.abstractmethod
     def _save_all(self, rows: list[tuple[str, StoredResponse, int | None]]) -> list[Exception | None]:
         """Write ``rows`` in one transaction; per row, the error that kept it out (one bad row spoils no other)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _fail_abandoned(self, error: dict[str, Any]) -> int:
-        raise NotImplementedError
+        """Mark ``failed`` the running rows whose process is gone; how many."""
 
+    @abc.abstractmethod
     def _get(self, scope: str, response_id: str) -> StoredResponse | None:
-        raise NotImplementedError
+        """The stored response, or None (unknown, another scope's, or expired)."""
 
+    @abc.abstractmethod
     def _find_items(self, scope: str, item_ids: list[str]) -> dict[str, dict[str, Any]]:
-        raise NotImplementedError
+        """The scope's stored items with these ids."""
 
+    @abc.abstractmethod
     def _delete(self, scope: str, response_id: str) -> bool:
-        raise NotImplementedError
+        """Delete a response and its items; whether it existed."""
 
 
 class ResponseStore(ResponseStorage):
