@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from toolrelay.app.errors import OpenAIError
+from toolrelay.app.errors import OpenAIError, invalid_request
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.responses.store import ResponseStorage
 
@@ -45,7 +45,7 @@ def _not_found(item_id: str, position: int) -> OpenAIError:
     )
 
 
-async def resolve_item_references(store: ResponseStorage, scope: str, body: JSONValue) -> JSONValue:
+async def resolve_item_references(store: ResponseStorage, scope: str, body: JSONValue, *, max_items: int) -> JSONValue:
     """``body`` with each ``item_reference`` in ``input`` replaced by the stored item (a new dict; ``body`` is left as it was)."""
     if not isinstance(body, dict):
         return body
@@ -53,6 +53,9 @@ async def resolve_item_references(store: ResponseStorage, scope: str, body: JSON
     if not isinstance(raw_input, list):
         return body
     items = cast("list[Any]", raw_input)
+    if len(items) > max_items:
+        # Before any lookup: each reference costs a database read, so their number is bounded like messages.
+        raise invalid_request(f"Too many input items: {len(items)} (at most {max_items}).", param="input", code="array_above_max_length")
     wanted = {position: ref for position, item in enumerate(items) if (ref := _reference_id(item)) is not None}
     if not wanted:
         return body

@@ -127,7 +127,7 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
         try:
             await services.gate.authenticate(request, info)
             # Before anything reads the input: references become the stored items they name (the caller's own only).
-            body = await resolve_item_references(store, response_scope(info.key_id), parse_json_body(await request.body()))
+            body = await resolve_item_references(store, response_scope(info.key_id), parse_json_body(await request.body()), max_items=server.max_messages)
             native_route = await native.route_for(body, settings.default_model)
             if native_route is not None:
                 # The model's upstream speaks the Responses API itself: passed through (app/responses/passthrough.py).

@@ -148,3 +148,13 @@ def test_an_old_file_gains_totals_and_the_item_index(tmp_path: Path) -> None:
     store._save("k:a", _stored("resp_3", now + 3, "msg_3"))  # pyright: ignore[reportPrivateUsage]
     assert store._conn.execute("SELECT count FROM response_totals WHERE scope = 'k:a'").fetchone()[0] == 3  # pyright: ignore[reportPrivateUsage]
     store.close()
+
+
+def test_the_number_of_input_items_is_bounded_before_any_lookup(http: httpx.Client, fake: FakeUpstream, relay: RunningServer) -> None:
+    limit = relay.settings.server.max_messages
+    refs = [{"type": "item_reference", "id": f"msg_{i}"} for i in range(limit + 1)]
+    answer = http.post("/v1/responses", json={"model": "fake-model", "input": refs})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "input" and error["code"] == "array_above_max_length" and str(limit) in error["message"]
+    assert fake.chat_requests == []
