@@ -40,6 +40,11 @@ def test_one_scrape_counts_every_workers_requests_once(tmp_path: Path) -> None:
         models = {"pool-model": {"deployments": deployments}}
         with ServeProcess(tmp_path, up.base_url, "--workers", "2", models=models) as relay:
             relay.wait_ready()
+            # /ready answers as soon as one worker is up; wait until the second has opened its socket too.
+            deadline = time.monotonic() + 20
+            while _samples(httpx.get(relay.root_url + "/metrics", timeout=10).text, "toolrelay_metrics_workers") != {"": 2.0}:
+                assert time.monotonic() < deadline, "the second worker never came up"
+                time.sleep(0.1)
             client = _fresh_client(relay.base_url)
             for _ in range(PLAIN):
                 client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
