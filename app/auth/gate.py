@@ -16,12 +16,13 @@ requests carry no key id and the per-address limits apply.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -30,10 +31,11 @@ from toolrelay.app.auth.durations import go_duration
 from toolrelay.app.auth.keyformat import mask, matches, parse_key_id
 from toolrelay.app.auth.keystore import ApiKey, Keys
 from toolrelay.app.auth.ledger import Ledger
-from toolrelay.app.auth.limiter import Ask, Decision, LimitBackend, Policy, ip_bucket, key_bucket
+from toolrelay.app.auth.limiter import Ask, Decision, LimitBackend, MemoryBackend, Policy, ip_bucket, key_bucket
 from toolrelay.app.auth.periods import PeriodClock
 from toolrelay.app.auth.pricing import FREE, NANO, Price, PriceTable
 from toolrelay.app.auth.settings import GateSettings
+from toolrelay.app.auth.shared_spend import SharedSpend, SpendLedger
 from toolrelay.app.auth.throttle import FailedAuthThrottle
 from toolrelay.app.database import database_unavailable
 from toolrelay.app.errors import OpenAIError, model_not_found
@@ -165,6 +167,7 @@ class AuthGate:
         self._periods = PeriodClock()
         self._policies: dict[str, tuple[ApiKey, Policy]] = {}
         self._backend_error_logged = 0.0
+        self._shared_task: asyncio.Task[None] | None = None
 
     # -- state ---------------------------------------------------------
 
@@ -416,9 +419,28 @@ class AuthGate:
         await self.backend.start()
         if self.ledger is not None:
             self.ledger.start()
-            await self._seed_budgets()
+            shared = self._shared_spend()
+            if shared is None:
+                await self._seed_budgets()
+            else:
+                await shared.seed()
+                self._shared_task = asyncio.get_running_loop().create_task(shared.run(), name="toolrelay-shared-spend")
+
+    def _shared_spend(self) -> SharedSpend | None:
+        """Other hosts' spend read from the shared ledger: a PostgreSQL ledger and this process's own counters (no Redis)."""
+        ledger, backend = self.ledger, self.backend
+        if not (isinstance(backend, MemoryBackend) and hasattr(ledger, "spend_by_host")):
+            return None
+        keys = self.keys
+
+        def budgeted() -> list[tuple[str, str]]:
+            return [(k.id, k.budget_period) for k in keys.all() if k.budget_usd is not None and k.revoked_at is None]
+
+        return SharedSpend(cast("SpendLedger", ledger), backend, budgeted)
 
     async def close(self) -> None:
+        if self._shared_task is not None:
+            self._shared_task.cancel()
         try:
             await self.backend.close()
         finally:

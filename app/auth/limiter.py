@@ -221,6 +221,8 @@ class MemoryBackend:
         self._buckets: dict[str, _Bucket] = {}
         self._spend: dict[str, tuple[int, int]] = {}  # key id -> (period start, nano)
         self._reserved: dict[str, _Reservations] = {}  # bucket -> budget held by requests in flight
+        # bucket -> (period start, nano) spent by other hosts on the shared ledger (set by app/auth/shared_spend.py).
+        self._others: dict[str, tuple[int, int]] = {}
         self._slot_ttl = slot_ttl_seconds
         self._clock = clock
         self._acquires = 0
@@ -238,7 +240,7 @@ class MemoryBackend:
         policy = ask.policy
         now = self._clock()
         if policy.budget_nano is not None:
-            spent = self._spent(ask.bucket, ask.period_start)
+            spent = self._budget_spent(ask.bucket, ask.period_start)
             if spent >= policy.budget_nano:
                 return Decision(False, "budget", used=spent)
             if ask.cost_nano:
@@ -309,7 +311,7 @@ class MemoryBackend:
         if policy.budget_nano is None:
             return None
         now = self._clock()
-        spent = self._spent(ask.bucket, ask.period_start)
+        spent = self._budget_spent(ask.bucket, ask.period_start)
         others = self._held(ask.bucket, ask.rid, now, spent + total_nano, policy.budget_nano)
         if spent + others + total_nano > policy.budget_nano:
             return spent + others
@@ -346,7 +348,7 @@ class MemoryBackend:
         policy = ask.policy
         now = self._clock()
         if policy.budget_nano is not None:
-            spent = self._spent(ask.bucket, ask.period_start)
+            spent = self._budget_spent(ask.bucket, ask.period_start)
             if spent >= policy.budget_nano:
                 return Decision(False, "budget", used=spent)
         bucket = self._buckets.get(ask.bucket)
@@ -367,8 +369,18 @@ class MemoryBackend:
         current = self._spend.get(bucket)
         return current[1] if current is not None and current[0] == period_start else 0
 
+    def _budget_spent(self, bucket: str, period_start: int) -> int:
+        """This process's spend plus, on a shared ledger without Redis, the other hosts' (as last read)."""
+        spent = self._spent(bucket, period_start)
+        others = self._others.get(bucket)
+        return spent + others[1] if others is not None and others[0] == period_start else spent
+
+    def share_spend(self, key_id: str, period_start: int, nano: int) -> None:
+        """What the other hosts have spent of ``key_id``'s period, read from the shared ledger."""
+        self._others[key_bucket(key_id)] = (period_start, nano)
+
     async def spent(self, key_id: str, period_start: int) -> int:
-        return self._spent(key_bucket(key_id), period_start)
+        return self._budget_spent(key_bucket(key_id), period_start)
 
     async def seed_spend(self, key_id: str, period_start: int, period_end: float, nano: int) -> None:
         bucket = key_bucket(key_id)

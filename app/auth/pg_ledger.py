@@ -16,6 +16,7 @@ database is up); a crash loses the rows not yet written: those of the last
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, LiteralString, cast
 
@@ -48,8 +49,38 @@ CREATE TABLE usage (
 CREATE INDEX usage_ts ON usage (ts);
 CREATE INDEX usage_key_ts ON usage (key_id, ts);
 """
+# Each key's spend per UTC day and host, kept by a statement trigger on every
+# insert into usage (the writer's COPY, its row-by-row retry, db copy): budget
+# periods start at UTC midnight, so a period's spend is a sum over at most 31
+# days per host instead of over every row of the month (what a host without
+# Redis reads every second to see the other hosts' spend, app/auth/shared_spend.py).
+_SPEND = """
+CREATE TABLE usage_spend (
+    key_id TEXT NOT NULL,
+    day    BIGINT NOT NULL,
+    host   TEXT NOT NULL,
+    nano   BIGINT NOT NULL,
+    PRIMARY KEY (key_id, day, host)
+);
+CREATE FUNCTION toolrelay_usage_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO usage_spend (key_id, day, host, nano)
+    SELECT key_id, (floor(ts / 86400) * 86400)::bigint, COALESCE(host, ''), SUM(cost_nano)
+    FROM new_rows WHERE key_id IS NOT NULL AND cost_nano <> 0
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (key_id, day, host) DO UPDATE SET nano = usage_spend.nano + excluded.nano;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER usage_spend AFTER INSERT ON usage REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION toolrelay_usage_spend();
+INSERT INTO usage_spend (key_id, day, host, nano)
+SELECT key_id, (floor(ts / 86400) * 86400)::bigint, COALESCE(host, ''), SUM(cost_nano)
+FROM usage WHERE key_id IS NOT NULL AND cost_nano <> 0 GROUP BY 1, 2, 3;
+"""
+# 1 for an answer replayed from the response cache (app/cache/): booked at no cost.
+_CACHE_HIT = "ALTER TABLE usage ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;"
 # Versioned steps of the "ledger" schema (app/postgres.migrate).
-MIGRATIONS: tuple[str, ...] = (_SCHEMA,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA, _SPEND, _CACHE_HIT)
 
 _FIELDS = (*ROW_FIELDS, "host")
 _COPY = f"COPY usage ({', '.join(_FIELDS)}) FROM STDIN"
@@ -66,6 +97,14 @@ PG_GROUPS = {
     "day": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     "hour": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:00')",
 }
+_SPEND_BY_HOST = """
+SELECT w.key_id,
+       COALESCE(SUM(s.nano) FILTER (WHERE s.host = %s), 0),
+       COALESCE(SUM(s.nano) FILTER (WHERE s.host <> %s), 0)
+FROM unnest(%s::text[], %s::bigint[]) AS w(key_id, since)
+JOIN usage_spend s ON s.key_id = w.key_id AND s.day >= w.since
+GROUP BY w.key_id
+"""
 # Errors that say "the database is not there" rather than "this row is bad": keep the batch for later.
 _UNREACHABLE = (DatabaseUnavailable, PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -133,6 +172,13 @@ class PgLedger(Ledger):
                 self.dropped_bad += 1
                 log.error("usage ledger: dropped an unwritable row (%s: %s); %d dropped so far", type(exc).__name__, exc, self.dropped_bad)
         return retry
+
+    def spend_by_host(self, wanted: Sequence[tuple[str, int]]) -> dict[str, tuple[int, int]]:
+        """For each (key id, period start): (this host's spend, every other host's) in nano-dollars, from ``usage_spend``."""
+        if not wanted:
+            return {}
+        rows = self._query(_SPEND_BY_HOST, (self.host, self.host, [k for k, _ in wanted], [s for _, s in wanted]))
+        return {str(key_id): (int(own), int(others)) for key_id, own, others in rows}
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         with self._pool.connection(timeout=self._timeout) as conn:

@@ -119,6 +119,29 @@ def test_a_budget_spent_across_both_hosts_is_enforced_once(pair: tuple[RunningSe
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
 
 
+def test_without_redis_a_budget_spent_across_both_hosts_is_enforced_once(
+    make_host: Callable[..., RunningServer], postgres_url: str, fake: FakeUpstream
+) -> None:
+    # No Redis: each host counts its own spend and reads the others' from the ledger every second.
+    a, b = make_host("a", postgres_url), make_host("b", postgres_url)
+    with Admin(a) as admin_a:
+        _key_id, key = admin_a.create_key("budget", budget_usd=30, budget_period="monthly")
+    for relay in (a, b):
+        fake.enqueue(Reply(usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}))
+        assert _chat(relay, key, model="fake-tools", max_tokens=5).status_code == 200
+    spent = time.monotonic()
+    # Each host alone has seen $15 of $30; together they have spent it all. Both refuse once
+    # the other's rows are flushed (0.25 s) and read (every second).
+    for relay in (a, b):
+        wait_until(lambda relay=relay: _chat(relay, key).status_code == 429, timeout=5.0, what=f"{relay.url('')} refusing the spent budget")
+    assert time.monotonic() - spent < 4.0
+    refused = _chat(b, key)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+    # A restarted host (a new process, the same host name) starts from the ledger: its own rows and the others'.
+    c = make_host("a", postgres_url)
+    assert _chat(c, key).status_code == 429
+
+
 def _run_cli(argv: list[str]) -> str:
     import contextlib
     import io
@@ -213,7 +236,9 @@ def test_hosts_starting_at_the_same_moment_migrate_once(make_host: Callable[...,
     assert errors == [] and len(started) == 2
     with psycopg.connect(postgres_url) as conn:
         versions = dict(conn.execute("SELECT name, version FROM toolrelay_schema").fetchall())
-    assert versions["keys"] == 1 and versions["ledger"] == 1
+    from toolrelay.app.auth import pg_keystore, pg_ledger
+
+    assert versions["keys"] == len(pg_keystore.MIGRATIONS) and versions["ledger"] == len(pg_ledger.MIGRATIONS)
 
 
 def test_db_status_and_upgrade(tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
