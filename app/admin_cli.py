@@ -1,4 +1,4 @@
-"""Operator subcommands: ``toolrelay keys create|list|show|revoke`` and ``toolrelay usage``.
+"""Operator subcommands: ``toolrelay keys create|list|show|update|rotate|revoke`` and ``toolrelay usage``.
 
 They work on the data directory's SQLite files directly, so they need no
 running server; a running server sees their changes on its next request
@@ -40,14 +40,29 @@ def register(sub: Any) -> None:
     create.add_argument("--budget-period", default="monthly", choices=["daily", "weekly", "monthly", "total"], help="budget period (UTC; default monthly)")
     create.add_argument("--expires", help="expiry: a duration from now (30d, 12h) or a date/time (2026-01-31)")
     create.add_argument("--mcp-servers", help=_MCP_SERVERS_HELP + "; default: all")
+    create.add_argument("--max-output-tokens", type=int, help="completion tokens one request may ask for (default: the server's [limits] max_output_tokens)")
     create.set_defaults(func=cmd_keys_create)
 
-    update = keys_sub.add_parser("update", help="change a key's model or MCP server allow-list; a running server applies it on the next request")
+    update = keys_sub.add_parser(
+        "update", help="change a key's models, MCP servers, limits, budget, expiry or output ceiling; a running server applies it on the next request"
+    )
     _common(update)
     update.add_argument("key_id", help="key id (with or without the tr- prefix)")
     update.add_argument("--models", action="append", help="model ids or '*' patterns, comma-separated or repeated; '*': all")
     update.add_argument("--mcp-servers", help=_MCP_SERVERS_HELP)
+    for flag, what in _UPDATE_LIMITS:
+        update.add_argument(flag, metavar="N|none", help=f"{what}; 'none' clears it")
+    update.add_argument("--budget-usd", metavar="USD|none", help="spend limit in USD per budget period; 'none' clears it")
+    update.add_argument("--budget-period", choices=["daily", "weekly", "monthly", "total"], help="budget period (UTC)")
+    update.add_argument("--expires", metavar="WHEN|never", help="a date/time (2026-01-31), a Unix time, or 'never'")
+    update.add_argument("--expires-in", metavar="DURATION", help="expiry as a duration from now (30d, 12h)")
     update.set_defaults(func=cmd_keys_update)
+
+    rotate = keys_sub.add_parser("rotate", help="give a key a new secret (same id, limits, budget and history); it is printed once")
+    _common(rotate)
+    rotate.add_argument("key_id", help="key id (with or without the tr- prefix)")
+    rotate.add_argument("--grace", default="0", help="how long the old secret keeps working (1h, 30m, 7d; default 0: refused at once)")
+    rotate.set_defaults(func=cmd_keys_rotate)
 
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     _common(listing)
@@ -74,6 +89,22 @@ def register(sub: Any) -> None:
 
 
 _MCP_SERVERS_HELP = "names of [mcp.servers.<name>] whose tools it may use, comma-separated; '*': all, '': none"
+_UPDATE_LIMITS = (
+    ("--rpm", "requests per minute"),
+    ("--tpm", "tokens per minute"),
+    ("--max-parallel", "requests in flight at once"),
+    ("--max-output-tokens", "completion tokens one request may ask for"),
+)
+_CLEAR = ("none", "null", "off")
+
+
+def _limit(flag: str, text: str) -> int | None:
+    if text.strip().lower() in _CLEAR:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise _Fail(f"{flag} must be an integer or 'none'") from None
 
 
 def _mcp_servers(text: str | None) -> list[str] | None:
@@ -205,6 +236,7 @@ def _keys_create(args: argparse.Namespace, out: TextIO) -> int:
         budget_period=args.budget_period,
         expires=args.expires,
         mcp_servers=_mcp_servers(args.mcp_servers),
+        max_output_tokens=args.max_output_tokens,
     )
     store = _key_store(settings)
     try:
@@ -299,14 +331,9 @@ def cmd_keys_update(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
     from toolrelay.app.auth import keyspec
 
-    if args.models is None and args.mcp_servers is None:
-        raise _Fail("nothing to change: give --models and/or --mcp-servers")
-    change = keyspec.KeyUpdate()
-    if args.models is not None:
-        models = [m.strip() for chunk in args.models for m in chunk.split(",") if m.strip()]
-        change.models = [] if models == ["*"] else models
-    if args.mcp_servers is not None:
-        change.mcp_servers = _mcp_servers(args.mcp_servers)
+    change = _key_update(args)
+    if change == keyspec.KeyUpdate():
+        raise _Fail("nothing to change: give one or more of the options of `toolrelay keys update --help`")
     settings = _settings(args)
     store = _key_store(settings)
     try:
@@ -322,6 +349,83 @@ def _keys_update(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(f"Updated key {key.id} ('{key.name}').\n")
         out.write(_describe(updated, None))
+    return 0
+
+
+def _key_update(args: argparse.Namespace) -> Any:
+    """The :class:`~toolrelay.app.auth.keyspec.KeyUpdate` the flags ask for (absent flags: unchanged)."""
+    from toolrelay.app.auth import keyspec
+
+    change = keyspec.KeyUpdate()
+    if args.models is not None:
+        models = [m.strip() for chunk in args.models for m in chunk.split(",") if m.strip()]
+        change.models = [] if models == ["*"] else models
+    if args.mcp_servers is not None:
+        change.mcp_servers = _mcp_servers(args.mcp_servers)
+    for flag, _ in _UPDATE_LIMITS:
+        field = flag[2:].replace("-", "_")
+        text = getattr(args, field)
+        if text is not None:
+            setattr(change, field, _limit(flag, text))
+    if args.budget_usd is not None:
+        if args.budget_usd.strip().lower() in _CLEAR:
+            change.budget_usd = None
+        else:
+            try:
+                change.budget_usd = float(args.budget_usd)
+            except ValueError:
+                raise _Fail("--budget-usd must be a number or 'none'") from None
+    if args.budget_period is not None:
+        change.budget_period = args.budget_period
+    if args.expires is not None and args.expires_in is not None:
+        raise _Fail("give --expires or --expires-in, not both")
+    when = args.expires if args.expires is not None else args.expires_in
+    if when is not None:
+        if when.strip().lower() in (*_CLEAR, "never"):
+            change.expires_at = None
+        else:
+            try:
+                change.expires_at = float(when)
+            except ValueError:
+                change.expires = when
+    return change
+
+
+def cmd_keys_rotate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    return _run(_keys_rotate, args, out)
+
+
+def _keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    from toolrelay.app.auth import keyspec
+    from toolrelay.app.auth.durations import parse_duration
+
+    try:
+        grace = parse_duration(args.grace) if args.grace.strip() not in ("0", "") else 0.0
+    except ValueError as exc:
+        raise _Fail(f"--grace: {exc}") from None
+    settings = _settings(args)
+    store = _key_store(settings)
+    try:
+        key = _find(store, args.key_id)
+        if key.revoked_at is not None:
+            raise _Fail(f"key {key.id} is revoked; create a new key instead")
+        rotated = keyspec.rotate(store, key.id, grace)
+    except keyspec.KeySpecError as exc:
+        raise _Fail(str(exc)) from None
+    finally:
+        store.close()
+    if rotated is None:
+        raise _Fail(f"key {key.id} is revoked; create a new key instead")
+    new, full = rotated
+    if args.json:
+        out.write(orjson.dumps({**new.public(), "key": full, "value": full}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    out.write(f"Rotated key '{new.name}' (id {new.id}). Its new secret:\n\n    {full}\n\n")
+    out.write("Copy it now: it is shown only this once (only its hash is stored).\n")
+    if grace:
+        out.write(f"The old secret keeps working until {_date(new.previous_valid_until)}, then it is refused.\n")
+    else:
+        out.write("The old secret is refused from now on.\n")
     return 0
 
 
@@ -463,6 +567,7 @@ def _describe(key: Any, spent: float | None) -> str:
         f"models      {', '.join(key.models) or '* (all)'}",
         f"mcp servers {'* (all)' if key.mcp_servers is None else ', '.join(key.mcp_servers) or '(none)'}",
         f"limits      {_limits_text(key)}",
+        f"max output  {key.max_output_tokens or '- (the server ceiling)'}",
         f"budget      {_budget_text(key, spent)}",
         f"created     {_date(key.created_at)}",
         f"expires     {_date(key.expires_at)}",

@@ -572,6 +572,14 @@ class LimitSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # With Redis configured but unreachable: False refuses requests with 503
     # (limits and budgets stay enforced), True serves them unlimited.
     fail_open: bool = False
+    # Ceiling on the completion tokens of one request (or one agent step): a
+    # request asking for more is clamped to it, one asking for none gets it;
+    # a key's own max_output_tokens lowers it further. 0 = no ceiling.
+    max_output_tokens: NonNegativeInt = 0
+    # Requests per minute across every key together while authentication is
+    # on (shared through [redis] when configured); /admin is not counted, so
+    # an operator can still act during a flood. 0 = none.
+    global_rpm: NonNegativeInt = 0
 
 
 class ModelPrice(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

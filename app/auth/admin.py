@@ -81,7 +81,8 @@ def admin_guard(gate: AuthGate) -> Any:
         key_id = parse_key_id(token)
         keys.refresh()
         key = keys.get(key_id) if key_id else None
-        if key is not None and matches(token, key.key_hash) and key.status(time.time()) == "active":
+        now = time.time()
+        if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, now)) and key.status(now) == "active":
             info.key_id = key.id
             raise errors.admin_required()
         raise errors.incorrect_key(mask(token))
@@ -129,7 +130,11 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
         key = lookup(key_id)
         return _json(key.public(spent_usd=await gate.spent_usd(key)))
 
-    @post("/keys/{key_id:str}", status_code=200, summary="Change an API key's model or MCP server allow-list")
+    @post(
+        "/keys/{key_id:str}",
+        status_code=200,
+        summary="Change an API key: models, MCP servers, limits, budget, expiry, output ceiling (null clears)",
+    )
     async def update_key(key_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
         key = lookup(key_id)
         raw = await request.body()
@@ -140,7 +145,27 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
             raise invalid_request(str(exc), param=exc.param, code="invalid_value") from None
         keys.refresh()  # applies from the very next request
         changed = updated or key
+        if changed.budget_usd is not None and (key.budget_usd is None or key.budget_period != changed.budget_period):
+            await gate.seed_budget(changed)  # a new budget (or period) counts what the period already spent
         return _json(changed.public(spent_usd=await gate.spent_usd(changed)))
+
+    @post("/keys/{key_id:str}/rotate", status_code=200, summary="Give an API key a new secret; the old one works for grace_seconds more")
+    async def rotate_key(key_id: FromPath[str], request: Request[Any, Any, Any]) -> Response[bytes]:
+        key = lookup(key_id)
+        if key.revoked_at is not None:
+            raise invalid_request(f"The API key tr-{key.id} is revoked; create a new key instead.", param="key_id", code="key_revoked")
+        raw = await request.body()
+        try:
+            grace = keyspec.rotation_from_json(raw).grace_seconds
+            rotated = await anyio.to_thread.run_sync(lambda: keyspec.rotate(keys, key.id, grace))
+        except keyspec.KeySpecError as exc:
+            raise invalid_request(str(exc), param=exc.param, code="invalid_value") from None
+        if rotated is None:  # revoked meanwhile
+            raise invalid_request(f"The API key tr-{key.id} is revoked; create a new key instead.", param="key_id", code="key_revoked")
+        keys.refresh()  # the new secret works on the very next request
+        new, full = rotated
+        # The new secret appears here once, as `key` (and as `value`, the creation response's name for it).
+        return _json({**new.public(spent_usd=await gate.spent_usd(new)), "key": full, "value": full})
 
     async def _revoke(key_id: str) -> Response[bytes]:
         key = lookup(key_id)
@@ -201,7 +226,7 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
 
     router = Router(
         "/admin",
-        route_handlers=[create_key, list_keys, show_key, update_key, revoke_key, revoke_key_post, usage],
+        route_handlers=[create_key, list_keys, show_key, update_key, rotate_key, revoke_key, revoke_key_post, usage],
         guards=[admin_guard(gate)],
         tags=["admin"],
     )

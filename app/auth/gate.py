@@ -40,12 +40,15 @@ from toolrelay.app.auth.throttle import FailedAuthThrottle
 from toolrelay.app.database import database_unavailable
 from toolrelay.app.errors import OpenAIError, model_not_found
 from toolrelay.app.middleware import RequestInfo
+from toolrelay.app.output_ceiling import apply_output_ceiling, ceiling_field
 from toolrelay.app.tokens import prompt_chars
 from toolrelay.app.usage import RequestUsage
 
 log = logging.getLogger("toolrelay.auth")
 
 ADMIN_KEY_ID = "admin"
+# The limit backend's bucket of [limits] global_rpm (keys are "k:<id>", addresses "ip:<address>").
+GLOBAL_BUCKET = "g:all"
 # Longer than any key we issue or any sane admin key: refuse without hashing 64 KB.
 MAX_CREDENTIAL_CHARS = 1024
 # Prompts with more text than this get the cheap limit checks before their
@@ -157,6 +160,9 @@ class AuthGate:
         self._completion_estimate = limits.completion_estimate_tokens
         self._fail_open = limits.fail_open
         self._trust_xff = limits.trust_forwarded_for
+        # [limits] max_output_tokens (0: none) and global_rpm: one `if` each per request while unset.
+        self._output_ceiling = limits.max_output_tokens
+        self._global_policy = Policy(limits.global_rpm) if limits.global_rpm else None
         trust_xff = limits.trust_forwarded_for
         # Wrong credentials per client address (brute force on the admin key, issue 10 item 21).
         self.auth_failures = FailedAuthThrottle(
@@ -202,7 +208,7 @@ class AuthGate:
         if key_id is not None:
             self.keys.refresh()
             key = self.keys.get(key_id)
-            if key is not None and matches(token, key.key_hash):
+            if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, time.time())):
                 return False
         self.auth_failures.failed(scope)
         return False
@@ -265,7 +271,7 @@ class AuthGate:
                     key = await anyio.to_thread.run_sync(keys.fetch, key_id)
                 except Exception:  # noqa: BLE001 - the database is down: 503, not a 500
                     raise database_unavailable() from None
-            if key is not None and matches(token, key.key_hash):
+            if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, time.time())):
                 if key.revoked_at is not None:
                     raise OpenAIError(401, f"The API key tr-{key.id} has been revoked.", type="authentication_error", code="invalid_api_key")
                 if key.expires_at is not None and time.time() >= key.expires_at:
@@ -300,6 +306,14 @@ class AuthGate:
             if not policy.active:
                 policy = None
             bucket = key_bucket(key.id)
+        ceiling = self._output_ceiling
+        if key is not None and key.max_output_tokens is not None and (not ceiling or key.max_output_tokens < ceiling):
+            ceiling = key.max_output_tokens
+        if ceiling:
+            # Before anything estimates the request: limits, cost cap and budget count the ceiling (app/output_ceiling.py).
+            apply_output_ceiling(payload, ceiling, ceiling_field(route.provider.kind))
+        if self._global_policy is not None and key_id is not None:
+            await self._admit_global(info)
         price = self.prices.for_route(route)
         tokens = worst_nano = 0
         budgeted = policy is not None and policy.budget_nano is not None
@@ -395,10 +409,41 @@ class AuthGate:
             full = self.policy_for(key)
             policy = Policy(full.rpm, 0, full.max_parallel if parallel else 0)
             bucket = key_bucket(key.id)
+        if self._global_policy is not None and info.key_id is not None:
+            await self._admit_global(info)
         ticket = Ticket(_FREE_PRICE)
         if policy is not None and policy.active:
             await self._acquire(ticket, Ask(bucket, info.request_id, policy, 0), key, info)
         return ticket
+
+    async def _admit_global(self, info: RequestInfo) -> None:
+        """Count the request against ``[limits] global_rpm`` (every key together), or raise its 429.
+
+        It comes before the key's own limits, so a flood is turned away before it
+        touches any key's counters; a request refused later still counted here (it
+        reached the server). Nothing to release: a request entry leaves the window by itself.
+        """
+        policy = self._global_policy
+        assert policy is not None  # noqa: S101 - the callers check
+        ask = Ask(GLOBAL_BUCKET, info.request_id, policy, 0)
+        try:
+            decision = await self.backend.acquire(ask)
+        except Exception as exc:  # noqa: BLE001 - as for a key's limits: 503 unless fail-open
+            self._backend_failed(exc)
+            if not self._fail_open:
+                raise errors.limiter_unavailable() from None
+            return
+        if not decision.ok:
+            raise errors.rate_limited(
+                "requests",
+                subject="this server (all keys together)",
+                model=None,
+                limit=policy.rpm,
+                used=decision.used,
+                requested=1,
+                retry_ms=decision.retry_ms,
+                headers={},
+            )
 
     async def _acquire(self, ticket: Ticket, ask: Ask, key: ApiKey | None, info: RequestInfo) -> None:
         """Take ``ask`` from the limit backend onto ``ticket``, or raise the refusal (503 on an outage unless fail-open)."""
@@ -581,6 +626,18 @@ class AuthGate:
                 await self.backend.seed_spend(kid, start, end, nano)
             except Exception as exc:  # noqa: BLE001
                 self._backend_failed(exc)
+
+    async def seed_budget(self, key: ApiKey) -> None:
+        """Start a budget given to ``key`` while running from the ledger's spend this period (as at start)."""
+        ledger = self.ledger
+        if ledger is None or key.budget_usd is None:
+            return
+        start, end = self._periods.bounds(key.budget_period, time.time())
+        nano = await anyio.to_thread.run_sync(lambda: ledger.spent_nano(key.id, start))
+        try:
+            await self.backend.seed_spend(key.id, start, end, nano)
+        except Exception as exc:  # noqa: BLE001
+            self._backend_failed(exc)
 
     async def spent_usd(self, key: ApiKey) -> float | None:
         if key.budget_usd is None:

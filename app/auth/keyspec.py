@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, TypeVar
 
 import msgspec
@@ -32,17 +33,38 @@ class KeySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires: str | None = None
     # Names of [mcp.servers.<name>] whose tools the key may use; None: all, []: none.
     mcp_servers: list[str] | None = None
+    # Completion tokens one request may ask for; None: the server's ceiling ([limits] max_output_tokens).
+    max_output_tokens: int | None = None
 
 
 class KeyUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A change to an existing key's allow-lists; a field left out stays as it is."""
+    """A change to an existing key; a field left out stays as it is, ``null`` clears a limit."""
 
     models: list[str] | msgspec.UnsetType = msgspec.UNSET
     # null: every MCP server again; []: none.
     mcp_servers: list[str] | msgspec.UnsetType | None = msgspec.UNSET
+    rpm: int | msgspec.UnsetType | None = msgspec.UNSET
+    tpm: int | msgspec.UnsetType | None = msgspec.UNSET
+    max_parallel: int | msgspec.UnsetType | None = msgspec.UNSET
+    budget_usd: float | msgspec.UnsetType | None = msgspec.UNSET
+    budget_period: str | msgspec.UnsetType = msgspec.UNSET
+    # null (either of them): no expiry.
+    expires_at: float | msgspec.UnsetType | None = msgspec.UNSET
+    expires: str | msgspec.UnsetType | None = msgspec.UNSET
+    max_output_tokens: int | msgspec.UnsetType | None = msgspec.UNSET
 
 
-_S = TypeVar("_S", KeySpec, KeyUpdate)
+class Rotation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /admin/keys/{id}/rotate``: how long the replaced secret keeps working."""
+
+    grace_seconds: float = 0.0
+
+
+# A grace period longer than this is a second key, not a rotation.
+MAX_GRACE_SECONDS = 30 * 86_400
+
+
+_S = TypeVar("_S", KeySpec, KeyUpdate, Rotation)
 _PATH = re.compile(r"at `\$\.([A-Za-z_]+)|required field `([A-Za-z_]+)`")
 
 
@@ -52,6 +74,16 @@ def spec_from_json(raw: bytes) -> KeySpec:
 
 def update_from_json(raw: bytes) -> KeyUpdate:
     return _decode(raw, KeyUpdate)
+
+
+def rotation_from_json(raw: bytes) -> Rotation:
+    return _decode(raw, Rotation)
+
+
+def check_grace(seconds: float) -> float:
+    if not 0 <= seconds <= MAX_GRACE_SECONDS:  # also refuses NaN
+        raise KeySpecError(f"'grace_seconds' must be between 0 and {MAX_GRACE_SECONDS} (30 days).", "grace_seconds")
+    return seconds
 
 
 def _decode(raw: bytes, kind: type[_S]) -> _S:
@@ -68,23 +100,37 @@ def check(spec: KeySpec, now: float) -> float | None:
     """Validate ``spec``; returns the expiry time (or None)."""
     if not spec.name.strip() or len(spec.name) > 200:
         raise KeySpecError("'name' must be 1 to 200 characters.", "name")
-    for field in ("rpm", "tpm", "max_parallel"):
-        value = getattr(spec, field)
-        if value is not None and value < 0:
-            raise KeySpecError(f"'{field}' must be a positive integer (0 or absent: no limit).", field)
-    if spec.budget_usd is not None and spec.budget_usd < 0:
-        raise KeySpecError("'budget_usd' must not be negative.", "budget_usd")
-    if spec.budget_period not in BUDGET_PERIODS:
-        raise KeySpecError(f"'budget_period' must be one of {', '.join(BUDGET_PERIODS)}.", "budget_period")
+    for field in ("rpm", "tpm", "max_parallel", "max_output_tokens"):
+        _check_limit(field, getattr(spec, field))
+    _check_budget(spec.budget_usd)
+    _check_period(spec.budget_period)
     _check_models(spec.models)
     _check_mcp_servers(spec.mcp_servers)
-    expires_at = spec.expires_at
-    if spec.expires:
+    return _expiry(spec.expires_at, spec.expires, now)
+
+
+def _check_limit(field: str, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise KeySpecError(f"'{field}' must be a positive integer (0 or absent: no limit).", field)
+
+
+def _check_budget(value: float | None) -> None:
+    if value is not None and not value >= 0:  # also refuses NaN
+        raise KeySpecError("'budget_usd' must not be negative.", "budget_usd")
+
+
+def _check_period(period: str) -> None:
+    if period not in BUDGET_PERIODS:
+        raise KeySpecError(f"'budget_period' must be one of {', '.join(BUDGET_PERIODS)}.", "budget_period")
+
+
+def _expiry(expires_at: float | None, expires: str | None, now: float) -> float | None:
+    if expires:
         try:
-            expires_at = parse_when(spec.expires, now=now, future=True)
+            expires_at = parse_when(expires, now=now, future=True)
         except ValueError as exc:
             raise KeySpecError(str(exc), "expires") from None
-    if expires_at is not None and expires_at <= now:
+    if expires_at is not None and not expires_at > now:
         raise KeySpecError("The expiry is in the past.", "expires")
     return expires_at
 
@@ -101,7 +147,7 @@ def _check_mcp_servers(servers: list[str] | None) -> None:
         raise KeySpecError("'mcp_servers' must be null (every MCP server) or a list of MCP server names.", "mcp_servers")
 
 
-def update(store: Keys, key_id: str, change: KeyUpdate) -> ApiKey | None:
+def update(store: Keys, key_id: str, change: KeyUpdate, now: float | None = None) -> ApiKey | None:
     """Apply ``change`` to the key ``key_id``; None if there is no such key."""
     models = None if isinstance(change.models, msgspec.UnsetType) else change.models
     if models is not None:
@@ -109,7 +155,33 @@ def update(store: Keys, key_id: str, change: KeyUpdate) -> ApiKey | None:
     servers = KEEP if isinstance(change.mcp_servers, msgspec.UnsetType) else change.mcp_servers
     if servers is not KEEP:
         _check_mcp_servers(servers)
-    return store.update(key_id, models=models, mcp_servers=servers)
+    return store.update(key_id, models=models, mcp_servers=servers, settings=changed_settings(change, time.time() if now is None else now))
+
+
+def changed_settings(change: KeyUpdate, now: float) -> dict[str, Any]:
+    """The limits, budget, expiry and ceiling ``change`` sets, checked, as column -> value (None clears; 0 too for limits)."""
+    settings: dict[str, Any] = {}
+    for field in ("rpm", "tpm", "max_parallel", "max_output_tokens"):
+        value = getattr(change, field)
+        if not isinstance(value, msgspec.UnsetType):
+            _check_limit(field, value)
+            settings[field] = value or None
+    if not isinstance(change.budget_usd, msgspec.UnsetType):
+        _check_budget(change.budget_usd)
+        settings["budget_usd"] = change.budget_usd
+    if not isinstance(change.budget_period, msgspec.UnsetType):
+        _check_period(change.budget_period)
+        settings["budget_period"] = change.budget_period
+    expires_at = None if isinstance(change.expires_at, msgspec.UnsetType) else change.expires_at
+    expires = None if isinstance(change.expires, msgspec.UnsetType) else change.expires
+    if not (isinstance(change.expires_at, msgspec.UnsetType) and isinstance(change.expires, msgspec.UnsetType)):
+        settings["expires_at"] = _expiry(expires_at, expires, now)
+    return settings
+
+
+def rotate(store: Keys, key_id: str, grace_seconds: float, now: float | None = None) -> tuple[ApiKey, str] | None:
+    """A new secret for ``key_id`` (the old one valid ``grace_seconds`` more); None if the key is revoked or gone."""
+    return store.rotate(key_id, grace_seconds=check_grace(grace_seconds), now=now)
 
 
 def create(store: Keys, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
@@ -124,6 +196,7 @@ def create(store: Keys, spec: KeySpec, now: float) -> tuple[ApiKey, str]:
         budget_period=spec.budget_period,
         expires_at=expires_at,
         mcp_servers=spec.mcp_servers,
+        max_output_tokens=spec.max_output_tokens or None,
         now=now,
     )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ import orjson
 
 from toolrelay.app.auth.access import ModelAccess
 from toolrelay.app.auth.durations import iso
-from toolrelay.app.auth.keyformat import hash_key, last4, new_key, redacted
+from toolrelay.app.auth.keyformat import hash_key, last4, matches, new_key, redacted
 from toolrelay.app.sqlite import connect as _sqlite_connect
 from toolrelay.app.sqlite import migrate, script_step
 
@@ -52,9 +52,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
 # what they had.
 _ADD_MCP_SERVERS = "ALTER TABLE api_keys ADD COLUMN mcp_servers TEXT;"
 
+# ``max_output_tokens``: the key's ceiling on completion tokens (NULL: the
+# server's). ``previous_key_hash`` / ``previous_valid_until``: after a
+# rotation, the replaced secret's hash and the end of its grace period.
+ADD_ROTATION_AND_CEILING = """
+ALTER TABLE api_keys ADD COLUMN max_output_tokens INTEGER;
+ALTER TABLE api_keys ADD COLUMN previous_key_hash BLOB;
+ALTER TABLE api_keys ADD COLUMN previous_valid_until REAL;
+"""
+
 # ``PRAGMA user_version`` steps; the first is the schema from before versions
 # (``IF NOT EXISTS``), so a keys.db of an older release opens as it is.
-MIGRATIONS = (script_step(SCHEMA), script_step(_ADD_MCP_SERVERS))
+MIGRATIONS = (script_step(SCHEMA), script_step(_ADD_MCP_SERVERS), script_step(ADD_ROTATION_AND_CEILING))
+
+# The settings ``update`` may change besides the allow-lists; the names are the columns (never caller text in SQL).
+UPDATABLE = ("rpm", "tpm", "max_parallel", "budget_usd", "budget_period", "expires_at", "max_output_tokens")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -90,11 +102,21 @@ class ApiKey:
     revoked_at: float | None = None
     # MCP server names whose tools the key may use; None: every configured server.
     mcp_servers: tuple[str, ...] | None = None
+    # Completion tokens a request may ask for (None: the server's ceiling, if any).
+    max_output_tokens: int | None = None
+    # After a rotation: the replaced secret's hash, accepted until ``previous_valid_until``.
+    previous_key_hash: bytes | None = field(default=None, repr=False)
+    previous_valid_until: float | None = None
     access: ModelAccess = field(default_factory=lambda: ModelAccess(()), compare=False, repr=False)
 
     @property
     def limited(self) -> bool:
         return bool(self.rpm or self.tpm or self.max_parallel or self.budget_usd is not None)
+
+    def accepts_previous(self, token: str, now: float) -> bool:
+        """Whether ``token`` is the secret this key had before its last rotation, still in its grace period."""
+        until = self.previous_valid_until
+        return self.previous_key_hash is not None and until is not None and now < until and matches(token, self.previous_key_hash)
 
     def status(self, now: float) -> str:
         if self.revoked_at is not None:
@@ -119,15 +141,23 @@ class ApiKey:
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
             "spent_usd": spent_usd,
+            "max_output_tokens": self.max_output_tokens,
             "created_at": int(self.created_at),
             "expires_at": int(self.expires_at) if self.expires_at is not None else None,
             "revoked_at": int(self.revoked_at) if self.revoked_at is not None else None,
+            "previous_key_valid_until": _grace_end(self.previous_valid_until),
             "created": iso(self.created_at),
         }
 
 
+def _grace_end(until: float | None) -> int | None:
+    """When the secret replaced by the last rotation stops working; None once it has."""
+    return int(until) if until is not None and until > time.time() else None
+
+
 def _row_to_key(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
-    (kid, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at, mcp_servers) = row
+    (kid, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at, mcp_servers, *rest) = row
+    max_output_tokens, previous_hash, previous_until = rest
     patterns = tuple(orjson.loads(models or "[]"))
     return ApiKey(
         id=kid,
@@ -144,11 +174,47 @@ def _row_to_key(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
         created_at=created_at,
         revoked_at=revoked_at,
         mcp_servers=tuple(orjson.loads(mcp_servers)) if mcp_servers is not None else None,
+        max_output_tokens=max_output_tokens or None,
+        previous_key_hash=bytes(previous_hash) if previous_hash is not None else None,
+        previous_valid_until=previous_until,
         access=ModelAccess(patterns),
     )
 
 
-_COLUMNS = "id, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at, mcp_servers"
+_COLUMNS = (
+    "id, name, key_hash, tail, models, rpm, tpm, max_parallel, budget_usd, budget_period, expires_at, created_at, revoked_at, mcp_servers,"
+    " max_output_tokens, previous_key_hash, previous_valid_until"
+)
+
+
+COLUMN_COUNT = len(_COLUMNS.split(","))
+
+# The new secret replaces the hash; the old hash is kept for the grace period (none with a grace of 0).
+# Placeholders are psycopg's; SQLite's are the same with ``?``.
+ROTATE_SQL = (
+    "UPDATE api_keys SET key_hash = %s, tail = %s,"
+    " previous_key_hash = CASE WHEN %s > 0 THEN key_hash END, previous_valid_until = CASE WHEN %s > 0 THEN %s END"
+    " WHERE id = %s AND revoked_at IS NULL"
+)
+
+
+def rotation_values(full: str, grace_seconds: float, now: float) -> tuple[Any, ...]:
+    """The parameters of :data:`ROTATE_SQL` before the key id."""
+    return (hash_key(full), last4(full), grace_seconds, grace_seconds, now + grace_seconds)
+
+
+def update_assignments(models: Iterable[str] | None, mcp_servers: Iterable[str] | Keep | None, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Column -> new value for an update; unknown setting names are a programming error."""
+    assignments: dict[str, Any] = {}
+    if models is not None:
+        assignments["models"] = orjson.dumps([m.strip() for m in models if m and m.strip()]).decode()
+    if not isinstance(mcp_servers, Keep):
+        assignments["mcp_servers"] = _servers_json(mcp_servers)
+    for name, value in (settings or {}).items():
+        if name not in UPDATABLE:
+            raise ValueError(f"not an updatable key setting: {name}")
+        assignments[name] = value
+    return assignments
 
 
 class Keep(enum.Enum):
@@ -189,9 +255,13 @@ class Keys(Protocol):
         budget_period: str = "monthly",
         expires_at: float | None = None,
         mcp_servers: Iterable[str] | None = None,
+        max_output_tokens: int | None = None,
         now: float | None = None,
     ) -> tuple[ApiKey, str]: ...
-    def update(self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = ...) -> ApiKey | None: ...
+    def update(
+        self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = ..., settings: Mapping[str, Any] | None = None
+    ) -> ApiKey | None: ...
+    def rotate(self, key_id: str, *, grace_seconds: float, now: float | None = None) -> tuple[ApiKey, str] | None: ...
     def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None: ...
     def load(self, key_id: str) -> ApiKey | None: ...
     def close(self) -> None: ...
@@ -249,6 +319,7 @@ class KeyStore:
         budget_period: str = "monthly",
         expires_at: float | None = None,
         mcp_servers: Iterable[str] | None = None,
+        max_output_tokens: int | None = None,
         now: float | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key; returns it and the full key, which exists nowhere else afterwards."""
@@ -259,7 +330,7 @@ class KeyStore:
                 key_id, full = new_key()
                 try:
                     conn.execute(
-                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        f"INSERT INTO api_keys ({_COLUMNS}) VALUES ({', '.join('?' * COLUMN_COUNT)})",
                         (
                             key_id,
                             name,
@@ -275,6 +346,9 @@ class KeyStore:
                             created,
                             None,
                             _servers_json(mcp_servers),
+                            max_output_tokens,
+                            None,
+                            None,
                         ),
                     )
                     break
@@ -285,16 +359,28 @@ class KeyStore:
             row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return _row_to_key(row), full
 
-    def update(self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = KEEP) -> ApiKey | None:
-        """Change a key's allow-lists (``models`` None and ``mcp_servers`` KEEP: unchanged); None if there is no such key."""
+    def update(
+        self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = KEEP, settings: Mapping[str, Any] | None = None
+    ) -> ApiKey | None:
+        """Change a key (``models`` None, ``mcp_servers`` KEEP, a column absent from ``settings``: unchanged;
+        ``settings`` maps :data:`UPDATABLE` columns to values, None clearing one); None if there is no such key."""
+        assignments = update_assignments(models, mcp_servers, settings)
         with _Writer(self.path) as conn:
-            if models is not None:
-                patterns = [m.strip() for m in models if m and m.strip()]
-                conn.execute("UPDATE api_keys SET models = ? WHERE id = ?", (orjson.dumps(patterns).decode(), key_id))
-            if mcp_servers is not KEEP:
-                conn.execute("UPDATE api_keys SET mcp_servers = ? WHERE id = ?", (_servers_json(mcp_servers), key_id))
+            if assignments:
+                columns = ", ".join(f"{name} = ?" for name in assignments)
+                conn.execute(f"UPDATE api_keys SET {columns} WHERE id = ?", (*assignments.values(), key_id))  # column names from UPDATABLE
             row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return _row_to_key(row) if row else None
+
+    def rotate(self, key_id: str, *, grace_seconds: float, now: float | None = None) -> tuple[ApiKey, str] | None:
+        """A new secret for ``key_id``; the old one keeps working for ``grace_seconds``. None if there is no such
+        key or it is revoked (a revoked key stays revoked)."""
+        when = time.time() if now is None else now
+        _, full = new_key(key_id)
+        with _Writer(self.path) as conn:
+            changed = conn.execute(ROTATE_SQL.replace("%s", "?"), (*rotation_values(full, grace_seconds, when), key_id)).rowcount
+            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return (_row_to_key(row), full) if changed and row else None
 
     def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None:
         """Mark the key revoked (idempotent); None if there is no such key."""

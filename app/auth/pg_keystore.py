@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -32,7 +32,19 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from toolrelay.app.auth.keyformat import hash_key, last4, new_key
-from toolrelay.app.auth.keystore import _COLUMNS, KEEP, ApiKey, Keep, _row_to_key, _servers_json
+from toolrelay.app.auth.keystore import (
+    _COLUMNS,
+    ADD_ROTATION_AND_CEILING,
+    COLUMN_COUNT,
+    KEEP,
+    ROTATE_SQL,
+    ApiKey,
+    Keep,
+    _row_to_key,
+    _servers_json,
+    rotation_values,
+    update_assignments,
+)
 from toolrelay.app.database import database_unavailable
 from toolrelay.app.postgres import DatabaseUnavailable, migrate
 
@@ -67,12 +79,15 @@ END $$;
 CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys
     FOR EACH ROW EXECUTE FUNCTION toolrelay_keys_changed();
 """
-# Versioned steps of the "keys" schema (app/postgres.migrate).
-MIGRATIONS: tuple[str, ...] = (_SCHEMA,)
+# Versioned steps of the "keys" schema (app/postgres.migrate); the second is SQLite's, types spelled for PostgreSQL.
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA,
+    ADD_ROTATION_AND_CEILING.replace("INTEGER", "BIGINT").replace("BLOB", "BYTEA").replace("REAL", "DOUBLE PRECISION"),
+)
 
 _SELECT = f"SELECT {_COLUMNS} FROM api_keys"  # noqa: S608 - a constant column list
 _SELECT_ONE = f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s"  # noqa: S608
-_INSERT = f"INSERT INTO api_keys ({_COLUMNS}) VALUES ({', '.join(['%s'] * 14)})"  # noqa: S608
+_INSERT = f"INSERT INTO api_keys ({_COLUMNS}) VALUES ({', '.join(['%s'] * COLUMN_COUNT)})"  # noqa: S608
 # After a failed listen or load: wait this long before the next try (doubling up to the cap).
 _RETRY_FIRST, _RETRY_CAP = 0.2, 2.0
 
@@ -151,6 +166,7 @@ class PgKeyStore:
         budget_period: str = "monthly",
         expires_at: float | None = None,
         mcp_servers: Iterable[str] | None = None,
+        max_output_tokens: int | None = None,
         now: float | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key; returns it and the full key, which exists nowhere else afterwards."""
@@ -174,6 +190,9 @@ class PgKeyStore:
                     created,
                     None,
                     _servers_json(mcp_servers),
+                    max_output_tokens,
+                    None,
+                    None,
                 )
                 try:
                     conn.execute(_INSERT, values)
@@ -186,16 +205,26 @@ class PgKeyStore:
         key = self._put(_row_to_key(row))
         return key, full
 
-    def update(self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = KEEP) -> ApiKey | None:
-        """Change a key's allow-lists (``models`` None and ``mcp_servers`` KEEP: unchanged); None if there is no such key."""
+    def update(
+        self, key_id: str, *, models: Iterable[str] | None = None, mcp_servers: Iterable[str] | Keep | None = KEEP, settings: Mapping[str, Any] | None = None
+    ) -> ApiKey | None:
+        """As :meth:`KeyStore.update`; the trigger tells the other hosts."""
+        assignments = update_assignments(models, mcp_servers, settings)
         with self._connection() as conn, conn.transaction():
-            if models is not None:
-                patterns = [m.strip() for m in models if m and m.strip()]
-                conn.execute("UPDATE api_keys SET models = %s WHERE id = %s", (orjson.dumps(patterns).decode(), key_id))
-            if mcp_servers is not KEEP:
-                conn.execute("UPDATE api_keys SET mcp_servers = %s WHERE id = %s", (_servers_json(mcp_servers), key_id))
+            if assignments:
+                columns = ", ".join(f"{name} = %s" for name in assignments)
+                conn.execute(f"UPDATE api_keys SET {columns} WHERE id = %s", (*assignments.values(), key_id))  # noqa: S608 - column names from UPDATABLE
             row = conn.execute(_SELECT_ONE, (key_id,)).fetchone()
         return self._put(_row_to_key(row)) if row else None
+
+    def rotate(self, key_id: str, *, grace_seconds: float, now: float | None = None) -> tuple[ApiKey, str] | None:
+        """As :meth:`KeyStore.rotate`; the trigger tells the other hosts, whose mirrors then accept the new secret."""
+        when = time.time() if now is None else now
+        _, full = new_key(key_id)
+        with self._connection() as conn, conn.transaction():
+            changed = conn.execute(ROTATE_SQL, (*rotation_values(full, grace_seconds, when), key_id)).rowcount
+            row = conn.execute(_SELECT_ONE, (key_id,)).fetchone()
+        return (self._put(_row_to_key(row)), full) if changed and row else None
 
     def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None:
         """Mark the key revoked (idempotent); None if there is no such key."""

@@ -45,6 +45,7 @@ from toolrelay.app.errors import OpenAIError, error_response, invalid_request
 from toolrelay.app.ids import new_item_id, new_response_id
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.model_ids import split_agent_model
+from toolrelay.app.output_ceiling import output_limit
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response, map_upstream_error
 from toolrelay.app.responses.background import CUT_SHORT, BackgroundRuns
@@ -451,6 +452,9 @@ class NativeResponses:
         # The upstream keeps nothing and runs nothing in the background: toolrelay holds the state and runs it.
         upstream_body = {k: v for k, v in body.items() if k not in ("previous_response_id", "background")}
         upstream_body.update(model=route.upstream_model, store=False, input=upstream_input([*history, *params.items]))
+        limit = output_limit(priced)  # the output ceiling, when the gate applied one ([limits] max_output_tokens)
+        if limit is not None:
+            upstream_body["max_output_tokens"] = limit
         call = ForwardCall("/responses", upstream_body, params.stream, params.model, ENDPOINT, info.request_id, MAX_EVENT_BYTES)
         relay = NativeEventRelay(new_response_id(), params.echo(), route.provider.name)
         turn = _NativeTurn(services, self._store, self._sse_headers, params, history, scope, route, info, relay, priced)

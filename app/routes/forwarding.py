@@ -22,6 +22,7 @@ from toolrelay.app.gate import Ticket
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo
 from toolrelay.app.model_ids import split_agent_model
+from toolrelay.app.output_ceiling import output_limit
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response
 from toolrelay.app.providers.router import Route
@@ -118,6 +119,11 @@ async def admit_forwarded(
         # Token ids are counted by their number, not encoded: tell the counter so admission reads it.
         services.tokens.remember_prompt(info.request_id, route.upstream_model, prompt.token_ids)
     ticket = info.ticket = await services.gate.admit(request, info, priced, route)
+    if mode != "embeddings":
+        # The gate applied the output ceiling ([limits] max_output_tokens) to its view: the upstream gets it too.
+        limit = output_limit(priced)
+        if limit is not None and payload.get("max_tokens") != limit:
+            payload["max_tokens"] = limit
     return Forwarded(payload, prompt, route, ticket, priced)
 
 
