@@ -47,7 +47,7 @@ def admin(ceiling_relay: RunningServer) -> Iterator[Admin]:
 
 
 @pytest.fixture
-def sdk(ceiling_relay: RunningServer) -> Callable[[str], openai.OpenAI]:
+def sdk(ceiling_relay: RunningServer) -> Iterator[Callable[[str], openai.OpenAI]]:
     made: list[openai.OpenAI] = []
 
     def make(key: str) -> openai.OpenAI:
@@ -55,7 +55,7 @@ def sdk(ceiling_relay: RunningServer) -> Callable[[str], openai.OpenAI]:
         made.append(client)
         return client
 
-    yield make  # type: ignore[misc]
+    yield make
     for client in made:
         client.close()
 
