@@ -97,6 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, server: ServerSettings) -> int:
+    from toolrelay.app.heap import settle_after_startup
     from toolrelay.app.server import create_app
 
     try:
@@ -157,6 +158,7 @@ def _serve(args: argparse.Namespace, settings: Settings, server: ServerSettings)
                 shutil.rmtree(metrics_dir, ignore_errors=True)
         else:
             services.on_start(announce)
+            services.on_start(settle_after_startup)
             uvicorn.Server(uvicorn.Config(asgi, **common)).run()
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it already handled gracefully.

@@ -17,6 +17,7 @@ from toolrelay.app import __version__
 from toolrelay.app.config import Settings
 from toolrelay.app.database import database_unavailable, unavailable_errors
 from toolrelay.app.errors import OpenAIError, error_response, server_error
+from toolrelay.app.heap import settle_after_startup
 from toolrelay.app.http_guard import HttpGuard
 from toolrelay.app.metrics_workers import METRICS_DIR_ENV, WorkerMetrics
 from toolrelay.app.middleware import ASGIApp, RequestInfo, request_info, wrap_app
@@ -153,4 +154,5 @@ def app_from_env() -> ASGIApp:
         workers = WorkerMetrics(Path(metrics_dir), services.metrics)
         services.on_start(workers.start)
         services.on_close(workers.close)
+    services.on_start(settle_after_startup)
     return asgi
