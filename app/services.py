@@ -16,6 +16,7 @@ import anyio
 
 from toolrelay.app.auth import build_gate
 from toolrelay.app.bind import Exposure
+from toolrelay.app.cache import ResponseCache, build_cache
 from toolrelay.app.config import Settings, resolve_api_key
 from toolrelay.app.database import DatabaseHealth, open_database
 from toolrelay.app.errors import OpenAIError, invalid_request, model_not_found
@@ -108,6 +109,15 @@ class Services:
         self._ready_extras: dict[str, ReadyExtra] = {}
         if routing.deployments():
             self.set_ready_extra("routing", routing.ready)
+        # [cache] (app/cache/): None while off, the default, so the chat route checks one attribute.
+        self.cache: ResponseCache | None = build_cache(settings.cache, settings.redis)
+        if self.cache is not None:
+            self.metrics.add_counter(
+                "toolrelay_cache_lookups_total", "Response cache lookups of chat completions by result (hit, miss, bypass).", ("result",), self.cache.lookups
+            )
+            self.metrics.add_counter("toolrelay_cache_stored_total", "Answers stored in the response cache.", ("backend",), self.cache.stored)
+            self.on_start(self.cache.start)
+            self.on_close(self.cache.close)
 
     async def start(self) -> None:
         secure_dir(self.data_dir)

@@ -684,6 +684,23 @@ class TracingSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=
     sample_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
 
 
+# --------------------------------------------------------------------------- [cache]
+
+
+class CacheSettings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The exact-match response cache of proxied chat completions (app/cache/); off by default."""
+
+    enabled: bool = False
+    # "memory": this process only; "redis": shared through [redis] url (every worker and host).
+    backend: Literal["memory", "redis"] = "memory"
+    ttl_seconds: PositiveFloat = 3600.0
+    # Bounds of the memory backend (least recently used entries go first).
+    max_entries: PositiveInt = 10_000
+    max_bytes: PositiveInt = 64 * 1024 * 1024
+    # Also cache answers that call tools (off: a tool call usually starts an action the client wants to run again).
+    cache_tool_calls: bool = False
+
+
 # --------------------------------------------------------------------------- [mcp_server]
 
 
@@ -725,8 +742,11 @@ class Settings(Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     routing: RoutingSettings = RoutingSettings()
     mcp_server: McpEndpointSettings = McpEndpointSettings()
     tracing: TracingSettings = TracingSettings()
+    cache: CacheSettings = CacheSettings()
 
     def _check(self) -> None:
+        if self.cache.enabled and self.cache.backend == "redis" and not self.redis.url:
+            raise ValueError('cache.backend = "redis" needs [redis] url')
         for model_id, model in self.models.items():
             for deployment in model.deployments:
                 if deployment.upstream not in self.upstreams:

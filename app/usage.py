@@ -28,6 +28,8 @@ class RequestUsage:
     cached_tokens: int = 0
     # Counted by us (tiktoken), not reported by the upstream.
     estimated: bool = False
+    # Replayed from the response cache (app/cache/): no model was asked, so it costs nothing.
+    cache_hit: bool = False
 
     @classmethod
     def from_report(cls, report: JSONValue | Mapping[str, Any], *, estimated: bool = False) -> RequestUsage | None:

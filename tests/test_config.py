@@ -150,6 +150,7 @@ DOCUMENTED_ELSEWHERE = {
         ("routing", sections.RoutingSettings),
         ("models", sections.ModelSettings),
         ("mcp_server", sections.McpEndpointSettings),
+        ("cache", sections.CacheSettings),
     ],
 )
 def test_configuration_doc_lists_exactly_the_settings(section: str, cls: type[msgspec.Struct]) -> None:

@@ -50,6 +50,7 @@ FEATURE_PACKAGES = (
     "toolrelay.tools",
     "toolrelay.memory",
     "toolrelay.app.auth",
+    "toolrelay.app.cache",
     "toolrelay.app.mcp_server",
     "toolrelay.app.responses",
     "toolrelay.app.routes",
@@ -122,7 +123,7 @@ def package_of(module: str) -> str:
     if module in COMPOSITION_ROOT:
         return "composition root"
     parts = module.split(".")
-    if parts[1] == "app" and len(parts) > 2 and parts[2] in ("auth", "mcp_server", "providers", "responses", "routes", "tokenizer", "tracing"):
+    if parts[1] == "app" and len(parts) > 2 and parts[2] in ("auth", "cache", "mcp_server", "providers", "responses", "routes", "tokenizer", "tracing"):
         return ".".join(parts[:3])
     if parts[1] == "tools" and len(parts) > 2 and parts[2] == "sandbox":
         return "toolrelay.tools.sandbox"

@@ -574,10 +574,11 @@ class AuthGate:
             return  # refused at authentication: nothing to account, and no row an attacker could multiply
         usage = info.usage
         prompt = completion = cost = 0
-        estimated = False
+        estimated = cache_hit = False
         if usage is not None:
-            prompt, completion, estimated = usage.prompt_tokens, usage.completion_tokens, usage.estimated
-            if ticket is not None:
+            prompt, completion, estimated, cache_hit = usage.prompt_tokens, usage.completion_tokens, usage.estimated, usage.cache_hit
+            # An answer replayed from the response cache asked no model: its tokens are booked, at no cost.
+            if ticket is not None and not cache_hit:
                 if not completion and not ticket.streamed and info.mode == "proxy" and info.error_code == "client_disconnected":
                     # The client left a non-streamed upstream call, which writes (and bills) its
                     # whole answer whether or not we wait for it: book the completion assumed at admission.
@@ -607,6 +608,7 @@ class AuthGate:
                 cost_nano=cost,
                 latency_ms=elapsed * 1000,
                 estimated=estimated,
+                cache_hit=cache_hit,
             )
 
     async def _seed_budgets(self) -> None:

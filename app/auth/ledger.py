@@ -68,20 +68,24 @@ CREATE INDEX IF NOT EXISTS usage_key_ts ON usage (key_id, ts);
 """
 # ``PRAGMA user_version`` steps; the first is the schema from before versions
 # (``IF NOT EXISTS``), so a usage.db of an older release opens as it is.
-MIGRATIONS = (script_step(SCHEMA),)
+MIGRATIONS = (
+    script_step(SCHEMA),
+    # 1 for an answer replayed from the response cache (app/cache/): booked at no cost.
+    script_step("ALTER TABLE usage ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;"),
+)
 
 _INSERT = (
     "INSERT INTO usage (ts, request_id, key_id, model, mode, upstream, prompt_tokens, completion_tokens, "
-    "cost_nano, latency_ms, status, error_code, estimated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "cost_nano, latency_ms, status, error_code, estimated, cache_hit) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 # A whole batch in one statement: executemany steps once per row, and every
 # step releases and re-takes the GIL, which under load cost the request path
 # far more than the inserts themselves (measured: 0.07 ms of CPU per request).
 _INSERT_BATCH = (
     "INSERT INTO usage (ts, request_id, key_id, model, mode, upstream, prompt_tokens, completion_tokens, "
-    "cost_nano, latency_ms, status, error_code, estimated) "
+    "cost_nano, latency_ms, status, error_code, estimated, cache_hit) "
     "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, "
-    "value->>8, value->>9, value->>10, value->>11, value->>12 FROM json_each(?)"
+    "value->>8, value->>9, value->>10, value->>11, value->>12, value->>13 FROM json_each(?)"
 )
 
 # group_by names -> SQL expressions (a whitelist: these go into the query text).
@@ -108,6 +112,7 @@ ROW_FIELDS = (
     "status",
     "error_code",
     "estimated",
+    "cache_hit",
 )
 
 # Longest text kept in a ledger column: ids and model names are short; a
@@ -163,23 +168,24 @@ def clean_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 # Columns of ROW_FIELDS that are NOT NULL numbers.
-_NOT_NULL_NUMBERS = (6, 7, 8, 12)
+_NOT_NULL_NUMBERS = (6, 7, 8, 12, 13)
 
 
 class _Pending:
     """A row waiting for the writer; ``info`` is the request's :class:`app.middleware.RequestInfo`."""
 
-    __slots__ = ("estimated", "info", "values")
+    __slots__ = ("cache_hit", "estimated", "info", "values")
 
-    def __init__(self, info: Any, values: tuple[Any, ...], estimated: bool) -> None:
+    def __init__(self, info: Any, values: tuple[Any, ...], estimated: bool, cache_hit: bool = False) -> None:
         self.info = info
         self.values = values
         self.estimated = estimated
+        self.cache_hit = cache_hit
 
     def row(self) -> tuple[Any, ...]:
         info = self.info
         status = getattr(info, "status", None)
-        return clean_row((*self.values, status or None, getattr(info, "error_code", None), int(self.estimated)))
+        return clean_row((*self.values, status or None, getattr(info, "error_code", None), int(self.estimated), int(self.cache_hit)))
 
 
 class Ledger:
@@ -261,6 +267,7 @@ class Ledger:
         cost_nano: int,
         latency_ms: float,
         estimated: bool,
+        cache_hit: bool = False,
     ) -> None:
         try:
             latency = round(latency_ms, 3)
@@ -270,7 +277,7 @@ class Ledger:
         rows = self._rows
         if len(rows) >= self.max_queued_rows:
             self._overflowed()
-        rows.append(_Pending(info, values, estimated))
+        rows.append(_Pending(info, values, estimated, cache_hit))
         if len(rows) >= 1024:  # the writer is behind: make sure there is one
             self._ensure_writer()
 
@@ -458,6 +465,7 @@ class Ledger:
             item: dict[str, Any] = dict(zip(fields, row, strict=True))
             item["cost_usd"] = item.pop("cost_nano") / 1e9
             item["estimated"] = bool(item["estimated"])
+            item["cache_hit"] = bool(item["cache_hit"])
             out.append(item)
         out.reverse()
         return out

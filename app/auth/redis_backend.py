@@ -242,6 +242,15 @@ _REASONS = {1: "budget", 2: "parallel", 3: "requests", 4: "tokens", 5: "too_larg
 _SPEND_GRACE_S = 86_400
 
 
+def open_redis(url: str, *, socket_timeout: float, connect_timeout: float) -> Any:
+    """An asyncio Redis client (a connection pool) for ``[redis] url``; call it on the serving event loop,
+    whose connections it makes. Shared by the limit backend and the response cache (app/cache/)."""
+    # Imported here: redis is only needed when a URL is configured.
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, health_check_interval=30)
+
+
 class RedisBackend:
     def __init__(
         self, url: str, *, prefix: str = "toolrelay", slot_ttl_seconds: float = 3600.0, socket_timeout: float = 1.0, connect_timeout: float = 2.0
@@ -258,13 +267,8 @@ class RedisBackend:
         self._reserve: Any = None
 
     async def start(self) -> None:
-        # Imported here: redis is only needed when a URL is configured.
-        import redis.asyncio as aioredis
-
         # Created on the serving event loop: the pool's connections belong to it.
-        self._redis = aioredis.Redis.from_url(
-            self.url, socket_timeout=self._socket_timeout, socket_connect_timeout=self._connect_timeout, health_check_interval=30
-        )
+        self._redis = open_redis(self.url, socket_timeout=self._socket_timeout, connect_timeout=self._connect_timeout)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._settle = self._redis.register_script(_SETTLE)
         self._peek = self._redis.register_script(_PEEK)

@@ -8,6 +8,7 @@ one ``data: {"error": ...}`` event ends the stream without ``[DONE]``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -19,6 +20,7 @@ from litestar import Request, post
 from litestar.response import Response, Stream
 
 from toolrelay.app.accumulate import CompletionAccumulator
+from toolrelay.app.cache import CACHE_HEADER
 from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
 from toolrelay.app.errors import OpenAIError, error_response
@@ -110,6 +112,16 @@ class UsageTracker:
         return RequestUsage.from_report(self.usage, estimated=self.estimated)
 
 
+class _ReplayTracker(UsageTracker):
+    """The tracker of an answer replayed from the response cache: booked as a cache hit, at no cost."""
+
+    __slots__ = ()
+
+    async def result(self, *, estimate: bool) -> RequestUsage | None:
+        usage = await super().result(estimate=estimate)
+        return RequestUsage(cache_hit=True) if usage is None else dataclasses.replace(usage, cache_hit=True)
+
+
 def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[str, Any]:
     body = dict(payload)
     body["model"] = route.upstream_model
@@ -163,6 +175,7 @@ def build_chat_handler(services: Services) -> Any:
             options = payload.get("stream_options")
             include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
             tracker = UsageTracker(services, route, payload, info)
+            headers = ticket.headers
             events: AsyncGenerator[Event, None]
             agent = services.agent
             if agent_mode and agent is not None:
@@ -178,17 +191,30 @@ def build_chat_handler(services: Services) -> Any:
                     report_usage=tracker.take_run_usage,
                 )
             else:
-                if route.context_window:
-                    await services.check_context(payload, route, info.request_id)
-                # Providers' complete() are async generators (the protocol says AsyncIterator).
-                events = cast(
-                    "AsyncGenerator[Event, None]", route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
-                )
+                cache = services.cache
+                lookup = None
+                if cache is not None:  # all the response cache costs while off (the default)
+                    lookup = await cache.lookup(
+                        payload, scope=info.key_id, upstream=route.provider.name, model=route.upstream_model, cache_control=request.headers.get("cache-control")
+                    )
+                    headers = {**headers, CACHE_HEADER: lookup.status}
+                if lookup is not None and lookup.replay is not None:
+                    events = lookup.replay
+                    tracker = _ReplayTracker(services, route, payload, info)
+                else:
+                    if route.context_window:
+                        await services.check_context(payload, route, info.request_id)
+                    # Providers' complete() are async generators (the protocol says AsyncIterator).
+                    events = cast(
+                        "AsyncGenerator[Event, None]", route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
+                    )
+                    if lookup is not None and lookup.write and cache is not None:
+                        events = cache.recording(events, lookup.key)
             # Until the response starts, nobody else reads `receive`; watch it so a
             # client that gives up stops the upstream call (and the agent run).
             if stream:
-                return await answer_unless_gone(request, _stream_response(events, tracker, model, include_usage, info, ticket.headers))
-            return await answer_unless_gone(request, _json_response(events, tracker, model, info, ticket.headers))
+                return await answer_unless_gone(request, _stream_response(events, tracker, model, include_usage, info, headers))
+            return await answer_unless_gone(request, _json_response(events, tracker, model, info, headers))
         except OpenAIError as err:
             return error_response(err, info)
 
