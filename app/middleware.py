@@ -28,7 +28,7 @@ from toolrelay.app.errors import error_messages, server_error
 from toolrelay.app.ids import new_request_id
 from toolrelay.app.logs.access import AccessLog
 from toolrelay.app.logs.safe import log_safe as log_safe  # re-exported: its home before app/logs/
-from toolrelay.app.security_headers import API_POLICY, DOCS_PREFIX, SECURITY_HEADERS, docs_send
+from toolrelay.app.security_headers import API_POLICY, DOCS_PREFIX, SECURITY_HEADERS, UI_POLICY, UI_PREFIX, docs_send
 
 if TYPE_CHECKING:
     from toolrelay.app.gate import Gate, Ticket
@@ -38,6 +38,8 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Cal
 
 access_log = logging.getLogger("toolrelay.access")
 _API_SECURITY = (*SECURITY_HEADERS, API_POLICY)
+_UI_SECURITY = (*SECURITY_HEADERS, UI_POLICY)
+_PAGE_PREFIXES = (DOCS_PREFIX, UI_PREFIX)
 error_log = logging.getLogger("toolrelay.error")
 
 
@@ -140,9 +142,13 @@ def wrap_app(app: ASGIApp, *, gate: Gate, log_requests: bool = True, metrics: An
             return
         info = request_info(scope)
         id_header = (b"x-request-id", info.request_id.encode())
-        docs = scope.get("path", "").startswith(DOCS_PREFIX)
-        # The docs pages get their own policy (app/security_headers.py), everything else the strictest.
-        security = SECURITY_HEADERS if docs else _API_SECURITY
+        path = scope.get("path", "")
+        # The docs pages and the console get their own policy (app/security_headers.py), everything else the strictest.
+        docs = False
+        security = _API_SECURITY
+        if path.startswith(_PAGE_PREFIXES):
+            docs = path.startswith(DOCS_PREFIX)
+            security = SECURITY_HEADERS if docs else _UI_SECURITY
         started = False
         released = False
 

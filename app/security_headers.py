@@ -31,6 +31,13 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 API_POLICY = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 DOCS_PREFIX = "/docs"
+# The web console (app/ui/): its own files only, fetches to this server only, nothing inline.
+UI_PREFIX = "/ui"
+UI_POLICY = (
+    b"content-security-policy",
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+)
 
 _SCRIPT = re.compile(rb"<script\b([^>]*)>(.*?)</script>", re.S | re.I)
 _SRC = re.compile(rb"""\bsrc\s*=\s*["']([^"']+)["']""", re.I)

@@ -14,13 +14,16 @@ from toolrelay.agent.continuations import Continuations, ContinuationStore, Redi
 from toolrelay.agent.runner import AgentRunner
 from toolrelay.app.auth import AuthGate
 from toolrelay.app.auth.admin import build_admin_handlers
+from toolrelay.app.auth.admin_reports import build_report_handlers
 from toolrelay.app.mcp_server import ToolCatalogue, build_mcp_handler
 from toolrelay.app.private_files import secure_dir
 from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.responses import ResponseStorage, ResponseStore
+from toolrelay.app.routes.admin_memories import build_admin_memory_handlers
 from toolrelay.app.routes.memories import build_memory_handlers
 from toolrelay.app.routes.responses import build_responses_handlers
 from toolrelay.app.services import Services
+from toolrelay.app.ui import build_ui_handlers
 from toolrelay.memory import MemoryLimits, MemoryStore
 from toolrelay.tools.current_time import CurrentTimeTool
 from toolrelay.tools.fetch_page import FetchPageTool
@@ -223,4 +226,9 @@ def extend_services(services: Services) -> list[Any]:
             handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent)))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
+        handlers.extend(build_report_handlers(services.gate))
+        if memory_store is not None:
+            handlers.extend(build_admin_memory_handlers(services.gate, memory_store))
+    # The web console: static pages that call the API above like any client (app/ui/).
+    handlers.extend(build_ui_handlers())
     return handlers

@@ -1,0 +1,93 @@
+"""A thin helper over a Selenium driver for the console's pages (tests/ui)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+class Console:
+    def __init__(self, driver: Any, root_url: str) -> None:
+        self.driver = driver
+        self.root_url = root_url.rstrip("/")
+        self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.root_url))
+
+    # -- navigation
+
+    def open(self) -> None:
+        """The console, signed out, with fresh logs."""
+        self.driver.get(self.root_url + "/ui")
+        self.driver.execute_script("sessionStorage.clear()")
+        self.driver.get(self.root_url + "/ui#/playground")
+        self.wait_for("#signin")
+
+    def sign_in(self, user_key: str = "", admin_key: str = "") -> None:
+        self.open()
+        self.find("#signin-key").send_keys(user_key)
+        if admin_key:
+            self.find("#signin-admin").send_keys(admin_key)
+        self.find("#signin-submit").click()
+        self.wait_for("#signout")
+
+    def go(self, page: str) -> None:
+        self.driver.execute_script("location.hash = arguments[0]", "#/" + page)
+
+    # -- finding and waiting
+
+    def find(self, css: str) -> Any:
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str) -> list[Any]:
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def wait_for(self, css: str, timeout: float = 15.0) -> Any:
+        return WebDriverWait(self.driver, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+    def wait_until(self, check: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(message or "condition not met in time")
+            time.sleep(0.05)
+
+    def select(self, css: str, value: str) -> None:
+        Select(self.find(css)).select_by_value(value)
+
+    def text(self, css: str) -> str:
+        return str(self.driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", css))
+
+    # -- what the page did
+
+    def console_errors(self) -> list[dict[str, Any]]:
+        return [entry for entry in self.driver.get_log("browser") if entry.get("level") == "SEVERE"]
+
+    def foreign_requests(self) -> list[str]:
+        """Every URL the page requested over the network (per the DevTools log) outside the relay's origin."""
+        urls = []
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message.get("method") == "Network.requestWillBeSent":
+                url = message["params"]["request"]["url"]
+                # data: URLs are the browser's own (a date input's icon): nothing leaves the machine.
+                if not url.startswith("data:"):
+                    urls.append(url)
+        parts = ["{0.scheme}://{0.netloc}".format(urlsplit(url)) for url in urls]
+        return [url for url, origin in zip(urls, parts, strict=True) if origin != self.origin]
+
+    def screenshot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / name
+        self.driver.save_screenshot(str(path))
+        return path
