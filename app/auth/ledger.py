@@ -456,8 +456,19 @@ class Ledger:
             out.append(item)
         return out
 
-    def rows(self, *, since: float | None = None, until: float | None = None, key_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        where, params = _where(since, until, key_id, self._mark)
+    def rows(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        limit: int = 1000,
+        model: str | None = None,
+        mode: str | None = None,
+        failed: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows (oldest first); ``failed`` keeps only status >= 400 (True) or < 400 (False)."""
+        where, params = _where(since, until, key_id, self._mark, model=model, mode=mode, failed=failed)
         fields = self._row_fields
         sql = f"SELECT {', '.join(fields)} FROM usage {where} ORDER BY id DESC LIMIT {self._mark}"
         out = []
@@ -468,6 +479,43 @@ class Ledger:
             item["cache_hit"] = bool(item["cache_hit"])
             out.append(item)
         out.reverse()
+        return out
+
+    def latency_percentiles(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        key_id: str | None = None,
+        group_by: str | None = None,
+        percentiles: tuple[int, ...] = (50, 90, 99),
+        max_rows: int = 200_000,
+    ) -> list[dict[str, Any]]:
+        """Latency percentiles (nearest rank, ms) per ``group_by`` (one of :data:`GROUPS`, or None for all rows).
+
+        Computed here from the sorted latencies rather than in SQL: SQLite has no percentile function
+        and PostgreSQL's ``percentile_disc`` is not in SQLite, so one query serves both. The newest
+        ``max_rows`` rows are read at most (a report over a long window, not a scan of the table).
+        """
+        known = self._groups
+        if group_by is not None and group_by not in known:
+            raise ValueError(f"unknown group_by {group_by}; use one of {', '.join(known)}")
+        where, params = _where(since, until, key_id, self._mark)
+        where = f"{where} AND latency_ms IS NOT NULL" if where else "WHERE latency_ms IS NOT NULL"
+        group = known[group_by] if group_by is not None else "''"
+        sql = f"SELECT {group}, latency_ms FROM usage {where} ORDER BY id DESC LIMIT {self._mark}"
+        grouped: dict[Any, list[float]] = {}
+        for name, latency in self._query(sql, (*params, int(max_rows))):
+            grouped.setdefault(name, []).append(float(latency))
+        out = []
+        for name, values in sorted(grouped.items(), key=lambda item: str(item[0])):
+            values.sort()
+            item: dict[str, Any] = {group_by: name} if group_by is not None else {}
+            item["requests"] = len(values)
+            for p in percentiles:
+                item[f"p{p}_ms"] = round(values[max(0, -(-len(values) * p // 100) - 1)], 1)
+            item["max_ms"] = round(values[-1], 1)
+            out.append(item)
         return out
 
     def spent_nano(self, key_id: str, since: float) -> int:
@@ -489,7 +537,16 @@ class Ledger:
             conn.close()
 
 
-def _where(since: float | None, until: float | None, key_id: str | None, mark: str = "?") -> tuple[str, tuple[Any, ...]]:
+def _where(
+    since: float | None,
+    until: float | None,
+    key_id: str | None,
+    mark: str = "?",
+    *,
+    model: str | None = None,
+    mode: str | None = None,
+    failed: bool | None = None,
+) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause and its parameters; ``mark`` is the driver's placeholder (SQLite ``?``, psycopg ``%s``)."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -502,4 +559,12 @@ def _where(since: float | None, until: float | None, key_id: str | None, mark: s
     if key_id is not None:
         clauses.append(f"key_id = {mark}")
         params.append(key_id)
+    if model is not None:
+        clauses.append(f"model = {mark}")
+        params.append(model)
+    if mode is not None:
+        clauses.append(f"mode = {mark}")
+        params.append(mode)
+    if failed is not None:
+        clauses.append("status >= 400" if failed else "(status IS NULL OR status < 400)")
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
