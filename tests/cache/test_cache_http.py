@@ -262,3 +262,16 @@ def test_redis_shares_entries_between_relays(relay_factory: Callable[..., Runnin
     assert response.headers[HEADER] == "hit"
     assert b"data: [DONE]" in response.content
     assert len(fake.chat_requests) == 1
+
+
+def test_an_unreachable_redis_is_a_miss_not_an_error(relay_factory: Callable[..., RunningServer], dead_port: int, fake: FakeUpstream) -> None:
+    relay = relay_factory(
+        cache={"enabled": True, "backend": "redis"}, redis={"url": f"redis://127.0.0.1:{dead_port}/0", "socket_timeout": 0.2, "connect_timeout": 0.2}
+    )
+    messages = question()
+    with sdk(relay) as client:
+        first, answer = _ask(client, messages, temperature=0)
+        second, _ = _ask(client, messages, temperature=0)
+    assert (first, second) == ("miss", "miss")
+    assert answer.choices[0].message.content
+    assert len(fake.chat_requests) == 2
