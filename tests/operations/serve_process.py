@@ -25,12 +25,17 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """``python -m toolrelay.app serve`` in front of ``upstream_url``, stderr to :attr:`log_path`."""
+    """``python -m toolrelay.app serve`` in front of ``upstream_url``, stderr to :attr:`log_path`.
 
-    def __init__(self, tmp: Path, upstream_url: str, *args: str, server: dict[str, Any] | None = None, **sections: Any) -> None:
+    ``tree``: a whole settings tree instead of :func:`relay_config`'s (``upstream_url`` and the sections are then unused).
+    """
+
+    def __init__(
+        self, tmp: Path, upstream_url: str, *args: str, server: dict[str, Any] | None = None, tree: dict[str, Any] | None = None, **sections: Any
+    ) -> None:
         self.port = free_port()
         self.log_path = tmp / "toolrelay.log"
-        config = write_toml(tmp / "toolrelay.toml", relay_config(upstream_url, tmp / "data", server=server, **sections))
+        config = write_toml(tmp / "toolrelay.toml", tree if tree is not None else relay_config(upstream_url, tmp / "data", server=server, **sections))
         scheme = "https" if "--ssl-certfile" in args or (server or {}).get("ssl_certfile") else "http"
         self.root_url = f"{scheme}://127.0.0.1:{self.port}"
         self.base_url = self.root_url + "/v1"
