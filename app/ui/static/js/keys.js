@@ -156,9 +156,11 @@ export function keysPage(main) {
   }
 
   async function rotate(key) {
-    if (!confirm(`Rotate key ${key.id}? A new secret is made; the old one keeps working for a grace period.`)) return;
+    const grace = prompt(`Rotate key ${key.id}: a new secret is made. For how many seconds may the old secret still be used (0: it stops now)?`, "3600");
+    if (grace === null) return;
     try {
-      const rotated = await adminApi(`/admin/keys/${encodeURIComponent(key.id)}/rotate`, { method: "POST", body: {} });
+      const body = { grace_seconds: Number(grace) || 0 };
+      const rotated = await adminApi(`/admin/keys/${encodeURIComponent(key.id)}/rotate`, { method: "POST", body });
       showSecret(notice, "Rotated key " + key.id, rotated.value);
       load();
     } catch (err) {
