@@ -153,12 +153,33 @@ def test_keys_are_created_shown_once_and_revoked(console: Console, admin: Admin)
     assert "of $5.00" in console.text(row_css)
     console.screenshot("console-keys.png")
 
+    # Edit: a new rate limit and no budget (null clears it).
+    console.find(f"{row_css} button.edit").click()
+    rpm = console.wait_for('form.key-edit input[name="rpm"]')
+    rpm.clear()
+    rpm.send_keys("120")
+    console.find('form.key-edit input[name="budget_usd"]').clear()
+    console.find('form.key-edit button[type="submit"]').click()
+    console.wait_until(lambda: "120 rpm" in console.text(row_css), message="edited limit shown")
+    assert admin.http.get(f"/admin/keys/{key_id}").json()["budget_usd"] is None
+
+    # Rotate with a grace period: the new secret is shown once, the old one still works for now.
+    console.find(f"{row_css} button.rotate").click()
+    prompt = console.driver.switch_to.alert
+    prompt.send_keys("600")
+    prompt.accept()
+    console.wait_until(lambda: console.text("#key-secret") not in ("", secret), message="new secret shown")
+    rotated = console.text("#key-secret")
+    for valid in (rotated, secret):
+        assert httpx.get(console.root_url + "/v1/models", headers={"authorization": f"Bearer {valid}"}).status_code == 200
+    assert admin.http.get(f"/admin/keys/{key_id}").json()["previous_key_valid_until"] is not None
+
     console.find(f"{row_css} button.revoke").click()
     console.driver.switch_to.alert.accept()
     console.wait_until(lambda: console.text(f"{row_css} td.status").startswith("revoked"), message="row shows revoked")
     shown = admin.http.get(f"/admin/keys/{key_id}").json()
     assert shown["status"] == "revoked"
-    assert httpx.get(console.root_url + "/v1/models", headers={"authorization": f"Bearer {secret}"}).status_code == 401
+    assert httpx.get(console.root_url + "/v1/models", headers={"authorization": f"Bearer {rotated}"}).status_code == 401
     assert console.console_errors() == []
 
 
