@@ -79,7 +79,7 @@ def admin_guard(gate: AuthGate) -> Any:
             info.key_id = ADMIN_KEY_ID
             return
         key_id = parse_key_id(token)
-        keys.refresh()
+        keys.refresh(force=True)
         key = keys.get(key_id) if key_id else None
         now = time.time()
         if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, now)) and key.status(now) == "active":
@@ -95,7 +95,7 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
 
     def lookup(raw_id: str) -> Any:
         key_id = keyspec.normalize_id(raw_id)
-        keys.refresh()
+        keys.refresh(force=True)
         key = keys.get(key_id) if key_id else None
         if key is None:
             # Echo the id only when it is one (never a pasted secret).
@@ -111,14 +111,14 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
             key, full = await anyio.to_thread.run_sync(lambda: keyspec.create(keys, spec, time.time()))
         except keyspec.KeySpecError as exc:
             raise invalid_request(str(exc), param=exc.param, code="invalid_value") from None
-        keys.refresh()  # usable on the very next request, from any connection
+        keys.refresh(force=True)  # usable on the very next request, from any connection
         return _json({**key.public(spent_usd=0.0 if key.budget_usd is not None else None), "value": full}, 200)
 
     @get("/keys", summary="List API keys")
     async def list_keys(
         include_revoked: Annotated[str, QueryParameter(description="`false`, `0` or `no`: leave revoked keys out.")] = "true",
     ) -> Response[bytes]:
-        keys.refresh()
+        keys.refresh(force=True)
         listed = keys.all()
         if include_revoked.lower() in ("false", "0", "no"):
             listed = [k for k in listed if k.revoked_at is None]
@@ -143,7 +143,7 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
             updated = await anyio.to_thread.run_sync(lambda: keyspec.update(keys, key.id, change))
         except keyspec.KeySpecError as exc:
             raise invalid_request(str(exc), param=exc.param, code="invalid_value") from None
-        keys.refresh()  # applies from the very next request
+        keys.refresh(force=True)  # applies from the very next request
         changed = updated or key
         if changed.budget_usd is not None and (key.budget_usd is None or key.budget_period != changed.budget_period):
             await gate.seed_budget(changed)  # a new budget (or period) counts what the period already spent
@@ -162,7 +162,7 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
             raise invalid_request(str(exc), param=exc.param, code="invalid_value") from None
         if rotated is None:  # revoked meanwhile
             raise invalid_request(f"The API key tr-{key.id} is revoked; create a new key instead.", param="key_id", code="key_revoked")
-        keys.refresh()  # the new secret works on the very next request
+        keys.refresh(force=True)  # the new secret works on the very next request
         new, full = rotated
         # The new secret appears here once, as `key` (and as `value`, the creation response's name for it).
         return _json({**new.public(spent_usd=await gate.spent_usd(new)), "key": full, "value": full})
@@ -170,7 +170,7 @@ def build_admin_handlers(gate: AuthGate) -> list[Any]:
     async def _revoke(key_id: str) -> Response[bytes]:
         key = lookup(key_id)
         revoked = await anyio.to_thread.run_sync(lambda: keys.revoke(key.id))
-        keys.refresh()
+        keys.refresh(force=True)
         return _json(revoked.public() if revoked else key.public())
 
     @delete("/keys/{key_id:str}", status_code=200, summary="Revoke an API key")

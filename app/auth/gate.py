@@ -206,7 +206,7 @@ class AuthGate:
             return True
         key_id = parse_key_id(token) if len(token) <= MAX_CREDENTIAL_CHARS else None
         if key_id is not None:
-            self.keys.refresh()
+            self.keys.refresh(force=True)
             key = self.keys.get(key_id)
             if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, time.time())):
                 return False
@@ -263,15 +263,8 @@ class AuthGate:
             raise errors.incorrect_key(mask(token))
         key_id = parse_key_id(token)
         if key_id is not None:
-            key = keys.get(key_id)
-            if key is None and keys.fetches_missing:
-                # Created on another host a moment ago, its notification still on the way: one lookup
-                # (wrong guesses are throttled per address above before they cost one).
-                try:
-                    key = await anyio.to_thread.run_sync(keys.fetch, key_id)
-                except Exception:  # noqa: BLE001 - the database is down: 503, not a 500
-                    raise database_unavailable() from None
-            if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, time.time())):
+            key = await self._matching_key(key_id, token)
+            if key is not None:
                 if key.revoked_at is not None:
                     raise OpenAIError(401, f"The API key tr-{key.id} has been revoked.", type="authentication_error", code="invalid_api_key")
                 if key.expires_at is not None and time.time() >= key.expires_at:
@@ -283,6 +276,26 @@ class AuthGate:
             return
         self.auth_failures.failed(request.scope)
         raise errors.incorrect_key(mask(token))
+
+    async def _matching_key(self, key_id: str, token: str) -> ApiKey | None:
+        """The key ``token`` is a secret of (current, or the previous one within its grace), or None."""
+        keys = self.keys
+        key = keys.get(key_id)
+        if key is None and keys.fetches_missing:
+            # Created on another host a moment ago, its notification still on the way: one lookup
+            # (wrong guesses are throttled per address before they cost one).
+            try:
+                key = await anyio.to_thread.run_sync(keys.fetch, key_id)
+            except Exception:  # noqa: BLE001 - the database is down: 503, not a 500
+                raise database_unavailable() from None
+        if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, time.time())):
+            return key
+        # keys.db is looked at every few milliseconds: a key created or rotated since then is read now.
+        if keys.refresh(force=True):
+            key = keys.get(key_id)
+            if key is not None and (matches(token, key.key_hash) or key.accepts_previous(token, time.time())):
+                return key
+        return None
 
     async def admit(self, request: Any, info: RequestInfo, payload: dict[str, Any], route: Any) -> Ticket:
         key_id = info.key_id

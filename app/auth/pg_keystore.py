@@ -129,8 +129,8 @@ class PgKeyStore:
 
     # -- hot path ------------------------------------------------------
 
-    def refresh(self) -> bool:
-        """The mirror is kept current by the listener; refuse (503) once it is older than ``key_cache_seconds``."""
+    def refresh(self, *, force: bool = False) -> bool:
+        """The mirror is kept current by the listener (``force`` changes nothing); refuse (503) once it is older than ``key_cache_seconds``."""
         if time.monotonic() - self._loaded_at > self._cache_seconds:
             raise database_unavailable()
         return False

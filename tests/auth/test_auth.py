@@ -236,6 +236,35 @@ def test_auth_turns_on_when_the_first_key_is_created(make_relay, fake: FakeUpstr
     assert_invalid_key(post(relay, {"authorization": f"Bearer {created['value']}"}))
 
 
+def test_keys_written_by_another_process_apply_at_once(make_relay, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keys.db is looked at once per window on the request path; a key created inside the window is
+    still accepted at once (a credential the mirror does not match makes it look again), a revoked
+    one is refused once the window has passed."""
+    from toolrelay.app.auth import keys_path
+    from toolrelay.app.auth import keystore as keystore_module
+
+    relay = make_relay()
+    other = keystore_module.KeyStore(keys_path(relay.settings))  # another process's connection (the CLI's)
+    try:
+        _, first = other.create(name="first")
+        assert post(relay, {"authorization": f"Bearer {first}"}).status_code == 200
+        # A long window, so every write below lands inside it.
+        monkeypatch.setattr(keystore_module, "KEY_REFRESH_SECONDS", 60.0)
+        for _ in range(3):
+            assert post(relay, {"authorization": f"Bearer {first}"}).status_code == 200
+            _, secret = other.create(name="fresh")
+            assert post(relay, {"authorization": f"Bearer {secret}"}).status_code == 200
+        key, secret = other.create(name="revoked soon")
+        assert post(relay, {"authorization": f"Bearer {secret}"}).status_code == 200
+        other.revoke(key.id)
+        assert post(relay, {"authorization": f"Bearer {secret}"}).status_code == 200  # inside the window
+        monkeypatch.setattr(keystore_module, "KEY_REFRESH_SECONDS", 0.005)
+        time.sleep(0.01)
+        assert_invalid_key(post(relay, {"authorization": f"Bearer {secret}"}))
+    finally:
+        other.close()
+
+
 def test_key_limited_to_models(auth_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
     _, key = admin.create_key("narrow", models=["fake-model", "agent/*"])
     with sdk(auth_relay, key) as client:
