@@ -4,6 +4,7 @@ rotation over the admin API and the CLI, and the bounds of the non-chat endpoint
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from fakes.admin import Admin
+from fakes.admin import ADMIN_KEY, Admin
 from fakes.relays import COST_CAP_USD, auth_tree, start_relay
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream, Reply
@@ -308,18 +309,46 @@ def test_memories_and_admin_bodies_are_bounded(admin: Admin, ceiling_relay: Runn
     assert admin.http.post("/admin/keys", json={"name": big}).status_code == 413
 
 
+def test_memories_share_the_keys_parallel_slots(admin: Admin, ceiling_relay: RunningServer, fake: FakeUpstream) -> None:
+    _, key = admin.create_key("parallel", max_parallel=1)
+    fake.enqueue(Reply(content="slow", delay=1.5))
+    with httpx.Client(base_url=ceiling_relay.root_url, headers={"authorization": f"Bearer {key}"}, timeout=30) as http:
+        slow = threading.Thread(target=http.post, args=("/v1/chat/completions",), kwargs={"json": {"model": "fake-model", "messages": USER}})
+        slow.start()
+        fake.wait_for_requests(1)  # the chat request holds the key's one slot while the upstream thinks
+        refused = http.get("/v1/memories")
+        slow.join()
+        assert refused.status_code == 429 and "parallel" in refused.json()["error"]["message"], refused.text
+        assert http.get("/v1/memories").status_code == 200
+
+
+def test_wrong_keys_at_the_mcp_endpoint_count_as_guesses(relays: Any) -> None:
+    relay = relays("mcp-guesses", auth={"admin_key": ADMIN_KEY, "max_failed_auth": 3, "failed_auth_window_seconds": 30})
+    message = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    headers = {"accept": "application/json, text/event-stream"}
+    with httpx.Client(base_url=relay.root_url, timeout=30) as http:
+        for i in range(3):
+            wrong = http.post("/mcp", json=message, headers={**headers, "authorization": f"Bearer guess-{i:026d}"})
+            assert wrong.status_code == 401, wrong.text
+        # The address is now throttled everywhere, the right admin key included.
+        blocked = http.get("/admin/keys", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "too_many_failed_attempts"
+
+
 # ------------------------------------------------------------------ the global request rate
 
 
 @pytest.fixture
 def relays(fake_upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
-    """``relays(name, redis=None, **limits)``: a relay with auth on and these ``[limits]``, stopped at the end."""
+    """``relays(name, redis=None, auth=None, **limits)``: a relay with auth on and these ``[limits]``, stopped at the end."""
     started: list[RunningServer] = []
 
-    def make(name: str, redis: dict[str, Any] | None = None, **limits: Any) -> RunningServer:
+    def make(name: str, redis: dict[str, Any] | None = None, auth: dict[str, Any] | None = None, **limits: Any) -> RunningServer:
         sections: dict[str, Any] = {"limits": {"max_request_cost_usd": COST_CAP_USD, **limits}}
         if redis is not None:
             sections["redis"] = redis
+        if auth is not None:
+            sections["auth"] = auth
         server = start_relay(tmp_path, auth_tree(fake_upstream, tmp_path / name, **sections), name=name)
         started.append(server)
         return server
