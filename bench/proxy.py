@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--modes", default="nonstream,stream")
     parser.add_argument("--concurrencies", default="1,16,64")
     parser.add_argument("--keys", action="store_true", help="serve with an API key (auth, limits, ledger on)")
+    parser.add_argument("--database-url", default=None, help="keys and ledger in this PostgreSQL database ([database] url; an empty or a toolrelay database)")
+    parser.add_argument("--redis-url", default=None, help="limits counted in this Redis ([redis] url)")
     parser.add_argument("--no-access-log", action="store_true", help="the tuned row: access log off (the default configuration, what users run, has it on)")
     parser.add_argument(
         "--api",
@@ -96,6 +98,10 @@ def main() -> int:
             text += f'[upstreams.mock{i}]\nbase_url = "http://127.0.0.1:{port}/v1"\napi_key = "{api_key}"\n'
         entries = ", ".join(f'{{ upstream = "mock{i}" }}' for i in range(len(mock_ports)))
         text += f'[models."mock-model"]\ndeployments = [{entries}]\n'
+    if args.database_url:
+        text += f'[database]\nurl = "{args.database_url}"\n'
+    if args.redis_url:
+        text += f'[redis]\nurl = "{args.redis_url}"\nprefix = "bench{relay_port}"\n'
     config.write_text(text)
     env = {**os.environ, "TOOLRELAY_CONFIG": str(config)}
     procs: list[subprocess.Popen[bytes]] = []
@@ -142,6 +148,8 @@ def main() -> int:
             "toolrelay"
             + ("" if args.api == "chat" else f"-{args.api}")
             + ("-keys" if args.keys else "")
+            + ("-pg" if args.database_url else "")
+            + ("-redis" if args.redis_url else "")
             + (f"-{args.deployments}deployments" if args.deployments > 1 else "")
         )
         out = args.out or str(HERE / "results" / f"{label.replace('toolrelay', 'proxy')}-{time.strftime('%Y%m%d-%H%M%S')}.json")
