@@ -54,6 +54,7 @@ _LEDGER_FIELDS = (
     "status",
     "error_code",
     "estimated",
+    "cache_hit",
 )
 # The destination table of each part, checked empty before anything is written.
 _TABLES = {"keys": "api_keys", "ledger": "usage", "continuations": "continuations", "responses": "responses", "memory": "memories"}
@@ -145,7 +146,10 @@ def _copy_ledger(path: Path, pool: ConnectionPool[Any], options: CopyOptions) ->
     with pool.connection() as conn:
         migrate(conn, MIGRATIONS, name="ledger")
         with conn.transaction(), conn.cursor() as cur, cur.copy(_sql(f"COPY usage ({fields}, host) FROM STDIN")) as copy, _read_only(path) as src:
-            for row in src.execute(f"SELECT {fields} FROM usage ORDER BY id"):  # noqa: S608 - known column names
+            present = {row[1] for row in src.execute("PRAGMA table_info(usage)")}
+            # A usage.db from before a column (cache_hit came with the response cache) gives that column's default, 0.
+            select = ", ".join(f if f in present else "0" for f in _LEDGER_FIELDS)
+            for row in src.execute(f"SELECT {select} FROM usage ORDER BY id"):  # noqa: S608 - known column names
                 # PostgreSQL text cannot hold NUL (SQLite can), as the ledger writer itself handles it.
                 copy.write_row((*(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row), options.host))
                 read += 1

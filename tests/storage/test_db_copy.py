@@ -74,7 +74,7 @@ def test_a_populated_installation_moves_to_postgres_whole(
     fake.reset()
     old_dir = tmp_path / "old"
     with RelayPool(tmp_path / "one") as pool:
-        relay = pool.start(auth_tree(fake, old_dir, agent=AGENT))
+        relay = pool.start(auth_tree(fake, old_dir, agent=AGENT, cache={"enabled": True}))
         with Admin(relay) as admin:
             key_id, key = admin.create_key("kept", rpm=100)
             gone_id, gone = admin.create_key("revoked")
@@ -83,10 +83,16 @@ def test_a_populated_installation_moves_to_postgres_whole(
                 Reply(content="Paris."),
                 Reply(tool_calls=[{"name": "current_time", "arguments": {}}]),
                 Reply(tool_calls=[{"name": "get_weather", "arguments": {"city": "Oslo"}}]),
+                Reply(content="Answered once."),
             )
             with sdk(relay, key) as client:
                 stored = client.responses.create(model="fake-model", input="Capital of France?")
                 paused = client.chat.completions.create(model="agent/fake-model", messages=[QUESTION], tools=[WEATHER])
+                # Asked twice at temperature 0: the second answer is the response cache's, booked with cache_hit.
+                for _ in range(2):
+                    answer = client.chat.completions.with_raw_response.create(model="fake-model", messages=[QUESTION], temperature=0)
+                    assert answer.parse().choices[0].message.content == "Answered once."
+                assert answer.headers["x-toolrelay-cache"] == "hit"
             assert paused.choices[0].finish_reason == "tool_calls"
             with rest(relay, key) as http:
                 own = _save(http, "The staging database runs PostgreSQL 15", tags=["infra", "Databases"])
@@ -107,9 +113,10 @@ def test_a_populated_installation_moves_to_postgres_whole(
     assert _pg_rows(postgres_url, f"SELECT {key_columns} FROM api_keys ORDER BY id") == _sqlite_rows(
         old_dir / "keys.db", f"SELECT {key_columns} FROM api_keys ORDER BY id"
     )
-    usage = "ts, request_id, key_id, model, mode, status, prompt_tokens, completion_tokens, cost_nano, estimated"
+    usage = "ts, request_id, key_id, model, mode, status, prompt_tokens, completion_tokens, cost_nano, estimated, cache_hit"
     old_usage = _sqlite_rows(old_dir / "usage.db", f"SELECT {usage} FROM usage ORDER BY id")
     assert len(old_usage) >= 2 and _pg_rows(postgres_url, f"SELECT {usage} FROM usage ORDER BY id") == old_usage
+    assert [row[-1] for row in old_usage].count(1) == 1  # the cache hit came along as one
     assert {row[0] for row in _pg_rows(postgres_url, "SELECT host FROM usage")} == {"old-host"}
     responses = "scope, id, created_at, response, input_items, context"
     old_responses = _sqlite_rows(old_dir / "responses.db", f"SELECT {responses} FROM responses ORDER BY id")
