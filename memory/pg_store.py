@@ -160,8 +160,9 @@ class PgMemoryStore:
     # a matching row costs about ROW_US to find and read, plus RANK_US per ranked word (the @@ count and ts_rank).
     ROW_US = 1.5
     RANK_US = 1.5
-    #: Planned ranking cost above which the most common words are not ranked (1.5 ms: p99 12.8 ms against
-    #: 16.4 ms with 3 ms over 100k memories in one scope, bench/memory_search.py on a loaded 2-core VM).
+    #: Planned ranking cost above which the most common words are not ranked (1.5 ms: p50 0.80 ms, p99 5.1 ms
+    #: against p50 1.91 ms, p99 5.0 ms with 3 ms over 100k memories in one scope, bench/memory_search.py on a
+    #: loaded 2-core VM).
     SEARCH_BUDGET_US = 1500.0
     #: Below this many memories in the scope, every search is exact.
     PLAN_FROM_ROWS = 1000
