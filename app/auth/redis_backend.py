@@ -27,7 +27,11 @@ import math
 import time
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+
 from toolrelay.app.auth.limiter import WINDOW_MS, Ask, Decision, key_bucket
+from toolrelay.app.auth.redis_pipeline import LuaScript, PipelinedRedis
 
 log = logging.getLogger("toolrelay.auth")
 
@@ -62,7 +66,7 @@ local function put_reservation(resv, resvx, sum, rid, nano, now, ttl)
 end
 """
 
-_ACQUIRE = (
+_ACQUIRE = LuaScript(
     _RESERVATIONS
     + """
 local t = redis.call('TIME')
@@ -166,7 +170,7 @@ return {0, 0, 0, rrem, rreset, trem, treset}
 """
 )
 
-_RESERVE = (
+_RESERVE = LuaScript(
     _RESERVATIONS
     + """
 local t = redis.call('TIME')
@@ -182,7 +186,7 @@ return -1
 """
 )
 
-_SETTLE = """
+_SETTLE = LuaScript("""
 redis.call('ZREM', KEYS[1], ARGV[1])
 if ARGV[2] ~= '' and ARGV[2] ~= ARGV[3] then
   local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
@@ -208,10 +212,10 @@ if cost > 0 then
   if ttl > 0 then redis.call('EXPIRE', KEYS[4], ttl) end
 end
 return 1
-"""
+""")
 
 # Read-only: the refusals of _ACQUIRE that do not depend on the token count.
-_PEEK = """
+_PEEK = LuaScript("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
@@ -235,7 +239,7 @@ if rpm > 0 then
   end
 end
 return {0, 0, 0}
-"""
+""")
 
 _REASONS = {1: "budget", 2: "parallel", 3: "requests", 4: "tokens", 5: "too_large"}
 # Spend counters outlive their period by a day, for the admin view of "yesterday".
@@ -251,6 +255,25 @@ def open_redis(url: str, *, socket_timeout: float, connect_timeout: float) -> An
     return aioredis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout, health_check_interval=30)
 
 
+class _RedisPyLink:
+    """The scripts through redis-py, for ``rediss://`` (TLS), which :class:`PipelinedRedis` does not speak."""
+
+    def __init__(self, url: str, *, socket_timeout: float, connect_timeout: float) -> None:
+        self._redis = open_redis(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout)
+
+    async def execute(self, *args: Any) -> Any:
+        return await self._redis.execute_command(*args)
+
+    async def script(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._redis.eval(script.source, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 class RedisBackend:
     def __init__(
         self, url: str, *, prefix: str = "toolrelay", slot_ttl_seconds: float = 3600.0, socket_timeout: float = 1.0, connect_timeout: float = 2.0
@@ -260,21 +283,21 @@ class RedisBackend:
         self.slot_ttl_ms = int(slot_ttl_seconds * 1000)
         self._socket_timeout = socket_timeout
         self._connect_timeout = connect_timeout
-        self._redis: Any = None
-        self._acquire: Any = None
-        self._settle: Any = None
-        self._peek: Any = None
-        self._reserve: Any = None
+        self._redis: PipelinedRedis | _RedisPyLink | None = None
+
+    @property
+    def _link(self) -> PipelinedRedis | _RedisPyLink:
+        link = self._redis
+        if link is None:
+            raise RedisConnectionError("the redis limit backend is closed")
+        return link
 
     async def start(self) -> None:
-        # Created on the serving event loop: the pool's connections belong to it.
-        self._redis = open_redis(self.url, socket_timeout=self._socket_timeout, connect_timeout=self._connect_timeout)
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._settle = self._redis.register_script(_SETTLE)
-        self._peek = self._redis.register_script(_PEEK)
-        self._reserve = self._redis.register_script(_RESERVE)
+        # Created on the serving event loop: the connection belongs to it.
+        link_type = _RedisPyLink if self.url.startswith("rediss://") else PipelinedRedis
+        self._redis = link_type(self.url, socket_timeout=self._socket_timeout, connect_timeout=self._connect_timeout)
         try:
-            await self._redis.ping()
+            await self._redis.execute("PING")
         except Exception as exc:  # noqa: BLE001 - reported, not fatal: requests decide per fail_open
             log.warning(
                 "redis at %s is not reachable yet (%s); requests needing limits wait for it (see limits.fail_open)", _safe_url(self.url), type(exc).__name__
@@ -282,7 +305,7 @@ class RedisBackend:
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.close()
             self._redis = None
 
     def _keys(self, bucket: str) -> tuple[str, str, str, str]:
@@ -302,9 +325,10 @@ class RedisBackend:
         spend = self._spend_key(ask.bucket, ask.period_start)
         budget = policy.budget_nano if policy.budget_nano is not None else -1
         member = f"{ask.rid}:{ask.tokens}"
-        out = await self._acquire(
-            keys=[req, tok, toks, par, spend, *self._reservation_keys(ask.bucket)],
-            args=[ask.rid, WINDOW_MS, policy.rpm, policy.tpm, ask.tokens, policy.max_parallel, self.slot_ttl_ms, budget, member, ask.cost_nano],
+        out = await self._link.script(
+            _ACQUIRE,
+            [req, tok, toks, par, spend, *self._reservation_keys(ask.bucket)],
+            [ask.rid, WINDOW_MS, policy.rpm, policy.tpm, ask.tokens, policy.max_parallel, self.slot_ttl_ms, budget, member, ask.cost_nano],
         )
         status = int(out[0])
         if status:
@@ -324,8 +348,8 @@ class RedisBackend:
         new = f"{ask.rid}:{tokens}" if old else ""
         ttl = 0 if math.isinf(ask.period_end) else max(1, int(ask.period_end - time.time()) + _SPEND_GRACE_S)
         cost = cost_nano if ask.policy.budget_nano is not None else 0
-        await self._settle(
-            keys=[par, tok, toks, spend, *self._reservation_keys(ask.bucket)], args=[ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS]
+        await self._link.script(
+            _SETTLE, [par, tok, toks, spend, *self._reservation_keys(ask.bucket)], [ask.rid, old, new, tokens - ask.tokens, cost, ttl, WINDOW_MS]
         )
 
     async def reserve(self, ask: Ask, total_nano: int) -> int | None:
@@ -333,8 +357,8 @@ class RedisBackend:
         if budget is None:
             return None
         out = int(
-            await self._reserve(
-                keys=[self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], args=[ask.rid, budget, total_nano, self.slot_ttl_ms]
+            await self._link.script(
+                _RESERVE, [self._spend_key(ask.bucket, ask.period_start), *self._reservation_keys(ask.bucket)], [ask.rid, budget, total_nano, self.slot_ttl_ms]
             )
         )
         if out >= 0:
@@ -347,17 +371,18 @@ class RedisBackend:
         policy = ask.policy
         req, _, _, par = self._keys(ask.bucket)
         budget = policy.budget_nano if policy.budget_nano is not None else -1
-        out = await self._peek(keys=[req, par, self._spend_key(ask.bucket, ask.period_start)], args=[WINDOW_MS, policy.rpm, policy.max_parallel, budget])
+        out = await self._link.script(_PEEK, [req, par, self._spend_key(ask.bucket, ask.period_start)], [WINDOW_MS, policy.rpm, policy.max_parallel, budget])
         status = int(out[0])
         return Decision(False, _REASONS[status], retry_ms=int(out[1]), used=int(out[2])) if status else Decision(True)
 
     async def spent(self, key_id: str, period_start: int) -> int:
-        value = await self._redis.get(self._spend_key(key_bucket(key_id), period_start))
+        value = await self._link.execute("GET", self._spend_key(key_bucket(key_id), period_start))
         return int(value or 0)
 
     async def seed_spend(self, key_id: str, period_start: int, period_end: float, nano: int) -> None:
         ttl = None if math.isinf(period_end) else max(1, int(period_end - time.time()) + _SPEND_GRACE_S)
-        await self._redis.set(self._spend_key(key_bucket(key_id), period_start), nano, nx=True, ex=ttl)
+        key = self._spend_key(key_bucket(key_id), period_start)
+        await self._link.execute("SET", key, nano, "NX", *(("EX", ttl) if ttl is not None else ()))
 
 
 def _safe_url(url: str) -> str:
