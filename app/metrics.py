@@ -136,6 +136,37 @@ class Metrics:
         siblings = await self.siblings() if self.siblings is not None else []
         return self.render(extra_gauges, siblings)
 
+    async def usage_totals(self) -> dict[str, Any]:
+        """What a scrape counts, as JSON-able rows: requests by model, mode and status, tokens by model,
+        latency percentiles by mode (estimated from the histogram), since this process started, over
+        every worker. The console's usage page shows these when the usage ledger is off."""
+        siblings = await self.siblings() if self.siblings is not None else []
+        totals = _Totals(self)
+        for snapshot in siblings:
+            totals.add(snapshot)
+        requests: dict[tuple[str, str, int], int] = defaultdict(int)
+        for (_, mode, model, status), n in totals.requests.items():  # summed over paths
+            requests[(model, mode, status)] += n
+        tokens: dict[str, dict[str, int]] = defaultdict(lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+        for (model, kind), n in totals.tokens.items():
+            tokens[model][f"{kind}_tokens"] += n
+        latency = [
+            {
+                "mode": mode,
+                "requests": sum(counts),
+                "mean_ms": round(total / sum(counts) * 1000, 1) if sum(counts) else None,
+                **{f"p{q}_ms": _ms(histogram_quantile(counts, q / 100)) for q in (50, 90, 99)},
+            }
+            for mode, (counts, total) in sorted(totals.latency.items())
+        ]
+        return {
+            "since": self.started,
+            "workers": 1 + sum(1 for snapshot in siblings if not snapshot.get("retired")),
+            "requests": [{"model": m or None, "mode": mode, "status": status, "requests": n} for (m, mode, status), n in sorted(requests.items())],
+            "tokens": [{"model": m or None, **counts} for m, counts in sorted(tokens.items())],
+            "latency": latency,
+        }
+
     def render(self, extra_gauges: dict[str, float] | None = None, siblings: list[dict[str, Any]] | None = None) -> str:
         totals = _Totals(self)
         for snapshot in siblings or ():
@@ -186,6 +217,29 @@ class Metrics:
         for source in self._line_sources:
             lines += source()
         return "\n".join(lines) + "\n"
+
+
+def histogram_quantile(counts: list[int], q: float, bounds: tuple[float, ...] = _BUCKETS) -> float | None:
+    """The ``q`` quantile (0..1) of a histogram's per-bucket counts (``len(bounds) + 1``, the last
+    unbounded), interpolated linearly inside its bucket as Prometheus' ``histogram_quantile`` does;
+    in the unbounded bucket, the highest bound. ``None`` for an empty histogram."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(counts):
+        if count and seen + count >= rank:
+            if i == len(bounds):
+                return bounds[-1]
+            lower = bounds[i - 1] if i else 0.0
+            return lower + (bounds[i] - lower) * max(rank - seen, 0.0) / count
+        seen += count
+    return bounds[-1]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def _observe(histogram: dict[str, list[int]], mode: str, seconds: float) -> None:

@@ -226,7 +226,7 @@ def extend_services(services: Services) -> list[Any]:
             handlers.append(build_mcp_handler(services, build_tool_catalogue(services, agent)))
     if isinstance(services.gate, AuthGate):
         handlers.extend(build_admin_handlers(services.gate))
-        handlers.extend(build_report_handlers(services.gate))
+        handlers.extend(build_report_handlers(services.gate, services.metrics))
         if memory_store is not None:
             handlers.extend(build_admin_memory_handlers(services.gate, memory_store))
     # The web console: static pages that call the API above like any client (app/ui/).

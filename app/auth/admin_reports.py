@@ -1,4 +1,5 @@
-"""``/admin/requests`` and ``/admin/usage/latency``: the ledger's recent rows and latency percentiles.
+"""``/admin/requests`` and ``/admin/usage/latency``: the ledger's recent rows and latency percentiles;
+``/admin/usage/metrics``: the same server's Prometheus counts as JSON, for when the ledger is off.
 
 What the web console's usage page draws beside ``/admin/usage`` (whose ``group_by=day,key`` and
 ``day,model`` give the per-day series). Same guard and shapes as the rest of ``/admin``: the
@@ -25,6 +26,7 @@ from toolrelay.app.errors import OpenAIError, invalid_request
 if TYPE_CHECKING:
     from toolrelay.app.auth.gate import AuthGate
     from toolrelay.app.auth.ledger import Ledger
+    from toolrelay.app.metrics import Metrics
 
 __all__ = ["build_report_handlers"]
 
@@ -46,7 +48,7 @@ def _key_filter(key_id: str | None) -> str | None:
     return only
 
 
-def build_report_handlers(gate: AuthGate) -> list[Any]:
+def build_report_handlers(gate: AuthGate, metrics: Metrics | None = None) -> list[Any]:
     keys = gate.keys
 
     def ledger() -> Ledger:
@@ -106,4 +108,13 @@ def build_report_handlers(gate: AuthGate) -> list[Any]:
             raise invalid_request(str(exc), param="group_by", code="invalid_value") from None
         return _json({"object": "list", "data": data, "since": iso(since_ts), "until": iso(until_ts), "group_by": group_by or None})
 
-    return [Router("/admin", route_handlers=[recent_requests, latency], guards=[admin_guard(gate)], tags=["admin"])]
+    @get("/usage/metrics", summary="Request, token and latency totals from this server's metrics, since it started")
+    async def metric_totals() -> Response[bytes]:
+        # Works with the ledger off (auth.ledger = false): the in-memory counters /metrics renders, summed over workers.
+        if metrics is None:
+            raise OpenAIError(404, "This server keeps no metrics.", type="invalid_request_error", code="metrics_disabled")
+        totals = await metrics.usage_totals()
+        return _json({"object": "usage.metrics", **totals, "since": iso(totals["since"]), "ledger": gate.ledger is not None})
+
+    handlers = [recent_requests, latency, metric_totals]
+    return [Router("/admin", route_handlers=handlers, guards=[admin_guard(gate)], tags=["admin"])]

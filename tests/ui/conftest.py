@@ -4,6 +4,8 @@
   python sandbox, memory) with the admin key :data:`fakes.admin.ADMIN_KEY`, in front of the session
   fake upstream, scripted per test through ``fake``.
 - ``user_key``: an API key made over ``/admin/keys`` for the test.
+- ``ledgerless_relay`` (module): toolrelay with auth on and the usage ledger off (``auth.ledger =
+  false``), for the usage page's fallback to the server's metrics.
 - ``browser`` (module): Debian's ``chromium`` driven by ``chromium-driver`` through Selenium,
   headless, with the browser console and the network (performance) logs recorded. Missing browser:
   the tests skip, unless ``TOOLRELAY_REQUIRE_BROWSER=1`` (CI), where they fail.
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from fakes.admin import ADMIN_KEY, Admin
-from fakes.relays import e2e_tree, start_relay
+from fakes.relays import auth_tree, e2e_tree, start_relay
 from fakes.server import RunningServer
 from fakes.upstream import FakeUpstream
 
@@ -40,6 +42,14 @@ def console_relay(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPath
         auth={"admin_key": ADMIN_KEY, "ledger_flush_seconds": 0.05, "max_failed_auth": 10_000},
         pricing={"models": {"fake-model": {"input": 1.0, "output": 2.0}, "fake-tools": {"input": 3.0, "output": 6.0}}},
     )
+    with start_relay(root, tree) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ledgerless_relay(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root = tmp_path_factory.mktemp("ledgerless")
+    tree = auth_tree(fake_upstream, root / "data", auth={"admin_key": ADMIN_KEY, "ledger": False, "max_failed_auth": 10_000})
     with start_relay(root, tree) as server:
         yield server
 

@@ -96,3 +96,47 @@ def test_the_admin_lists_searches_and_deletes_any_keys_memories(console_relay: R
     assert admin.http.get("/admin/memories", params={"key_id": "x"}).status_code == 400
     assert admin.http.get("/admin/memories").status_code == 400
     assert other_secret
+
+
+def test_the_metrics_totals_stand_in_for_the_ledger_when_it_is_off(ledgerless_relay: RunningServer, fake: FakeUpstream) -> None:
+    fake.responder = lambda body: Reply(content="ok") if body.get("model") == "fake-model" else Reply(status=500)
+    with Admin(ledgerless_relay) as admin:
+        before = admin.http.get("/admin/usage/metrics").json()
+        _, secret = admin.create_key("no-ledger")
+        client = openai.OpenAI(base_url=ledgerless_relay.base_url, api_key=secret, max_retries=0)
+        for _ in range(3):
+            client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+        try:
+            client.chat.completions.create(model="fake-tools", messages=[{"role": "user", "content": "hi"}])
+        except openai.APIStatusError:
+            pass
+        else:
+            raise AssertionError("the upstream's 500 should have failed the request")
+
+        # The ledger's routes say it is off; the metrics route counts what the ledger would have.
+        off = admin.http.get("/admin/requests")
+        assert off.status_code == 404 and off.json()["error"]["code"] == "ledger_disabled"
+        assert admin.http.get("/admin/usage").json()["error"]["code"] == "ledger_disabled"
+        totals = admin.http.get("/admin/usage/metrics").json()
+        assert totals["object"] == "usage.metrics" and totals["ledger"] is False and totals["workers"] == 1
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", totals["since"])
+
+        def count(body: dict[str, Any], model: str, status: int) -> int:
+            return sum(r["requests"] for r in body["requests"] if r["model"] == model and r["mode"] == "proxy" and r["status"] == status)
+
+        assert count(totals, "fake-model", 200) - count(before, "fake-model", 200) == 3
+        assert count(totals, "fake-tools", 200) == 0 and count(totals, "fake-tools", 502) + count(totals, "fake-tools", 500) >= 1
+        tokens = {r["model"]: r for r in totals["tokens"]}
+        assert tokens["fake-model"]["prompt_tokens"] > 0 and tokens["fake-model"]["completion_tokens"] > 0
+        proxy = next(r for r in totals["latency"] if r["mode"] == "proxy")
+        assert proxy["requests"] >= 4
+        assert 0 < proxy["p50_ms"] <= proxy["p90_ms"] <= proxy["p99_ms"] and proxy["mean_ms"] > 0
+        # Admin only, like the rest of /admin.
+        assert httpx.get(ledgerless_relay.root_url + "/admin/usage/metrics", headers={"authorization": f"Bearer {secret}"}).status_code == 403
+        client.close()
+
+
+def test_the_metrics_totals_are_there_with_the_ledger_on_too(console_relay: RunningServer, admin: Admin) -> None:
+    totals = admin.http.get("/admin/usage/metrics")
+    assert totals.status_code == 200
+    assert totals.json()["ledger"] is True
