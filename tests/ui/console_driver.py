@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -24,10 +24,17 @@ class Console:
     # -- navigation
 
     def open(self) -> None:
-        """The console, signed out, with fresh logs."""
-        self.driver.get(self.root_url + "/ui")
-        self.driver.execute_script("sessionStorage.clear()")
+        """The console, freshly loaded and signed out.
+
+        After clearing the session the page is reloaded, never just sent to another ``#/`` route: from
+        ``/ui``, going to ``/ui#/playground`` is a same-document hash change, whose ``hashchange``
+        re-renders the page whenever it fires, possibly after the test found the sign-in form and
+        began typing into it (the sign-in then went out with an empty key); and the page signed in
+        with the previous test's keys would live on, its requests still in flight.
+        """
         self.driver.get(self.root_url + "/ui#/playground")
+        self.driver.execute_script("sessionStorage.clear()")
+        self.driver.refresh()
         self.wait_for("#signin")
 
     def sign_in(self, user_key: str = "", admin_key: str = "") -> None:
@@ -53,14 +60,11 @@ class Console:
         return WebDriverWait(self.driver, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, css))
 
     def wait_until(self, check: Callable[[], Any], timeout: float = 15.0, message: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(message or "condition not met in time")
-            time.sleep(0.05)
+        """Wait for ``check()`` to be truthy (an element gone stale meanwhile counts as not yet)."""
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)).until(lambda _: check())
+        except TimeoutException:
+            raise AssertionError(message or "condition not met in time") from None
 
     def select(self, css: str, value: str) -> None:
         Select(self.find(css)).select_by_value(value)

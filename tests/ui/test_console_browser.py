@@ -244,3 +244,99 @@ def test_a_memory_is_deleted_by_its_owner_and_by_the_admin(console: Console, adm
     assert user.get(f"/v1/memories/{second['id']}").status_code == 404
     user.close()
     assert console.console_errors() == []
+
+
+def _overflow(console: Console) -> dict[str, Any]:
+    """How wide the document is against the viewport, and which elements stick out past its right edge."""
+    return console.driver.execute_script(
+        """
+        const width = window.innerWidth;
+        const out = [...document.querySelectorAll("body *")]
+          .filter((e) => e.getClientRects().length && e.getBoundingClientRect().right > width + 0.5 && !e.closest(".table-wrap, pre"))
+          .slice(0, 5)
+          .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className && typeof e.className === "string" ? "." + e.className : ""));
+        return {scroll: document.documentElement.scrollWidth, width, out};
+        """
+    )
+
+
+def _on_screen(console: Console, css: str) -> bool:
+    """Shown and, horizontally, inside the viewport (a control pushed off to the side counts as hidden)."""
+    return bool(
+        console.driver.execute_script(
+            """
+            const e = document.querySelector(arguments[0]);
+            if (!e || !e.getClientRects().length) return false;
+            const r = e.getBoundingClientRect(), style = getComputedStyle(e);
+            return style.visibility !== "hidden" && r.width > 0 && r.height > 0 && r.left >= 0 && r.right <= window.innerWidth + 0.5;
+            """,
+            css,
+        )
+    )
+
+
+@pytest.fixture
+def phone(console: Console) -> Iterator[Console]:
+    """The console in a phone-sized window (390 x 844, under the layout's 760 px breakpoint)."""
+    size = console.driver.get_window_size()
+    console.driver.set_window_size(390, 844)
+    try:
+        yield console
+    finally:
+        console.driver.set_window_size(size["width"], size["height"])
+
+
+def test_a_phone_width_screen_runs_a_request_without_sideways_scrolling(phone: Console, user_key: str, admin: Admin, fake: FakeUpstream) -> None:
+    fake.responder = lambda body: Reply(content="A short answer that wraps on a narrow screen " * 4)
+    phone.sign_in(user_key, ADMIN_KEY)
+    assert phone.driver.execute_script("return window.innerWidth") < 760
+    phone.wait_until(lambda: phone.find_all('#pg-model option[value="fake-model"]'), message="models listed")
+    phone.select("#pg-model", "fake-model")
+    for control in ("#nav", '#nav a[data-page="memories"]', "#signout", "#pg-model", "#pg-input", "#pg-send", "#pg-stop", "#pg-reset"):
+        assert _on_screen(phone, control), f"{control} is not on screen"
+    phone.find("#pg-input").send_keys("Say something long enough to wrap.")
+    phone.find("#pg-send").click()
+    phone.wait_until(lambda: not phone.find_all(".msg.assistant.streaming") and phone.find_all(".msg.assistant"), message="answer done")
+    assert phone.text(".msg.assistant .answer").startswith("A short answer")
+    assert '"model": "fake-model"' in phone.text("#pg-curl")
+    layout = _overflow(phone)
+    assert layout["scroll"] <= layout["width"], layout
+    for control in ("#pg-transcript .msg.assistant", "#pg-curl", "#pg-input", "#pg-send"):
+        assert _on_screen(phone, control), f"{control} is not on screen after the run"
+    # One column: the request's code sits below the chat, not beside it.
+    chat, aside = (phone.driver.execute_script(f"return document.querySelector('{css}').getBoundingClientRect().top") for css in (".chat", ".request"))
+    assert aside > chat
+    # The other pages fit as well (wide tables scroll inside their own box).
+    for page, ready in (("usage", "#req-rows tr"), ("keys", "#keys-rows tr"), ("memories", "#mem-list")):
+        phone.go(page)
+        phone.wait_for(ready)
+        layout = _overflow(phone)
+        assert layout["scroll"] <= layout["width"], (page, layout)
+    assert phone.console_errors() == []
+
+
+def test_without_the_ledger_the_usage_page_shows_the_servers_metrics(browser: Any, ledgerless_relay: RunningServer, fake: FakeUpstream) -> None:
+    fake.responder = lambda body: Reply(content="counted by the metrics")
+    with Admin(ledgerless_relay) as admin:
+        _, secret = admin.create_key("metrics-only")
+    sent = httpx.post(
+        ledgerless_relay.root_url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {secret}"},
+        json={"model": "fake-model", "messages": [{"role": "user", "content": "count me"}]},
+    )
+    assert sent.status_code == 200
+    console = Console(browser, ledgerless_relay.root_url)
+    try:
+        console.sign_in("", ADMIN_KEY)
+        console.go("usage")
+        console.wait_for("#usage-metrics-note")
+        assert "ledger is off" in console.text("#usage-metrics-note")
+        rows = [r.text for r in console.find_all("#metrics-requests tbody tr")]
+        assert any("fake-model" in row and "proxy" in row and "200" in row for row in rows), rows
+        assert any("fake-model" in b.get_attribute("textContent") for b in console.find_all("#chart-requests rect.bar"))
+        assert "proxy" in console.text("#metrics-latency") and " ms" in console.text("#metrics-latency")
+        assert "fake-model" in console.text("#metrics-tokens")
+        assert "ledger is off" in console.text("#req-rows")
+        assert console.console_errors() == []
+    finally:
+        browser.get("about:blank")

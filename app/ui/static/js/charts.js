@@ -17,9 +17,11 @@ function axis(max, format) {
   return nodes;
 }
 
-function dayLabels(days, x) {
+const shortDay = (day) => day.slice(5);
+
+function dayLabels(days, x, label = shortDay) {
   const every = Math.max(1, Math.ceil(days.length / 8));
-  return days.map((day, i) => (i % every ? null : s("text", { x: x(i), y: H - 8, "text-anchor": "middle", class: "tick" }, day.slice(5))));
+  return days.map((day, i) => (i % every ? null : s("text", { x: x(i), y: H - 8, "text-anchor": "middle", class: "tick" }, label(day))));
 }
 
 function legend(names) {
@@ -30,8 +32,8 @@ function legend(names) {
   );
 }
 
-/** Stacked bars: ``series`` is [{name, values: number[] (one per day)}]. */
-export function barChart({ id, title, days, series, format }) {
+/** Stacked bars: ``series`` is [{name, values: number[] (one per day)}]; ``label`` names a bar (by default MM-DD of its day). */
+export function barChart({ id, title, days, series, format, label = shortDay }) {
   const totals = days.map((_, i) => series.reduce((sum, serie) => sum + (serie.values[i] || 0), 0));
   const max = Math.max(...totals, 0) || 1;
   const plotW = W - PAD.left - PAD.right;
@@ -56,7 +58,7 @@ export function barChart({ id, title, days, series, format }) {
       base += height;
     });
   });
-  const chart = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title }, axis(max, format), bars, dayLabels(days, x));
+  const chart = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": title }, axis(max, format), bars, dayLabels(days, x, label));
   return h("figure", { class: "chart-box", id }, h("figcaption", {}, title), chart, legend(series.map((serie) => serie.name)));
 }
 

@@ -1,6 +1,6 @@
 // Usage (admin): requests, tokens and cost per day by key or model, latency percentiles, recent requests.
 
-import { adminApi, query } from "./api.js";
+import { ApiError, adminApi, query } from "./api.js";
 import { barChart, lastDays, lineChart } from "./charts.js";
 import { errorBox, field, fmtTime, fmtUsd, h } from "./dom.js";
 
@@ -33,9 +33,23 @@ export function usagePage(main) {
   );
   span.addEventListener("change", load);
   split.addEventListener("change", load);
+  // Whether the server keeps a ledger, asked once (the metrics route says so): without one the
+  // ledger's routes answer 404, which the browser would log as errors on every refresh.
+  let ledgerOn = null;
   load();
 
   async function load() {
+    if (ledgerOn === null) {
+      try {
+        const totals = await adminApi("/admin/usage/metrics");
+        ledgerOn = totals.ledger !== false;
+        if (!ledgerOn) return showMetrics(totals);
+      } catch {
+        ledgerOn = true; // an older server without the route: ask the ledger as before
+      }
+    } else if (!ledgerOn) {
+      return loadMetrics();
+    }
     const days = lastDays(Number(span.value));
     const since = days[0];
     const by = split.value;
@@ -49,9 +63,74 @@ export function usagePage(main) {
       tbody.replaceChildren(...recent.data.map(requestRow));
       if (!recent.data.length) tbody.append(h("tr", {}, h("td", { colspan: COLUMNS.length, class: "muted" }, "No requests match.")));
     } catch (err) {
+      if (err instanceof ApiError && err.body && err.body.error && err.body.error.code === "ledger_disabled") await loadMetrics();
+      else charts.replaceChildren(errorBox(err));
+    }
+  }
+
+  // Without the ledger (auth.ledger = false) there is no per-day, per-key or cost history and no request
+  // rows: the page shows the server's own counters instead (what /metrics counts, since it started).
+  async function loadMetrics() {
+    try {
+      showMetrics(await adminApi("/admin/usage/metrics"));
+    } catch (err) {
       charts.replaceChildren(errorBox(err));
     }
   }
+
+  function showMetrics(totals) {
+    charts.replaceChildren(...drawMetrics(totals));
+    const note = "The usage ledger is off (auth.ledger = false): no request history to list.";
+    tbody.replaceChildren(h("tr", {}, h("td", { colspan: COLUMNS.length, class: "muted" }, note)));
+  }
+}
+
+const STATUS_CLASSES = ["2xx", "3xx", "4xx", "5xx"];
+
+function drawMetrics(totals) {
+  const models = [...new Set(totals.requests.map((r) => r.model ?? "(none)"))];
+  const series = STATUS_CLASSES.map((name) => ({
+    name,
+    values: models.map((model) =>
+      totals.requests.filter((r) => (r.model ?? "(none)") === model && `${String(r.status)[0]}xx` === name).reduce((sum, r) => sum + r.requests, 0),
+    ),
+  })).filter((serie) => serie.values.some(Boolean));
+  const note = h(
+    "p",
+    { id: "usage-metrics-note", class: "muted" },
+    `The usage ledger is off (auth.ledger = false), so there are no per-day, per-key or cost figures. `,
+    `These are this server's own counters (as in /metrics) since it started at ${fmtTime(Date.parse(totals.since) / 1000)} UTC, over ${totals.workers} worker(s).`,
+  );
+  const table = (id, head, rows) =>
+    h("div", { class: "table-wrap" }, h("table", { id }, h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))), h("tbody", {}, rows)));
+  const ms = (v) => (v === null || v === undefined ? "" : `${Math.round(v)} ms`);
+  return [
+    note,
+    barChart({ id: "chart-requests", title: "Requests by model and status", days: models, series, format: (v) => String(v), label: (m) => (m.length > 18 ? m.slice(0, 17) + "…" : m) }),
+    h(
+      "figure",
+      { class: "chart-box", id: "metrics-tables" },
+      h("figcaption", {}, "Requests, tokens and latency"),
+      table(
+        "metrics-requests",
+        ["Model", "Mode", "Status", "Requests"],
+        totals.requests.map((r) => h("tr", {}, h("td", {}, r.model || ""), h("td", {}, r.mode), h("td", {}, String(r.status)), h("td", {}, String(r.requests)))),
+      ),
+      table(
+        "metrics-tokens",
+        ["Model", "Prompt tokens", "Completion tokens"],
+        totals.tokens.map((r) => h("tr", {}, h("td", {}, r.model || ""), h("td", {}, String(r.prompt_tokens)), h("td", {}, String(r.completion_tokens)))),
+      ),
+      table(
+        "metrics-latency",
+        ["Mode", "Requests", "p50", "p90", "p99", "mean"],
+        totals.latency.map((r) =>
+          h("tr", {}, h("td", {}, r.mode), h("td", {}, String(r.requests)), h("td", {}, ms(r.p50_ms)), h("td", {}, ms(r.p90_ms)), h("td", {}, ms(r.p99_ms)), h("td", {}, ms(r.mean_ms))),
+        ),
+      ),
+      h("small", { class: "muted" }, "Latency percentiles are estimated from the histogram's buckets."),
+    ),
+  ];
 }
 
 function drawCharts(days, rows, latency, by) {
