@@ -170,6 +170,8 @@ def test_keys_are_created_shown_once_and_revoked(console: Console, admin: Admin)
     prompt.accept()
     console.wait_until(lambda: console.text("#key-secret") not in ("", secret), message="new secret shown")
     rotated = console.text("#key-secret")
+    # The list is reloaded after the secret is shown: wait for the row that says so before using its buttons.
+    console.wait_until(lambda: "old secret until" in console.text(f"{row_css} td.status"), message="row shows the grace period")
     for valid in (rotated, secret):
         assert httpx.get(console.root_url + "/v1/models", headers={"authorization": f"Bearer {valid}"}).status_code == 200
     assert admin.http.get(f"/admin/keys/{key_id}").json()["previous_key_valid_until"] is not None

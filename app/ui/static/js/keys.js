@@ -83,11 +83,16 @@ export function keysPage(main) {
     ),
     create,
   );
+  // Each load is numbered: a listing that comes back after a newer one was asked for (the page's
+  // first load racing a create's) is dropped rather than drawn over the newer one.
+  let loads = 0;
   load();
 
   async function load() {
+    const mine = ++loads;
     try {
       const listing = await adminApi("/admin/keys");
+      if (mine !== loads) return;
       tbody.replaceChildren(...listing.data.map((key) => keyRow(key)));
     } catch (err) {
       notice.replaceChildren(errorBox(err));

@@ -13,6 +13,9 @@ export function memoriesPage(main) {
   const notice = h("div", { id: "mem-notice" });
   const more = h("button", { id: "mem-more", type: "button", class: "secondary", hidden: true }, "Load more");
   let after = null;
+  // Each load is numbered: a page that comes back after a newer load began (the first key's list
+  // racing the one just picked, a search) is dropped instead of appended to the newer list.
+  let loads = 0;
 
   main.append(
     h("h1", {}, "Memories"),
@@ -51,6 +54,7 @@ export function memoriesPage(main) {
   }
 
   async function load(fresh) {
+    const mine = ++loads;
     if (fresh) {
       after = null;
       list.replaceChildren();
@@ -63,6 +67,7 @@ export function memoriesPage(main) {
     try {
       const words = search.value.trim();
       const page = words ? await api("/search", { q: words, limit: 20 }) : await api("", { limit: 20, after });
+      if (mine !== loads) return;
       list.append(...page.data.map(item));
       after = page.last_id || null;
       more.hidden = !page.has_more;

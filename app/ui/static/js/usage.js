@@ -36,9 +36,13 @@ export function usagePage(main) {
   // Whether the server keeps a ledger, asked once (the metrics route says so): without one the
   // ledger's routes answer 404, which the browser would log as errors on every refresh.
   let ledgerOn = null;
+  // Each load is numbered: answers to an older one (a refresh clicked twice, a period changed while
+  // loading) are dropped rather than drawn over newer ones.
+  let loads = 0;
   load();
 
   async function load() {
+    const mine = ++loads;
     if (ledgerOn === null) {
       try {
         const totals = await adminApi("/admin/usage/metrics");
@@ -59,6 +63,7 @@ export function usagePage(main) {
         adminApi("/admin/usage/latency" + query({ group_by: "day", since })),
         adminApi("/admin/requests" + query({ limit: 100, ...Object.fromEntries(Object.entries(filters).map(([k, el]) => [k, el.value.trim()])) })),
       ]);
+      if (mine !== loads) return;
       charts.replaceChildren(...drawCharts(days, usage.data, latency.data, by));
       tbody.replaceChildren(...recent.data.map(requestRow));
       if (!recent.data.length) tbody.append(h("tr", {}, h("td", { colspan: COLUMNS.length, class: "muted" }, "No requests match.")));
