@@ -210,3 +210,16 @@ def test_the_command_line_reaches_the_copy() -> None:
 
     args = build_parser().parse_args(["db", "copy", "--from", "sqlite:///var/lib/toolrelay", "--to", "postgresql://db/toolrelay"])
     assert args.func is cmd_db_copy and args.source == "sqlite:///var/lib/toolrelay" and args.target == "postgresql://db/toolrelay"
+
+
+def test_a_usage_db_from_before_the_cache_hit_column_copies_as_misses(tmp_path: Path, postgres_url: str) -> None:
+    from toolrelay.app.auth.ledger import SCHEMA
+
+    old = tmp_path / "usage.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(SCHEMA)  # the first version's table: no cache_hit
+        conn.execute("INSERT INTO usage (ts, request_id, key_id, model, mode, status, prompt_tokens) VALUES (1.5, 'req_old', 'k1', 'm', 'proxy', 200, 7)")
+    conn.close()
+    code, printed = _copy(old, postgres_url)
+    assert code == 0, printed
+    assert _pg_rows(postgres_url, "SELECT request_id, prompt_tokens, cache_hit, host FROM usage") == [("req_old", 7, 0, "old-host")]
