@@ -307,6 +307,10 @@ class KeyStore:
         self._keys = {k.id: k for k in map(_row_to_key, self._watch.execute(f"SELECT {_COLUMNS} FROM api_keys"))}
         return True
 
+    def expire_mirror(self) -> None:
+        """Make the next :meth:`refresh` look at keys.db whatever the window."""
+        self._checked_at = -KEY_REFRESH_SECONDS
+
     def get(self, key_id: str) -> ApiKey | None:
         return self._keys.get(key_id)
 
@@ -341,7 +345,7 @@ class KeyStore:
         """Store a new key; returns it and the full key, which exists nowhere else afterwards."""
         created = time.time() if now is None else now
         patterns = [m.strip() for m in models if m and m.strip()]
-        with _Writer(self.path) as conn:
+        with _Writer(self) as conn:
             for _ in range(5):
                 key_id, full = new_key()
                 try:
@@ -381,7 +385,7 @@ class KeyStore:
         """Change a key (``models`` None, ``mcp_servers`` KEEP, a column absent from ``settings``: unchanged;
         ``settings`` maps :data:`UPDATABLE` columns to values, None clearing one); None if there is no such key."""
         assignments = update_assignments(models, mcp_servers, settings)
-        with _Writer(self.path) as conn:
+        with _Writer(self) as conn:
             if assignments:
                 columns = ", ".join(f"{name} = ?" for name in assignments)
                 conn.execute(f"UPDATE api_keys SET {columns} WHERE id = ?", (*assignments.values(), key_id))  # column names from UPDATABLE
@@ -393,21 +397,21 @@ class KeyStore:
         key or it is revoked (a revoked key stays revoked)."""
         when = time.time() if now is None else now
         _, full = new_key(key_id)
-        with _Writer(self.path) as conn:
+        with _Writer(self) as conn:
             changed = conn.execute(ROTATE_SQL.replace("%s", "?"), (*rotation_values(full, grace_seconds, when), key_id)).rowcount
             row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return (_row_to_key(row), full) if changed and row else None
 
     def revoke(self, key_id: str, now: float | None = None) -> ApiKey | None:
         """Mark the key revoked (idempotent); None if there is no such key."""
-        with _Writer(self.path) as conn:
+        with _Writer(self) as conn:
             conn.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time() if now is None else now, key_id))
             row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return _row_to_key(row) if row else None
 
     def load(self, key_id: str) -> ApiKey | None:
         """Read one key straight from the file (for the CLI, which keeps no mirror)."""
-        with _Writer(self.path) as conn:
+        with _Writer(self) as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         return _row_to_key(row) if row else None
 
@@ -418,14 +422,16 @@ class KeyStore:
 class _Writer:
     """A short-lived connection per write, so the watcher connection sees it as someone else's commit."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
         self.conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn = connect(self.path)
+        self.conn = connect(self.store.path)
         return self.conn
 
     def __exit__(self, *exc: Any) -> None:
         assert self.conn is not None  # noqa: S101 (narrows for the type checker: __enter__ opened it)
         self.conn.close()
+        # This store's own change is read by its next refresh(), window or not.
+        self.store.expire_mirror()
