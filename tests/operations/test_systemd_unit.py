@@ -131,7 +131,8 @@ def test_the_sandbox_runs_code_when_the_server_is_unprivileged_with_no_new_privs
     setpriv = ["setpriv", *drop, "--no-new-privs", "--bounding-set", "-all", "--inh-caps", "-all"]
     port = free_port()
     log_path = tmp_path / "toolrelay.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLRELAY_")} | {"HOME": str(unprivileged_dir)}
+    # Not TIKTOKEN_CACHE_DIR either: in-process relays of earlier tests point it at their own (root-only) data directories.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOOLRELAY_") and k != "TIKTOKEN_CACHE_DIR"} | {"HOME": str(unprivileged_dir)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*setpriv, *_python_for(uid), "serve", "--config", str(config), "--port", str(port)],
