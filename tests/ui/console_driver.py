@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,13 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+# The docs' screenshots are rewritten only on request (TOOLRELAY_UPDATE_SCREENSHOTS=1), so a test
+# run leaves the checkout as it found it; otherwise they go to a scratch directory.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "img"
+    if os.environ.get("TOOLRELAY_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / f"toolrelay-console-screenshots-{os.getuid()}"
+)
 
 
 class Console:
@@ -93,5 +101,5 @@ class Console:
     def screenshot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / name
-        self.driver.save_screenshot(str(path))
+        assert self.driver.save_screenshot(str(path)) and path.stat().st_size > 0
         return path
