@@ -71,7 +71,7 @@ class AnthropicProvider(OpenAIProvider):
                     yield event
                 finished = True
                 return
-            async for event in self._read_stream(response):
+            async for event in read_stream(response, MessagesStreamReader(self.name), self.name):
                 yield event
             finished = True
         finally:
@@ -79,10 +79,6 @@ class AnthropicProvider(OpenAIProvider):
                 response.release()
             else:
                 response.close()  # the upstream learns the client left
-
-    async def _read_stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-        async for event in read_stream(response, MessagesStreamReader(self.name), self.name):
-            yield event
 
     async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
         raise unsupported_endpoint(call.model, call.endpoint, f"its upstream '{self.name}' speaks Anthropic's Messages API, which has no such endpoint.")

@@ -154,7 +154,8 @@ class OpenAIProvider:
                     yield event
                 finished = True
                 return
-            async for event in self._read_sse(response):
+            # read_stream directly, not through a wrapper generator: each layer costs every event ~0.5 us.
+            async for event in read_stream(response, SSEChunkParser(self.name), self.name):
                 yield event
             finished = True
         finally:
@@ -164,10 +165,6 @@ class OpenAIProvider:
                 # Dropping the connection is how the upstream learns the
                 # client went away; returning it to the pool would not stop it.
                 response.close()
-
-    async def _read_sse(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-        async for event in read_stream(response, SSEChunkParser(self.name), self.name):
-            yield event
 
     async def forward(self, call: ForwardCall) -> AsyncIterator[bytes]:
         response = await self._post(self.base_url + call.path, call.body, call.stream, call_headers(call.request_id, call.headers))

@@ -265,12 +265,13 @@ class SSEChunkParser:
     judges a stream that ended without failing.
     """
 
-    __slots__ = ("_buffer", "_data_lines", "_seen_calls", "failed", "saw_done", "saw_finish", "upstream")
+    __slots__ = ("_buffer", "_data_lines", "_meta", "_seen_calls", "failed", "saw_done", "saw_finish", "upstream")
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self._buffer = b""
         self._data_lines: list[bytes] = []
+        self._meta: dict[str, Any] = {}
         self._seen_calls: SeenCalls = set()
         self.saw_finish = False
         self.saw_done = False
@@ -307,7 +308,10 @@ class SSEChunkParser:
                 if chunk.get("error") is not None:
                     return self._fail(out, map_upstream_error(500, data, {}, self.upstream))
                 meta = {k: chunk[k] for k in META_FIELDS if chunk.get(k) is not None}
-                if meta:
+                # Upstreams repeat system_fingerprint & co. on every chunk; an event only when they
+                # change (readers keep the last), which halves the events of a typical stream.
+                if meta and meta != self._meta:
+                    self._meta = meta
                     out.append(ResponseMeta(meta))
             try:
                 events = events_from_chunk(chunk, self._seen_calls)
