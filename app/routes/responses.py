@@ -45,6 +45,7 @@ from toolrelay.app.guards import metered_key_guard, rate_limit_headers
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.model_ids import canonical_model_id, split_agent_model
+from toolrelay.app.output_ceiling import output_limit
 from toolrelay.app.protocol import AgentOptions
 from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.responses import (
@@ -161,6 +162,10 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
             # The chat rules as a backstop (message and tool caps, schema sizes) on what goes upstream.
             check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
             ticket = info.ticket = await services.gate.admit(request, info, payload, route)
+            # The response object states the limit the run had: the output ceiling, when the gate clamped to it.
+            limit = output_limit(payload)
+            if limit is not None and params.max_output_tokens is not None and limit < params.max_output_tokens:
+                params.max_output_tokens = limit
             await schema_checker.check(payload)
             if route.context_window and agent_request is None:
                 await services.check_context(payload, route, info.request_id)

@@ -114,6 +114,7 @@ def test_responses_get_the_ceiling_translated_and_passed_through(admin: Admin, s
     answer = client.responses.create(model="fake-model", input="hi", max_output_tokens=4000, store=False)
     assert answer.output_text == "translated"
     assert _limits(fake.chat_requests[-1].body) == {"max_tokens": CEILING}
+    assert answer.max_output_tokens == CEILING  # the response states the limit the run had
     fake.enqueue(Reply(content="native"))
     answer = client.responses.create(model="native-model", input="hi", store=False)
     assert answer.output_text == "native"
