@@ -52,9 +52,10 @@ class AccessLog:
         completion = None if usage is None else (usage.completion_tokens or 0)
         key = log_safe(info.key_id, MAX_FIELD_CHARS) if info.key_id else None
         error = log_safe(info.error_code, MAX_FIELD_CHARS) if info.error_code else None
+        cache_hit = usage is not None and usage.cache_hit
         handler = _sole_writer(logger)
         if handler is not None and handler.log_format == "plain":
-            message = _plain(method, path, info.status, latency_ms, model, mode, prompt, completion, key, error, info.request_id)
+            message = _plain(method, path, info.status, latency_ms, model, mode, prompt, completion, key, error, cache_hit, info.request_id)
             handler.writer.write(f"{handler.clock.stamp(time.time())} INFO {logger.name} {message}\n")
             return
         fields = {
@@ -68,13 +69,14 @@ class AccessLog:
             "completion_tokens": completion,
             "key": key,
             "error": error,
+            "cache_hit": cache_hit,
             "request_id": info.request_id,
         }
         if handler is not None:
             head = {"time": handler.clock.stamp(time.time()), "level": "INFO", "logger": logger.name}
             handler.writer.write(orjson.dumps(head | fields).decode() + "\n")
             return
-        message = _plain(method, path, info.status, latency_ms, model, mode, prompt, completion, key, error, info.request_id)
+        message = _plain(method, path, info.status, latency_ms, model, mode, prompt, completion, key, error, cache_hit, info.request_id)
         logger.info(message, extra={ACCESS_FIELDS: fields})
 
 
@@ -89,6 +91,7 @@ def _plain(
     completion: int | None,
     key: str | None,
     error: str | None,
+    cache_hit: bool,
     request_id: str,
 ) -> str:
     line = f"{method} {path} {status} {latency_ms:.1f}ms"
@@ -102,6 +105,8 @@ def _plain(
         line += f" key={key}"
     if error:
         line += f" error={error}"
+    if cache_hit:
+        line += " cache=hit"  # answered from the response cache ([cache]): no upstream call, no cost
     return f"{line} id={request_id}"
 
 

@@ -5,6 +5,7 @@ Each test counts what reached the upstream: a hit must not, a miss must.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,25 @@ def test_a_repeated_request_is_answered_once_by_the_upstream(cache_relay: Runnin
     # A fresh answer object, not the stored one: its own id, the client's model name.
     assert second.id != first.id
     assert second.model == "fake-model"
+
+
+def test_the_access_line_marks_a_hit(cache_relay: RunningServer, admin: Admin, fake: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    key_id, key = admin.create_key("logged")
+    messages = question()
+
+    def mine() -> list[logging.LogRecord]:
+        # The relay runs in this process, beside pytest's handlers: each line is a record with its fields.
+        return [r for r in caplog.records if r.name == "toolrelay.access" and getattr(r, "access", {}).get("key") == key_id]
+
+    with caplog.at_level(logging.INFO, logger="toolrelay.access"), sdk(cache_relay, key) as client:
+        statuses = [_ask(client, messages, temperature=0)[0] for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while len(mine()) < 2 and time.monotonic() < deadline:  # a line is written just after its response
+            time.sleep(0.02)
+    assert statuses == ["miss", "hit"]
+    lines = mine()
+    assert [r.access["cache_hit"] for r in lines] == [False, True]  # type: ignore[attr-defined]
+    assert "cache=hit" not in lines[0].getMessage() and "cache=hit" in lines[1].getMessage()
 
 
 def test_a_streamed_request_replays_a_stored_answer_as_a_valid_stream(cache_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:

@@ -17,7 +17,7 @@ from operations.serve_process import ServeProcess
 CANARY_CONTENT = "CANARY-PROMPT-5c1e"
 CANARY_ANSWER = "CANARY-ANSWER-77ab"
 UPSTREAM_SECRET = "sk-upstream-secret"
-ACCESS_FIELDS = {"method", "path", "status", "latency_ms", "model", "mode", "prompt_tokens", "completion_tokens", "key", "error", "request_id"}
+ACCESS_FIELDS = {"method", "path", "status", "latency_ms", "model", "mode", "prompt_tokens", "completion_tokens", "key", "error", "cache_hit", "request_id"}
 
 
 def _traffic(relay: ServeProcess, fake: FakeUpstream, *, api_key: str = "sk-none", n: int = 30) -> list[str]:
