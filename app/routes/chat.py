@@ -122,6 +122,39 @@ class _ReplayTracker(UsageTracker):
         return RequestUsage(cache_hit=True) if usage is None else dataclasses.replace(usage, cache_hit=True)
 
 
+async def proxy_events(
+    services: Services,
+    request: Request[Any, Any, Any],
+    info: RequestInfo,
+    route: Route,
+    payload: dict[str, Any],
+    stream: bool,
+    headers: Mapping[str, str],
+    tracker: UsageTracker,
+    *,
+    check_context: bool = True,
+) -> tuple[AsyncGenerator[Event, None], UsageTracker, Mapping[str, str]]:
+    """The events of a proxied chat payload (Chat Completions, or a Responses request translated to
+    chat): the upstream's, or an answer replayed from the response cache when it is on and holds
+    one; with the tracker that books them and the response headers (the cache's status added)."""
+    cache = services.cache
+    lookup = None
+    if cache is not None:  # all the response cache costs while off (the default)
+        lookup = await cache.lookup(
+            payload, scope=info.key_id, upstream=route.provider.name, model=route.upstream_model, cache_control=request.headers.get("cache-control")
+        )
+        headers = {**headers, CACHE_HEADER: lookup.status}
+    if lookup is not None and lookup.replay is not None:
+        return lookup.replay, _ReplayTracker(services, route, payload, info), headers
+    if check_context and route.context_window:
+        await services.check_context(payload, route, info.request_id)
+    # Providers' complete() are async generators (the protocol says AsyncIterator).
+    events = cast("AsyncGenerator[Event, None]", route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id)))
+    if lookup is not None and lookup.write and cache is not None:
+        events = cache.recording(events, lookup.key)
+    return events, tracker, headers
+
+
 def upstream_body(payload: dict[str, Any], route: Route, stream: bool) -> dict[str, Any]:
     body = dict(payload)
     body["model"] = route.upstream_model
@@ -191,25 +224,7 @@ def build_chat_handler(services: Services) -> Any:
                     report_usage=tracker.take_run_usage,
                 )
             else:
-                cache = services.cache
-                lookup = None
-                if cache is not None:  # all the response cache costs while off (the default)
-                    lookup = await cache.lookup(
-                        payload, scope=info.key_id, upstream=route.provider.name, model=route.upstream_model, cache_control=request.headers.get("cache-control")
-                    )
-                    headers = {**headers, CACHE_HEADER: lookup.status}
-                if lookup is not None and lookup.replay is not None:
-                    events = lookup.replay
-                    tracker = _ReplayTracker(services, route, payload, info)
-                else:
-                    if route.context_window:
-                        await services.check_context(payload, route, info.request_id)
-                    # Providers' complete() are async generators (the protocol says AsyncIterator).
-                    events = cast(
-                        "AsyncGenerator[Event, None]", route.provider.complete(UpstreamCall(upstream_body(payload, route, stream), stream, info.request_id))
-                    )
-                    if lookup is not None and lookup.write and cache is not None:
-                        events = cache.recording(events, lookup.key)
+                events, tracker, headers = await proxy_events(services, request, info, route, payload, stream, headers, tracker)
             # Until the response starts, nobody else reads `receive`; watch it so a
             # client that gives up stops the upstream call (and the agent run).
             if stream:

@@ -67,7 +67,7 @@ from toolrelay.app.responses.agent_items import AgentStreamWriter, agent_chat_pa
 from toolrelay.app.responses.mcp_servers import McpRun, RequestMcp
 from toolrelay.app.responses.passthrough import NativeResponses
 from toolrelay.app.responses.references import resolve_item_references
-from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, upstream_body
+from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, proxy_events, upstream_body
 from toolrelay.app.routes.openapi_docs import ResponseCreateOperation, ResponseDeleteOperation, ResponseInputItemsOperation, ResponseRetrieveOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
 from toolrelay.app.strict_request import StrictJSONRequest
@@ -162,6 +162,7 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
             # The chat rules as a backstop (message and tool caps, schema sizes) on what goes upstream.
             check_request(payload, max_messages=server.max_messages, max_tools=server.max_tools, schema_limits=schema_checker.limits)
             ticket = info.ticket = await services.gate.admit(request, info, payload, route)
+            headers: Mapping[str, str] = ticket.headers
             # The response object states the limit the run had: the output ceiling, when the gate clamped to it.
             limit = output_limit(payload)
             if limit is not None and params.max_output_tokens is not None and limit < params.max_output_tokens:
@@ -193,18 +194,22 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
                     events = mcp_run.closing(events)
                 writer = functools.partial(AgentStreamWriter, mcp_tools=mcp_run.labels, listings=mcp_run.listings)
                 turn = _Turn(params, history, scope, store, tracker, info, writer)
-            else:
+            elif params.background:
                 call = UpstreamCall(upstream_body(payload, route, params.stream), params.stream, info.request_id)
                 events = cast("AsyncGenerator[Event, None]", route.provider.complete(call))
+                turn = _Turn(params, history, scope, store, tracker, info)
+            else:
+                # Through the response cache as chat is (its key is the translated chat request).
+                events, tracker, headers = await proxy_events(services, request, info, route, payload, params.stream, headers, tracker, check_context=False)
                 turn = _Turn(params, history, scope, store, tracker, info)
             if params.background:
                 started = await runs.start(turn, events, stream=params.stream)
                 if isinstance(started, dict):
-                    return _json(started, ticket.headers)
-                return Stream(started, media_type="text/event-stream", headers={**SSE_HEADERS, **ticket.headers})
+                    return _json(started, headers)
+                return Stream(started, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
             if params.stream:
-                return await answer_unless_gone(request, turn.stream(events, ticket.headers))
-            return await answer_unless_gone(request, turn.json(events, ticket.headers))
+                return await answer_unless_gone(request, turn.stream(events, headers))
+            return await answer_unless_gone(request, turn.json(events, headers))
         except OpenAIError as err:
             return error_response(err, info)
 

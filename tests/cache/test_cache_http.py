@@ -76,6 +76,22 @@ def test_the_access_line_marks_a_hit(cache_relay: RunningServer, admin: Admin, f
     assert "cache=hit" not in lines[0].getMessage() and "cache=hit" in lines[1].getMessage()
 
 
+def test_a_translated_responses_request_is_cached_too(cache_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
+    _, key = admin.create_key("responses")
+    text = question()[0]["content"]
+    with sdk(cache_relay, key) as client:
+        first = client.responses.with_raw_response.create(model="fake-model", input=text, temperature=0)
+        second = client.responses.with_raw_response.create(model="fake-model", input=text, temperature=0)
+        with client.responses.stream(model="fake-model", input=text, temperature=0) as stream:
+            streamed = stream.get_final_response()
+        answer = second.parse()
+        kept = client.responses.retrieve(answer.id)  # a replayed answer is stored like any other
+    assert (first.headers.get(HEADER), second.headers.get(HEADER)) == ("miss", "hit")
+    assert len(fake.chat_requests) == 1
+    assert answer.output_text == first.parse().output_text == streamed.output_text == kept.output_text
+    assert answer.id != first.parse().id and answer.status == "completed"
+
+
 def test_a_streamed_request_replays_a_stored_answer_as_a_valid_stream(cache_relay: RunningServer, admin: Admin, fake: FakeUpstream) -> None:
     _, key = admin.create_key("stream")
     messages = question()
