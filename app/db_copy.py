@@ -40,22 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CopyError", "CopyOptions", "CopyReport", "copy_installation", "sqlite_source"]
 
-_LEDGER_FIELDS = (
-    "ts",
-    "request_id",
-    "key_id",
-    "model",
-    "mode",
-    "upstream",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_nano",
-    "latency_ms",
-    "status",
-    "error_code",
-    "estimated",
-    "cache_hit",
-)
 # The destination table of each part, checked empty before anything is written.
 _TABLES = {"keys": "api_keys", "ledger": "usage", "continuations": "continuations", "responses": "responses", "memory": "memories"}
 
@@ -138,17 +122,18 @@ def _copy_keys(path: Path, pool: ConnectionPool[Any], _options: CopyOptions) -> 
 
 
 def _copy_ledger(path: Path, pool: ConnectionPool[Any], options: CopyOptions) -> tuple[int, int]:
+    from toolrelay.app.auth.ledger import ROW_FIELDS  # the ledger's own column list: a new column is copied too
     from toolrelay.app.auth.pg_ledger import MIGRATIONS
     from toolrelay.app.postgres import migrate
 
-    fields = ", ".join(_LEDGER_FIELDS)
+    fields = ", ".join(ROW_FIELDS)
     read = 0
     with pool.connection() as conn:
         migrate(conn, MIGRATIONS, name="ledger")
         with conn.transaction(), conn.cursor() as cur, cur.copy(_sql(f"COPY usage ({fields}, host) FROM STDIN")) as copy, _read_only(path) as src:
             present = {row[1] for row in src.execute("PRAGMA table_info(usage)")}
             # A usage.db from before a column (cache_hit came with the response cache) gives that column's default, 0.
-            select = ", ".join(f if f in present else "0" for f in _LEDGER_FIELDS)
+            select = ", ".join(f if f in present else "0" for f in ROW_FIELDS)
             for row in src.execute(f"SELECT {select} FROM usage ORDER BY id"):  # noqa: S608 - known column names
                 # PostgreSQL text cannot hold NUL (SQLite can), as the ledger writer itself handles it.
                 copy.write_row((*(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in row), options.host))
