@@ -1,6 +1,6 @@
 """Anthropic's Messages API as an upstream (``kind = "anthropic"``).
 
-The transport only: the aiohttp session, timeouts and connection handling
+The transport only: the upstream client, timeouts and connection handling
 are :class:`~toolrelay.app.providers.openai.OpenAIProvider`'s own (one
 transport for every upstream kind); the wire lives in the pure modules
 :mod:`~toolrelay.app.providers.anthropic_request` (chat body to Messages
@@ -14,17 +14,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
-import orjson
-
 from toolrelay.app.config import UpstreamSettings
-from toolrelay.app.errors import upstream_timeout, upstream_unreachable
 from toolrelay.app.events import Event
 from toolrelay.app.providers.anthropic_reply import MessagesStreamReader, events_from_message, map_anthropic_error
 from toolrelay.app.providers.anthropic_request import messages_request
 from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall, call_headers
 from toolrelay.app.providers.forward import unsupported_endpoint
-from toolrelay.app.providers.openai import OpenAIProvider, read_stream
+from toolrelay.app.providers.openai import OpenAIProvider, get_json, probe, read_body, read_error_body, read_stream
 
 __all__ = ["ANTHROPIC_BASE_URL", "ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -46,7 +42,7 @@ class AnthropicProvider(OpenAIProvider):
         headers = {"content-type": "application/json", "accept": "application/json", "anthropic-version": ANTHROPIC_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        # The session is made in start() from these; the operator's `headers` win (a newer version, a beta flag).
+        # The client is made in start() from these; the operator's `headers` win (a newer version, a beta flag).
         self._headers = {**headers, **settings.headers}
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
@@ -55,19 +51,9 @@ class AnthropicProvider(OpenAIProvider):
         finished = False
         try:
             if response.status >= 400:
-                try:
-                    raw = await response.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    raw = b""
-                raise map_anthropic_error(response.status, raw, response.headers, self.name)
+                raise map_anthropic_error(response.status, await read_error_body(response), response.headers, self.name)
             if not call.stream or response.content_type == "application/json":
-                try:
-                    raw = await response.read()
-                except (TimeoutError, aiohttp.ServerTimeoutError):
-                    raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
-                except aiohttp.ClientError as exc:
-                    raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
-                for event in events_from_message(raw, self.name):
+                for event in events_from_message(await read_body(response, self.name), self.name):
                     yield event
                 finished = True
                 return
@@ -85,21 +71,10 @@ class AnthropicProvider(OpenAIProvider):
         yield b""  # pragma: no cover - makes this an async generator, as the protocol says
 
     async def health(self) -> Health:
-        try:
-            async with self.session.get(self.base_url + "/v1/models", timeout=aiohttp.ClientTimeout(total=5)) as response:
-                if response.status < 400:
-                    return Health(self.name, self.kind, True, "reachable")
-                if response.status in (401, 403):
-                    return Health(self.name, self.kind, False, f"reachable, but it rejected the API key (HTTP {response.status})")
-                return Health(self.name, self.kind, False, f"degraded: HTTP {response.status}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return Health(self.name, self.kind, False, f"unreachable: {type(exc).__name__}")
+        return await probe(self.client, self.base_url + "/v1/models", self.name, self.kind)
 
     async def list_models(self) -> list[str]:
         # One page of up to 1000 (the API's maximum) holds every Claude model.
-        async with self.session.get(self.base_url + "/v1/models", params={"limit": "1000"}, timeout=aiohttp.ClientTimeout(total=10)) as response:
-            if response.status >= 400:
-                return []
-            payload = orjson.loads(await response.read())
+        payload = await get_json(self.client, self.base_url + "/v1/models?limit=1000")
         data = payload.get("data") if isinstance(payload, dict) else None
         return [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]

@@ -1,6 +1,6 @@
 """Google's Gemini (the Generative Language API) as a native upstream: ``kind = "gemini"``.
 
-The transport only: one long-lived aiohttp session, as for OpenAI-compatible
+The transport only: one long-lived upstream client, as for OpenAI-compatible
 upstreams (:mod:`toolrelay.app.providers.openai`), with the request built by
 :mod:`~toolrelay.app.providers.gemini_request` and the answer read by
 :mod:`~toolrelay.app.providers.gemini_parser` (both pure).
@@ -19,19 +19,19 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from toolrelay.app.config import UpstreamSettings
-from toolrelay.app.errors import OpenAIError, invalid_request, upstream_timeout, upstream_unreachable
+from toolrelay.app.errors import OpenAIError, invalid_request
 from toolrelay.app.events import Event
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.providers.base import ForwardCall, Health, UpstreamCall, call_headers
 from toolrelay.app.providers.forward import map_forward_error, unsupported_endpoint
 from toolrelay.app.providers.gemini_parser import GeminiReader, GeminiSSEParser, map_gemini_error
 from toolrelay.app.providers.gemini_request import model_path, to_gemini
-from toolrelay.app.providers.openai import dumps_body, read_stream
+from toolrelay.app.providers.openai import dumps_body, get_json, post, probe, read_body, read_error_body, read_stream
 from toolrelay.app.providers.openai_parser import malformed_response
+from toolrelay.app.providers.upstream_http import UpstreamClient, UpstreamResponse
 
 __all__ = ["DEFAULT_BASE_URL", "GeminiProvider", "embeddings_reply", "embeddings_request"]
 
@@ -90,58 +90,37 @@ class GeminiProvider:
         self._headers = {"content-type": "application/json", "accept": "application/json", **settings.headers}
         if api_key:
             self._headers["x-goog-api-key"] = api_key
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout_stream = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout)
-        self._timeout_plain = aiohttp.ClientTimeout(total=settings.timeout, sock_connect=settings.connect_timeout)
+        self._client: UpstreamClient | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=self.settings.max_connections, ttl_dns_cache=300),
-                headers=self._headers,
-                trust_env=False,  # as for OpenAI upstreams: a shell proxy must not reroute upstream traffic
+        if self._client is None:
+            self._client = UpstreamClient(
+                self.base_url, headers=self._headers, max_connections=self.settings.max_connections, connect_timeout=self.settings.connect_timeout
             )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def client(self) -> UpstreamClient:
+        if self._client is None:
             raise RuntimeError(f"provider {self.name} used before start()")
-        return self._session
+        return self._client
 
     def _url(self, model: str, method: str) -> str:
         return f"{self.base_url}{_API}{model}:{method}"
 
-    async def _post(self, url: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    async def _post(self, url: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
         # No retry here, as for OpenAI upstreams: a request the upstream already read may be billed.
-        try:
-            timeout = self._timeout_stream if stream else self._timeout_plain
-            return await self.session.post(url, data=dumps_body(body), timeout=timeout, headers=headers)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise upstream_timeout(f"'{self.name}' did not answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
-        except aiohttp.ClientError as exc:
-            raise upstream_unreachable(f"'{self.name}' ({type(exc).__name__})") from None
+        return await post(self.client, url, dumps_body(body), stream, self.settings.timeout, headers, self.name)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        try:
-            return await response.read()
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
+    async def _read(self, response: UpstreamResponse) -> bytes:
+        return await read_body(response, self.name)
 
-    async def _error(self, response: aiohttp.ClientResponse) -> OpenAIError:
-        try:
-            raw = await response.read()
-        except (TimeoutError, aiohttp.ClientError):
-            raw = b""
-        return map_gemini_error(response.status, raw, response.headers, self.name)
+    async def _error(self, response: UpstreamResponse) -> OpenAIError:
+        return map_gemini_error(response.status, await read_error_body(response), response.headers, self.name)
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         request = to_gemini(call.body)
@@ -182,23 +161,16 @@ class GeminiProvider:
             response.release()
 
     async def health(self) -> Health:
-        try:
-            async with self.session.get(self.base_url + _API + "models?pageSize=1", timeout=aiohttp.ClientTimeout(total=5)) as response:
-                if response.status < 400:
-                    return Health(self.name, self.kind, True, "reachable")
-                error = map_gemini_error(response.status, await response.read(), response.headers, self.name)
-                if error.code == "upstream_auth_error":
-                    return Health(self.name, self.kind, False, f"reachable, but it rejected the API key (HTTP {response.status})")
-                return Health(self.name, self.kind, False, f"degraded: HTTP {response.status}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return Health(self.name, self.kind, False, f"unreachable: {type(exc).__name__}")
+        def describe(status: int, raw: bytes) -> tuple[bool, str] | None:
+            if map_gemini_error(status, raw, {}, self.name).code == "upstream_auth_error":
+                return False, f"reachable, but it rejected the API key (HTTP {status})"
+            return None
+
+        return await probe(self.client, self.base_url + _API + "models?pageSize=1", self.name, self.kind, describe)
 
     async def list_models(self) -> list[str]:
         """The models that can ``generateContent`` (ids without ``models/``); first 1,000."""
-        async with self.session.get(self.base_url + _API + "models?pageSize=1000", timeout=aiohttp.ClientTimeout(total=10)) as response:
-            if response.status >= 400:
-                return []
-            payload = orjson.loads(await response.read())
+        payload = await get_json(self.client, self.base_url + _API + "models?pageSize=1000")
         models = payload.get("models") if isinstance(payload, dict) else None
         return [
             model["name"].removeprefix("models/")

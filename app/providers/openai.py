@@ -1,10 +1,11 @@
 """Any OpenAI-compatible upstream: OpenAI, OpenRouter, vLLM, llama.cpp, Ollama...
 
 The transport: this is the proxy's hot path, so it talks to the upstream
-through one long-lived aiohttp session (measured on this machine at
-0.06-0.16 ms client CPU per request against httpx's 0.57-1.24 ms) and hands
-raw reads to the pure parser in :mod:`toolrelay.app.providers.openai_parser`,
-which owns the wire format and the repair of upstream quirks.
+through one long-lived :class:`~toolrelay.app.providers.upstream_http.UpstreamClient`
+(HTTP/1.1 keep-alive on asyncio protocols; why not aiohttp or httpx is in
+that module) and hands raw reads to the pure parser in
+:mod:`toolrelay.app.providers.openai_parser`, which owns the wire format and
+the repair of upstream quirks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from toolrelay.app.config import UpstreamSettings
@@ -26,6 +26,17 @@ from toolrelay.app.providers.openai_parser import (
     events_from_body,
     map_upstream_error,
 )
+from toolrelay.app.providers.upstream_http import (
+    UpstreamBodyTooLarge,
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamHTTPError,
+    UpstreamResponse,
+    UpstreamTimeoutError,
+)
+
+#: An upstream's error body is read up to this much (its message is all we keep of it).
+ERROR_BODY_BYTES = 1024 * 1024
 
 
 def dumps_body(body: Any) -> bytes:
@@ -46,23 +57,99 @@ class StreamParser(Protocol):
     def end(self) -> Iterable[Event]: ...
 
 
-async def read_stream(response: aiohttp.ClientResponse, parser: StreamParser, upstream: str) -> AsyncIterator[Event]:
+async def read_stream(response: UpstreamResponse, parser: StreamParser, upstream: str) -> AsyncIterator[Event]:
     """Yield ``parser``'s events from a streamed body as bytes arrive (never buffering the whole answer);
     a stall or a broken connection ends it with a Failure. One loop for every provider's wire format."""
     try:
-        async for raw in response.content.iter_any():
+        async for raw in response:
             for event in parser.feed(raw):
                 yield event
             if parser.failed:
                 return
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+    except UpstreamTimeoutError:
         yield Failure(upstream_timeout(f"'{upstream}' stopped sending its stream"))
         return
-    except aiohttp.ClientError as exc:
-        yield Failure(upstream_unreachable(f"'{upstream}' broke the stream ({type(exc).__name__})"))
+    except UpstreamHTTPError as exc:
+        yield Failure(upstream_unreachable(f"'{upstream}' broke the stream ({exc})"))
         return
     for event in parser.end():
         yield event
+
+
+async def read_body(response: UpstreamResponse, upstream: str, limit: int | None = None) -> bytes:
+    """A plain answer's whole body, its failures as the client's errors (the 502 past ``limit``)."""
+    try:
+        return await response.read(limit)
+    except UpstreamTimeoutError:
+        raise upstream_timeout(f"'{upstream}' did not finish its answer in time") from None
+    except UpstreamBodyTooLarge as exc:
+        raise oversized_reply(upstream, exc.limit) from None
+    except UpstreamHTTPError as exc:
+        raise upstream_unreachable(f"'{upstream}' broke the connection ({exc})") from None
+
+
+async def read_error_body(response: UpstreamResponse) -> bytes:
+    """An error answer's body for its message; empty when it cannot be read (cut short, too large, too slow)."""
+    try:
+        return await response.read(ERROR_BODY_BYTES)
+    except UpstreamHTTPError:
+        return b""
+
+
+async def post(client: UpstreamClient, url: str, body: bytes, stream: bool, timeout: float, headers: dict[str, str] | None, upstream: str) -> UpstreamResponse:
+    """Send one request to an upstream and wait for its status, the failures as the client's errors.
+
+    A plain call is bounded as a whole by ``timeout``; a stream by the gap between two reads.
+    No retry here: a connection that dies after the upstream read the
+    request may still be billed, and the client SDKs retry a 502 themselves.
+    """
+    try:
+        if stream:
+            return await client.request("POST", url, body=body, headers=headers, read_timeout=timeout)
+        return await client.request("POST", url, body=body, headers=headers, timeout=timeout)
+    except UpstreamTimeoutError:
+        raise upstream_timeout(f"'{upstream}' did not answer in time") from None
+    except UpstreamConnectError as exc:
+        raise upstream_unreachable(f"'{upstream}' ({exc})") from None
+    except UpstreamHTTPError as exc:
+        # Connected, then dropped: the request may have been read (failover does not retry these).
+        raise upstream_disconnected(f"'{upstream}' ({exc})") from None
+
+
+async def probe(client: UpstreamClient, url: str, name: str, kind: str, describe: Any = None) -> Health:
+    """An upstream's health from one GET (``describe(status, body)`` words a status of 400 or more)."""
+    try:
+        response = await client.request("GET", url, timeout=5.0)
+        try:
+            status = response.status
+            raw = await read_error_body(response) if status >= 400 else b""
+        finally:
+            response.close()
+    except UpstreamHTTPError as exc:
+        return Health(name, kind, False, f"unreachable: {exc}")
+    if status < 400:
+        return Health(name, kind, True, "reachable")
+    detail = describe(status, raw) if describe is not None else None
+    if detail is not None:
+        return Health(name, kind, detail[0], detail[1])
+    if status in (401, 403):
+        return Health(name, kind, False, f"reachable, but it rejected the API key (HTTP {status})")
+    return Health(name, kind, False, f"degraded: HTTP {status}")
+
+
+async def get_json(client: UpstreamClient, url: str) -> Any:
+    """A GET's JSON answer (a model list), or None when the upstream refused or sent no JSON."""
+    response = await client.request("GET", url, timeout=10.0)
+    try:
+        if response.status >= 400:
+            return None
+        raw = await response.read(ERROR_BODY_BYTES * 16)
+    finally:
+        response.release()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
 
 
 class OpenAIProvider:
@@ -79,78 +166,42 @@ class OpenAIProvider:
         self._headers = {"content-type": "application/json", "accept": "application/json", **settings.headers}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout_stream = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.timeout)
-        self._timeout_plain = aiohttp.ClientTimeout(total=settings.timeout, sock_connect=settings.connect_timeout)
+        self._client: UpstreamClient | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.settings.max_connections,
-                    limit_per_host=self.settings.max_connections,
-                    ttl_dns_cache=300,
-                    force_close=self._force_close,
-                ),
+        if self._client is None:
+            # Made here, from headers a subclass may have set after __init__ (Anthropic's).
+            self._client = UpstreamClient(
+                self.base_url,
                 headers=self._headers,
-                # Ignore HTTP_PROXY & co: an operator's shell proxy must not reroute upstream traffic silently.
-                trust_env=False,
+                max_connections=self.settings.max_connections,
+                connect_timeout=self.settings.connect_timeout,
+                force_close=self._force_close,
             )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def client(self) -> UpstreamClient:
+        if self._client is None:
             raise RuntimeError(f"provider {self.name} used before start()")
-        return self._session
+        return self._client
 
-    async def _post(self, url: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
-        # No retry here: a connection that dies after the upstream read the
-        # request may still be billed, and the client SDKs retry a 502 themselves.
-        timeout = self._timeout_stream if stream else self._timeout_plain
-        try:
-            # Per-call headers (x-request-id, traceparent) cost aiohttp about 1.4 us per call (measured).
-            return await self.session.post(url, data=dumps_body(body), timeout=timeout, headers=headers)
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise upstream_timeout(f"'{self.name}' did not answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise upstream_unreachable(f"'{self.name}' ({exc.os_error.strerror or 'connection failed'})") from None
-        except aiohttp.ClientError as exc:
-            # Connected, then dropped: the request may have been read (failover does not retry these).
-            raise upstream_disconnected(f"'{self.name}' ({type(exc).__name__})") from None
+    async def _post(self, url: str, body: dict[str, Any], stream: bool, headers: dict[str, str] | None = None) -> UpstreamResponse:
+        return await post(self.client, url, dumps_body(body), stream, self.settings.timeout, headers, self.name)
 
     async def complete(self, call: UpstreamCall) -> AsyncIterator[Event]:
         response = await self._post(self._completions_url, call.body, call.stream, call_headers(call.request_id, call.headers))
         finished = False
         try:
             if response.status >= 400:
-                try:
-                    raw = await response.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    raw = b""
-                raise map_upstream_error(response.status, raw, response.headers, self.name)
-            if not call.stream:
-                try:
-                    raw = await response.read()
-                except (TimeoutError, aiohttp.ServerTimeoutError):
-                    raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
-                except aiohttp.ClientError as exc:
-                    raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
-                for event in events_from_body(raw, self.name):
-                    yield event
-                finished = True
-                return
-            if response.content_type == "application/json":
+                raise map_upstream_error(response.status, await read_error_body(response), response.headers, self.name)
+            if not call.stream or response.content_type == "application/json":
                 # Some servers ignore `stream` and answer with one JSON body; that is still an answer.
-                try:
-                    raw = await response.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    raw = b""  # a body cut short is as malformed as an unreadable one
-                for event in events_from_body(raw, self.name):
+                for event in events_from_body(await read_body(response, self.name), self.name):
                     yield event
                 finished = True
                 return
@@ -171,25 +222,16 @@ class OpenAIProvider:
         finished = False
         try:
             if response.status >= 400:
-                try:
-                    raw = await response.read()
-                except (TimeoutError, aiohttp.ClientError):
-                    raw = b""
+                raw = await read_error_body(response)
                 raise map_forward_error(response.status, raw, response.headers, self.name, model=call.model, endpoint=call.endpoint)
             if not call.stream or response.content_type == "application/json":
                 # A server that ignores `stream` answers with one body; the caller reads it as one event.
-                try:
-                    raw = await response.read() if call.max_event_bytes is None else await self._read_bounded(response, call.max_event_bytes)
-                except (TimeoutError, aiohttp.ServerTimeoutError):
-                    raise upstream_timeout(f"'{self.name}' did not finish its answer in time") from None
-                except aiohttp.ClientError as exc:
-                    raise upstream_unreachable(f"'{self.name}' broke the connection ({type(exc).__name__})") from None
-                yield raw
+                yield await read_body(response, self.name, call.max_event_bytes)
                 finished = True
                 return
             framer = SSEDataFramer(call.max_event_bytes)
             try:
-                async for chunk in response.content.iter_any():
+                async for chunk in response:
                     for data in framer.feed(chunk):
                         yield data
                         if data == DONE:
@@ -197,10 +239,10 @@ class OpenAIProvider:
                             return
             except OversizedEvent:
                 raise oversized_reply(self.name, call.max_event_bytes or 0) from None
-            except (TimeoutError, aiohttp.ServerTimeoutError):
+            except UpstreamTimeoutError:
                 raise upstream_timeout(f"'{self.name}' stopped sending its stream") from None
-            except aiohttp.ClientError as exc:
-                raise upstream_unreachable(f"'{self.name}' broke the stream ({type(exc).__name__})") from None
+            except UpstreamHTTPError as exc:
+                raise upstream_unreachable(f"'{self.name}' broke the stream ({exc})") from None
             for data in framer.end():
                 yield data
             finished = True
@@ -210,35 +252,14 @@ class OpenAIProvider:
             else:
                 response.close()  # as in complete(): the upstream learns the client left
 
-    async def _read_bounded(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        """A plain body of at most ``limit`` bytes; past that, the 502 (the rest is not read)."""
-        pieces: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise oversized_reply(self.name, limit)
-            pieces.append(chunk)
-        return b"".join(pieces)
-
     async def health(self) -> Health:
-        try:
-            async with self.session.get(self.base_url + "/models", timeout=aiohttp.ClientTimeout(total=5)) as response:
-                if response.status < 400:
-                    return Health(self.name, self.kind, True, "reachable")
-                if response.status in (401, 403):
-                    return Health(self.name, self.kind, False, f"reachable, but it rejected the API key (HTTP {response.status})")
-                if response.status == 404:
-                    # Some servers have no /models; reachability is what matters.
-                    return Health(self.name, self.kind, True, "reachable (no /models endpoint)")
-                return Health(self.name, self.kind, False, f"degraded: HTTP {response.status}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return Health(self.name, self.kind, False, f"unreachable: {type(exc).__name__}")
+        def describe(status: int, raw: bytes) -> tuple[bool, str] | None:
+            # Some servers have no /models; reachability is what matters.
+            return (True, "reachable (no /models endpoint)") if status == 404 else None
+
+        return await probe(self.client, self.base_url + "/models", self.name, self.kind, describe)
 
     async def list_models(self) -> list[str]:
-        async with self.session.get(self.base_url + "/models", timeout=aiohttp.ClientTimeout(total=10)) as response:
-            if response.status >= 400:
-                return []
-            payload = orjson.loads(await response.read())
+        payload = await get_json(self.client, self.base_url + "/models")
         data = payload.get("data") if isinstance(payload, dict) else None
         return [m["id"] for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
