@@ -121,6 +121,8 @@ class UpstreamResponse:
         "_buffered",
         "_size",
         "_limit",
+        "_reading_all",
+        "_head_bytes",
         "_done",
         "_error",
         "_waiter",
@@ -144,7 +146,11 @@ class UpstreamResponse:
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._size = 0
-        self._limit = MAX_BODY_BYTES
+        # Bytes the body may take: a whole-body read sets it (a stream is bounded by its parser, per event).
+        self._limit: int | None = None
+        # A whole-body read wants every byte: the socket is not paused for it.
+        self._reading_all = False
+        self._head_bytes = 0
         self._done = False
         self._error: UpstreamHTTPError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -173,10 +179,13 @@ class UpstreamResponse:
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body (at most ``limit`` bytes, else :class:`UpstreamBodyTooLarge`)."""
-        if limit is not None:
-            self._limit = limit
-            if self._size > limit:
-                self._fail(UpstreamBodyTooLarge(limit))
+        limit = MAX_BODY_BYTES if limit is None else limit
+        self._limit = limit
+        self._reading_all = True
+        if self._size > limit:
+            self._fail(UpstreamBodyTooLarge(limit))
+        elif self._paused:
+            self._resume()
         while not self._done:
             if self._error is not None:
                 raise self._error
@@ -309,6 +318,7 @@ class UpstreamResponse:
             self._informational = True
             self.headers = {}
             self._header_bytes = 0
+            self._head_bytes = 0
             self._delimited = False
             return
         self.status = status
@@ -318,11 +328,12 @@ class UpstreamResponse:
 
     def on_body(self, body: bytes) -> None:
         size = self._size = self._size + len(body)
-        if size > self._limit:
-            raise UpstreamBodyTooLarge(self._limit)
+        limit = self._limit
+        if limit is not None and size > limit:
+            raise UpstreamBodyTooLarge(limit)
         self._chunks.append(body)
         buffered = self._buffered = self._buffered + len(body)
-        if buffered > HIGH_WATER and not self._paused:
+        if buffered > HIGH_WATER and not self._paused and not self._reading_all:
             self._paused = True
             connection = self._connection
             if connection is not None:
@@ -338,8 +349,15 @@ class UpstreamResponse:
         self._disarm()
         self._wake()
 
-    def on_data(self, now: float) -> None:
+    def on_data(self, now: float, size: int) -> None:
         self._last_read = now
+        if not self._headers_done:
+            # llhttp calls back only once a line ends: a status line or header that never ends is bounded here.
+            self._head_bytes += size
+
+    def head_overflow(self) -> bool:
+        """Whether more than :data:`MAX_HEADER_BYTES` came without the end of the headers."""
+        return not self._headers_done and self._head_bytes > MAX_HEADER_BYTES
 
     def on_lost(self) -> None:
         if self._done:
@@ -350,6 +368,11 @@ class UpstreamResponse:
             self.on_message_complete(False)
             return
         self._fail(UpstreamBrokenError("the upstream closed the connection before the response was complete"))
+
+
+def _time_out(waiter: asyncio.Future[_Connection | None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeoutError("no free connection to the upstream in time"))
 
 
 class _Connection(asyncio.Protocol):
@@ -378,13 +401,21 @@ class _Connection(asyncio.Protocol):
             self._reusable = False
             self._drop()
             return
-        response.on_data(self.loop.time())
+        response.on_data(self.loop.time(), len(data))
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            if response._done:
+                # Garbage after a complete response: the response stands, the connection goes.
+                self._reusable = False
+                self._drop()
+                return
             # A callback's own error (headers or body past their bound) comes back as the parser's context.
             cause = exc.__context__
             response._fail(cause if isinstance(cause, UpstreamHTTPError) else UpstreamBrokenError(f"malformed HTTP from the upstream ({exc})"))
+            return
+        if response.head_overflow():
+            response._fail(UpstreamBrokenError(f"response headers larger than {MAX_HEADER_BYTES} bytes"))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost follows
@@ -398,6 +429,10 @@ class _Connection(asyncio.Protocol):
 
     # llhttp's callbacks, forwarded to the exchange in progress. After its response is complete
     # (the parser is let go) whatever follows is a response nobody asked for: the connection is not reused.
+    def on_message_begin(self) -> None:
+        if self._response is None or self._parser is None:
+            self._reusable = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._response is None or self._parser is None:
             self._reusable = False
@@ -520,6 +555,9 @@ class UpstreamClient:
         exchange (connecting included, until the body is read);
         ``read_timeout`` bounds each wait for bytes, for streams.
         """
+        if method == "HEAD":
+            # llhttp is not told the method, so it would wait for the body a HEAD answer announces and never sends.
+            raise ValueError("HEAD is not supported")
         if not url.startswith(self._origin):
             raise ValueError(f"{url!r} is not on {self._origin}")
         target = url[len(self._origin) :] or "/"
@@ -566,29 +604,38 @@ class UpstreamClient:
                 connection.abandon()
                 continue
             return connection
-        if len(self._open) + self._connecting >= self._max:
-            waiter: asyncio.Future[_Connection | None] = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                if deadline is None:
-                    handed = await waiter
+        if len(self._open) + self._connecting < self._max:
+            self._connecting += 1
+            return await self._connect(loop, deadline)
+        # At the limit: wait for a pooled connection, or for a slot (handed over already
+        # reserved, so a request that arrives meanwhile cannot take it too).
+        waiter: asyncio.Future[_Connection | None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = None if deadline is None else loop.call_at(deadline, _time_out, waiter)
+        try:
+            handed = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Handed something just as this request gave up: pass it on.
+                got = waiter.result()
+                if got is not None:
+                    self._put_back(got)
                 else:
-                    handed = await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise UpstreamTimeoutError("no free connection to the upstream in time") from None
-            except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._put_back(waiter.result())  # type: ignore[arg-type]
-                raise
-            if handed is not None:
-                return handed
+                    self._free_slot()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if handed is not None:
+            return handed
         return await self._connect(loop, deadline)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> _Connection:
+        """Open a connection in a slot the caller reserved (counted in ``_connecting``)."""
         limit = self._connect_timeout if deadline is None else min(self._connect_timeout, max(0.0, deadline - loop.time()))
-        context = self._ssl_context() if self._tls else None
-        self._connecting += 1  # counts against the limit while connecting
+        connection: _Connection | None = None
         try:
+            context = self._ssl_context() if self._tls else None
             _, connection = await asyncio.wait_for(
                 loop.create_connection(lambda: _Connection(self, loop), self.host, self.port, ssl=context, server_hostname=self.host if context else None),
                 limit,
@@ -598,11 +645,13 @@ class UpstreamClient:
         except OSError as exc:
             raise UpstreamConnectError(exc.strerror or str(exc) or type(exc).__name__) from None
         finally:
-            self._connecting -= 1
-        if connection.closed:
-            self._wake_waiter(None)
+            if connection is None or connection.closed:
+                self._free_slot()
+            else:
+                self._connecting -= 1
+                self._open.add(connection)
+        if connection is None or connection.closed:
             raise UpstreamBrokenError("the upstream closed the connection at once")
-        self._open.add(connection)
         return connection
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -615,27 +664,36 @@ class UpstreamClient:
         if connection.closed or self._closed or self._force_close:
             connection.abandon()
             return
-        if self._wake_waiter(connection):
-            return
-        connection.idle_since = connection.loop.time()
-        self._idle.append(connection)
-
-    def _wake_waiter(self, connection: _Connection | None) -> bool:
-        """Hand ``connection`` (or, with None, a free slot) to the first request still waiting; whether there was one."""
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(connection)
-                return True
-        return False
+                return
+        connection.idle_since = connection.loop.time()
+        self._idle.append(connection)
+
+    def _free_slot(self) -> None:
+        """A reserved slot is not used (a connect failed, its waiter left): the first waiter gets it, reserved."""
+        self._connecting -= 1
+        self._hand_slot()
+
+    def _hand_slot(self) -> None:
+        if self._closed:
+            return
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self._connecting += 1
+                waiter.set_result(None)
+                return
 
     def _forget(self, connection: _Connection) -> None:
         """A connection closed: its slot is free for a waiter to connect again."""
         if connection in self._open:
             self._open.discard(connection)
-            if not self._closed:
-                self._wake_waiter(None)
+            self._hand_slot()
         try:
             self._idle.remove(connection)
         except ValueError:
@@ -650,4 +708,4 @@ class UpstreamClient:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(UpstreamConnectError("the client is closed"))
