@@ -64,6 +64,31 @@ def banner(settings: Settings, services: Services, host: str, port: int) -> str:
     return "\n".join(lines)
 
 
+def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
+    """How uvicorn serves toolrelay (the CLI and the tests' servers alike): host and port, TLS, shutdown."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop" if _has("uvloop") else "asyncio",
+        "http": "httptools" if _has("httptools") else "h11",
+        "lifespan": "on",
+        "access_log": False,
+        # The client address is ours to take (limits.trust_forwarded_for, off by default): uvicorn's
+        # own X-Forwarded-For handling would take it from any loopback peer's header behind our back
+        # (and cost each request a middleware layer).
+        "proxy_headers": False,
+        # No `server: uvicorn` line on every answer: it tells a scanner what runs here and costs a header.
+        "server_header": False,
+        "log_level": "warning",
+        # uvicorn's own records reach the root logger, so they come out in server.log_format too.
+        "log_config": None,
+        # After SIGTERM/SIGINT the listener closes and requests in flight (streams too) get this long.
+        "timeout_graceful_shutdown": server.shutdown_timeout_seconds,
+        "ssl_certfile": server.ssl_certfile,
+        "ssl_keyfile": server.ssl_keyfile,
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
@@ -121,21 +146,7 @@ def _serve(args: argparse.Namespace, settings: Settings, server: ServerSettings)
     async def announce() -> None:
         print(banner(settings, services, server.host, server.port), flush=True)
 
-    common: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "loop": "uvloop" if _has("uvloop") else "asyncio",
-        "http": "httptools" if _has("httptools") else "h11",
-        "lifespan": "on",
-        "access_log": False,
-        "log_level": "warning",
-        # uvicorn's own records reach the root logger, so they come out in server.log_format too.
-        "log_config": None,
-        # After SIGTERM/SIGINT the listener closes and requests in flight (streams too) get this long.
-        "timeout_graceful_shutdown": server.shutdown_timeout_seconds,
-        "ssl_certfile": server.ssl_certfile,
-        "ssl_keyfile": server.ssl_keyfile,
-    }
+    common = uvicorn_options(server)
     try:
         if args.workers > 1:
             # Workers rebuild the app from the environment; hand them the same settings.

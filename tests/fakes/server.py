@@ -16,7 +16,6 @@ providers, agent and stores start exactly as in production) on
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import socket
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from toolrelay.app.cli import uvicorn_options
 from toolrelay.app.config import Settings, load_settings
 from toolrelay.app.server import create_app
 
@@ -148,10 +148,6 @@ def relay_config(
 # ---------------------------------------------------------------------- server
 
 
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 class RunningServer:
     """toolrelay serving on ``127.0.0.1:<port>`` from a daemon thread.
 
@@ -189,17 +185,9 @@ class RunningServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            loop="uvloop" if _has("uvloop") else "asyncio",
-            http="httptools" if _has("httptools") else "h11",
-            lifespan="on",
-            access_log=False,
-            log_config=None,  # leave the test process's logging (caplog) alone
-            log_level="warning",
-            timeout_graceful_shutdown=3,
-            timeout_keep_alive=30,
-        )
+        # Served as `toolrelay serve` serves (uvicorn_options), on our socket, with a shorter shutdown.
+        options = {**uvicorn_options(self.settings.server), "timeout_graceful_shutdown": 3, "timeout_keep_alive": 30}
+        config = uvicorn.Config(self.app, **options)
         server = uvicorn.Server(config)
         self._server = server
 
