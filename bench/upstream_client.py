@@ -23,7 +23,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import uvloop
 
@@ -112,7 +113,7 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        clients: list[tuple[str, Callable[[str, bytes, int, int], Awaitable[tuple[float, float]]]]] = [("toolrelay", _ours)]
+        clients: list[tuple[str, Callable[[str, bytes, int, int], Coroutine[Any, Any, tuple[float, float]]]]] = [("toolrelay", _ours)]
         try:
             import aiohttp  # noqa: F401
 
