@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import orjson
 from litestar.response import Response
 
+from toolrelay.app.json_response import JSONBytes
+
 _STATUS_TYPE = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -121,7 +123,7 @@ def error_response(err: OpenAIError, info: _Recorded | None = None) -> Response[
     """``err`` as a Litestar response; its code (else its type) is recorded on ``info``."""
     if info is not None:
         info.error_code = err.code or err.type
-    return Response(content=err.body(), status_code=err.status, media_type="application/json", headers=err.headers or None)
+    return JSONBytes(err.body(), status_code=err.status, headers=err.headers)
 
 
 _JSON = (b"content-type", b"application/json")

@@ -43,6 +43,7 @@ from litestar.response import Response, Stream
 
 from toolrelay.app.errors import OpenAIError, error_response, invalid_request
 from toolrelay.app.ids import new_item_id, new_response_id
+from toolrelay.app.json_response import JSONBytes
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.model_ids import split_agent_model
 from toolrelay.app.output_ceiling import output_limit
@@ -462,7 +463,7 @@ class NativeResponses:
         if params.background:
             started = await self._runs.start(turn, replies, stream=params.stream)
             if isinstance(started, dict):
-                return Response(content=orjson.dumps(started), media_type="application/json", headers=dict(ticket.headers))
+                return JSONBytes(orjson.dumps(started), headers=ticket.headers)
             return Stream(started, media_type="text/event-stream", headers={**self._sse_headers, **ticket.headers})
         if params.stream:
             return await turn.stream(replies, ticket.headers)
@@ -525,7 +526,7 @@ class _NativeTurn:
 
     async def json(self, replies: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> Response[bytes]:
         response = await self.answer(replies)
-        return Response(content=orjson.dumps(response), media_type="application/json", headers=dict(headers))
+        return JSONBytes(orjson.dumps(response), headers=headers)
 
     async def answer(self, replies: AsyncGenerator[bytes, None]) -> dict[str, Any]:
         """The upstream's plain answer as the client's response, stored; raises the upstream's error."""

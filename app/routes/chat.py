@@ -25,6 +25,7 @@ from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import BodyCollector, SSEEncoder, new_completion_id
 from toolrelay.app.errors import OpenAIError, error_response
 from toolrelay.app.events import Event, Failure, UsageReport
+from toolrelay.app.json_response import JSONBytes
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.model_ids import AGENT_PREFIX, split_agent_model
@@ -258,7 +259,7 @@ async def _json_response(
     finally:
         # Also on cancellation (client gone): the books get the usage so far.
         info.usage = await tracker.result(estimate=info.error_code == "client_disconnected")
-    return Response(content=orjson.dumps(body), media_type="application/json", headers=headers)
+    return JSONBytes(orjson.dumps(body), headers=headers)
 
 
 async def _stream_response(

@@ -22,6 +22,7 @@ from litestar.response import Response, Stream
 from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import sse_event
 from toolrelay.app.errors import OpenAIError, error_response, upstream_unreachable
+from toolrelay.app.json_response import JSONBytes
 from toolrelay.app.jsonbody import JSONValue
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.providers.base import ForwardCall
@@ -155,7 +156,7 @@ async def _json_response(services: Services, forwarded: Forwarded, raw: bytes, i
         usage = await estimated_usage(services, forwarded, info.request_id, generated)
         body["usage"] = usage_object(usage, generates=True)
     info.usage = usage
-    return Response(content=orjson.dumps(body), media_type="application/json", headers=forwarded.ticket.headers)
+    return JSONBytes(orjson.dumps(body), headers=forwarded.ticket.headers)
 
 
 async def _stream_response(services: Services, forwarded: Forwarded, replies: AsyncGenerator[bytes, None], info: RequestInfo) -> Response[bytes] | Stream:

@@ -20,6 +20,7 @@ from litestar.response import Response
 
 from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.errors import OpenAIError, error_response
+from toolrelay.app.json_response import JSONBytes
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.providers.base import ForwardCall
 from toolrelay.app.providers.openai_parser import malformed_response
@@ -96,4 +97,4 @@ async def _answer(services: Services, forwarded: Forwarded, info: RequestInfo) -
         reported = usage_object(usage, generates=False)
         body = await anyio.to_thread.run_sync(with_usage, body, reported) if big else with_usage(body, reported)
     info.usage = usage
-    return Response(content=body, media_type="application/json", headers=forwarded.ticket.headers)
+    return JSONBytes(body, headers=forwarded.ticket.headers)

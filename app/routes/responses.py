@@ -42,6 +42,7 @@ from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.errors import OpenAIError, error_response
 from toolrelay.app.events import Event, Failure
 from toolrelay.app.guards import metered_key_guard, rate_limit_headers
+from toolrelay.app.json_response import JSONBytes
 from toolrelay.app.jsonbody import parse_json_body
 from toolrelay.app.middleware import RequestInfo, request_info
 from toolrelay.app.model_ids import canonical_model_id, split_agent_model
@@ -93,7 +94,7 @@ def _previous_not_found(response_id: str) -> OpenAIError:
 
 
 def _json(content: Any, headers: Mapping[str, str] | None = None) -> Response[bytes]:
-    return Response(content=orjson.dumps(content), media_type="application/json", headers=dict(headers or {}))
+    return JSONBytes(orjson.dumps(content), headers=headers)
 
 
 def build_responses_handlers(services: Services, store: ResponseStorage) -> list[Any]:
