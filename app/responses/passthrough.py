@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import orjson
-from litestar.response import Response, Stream
+from litestar.response import Response
 
 from toolrelay.app.errors import OpenAIError, error_response, invalid_request
 from toolrelay.app.ids import new_item_id, new_response_id
@@ -52,6 +52,7 @@ from toolrelay.app.providers.openai_parser import malformed_response, map_upstre
 from toolrelay.app.responses.background import CUT_SHORT, BackgroundRuns
 from toolrelay.app.responses.store import ResponseStorage, StoredResponse, response_scope
 from toolrelay.app.responses.translate import ResponsesRequest, input_items, response_object
+from toolrelay.app.sse_response import SSEStream
 from toolrelay.app.usage import RequestUsage, token_count
 
 if TYPE_CHECKING:
@@ -417,7 +418,7 @@ class NativeResponses:
                 await replies.aclose()
             return self._speaks[name]
 
-    async def create(self, request: Request[Any, Any, Any], info: RequestInfo, body: dict[str, Any], route: Route) -> Response[bytes] | Stream:
+    async def create(self, request: Request[Any, Any, Any], info: RequestInfo, body: dict[str, Any], route: Route) -> Response[bytes]:
         """Admit ``body`` through the gate and answer it from the upstream; raises :class:`OpenAIError` before the answer starts."""
         services = self._services
         server = services.settings.server
@@ -464,7 +465,7 @@ class NativeResponses:
             started = await self._runs.start(turn, replies, stream=params.stream)
             if isinstance(started, dict):
                 return JSONBytes(orjson.dumps(started), headers=ticket.headers)
-            return Stream(started, media_type="text/event-stream", headers={**self._sse_headers, **ticket.headers})
+            return SSEStream(started, headers={**self._sse_headers, **ticket.headers})
         if params.stream:
             return await turn.stream(replies, ticket.headers)
         return await turn.json(replies, ticket.headers)
@@ -587,7 +588,7 @@ class _NativeTurn:
             report = relay.response.get("usage") if relay.response is not None else None
             self.info.usage = await self.usage(report, estimate=True)
 
-    async def stream(self, replies: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> Response[bytes] | Stream:
+    async def stream(self, replies: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> Response[bytes]:
         relay = self.relay
         info = self.info
         # Pull until the first event for the client, so an error up front keeps its HTTP status.
@@ -641,4 +642,4 @@ class _NativeTurn:
             info.usage = await self.usage(report, estimate=True)
 
         info.ending = ending
-        return Stream(chunks, media_type="text/event-stream", headers={**self.sse_headers, **headers})
+        return SSEStream(chunks, headers={**self.sse_headers, **headers})

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from litestar import Request, post
-from litestar.response import Response, Stream
+from litestar.response import Response
 
 from toolrelay.app.accumulate import CompletionAccumulator
 from toolrelay.app.cache import CACHE_HEADER
@@ -33,6 +33,7 @@ from toolrelay.app.providers.base import UpstreamCall
 from toolrelay.app.providers.router import Route
 from toolrelay.app.routes.openapi_docs import ChatCompletionOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
+from toolrelay.app.sse_response import SSEStream
 from toolrelay.app.usage import RequestUsage
 from toolrelay.app.validation import check_request
 
@@ -183,7 +184,7 @@ def build_chat_handler(services: Services) -> Any:
         tags=["chat"],
         operation_class=ChatCompletionOperation,
     )
-    async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    async def chat_completions(request: Request[Any, Any, Any]) -> Response[bytes]:
         info = request_info(request.scope)
         # Booked and released by the outer ASGI layer (app/middleware.py), however it ends.
         info.metered = True
@@ -264,7 +265,7 @@ async def _json_response(
 
 async def _stream_response(
     events: AsyncGenerator[Event, None], tracker: UsageTracker, model: str, include_usage: bool, info: RequestInfo, headers: Mapping[str, str]
-) -> Response[bytes] | Stream:
+) -> Response[bytes]:
     encoder = SSEEncoder(model=model, include_usage=include_usage, completion_id=new_completion_id(), created=int(time.time()))
     # Pull until the first event that produces output, so an error the
     # upstream reports up front still gets its real HTTP status.
@@ -318,7 +319,7 @@ async def _stream_response(
         info.usage = await tracker.result(estimate=True)
 
     info.ending = ending
-    return Stream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+    return SSEStream(chunks, headers={**SSE_HEADERS, **headers})
 
 
 async def _stream_tail(encoder: SSEEncoder, tracker: UsageTracker) -> bytes:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from litestar import Request, post
-from litestar.response import Response, Stream
+from litestar.response import Response
 
 from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.encoder import sse_event
@@ -30,6 +30,7 @@ from toolrelay.app.providers.forward import DONE
 from toolrelay.app.providers.openai_parser import malformed_response, map_upstream_error
 from toolrelay.app.routes.chat import SSE_HEADERS
 from toolrelay.app.routes.forwarding import Forwarded, admit_forwarded, estimated_usage, plain_reply, reply_stream, usage_object
+from toolrelay.app.sse_response import SSEStream
 from toolrelay.app.usage import RequestUsage
 from toolrelay.app.validation import check_legacy_completion_request
 
@@ -115,7 +116,7 @@ def build_completions_handler(services: Services) -> Any:
         description="OpenAI legacy Completions, passed through to the model's upstream, streaming included (agent models run on chat only).",
         tags=["completions"],
     )
-    async def completions(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    async def completions(request: Request[Any, Any, Any]) -> Response[bytes]:
         info = request_info(request.scope)
         try:
             forwarded = await admit_forwarded(services, request, info, mode="completions", endpoint=ENDPOINT, validate=check_legacy_completion_request)
@@ -128,7 +129,7 @@ def build_completions_handler(services: Services) -> Any:
             async def book_estimate() -> None:
                 info.usage = await estimated_usage(services, forwarded, info.request_id)
 
-            async def answer() -> Response[bytes] | Stream:
+            async def answer() -> Response[bytes]:
                 if stream:
                     return await _stream_response(services, forwarded, reply_stream(route, call), info)
                 return await _json_response(services, forwarded, await plain_reply(route, call), info)
@@ -159,7 +160,7 @@ async def _json_response(services: Services, forwarded: Forwarded, raw: bytes, i
     return JSONBytes(orjson.dumps(body), headers=forwarded.ticket.headers)
 
 
-async def _stream_response(services: Services, forwarded: Forwarded, replies: AsyncGenerator[bytes, None], info: RequestInfo) -> Response[bytes] | Stream:
+async def _stream_response(services: Services, forwarded: Forwarded, replies: AsyncGenerator[bytes, None], info: RequestInfo) -> Response[bytes]:
     options = forwarded.payload.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     relay = CompletionStream(forwarded.model, include_usage, forwarded.route.provider.name)
@@ -216,4 +217,4 @@ async def _stream_response(services: Services, forwarded: Forwarded, replies: As
         info.usage = await usage_now(True)
 
     info.ending = ending
-    return Stream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **forwarded.ticket.headers})
+    return SSEStream(chunks, headers={**SSE_HEADERS, **forwarded.ticket.headers})

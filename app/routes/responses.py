@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 import orjson
 from litestar import Request, Router, delete, get, post
 from litestar.params import FromPath, QueryParameter
-from litestar.response import Response, Stream
+from litestar.response import Response
 
 from toolrelay.app.disconnect import answer_unless_gone
 from toolrelay.app.errors import OpenAIError, error_response
@@ -71,6 +71,7 @@ from toolrelay.app.responses.references import resolve_item_references
 from toolrelay.app.routes.chat import SSE_HEADERS, UsageTracker, proxy_events, upstream_body
 from toolrelay.app.routes.openapi_docs import ResponseCreateOperation, ResponseDeleteOperation, ResponseInputItemsOperation, ResponseRetrieveOperation
 from toolrelay.app.schema_check import SchemaChecker, SchemaLimits
+from toolrelay.app.sse_response import SSEStream
 from toolrelay.app.strict_request import StrictJSONRequest
 from toolrelay.app.validation import check_request
 
@@ -123,7 +124,7 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
         description="OpenAI Responses API (proxy mode).",
         operation_class=ResponseCreateOperation,
     )
-    async def create_response(request: Request[Any, Any, Any]) -> Response[bytes] | Stream:
+    async def create_response(request: Request[Any, Any, Any]) -> Response[bytes]:
         info = request_info(request.scope)
         info.metered = True
         try:
@@ -207,7 +208,7 @@ def _create_handler(services: Services, store: ResponseStorage, runs: Background
                 started = await runs.start(turn, events, stream=params.stream)
                 if isinstance(started, dict):
                     return _json(started, headers)
-                return Stream(started, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+                return SSEStream(started, headers={**SSE_HEADERS, **headers})
             if params.stream:
                 return await answer_unless_gone(request, turn.stream(events, headers))
             return await answer_unless_gone(request, turn.json(events, headers))
@@ -305,7 +306,7 @@ class _Turn:
             await events.aclose()
             self.info.usage = await tracker.result(estimate=True)
 
-    async def stream(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes] | Stream:
+    async def stream(self, events: AsyncGenerator[Event, None], headers: Mapping[str, str]) -> Response[bytes]:
         writer = self.writer_class(self.params, self.response_id, self.created_at)
         tracker = self.tracker
         info = self.info
@@ -355,7 +356,7 @@ class _Turn:
             info.usage = await tracker.result(estimate=True)
 
         info.ending = ending
-        return Stream(chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+        return SSEStream(chunks, headers={**SSE_HEADERS, **headers})
 
     async def _tail(self, writer: ResponseStreamWriter) -> bytes:
         return (await self._finish(writer))[0]
@@ -381,7 +382,7 @@ def _stored_routes(services: Services, store: ResponseStorage, runs: BackgroundR
         response_id: FromPath[str],
         stream: Annotated[bool, QueryParameter(description="Follow a running streamed background response's events.")] = False,
         starting_after: Annotated[int, QueryParameter(ge=-1, description="The sequence number after which to start streaming.")] = -1,
-    ) -> Response[bytes] | Stream:
+    ) -> Response[bytes]:
         scope = scope_of(request)
         stored = await store.get(scope, response_id)
         if stored is None:
@@ -394,7 +395,7 @@ def _stored_routes(services: Services, store: ResponseStorage, runs: BackgroundR
                     param="stream",
                     code="unsupported_value",
                 )
-            return Stream(events, media_type="text/event-stream", headers={**SSE_HEADERS, **rate_limit_headers(request)})
+            return SSEStream(events, headers={**SSE_HEADERS, **rate_limit_headers(request)})
         return _json(stored.response, rate_limit_headers(request))
 
     @post("/{response_id:str}/cancel", summary="Cancel a background response", status_code=200)
