@@ -49,7 +49,9 @@ __all__ = [
 ]
 
 #: Top-level fields of a completion or chunk passed on as :class:`ResponseMeta`.
-META_FIELDS = ("system_fingerprint", "service_tier")
+META_FIELDS = ("system_fingerprint", "service_tier")  # SSEChunkParser.feed reads these two by name
+#: One streamed event (or a line still without its end) may hold this much; past it the stream fails.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
 # Headers an upstream 429/503 carries that the client's retry logic reads.
 _RETRY_HEADERS = (
     "retry-after",
@@ -80,6 +82,16 @@ def malformed_response(upstream: str) -> OpenAIError:
     return OpenAIError(
         502,
         f"The upstream provider '{upstream}' returned a malformed response.",
+        type="upstream_error",
+        code="bad_upstream_response",
+    )
+
+
+def oversized_event(upstream: str) -> OpenAIError:
+    """The 502 for a stream event (or a line) past :data:`MAX_EVENT_BYTES`."""
+    return OpenAIError(
+        502,
+        f"The upstream provider '{upstream}' sent a stream event larger than {MAX_EVENT_BYTES} bytes.",
         type="upstream_error",
         code="bad_upstream_response",
     )
@@ -265,13 +277,13 @@ class SSEChunkParser:
     judges a stream that ended without failing.
     """
 
-    __slots__ = ("_buffer", "_data_lines", "_meta", "_seen_calls", "failed", "saw_done", "saw_finish", "upstream")
+    __slots__ = ("_buffer", "_data_lines", "_last_meta", "_seen_calls", "failed", "saw_done", "saw_finish", "upstream")
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self._buffer = b""
         self._data_lines: list[bytes] = []
-        self._meta: dict[str, Any] = {}
+        self._last_meta: tuple[Any, Any] = (None, None)
         self._seen_calls: SeenCalls = set()
         self.saw_finish = False
         self.saw_done = False
@@ -282,13 +294,19 @@ class SSEChunkParser:
         out: list[Event] = []
         buffer = self._buffer + raw if self._buffer else raw
         data_lines = self._data_lines
+        find = buffer.find
+        start = 0
         chunk: JSONValue
+        # Lines are read where they lie (an index moves on) rather than cut off the front of the
+        # buffer, which copied the rest of a read once per line.
         while True:
-            newline = buffer.find(b"\n")
+            newline = find(b"\n", start)
             if newline < 0:
                 break
-            line = buffer[:newline].rstrip(b"\r")
-            buffer = buffer[newline + 1 :]
+            line = buffer[start:newline]
+            start = newline + 1
+            if line[-1:] == b"\r":
+                line = line.rstrip(b"\r")
             if line:
                 if line.startswith(b"data:"):
                     data_lines.append(line[5:].lstrip(b" "))
@@ -307,12 +325,12 @@ class SSEChunkParser:
             if type(chunk) is dict:
                 if chunk.get("error") is not None:
                     return self._fail(out, map_upstream_error(500, data, {}, self.upstream))
-                meta = {k: chunk[k] for k in META_FIELDS if chunk.get(k) is not None}
                 # Upstreams repeat system_fingerprint & co. on every chunk; an event only when they
                 # change (readers keep the last), which halves the events of a typical stream.
-                if meta and meta != self._meta:
-                    self._meta = meta
-                    out.append(ResponseMeta(meta))
+                fingerprint, tier = chunk.get("system_fingerprint"), chunk.get("service_tier")
+                if (fingerprint is not None or tier is not None) and (fingerprint, tier) != self._last_meta:
+                    self._last_meta = (fingerprint, tier)
+                    out.append(ResponseMeta({k: v for k, v in (("system_fingerprint", fingerprint), ("service_tier", tier)) if v is not None}))
             try:
                 events = events_from_chunk(chunk, self._seen_calls)
             except MalformedUpstream:
@@ -321,7 +339,11 @@ class SSEChunkParser:
                 if type(event) is ChoiceDelta and event.finish_reason is not None:
                     self.saw_finish = True
                 out.append(event)
-        self._buffer = buffer
+        rest = buffer[start:] if start else buffer
+        if len(rest) + sum(map(len, data_lines)) > MAX_EVENT_BYTES:
+            # A line (or event) that never ends: the stream is not an SSE stream we can hold.
+            return self._fail(out, oversized_event(self.upstream))
+        self._buffer = rest
         return out
 
     def _fail(self, out: list[Event], error: OpenAIError) -> list[Event]:

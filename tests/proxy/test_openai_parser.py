@@ -21,6 +21,7 @@ from toolrelay.app.events import (
     UsageReport,
 )
 from toolrelay.app.providers.openai_parser import (
+    MAX_EVENT_BYTES,
     MalformedUpstream,
     SSEChunkParser,
     events_from_body,
@@ -381,3 +382,31 @@ def test_map_upstream_error(status: int, raw: bytes, headers: dict[str, str], ex
 )
 def test_retry_headers(status: int, headers: dict[str, str], kept: dict[str, str]) -> None:
     assert map_upstream_error(status, b"{}", headers, "up").headers == kept
+
+
+# -- bounds --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framing", [b'data: {"a": "', b": a comment that never ends "], ids=["data-line", "comment-line"])
+def test_a_line_that_never_ends_fails_the_stream_at_the_event_bound(framing: bytes) -> None:
+    parser = SSEChunkParser("up")
+    events: list[Any] = parser.feed(sse(chunk({"role": "assistant", "content": "hi"}), done=False) + framing)
+    piece = b"x" * (1024 * 1024)
+    fed = len(framing)
+    while not parser.failed and fed < 2 * MAX_EVENT_BYTES:
+        events += parser.feed(piece)
+        fed += len(piece)
+    assert parser.failed and fed <= MAX_EVENT_BYTES + len(piece)
+    assert isinstance(events[0], ChoiceDelta)  # what came before the endless line is kept
+    failure = events[-1]
+    assert isinstance(failure, Failure) and failure.error.status == 502 and "larger than" in failure.error.message
+
+
+def test_many_events_in_one_read_and_split_anywhere_give_the_same_events() -> None:
+    body = sse(*(chunk({"content": f"t{i} "}) for i in range(200)), chunk({}, "stop"))
+    whole, _ = parse_all(body)
+    assert [e.delta.get("content") for e in whole if isinstance(e, ChoiceDelta)][:3] == ["t0 ", "t1 ", "t2 "]
+    for piece in (1, 7, 64, 4096):
+        assert parse_all(body, piece)[0] == whole
+    crlf, _ = parse_all(body.replace(b"\n", b"\r\n"))
+    assert crlf == whole
