@@ -77,33 +77,22 @@ class MalformedUpstream(Exception):
     """The upstream sent a body or chunk that is not the shape the protocol says."""
 
 
+def _bad_upstream_response(message: str) -> OpenAIError:
+    return OpenAIError(502, message, type="upstream_error", code="bad_upstream_response")
+
+
 def malformed_response(upstream: str) -> OpenAIError:
     """The 502 for a body or chunk that breaks the protocol."""
-    return OpenAIError(
-        502,
-        f"The upstream provider '{upstream}' returned a malformed response.",
-        type="upstream_error",
-        code="bad_upstream_response",
-    )
+    return _bad_upstream_response(f"The upstream provider '{upstream}' returned a malformed response.")
 
 
 def oversized_event(upstream: str) -> OpenAIError:
     """The 502 for a stream event (or a line) past :data:`MAX_EVENT_BYTES`."""
-    return OpenAIError(
-        502,
-        f"The upstream provider '{upstream}' sent a stream event larger than {MAX_EVENT_BYTES} bytes.",
-        type="upstream_error",
-        code="bad_upstream_response",
-    )
+    return _bad_upstream_response(f"The upstream provider '{upstream}' sent a stream event larger than {MAX_EVENT_BYTES} bytes.")
 
 
 def _unreadable_event(upstream: str) -> OpenAIError:
-    return OpenAIError(
-        502,
-        f"The upstream provider '{upstream}' sent an unreadable stream event.",
-        type="upstream_error",
-        code="bad_upstream_response",
-    )
+    return _bad_upstream_response(f"The upstream provider '{upstream}' sent an unreadable stream event.")
 
 
 def map_upstream_error(status: int, raw: bytes, headers: Mapping[str, str], upstream: str) -> OpenAIError:

@@ -4,8 +4,6 @@ through the OpenAI SDK."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 import threading
 import time
@@ -15,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from fakes.tls import self_signed_certificate
 from fakes.upstream import FakeUpstream, Reply
 from operations.serve_process import ServeProcess
 
@@ -59,36 +58,9 @@ def test_a_stream_in_flight_finishes_after_sigterm(tmp_path: Path, fake: FakeUps
     assert exit_code, "toolrelay did not exit"
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "toolrelay test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_with_a_self_signed_certificate_through_the_openai_sdk(tmp_path: Path, fake: FakeUpstream) -> None:
     pytest.importorskip("cryptography")
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
     fake.enqueue(Reply(content="over TLS"), Reply(content="streamed over TLS"))
     with ServeProcess(tmp_path, fake.base_url, "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)) as relay:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import random
 import socket
 import ssl
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 
 from fakes.server import closed_port
+from fakes.tls import self_signed_certificate
 from toolrelay.app.errors import OpenAIError
 from toolrelay.app.events import Failure
 from toolrelay.app.providers.base import UpstreamCall
@@ -895,32 +894,9 @@ async def test_provider_sends_its_key_and_reads_a_plain_answer() -> None:
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """A self-signed certificate for 127.0.0.1: (cert file, key file, cert PEM)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "toolrelay test upstream")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (folder / "cert.pem").write_bytes(cert_pem)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    (folder / "key.pem").write_bytes(key_pem)
-    return folder / "cert.pem", folder / "key.pem", cert_pem.decode()
+    pytest.importorskip("cryptography")
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    return cert, key, cert.read_text()
 
 
 @contextlib.asynccontextmanager
