@@ -21,9 +21,22 @@ from litestar.response import Response
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
 
-__all__ = ["JSONBytes"]
+__all__ = ["JSONBytes", "set_bare"]
 
 _JSON = (b"content-type", b"application/json")
+
+
+def set_bare(response: Response[bytes], content: bytes, status_code: int, headers: Mapping[str, str] | None, media_type: str) -> None:
+    """Fill the attributes of a Response whose ``__init__`` is skipped: it normalizes cookies,
+    headers and encoders that answers built from bytes do not have."""
+    response.content = content
+    response.status_code = status_code
+    response.headers = dict(headers) if headers else {}
+    response.background = None
+    response.cookies = []
+    response.encoding = "utf-8"
+    response.media_type = media_type
+    response.response_type_encoders = {}
 
 
 class JSONBytes(Response[bytes]):
@@ -32,18 +45,10 @@ class JSONBytes(Response[bytes]):
     __slots__ = ()
 
     def __init__(self, body: bytes, *, status_code: int = 200, headers: Mapping[str, str] | None = None) -> None:
-        # Response.__init__ is not called: it normalizes cookies, headers and encoders this answer does not have.
-        self.content = body
-        self.status_code = status_code
-        self.headers = dict(headers) if headers else {}
-        self.background = None
-        self.cookies = []
-        self.encoding = "utf-8"
-        self.media_type = "application/json"
-        self.response_type_encoders = {}
+        set_bare(self, body, status_code, headers, "application/json")
 
     def to_asgi_response(self, app: Any, request: Any, **_: Any) -> _SendJSON:  # type: ignore[override]
-        return _SendJSON(self.status_code, self.content, self.headers)
+        return _SendJSON(self.status_code or 200, self.content, self.headers)
 
 
 class _SendJSON:

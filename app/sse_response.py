@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from litestar.response import Response
 
 from toolrelay.app.disconnect import DisconnectWatch
+from toolrelay.app.json_response import set_bare
 
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
@@ -38,16 +39,8 @@ class SSEStream(Response[bytes]):
     __slots__ = ("chunks",)
 
     def __init__(self, chunks: AsyncIterator[bytes], *, headers: Mapping[str, str] | None = None) -> None:
-        # Response.__init__ is not called, as for JSONBytes: nothing here needs its normalizing.
         self.chunks = chunks
-        self.content = b""
-        self.status_code = 200
-        self.headers = dict(headers) if headers else {}
-        self.background = None
-        self.cookies = []
-        self.encoding = "utf-8"
-        self.media_type = "text/event-stream"
-        self.response_type_encoders = {}
+        set_bare(self, b"", 200, headers, "text/event-stream")
 
     def to_asgi_response(self, app: Any, request: Any, **_: Any) -> _SendStream:  # type: ignore[override]
         return _SendStream(self.chunks, self.headers)

@@ -215,21 +215,19 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Done with the response: its connection is pooled again if the body was read to its end, else closed."""
-        connection = self._connection
-        if connection is None:
-            return
-        self._connection = None
-        self._disarm()
-        connection.finish(self._done and self._error is None and self._keep_alive)
+        self._end(reusable=True)
 
     def close(self) -> None:
         """Done with the response, read or not: its connection is closed."""
+        self._end(reusable=False)
+
+    def _end(self, *, reusable: bool) -> None:
         connection = self._connection
         if connection is None:
             return
         self._connection = None
         self._disarm()
-        connection.finish(False)
+        connection.finish(reusable and self._done and self._error is None and self._keep_alive)
 
     async def _wait(self) -> None:
         waiter = self._waiter = self._loop.create_future()
