@@ -11,7 +11,7 @@ the repair of upstream quirks.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -37,6 +37,11 @@ from toolrelay.app.providers.upstream_http import (
 
 #: An upstream's error body is read up to this much (its message is all we keep of it).
 ERROR_BODY_BYTES = 1024 * 1024
+#: A model list (``GET /models``) is read up to this much.
+LISTING_BYTES = 16 * 1024 * 1024
+#: A passed-through plain answer whose caller sets no bound: an embeddings answer for 2,048
+#: inputs at 3,072 dimensions is about 95 MB of float JSON, past the client's 64 MiB default.
+FORWARD_BODY_BYTES = 256 * 1024 * 1024
 
 
 def dumps_body(body: Any) -> bytes:
@@ -116,7 +121,7 @@ async def post(client: UpstreamClient, url: str, body: bytes, stream: bool, time
         raise upstream_disconnected(f"'{upstream}' ({exc})") from None
 
 
-async def probe(client: UpstreamClient, url: str, name: str, kind: str, describe: Any = None) -> Health:
+async def probe(client: UpstreamClient, url: str, name: str, kind: str, describe: Callable[[int, bytes], tuple[bool, str] | None] | None = None) -> Health:
     """An upstream's health from one GET (``describe(status, body)`` words a status of 400 or more)."""
     try:
         response = await client.request("GET", url, timeout=5.0)
@@ -143,7 +148,7 @@ async def get_json(client: UpstreamClient, url: str) -> Any:
     try:
         if response.status >= 400:
             return None
-        raw = await response.read(ERROR_BODY_BYTES * 16)
+        raw = await response.read(LISTING_BYTES)
     finally:
         response.release()
     try:
@@ -226,7 +231,7 @@ class OpenAIProvider:
                 raise map_forward_error(response.status, raw, response.headers, self.name, model=call.model, endpoint=call.endpoint)
             if not call.stream or response.content_type == "application/json":
                 # A server that ignores `stream` answers with one body; the caller reads it as one event.
-                yield await read_body(response, self.name, call.max_event_bytes)
+                yield await read_body(response, self.name, call.max_event_bytes or FORWARD_BODY_BYTES)
                 finished = True
                 return
             framer = SSEDataFramer(call.max_event_bytes)
