@@ -203,7 +203,9 @@ class ResponseStorage(abc.ABC):
 
     A save returns once its row is committed (a client that retrieves a
     response right after it was answered finds it, on any worker). The saves
-    of one event-loop turn commit together right after it: on the loop when
+    of one event-loop turn commit together right after it (while saves keep
+    coming, up to :data:`GROUP_COMMIT_SECONDS` later, so more share one
+    commit): on the loop when
     the backend can do it without waiting (:meth:`_try_on_loop`: SQLite, when
     neither its lock nor the file's write lock is taken), else through one
     writer thread per store, which takes every save queued while it was
@@ -218,7 +220,7 @@ class ResponseStorage(abc.ABC):
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
-        # Saves of this event-loop turn, committed together right after it (see _try_on_loop).
+        # Saves of this event-loop turn (or, when busy, of the next few ms), committed together (see _try_on_loop).
         self._loop_batch: list[_Pending] | None = None
         self._last_flush = float("-inf")
 
