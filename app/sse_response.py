@@ -11,12 +11,22 @@ handler's task, and the disconnect is watched by :class:`DisconnectWatch`
 lasts), which cancels this task when the client leaves; the stream then
 ends quietly, as Litestar's does. The request's end (release, books) stays
 with the ASGI layer (``RequestInfo.ending``).
+
+Chunks that are ready together go out together. The chunks iterator is
+stepped by hand (:class:`_Resume`): while a step finishes without waiting
+its chunk joins a batch, and the batch is sent the moment a step would wait
+for I/O (so nothing is ever held back), or when it reaches
+:data:`BATCH_BYTES`. An upstream read that carries several events (the last
+token, the finish and usage chunks and ``[DONE]`` typically arrive in one)
+then costs one write instead of four, and the stream's last batch carries
+the end of the body (``more_body: False``) in the same write. Each write to a
+loopback client measured about 17 us of the ~60 us a streamed event costs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from litestar.response import Response
@@ -31,6 +41,9 @@ __all__ = ["SSEStream"]
 
 _EVENT_STREAM = (b"content-type", b"text/event-stream; charset=utf-8")
 _END = {"type": "http.response.body", "body": b"", "more_body": False}
+#: A batch of ready chunks is sent once it holds this much, ready or not (an answer replayed
+#: from a cache is all ready at once; its client still gets it in pieces, under flow control).
+BATCH_BYTES = 64 * 1024
 
 
 class SSEStream(Response[bytes]):
@@ -59,10 +72,50 @@ class _SendStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(self._start)  # type: ignore[arg-type]
         watch = DisconnectWatch(scope, receive, mark=False)
+        chunks = self._chunks
+        batch: list[bytes] = []
+        size = 0
         try:
-            async for chunk in self._chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send(_END)  # type: ignore[arg-type]
+            while True:
+                step = chunks.__anext__().__await__()
+                try:
+                    # Run the step as far as it goes without waiting.
+                    waiting_on = step.send(None)
+                except StopIteration as ready:
+                    chunk: bytes = ready.value
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size < BATCH_BYTES:
+                        continue
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    # What the stream made before it broke still reaches the client, as it did unbatched.
+                    if batch:
+                        await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                    raise
+                else:
+                    # The step waits for I/O: what is ready goes out first, then the step goes on.
+                    if batch:
+                        await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                    try:
+                        chunk = await _Resume(step, waiting_on)
+                    except StopAsyncIteration:
+                        batch = []
+                        break
+                    batch = [chunk]
+                    size = len(chunk)
+                    continue
+                await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                batch = []
+                size = 0
+            # The last send closes the request's books (app/middleware.py): no disconnect may cancel
+            # them halfway. One that fired already still lands, here, before they start.
+            watch.stop()
+            if watch.fired:
+                await asyncio.sleep(0)
+            # The end of the body in the same write as the last chunks.
+            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False} if batch else _END)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
@@ -70,3 +123,35 @@ class _SendStream:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             watch.stop()
+
+
+class _Resume:
+    """Awaits the rest of an ``__anext__`` step already run up to ``waiting_on`` (what it yielded to
+    the event loop: a future, or None for a bare turn): the step goes on as if it had been awaited
+    from the start, a cancellation thrown into it as the task would."""
+
+    __slots__ = ("_step", "_waiting_on")
+
+    def __init__(self, step: Generator[Any, Any, bytes], waiting_on: Any) -> None:
+        self._step = step
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        step = self._step
+        waiting_on = self._waiting_on
+        while True:
+            try:
+                yield waiting_on
+            except GeneratorExit:
+                step.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 - thrown in by the task (a cancellation): the step gets it
+                try:
+                    waiting_on = step.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = step.send(None)
+                except StopIteration as done:
+                    return done.value

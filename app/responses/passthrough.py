@@ -635,7 +635,7 @@ class _NativeTurn:
         chunks = body()
 
         async def ending() -> None:
-            # Run once by the outer ASGI layer before release, shielded from a disconnect (as in chat).
+            # Run once by the outer ASGI layer before release, never cancelled (as in chat).
             await chunks.aclose()
             await replies.aclose()
             report = relay.response.get("usage") if relay.response is not None else None

@@ -312,8 +312,8 @@ async def _stream_response(
     chunks = body()
 
     async def ending() -> None:
-        # Run once by the outer ASGI layer before release, shielded from a disconnect: closes a
-        # body Litestar left suspended (a disconnect during a send) and estimates a cut stream.
+        # Run once by the outer ASGI layer before release, never cancelled (app/middleware.py): closes
+        # a body left suspended (the client left during a send) and estimates a cut stream.
         await chunks.aclose()
         await events.aclose()
         info.usage = await tracker.result(estimate=True)

@@ -211,7 +211,7 @@ async def _stream_response(services: Services, forwarded: Forwarded, replies: As
     chunks = body()
 
     async def ending() -> None:
-        # Run once by the outer ASGI layer before release, shielded from a disconnect (see chat).
+        # Run once by the outer ASGI layer before release, never cancelled (see chat).
         await chunks.aclose()
         await replies.aclose()
         info.usage = await usage_now(True)
