@@ -16,6 +16,12 @@ Freezing moves the start-up objects out of every later collection (they are
 never garbage); the larger young threshold lets a request's objects die by
 reference counting before a collection ever looks at them. Cyclic garbage is
 still collected, only in batches of 10,000 allocations instead of 700.
+
+The request paths themselves make none (tests/proxy/test_proxy_garbage.py): a
+young collection here walks 9,000-17,000 objects in 3-7 ms, a pause every
+stream in flight waits out. When each stream left a 20-object cycle (a
+cancelled disconnect watcher) they came every 0.4 s at concurrency 64, with a
+15-27 ms older collection every ten; without it, once in 7 s.
 """
 
 from __future__ import annotations
