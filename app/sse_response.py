@@ -97,7 +97,11 @@ class _SendStream:
                 else:
                     # The step waits for I/O: what is ready goes out first, then the step goes on.
                     if batch:
-                        await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                        try:
+                            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                        except BaseException as exc:
+                            _unwind(step, waiting_on, exc)
+                            raise
                     try:
                         chunk = await _Resume(step, waiting_on)
                     except StopAsyncIteration:
@@ -123,6 +127,23 @@ class _SendStream:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             watch.stop()
+
+
+def _unwind(step: Generator[Any, Any, bytes], waiting_on: Any, exc: BaseException) -> None:
+    """A send failed (cancelled: the client stopped reading, then left) while ``step`` waited on
+    ``waiting_on``: the step gets what its task's cancellation would give it, the future cancelled and
+    the exception thrown in, so the chunks' generator unwinds now. Abandoned, it would stay "running"
+    and its ``aclose()`` in the request's ending would fail (and the books with it)."""
+    if isinstance(waiting_on, asyncio.Future):
+        waiting_on.cancel()
+    try:
+        waiting_on = step.throw(exc)
+    except BaseException:  # noqa: BLE001 - the step ended (as it should), however: the caller raises exc
+        return
+    # It caught the exception and waits again: stop that too.
+    if isinstance(waiting_on, asyncio.Future):
+        waiting_on.cancel()
+    step.close()
 
 
 class _Resume:

@@ -183,3 +183,36 @@ async def test_a_generator_that_yields_a_bare_turn_is_resumed() -> None:
     await _serve(chunks(), client)
     assert b"".join(body for body, _ in client.bodies) == b"abc"
     assert client.bodies[-1][1] is False
+
+
+async def test_a_cancellation_during_a_send_unwinds_the_generator_waiting_behind_it() -> None:
+    """The client stops reading (the send waits for the socket to drain) and then leaves: the
+    generator, already waiting for its next read, unwinds and can still be closed by the books."""
+    client = _Client()
+    stuck = asyncio.Event()
+    unwound = asyncio.Event()
+    upstream: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def blocking_send(message: dict[str, Any]) -> None:
+        client.sent.append(message)
+        if message["type"] == "http.response.body":
+            stuck.set()
+            await asyncio.sleep(30)  # a client that stopped reading
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        try:
+            yield b"first"
+            yield await upstream
+        finally:
+            unwound.set()
+
+    generator = chunks()
+    app = SSEStream(generator).to_asgi_response(None, None)
+    task = asyncio.create_task(app({"type": "http", "state": {}}, client.receive, blocking_send))  # type: ignore[arg-type]
+    await stuck.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert unwound.is_set()
+    assert upstream.cancelled()  # what the generator waited on is cancelled, as a task's cancellation does
+    await generator.aclose()  # what the request's ending does: must not find it still running
