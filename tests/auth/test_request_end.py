@@ -11,6 +11,10 @@ the moment it has the whole answer finds its parallel slot free.
 from __future__ import annotations
 
 import collections
+import json
+import socket
+import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,3 +171,39 @@ def test_memories_are_released_once(auth_relay: RunningServer, admin: Admin, rel
         request_id = response.headers["x-request-id"]
         assert [status for status, _ in releases[request_id]] == [response.status_code]
         assert rows[request_id]["status"] == response.status_code and rows[request_id]["mode"] == "memory"
+
+
+def test_a_stream_whose_client_stopped_reading_then_left_is_booked_once(
+    auth_relay: RunningServer,
+    admin: Admin,
+    fake: FakeUpstream,
+    releases: dict[str, list[tuple[int, Any]]],
+    logs: Any,
+) -> None:
+    """The client reads nothing, so toolrelay's sends wait for the socket to drain while the body
+    waits for the next upstream read; then it leaves. The body must unwind (the upstream call is
+    closed), the request's ending must run, and the stream is booked once with what it streamed."""
+    key_id, key = admin.create_key("stalled-reader", max_parallel=1)
+    # About 16 MB in 2,000 chunks, 1 ms apart: far more than the socket buffers between us hold.
+    fake.enqueue(Reply(content=" ".join(f"w{i:06d}" * 60 for i in range(40_000)), chunk_tokens=20, chunk_delay=0.001))
+    raw = json.dumps({"model": "fake-model", "messages": MESSAGES, "stream": True}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", auth_relay.port or 0))
+    sock.sendall(
+        f"POST {CHAT} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+    head = sock.recv(2048)
+    assert head.startswith(b"HTTP/1.1 200"), head[:300]
+    request_id = head.split(b"x-request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    time.sleep(1.5)  # the relay's sends stall; its disconnect watcher is up
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # gone, with unread data: a reset
+    assert fake.wait_for_disconnect(1, timeout=5), "the upstream stream was not closed after the client left"
+    [row] = admin.usage_rows(key_id, count=1)
+    assert row["request_id"] == request_id and row["status"] == 200
+    assert row["completion_tokens"] > 0
+    assert [status for status, _ in releases[request_id]] == [200]
+    assert not [text for text in logs.texts() if "could not account" in text]
