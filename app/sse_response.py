@@ -92,13 +92,13 @@ class _SendStream:
                 except Exception:
                     # What the stream made before it broke still reaches the client, as it did unbatched.
                     if batch:
-                        await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                        await send(_body(batch, more=True))
                     raise
                 else:
                     # The step waits for I/O: what is ready goes out first, then the step goes on.
                     if batch:
                         try:
-                            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                            await send(_body(batch, more=True))
                         except BaseException as exc:
                             _unwind(step, waiting_on, exc)
                             raise
@@ -110,7 +110,7 @@ class _SendStream:
                     batch = [chunk]
                     size = len(chunk)
                     continue
-                await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+                await send(_body(batch, more=True))
                 batch = []
                 size = 0
             # The last send closes the request's books (app/middleware.py): no disconnect may cancel
@@ -119,7 +119,7 @@ class _SendStream:
             if watch.fired:
                 await asyncio.sleep(0)
             # The end of the body in the same write as the last chunks.
-            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False} if batch else _END)  # type: ignore[arg-type]
+            await send(_body(batch, more=False) if batch else _END)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             if not watch.fired:
                 raise
@@ -127,6 +127,10 @@ class _SendStream:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             watch.stop()
+
+
+def _body(batch: list[bytes], *, more: bool) -> Any:
+    return {"type": "http.response.body", "body": b"".join(batch), "more_body": more}
 
 
 def _unwind(step: Generator[Any, Any, bytes], waiting_on: Any, exc: BaseException) -> None:
